@@ -6,3 +6,5 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/shopspring/decimal v1.6.0
 )
+
+require github.com/pelletier/go-toml/v2 v2.4.3 // indirect

@@ -1,0 +1,469 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is the whole agent.toml. Field tags give the canonical kebab-case
+// key; alias tags list other accepted spellings.
+type Config struct {
+	Etcd      EtcdConfig      `toml:"etcd"`
+	Agent     AgentConfig     `toml:"agent"`
+	Container ContainerConfig `toml:"container"`
+	Resource  ResourceConfig  `toml:"resource"`
+	Logging   LoggingConfig   `toml:"logging"`
+	Debug     DebugConfig     `toml:"debug"`
+	Watcher   WatcherConfig   `toml:"watcher"`
+
+	// Sections the agent accepts without interpreting yet.
+	Pyroscope        any `toml:"pyroscope,raw"`
+	Otel             any `toml:"otel,raw"`
+	ServiceDiscovery any `toml:"service-discovery,raw"`
+	Agents           any `toml:"agents,raw"`
+
+	// Source is the file the config came from ("" for the embedded default).
+	Source string `toml:"-"`
+}
+
+// EtcdConfig is [etcd].
+type EtcdConfig struct {
+	Namespace string       `toml:"namespace"`
+	Addr      HostPortList `toml:"addr"`
+	User      string       `toml:"user"`
+	Password  string       `toml:"password"`
+}
+
+// SyncLifecycles is [agent.sync-container-lifecycles].
+type SyncLifecycles struct {
+	Enabled  bool     `toml:"enabled"`
+	Interval Duration `toml:"interval"`
+}
+
+// UtilizationScope is one [agent.utilization-metric.*] table.
+type UtilizationScope struct {
+	Enable   bool     `toml:"enable"`
+	Interval Duration `toml:"interval"`
+}
+
+// UtilizationMetric is [agent.utilization-metric].
+type UtilizationMetric struct {
+	Node      UtilizationScope `toml:"node"`
+	Container UtilizationScope `toml:"container"`
+	Process   UtilizationScope `toml:"process"`
+}
+
+// AgentConfig is [agent].
+type AgentConfig struct {
+	Backend                         string            `toml:"backend" alias:"mode"`
+	ID                              string            `toml:"id"`
+	RPCListenAddr                   HostPort          `toml:"rpc-listen-addr"`
+	AdvertisedRPCAddr               *HostPort         `toml:"advertised-rpc-addr"`
+	InternalAddr                    HostPort          `toml:"internal-addr" alias:"service-addr"`
+	AnnounceInternalAddr            HostPort          `toml:"announce-internal-addr"`
+	SSLEnabled                      bool              `toml:"ssl-enabled"`
+	SSLCert                         string            `toml:"ssl-cert"`
+	SSLKey                          string            `toml:"ssl-key"`
+	RPCAuthManagerPublicKey         string            `toml:"rpc-auth-manager-public-key"`
+	RPCAuthAgentKeypair             string            `toml:"rpc-auth-agent-keypair"`
+	AgentSockPort                   int               `toml:"agent-sock-port"`
+	IPCBasePath                     string            `toml:"ipc-base-path"`
+	VarBasePath                     string            `toml:"var-base-path"`
+	ImageCommitPath                 string            `toml:"image-commit-path"`
+	MountPath                       string            `toml:"mount-path"`
+	ExtraMountRoots                 []string          `toml:"extra-mount-roots"`
+	CohabitingStorageProxy          bool              `toml:"cohabiting-storage-proxy"`
+	PublicHost                      string            `toml:"public-host"`
+	Region                          string            `toml:"region"`
+	InstanceType                    string            `toml:"instance-type"`
+	PIDFile                         string            `toml:"pid-file"`
+	EventLoop                       string            `toml:"event-loop"`
+	SkipManagerDetection            bool              `toml:"skip-manager-detection"`
+	AiomonitorTermuiPort            int               `toml:"aiomonitor-termui-port" alias:"aiomonitor-port"`
+	AiomonitorWebuiPort             int               `toml:"aiomonitor-webui-port"`
+	MetadataServerBindHost          string            `toml:"metadata-server-bind-host"`
+	MetadataServerPort              int               `toml:"metadata-server-port"`
+	AllowComputePlugins             []string          `toml:"allow-compute-plugins"`
+	BlockComputePlugins             []string          `toml:"block-compute-plugins"`
+	AllowNetworkPlugins             []string          `toml:"allow-network-plugins"`
+	BlockNetworkPlugins             []string          `toml:"block-network-plugins"`
+	AbuseReportPath                 string            `toml:"abuse-report-path"`
+	DockerMode                      string            `toml:"docker-mode"`
+	MountPathUIDGID                 string            `toml:"mount-path-uid-gid"`
+	InitialResourceGroupName        string            `toml:"initial-resource-group-name"`
+	ScalingGroupType                string            `toml:"scaling-group-type"`
+	ForceTerminateAbusingContainers bool              `toml:"force-terminate-abusing-containers"`
+	KernelCreationConcurrency       int               `toml:"kernel-creation-concurrency"`
+	SyncContainerLifecycles         SyncLifecycles    `toml:"sync-container-lifecycles"`
+	UtilizationMetric               UtilizationMetric `toml:"utilization-metric"`
+
+	// ScalingGroup is the removed "scaling-group" key; set only to reject it.
+	ScalingGroup *string `toml:"scaling-group"`
+}
+
+// ContainerConfig is [container].
+type ContainerConfig struct {
+	KernelUID               int       `toml:"kernel-uid"`
+	KernelGID               int       `toml:"kernel-gid"`
+	PortRange               PortRange `toml:"port-range"`
+	PortReuseCooldownSec    Duration  `toml:"port-reuse-cooldown-sec"`
+	StatsType               string    `toml:"stats-type"`
+	SandboxType             string    `toml:"sandbox-type"`
+	JailArgs                []string  `toml:"jail-args"`
+	ScratchType             string    `toml:"scratch-type"`
+	ScratchRoot             string    `toml:"scratch-root"`
+	ScratchSize             Size      `toml:"scratch-size"`
+	ScratchNFSAddress       string    `toml:"scratch-nfs-address"`
+	ScratchNFSOptions       string    `toml:"scratch-nfs-options"`
+	AlternativeBridge       string    `toml:"alternative-bridge"`
+	SwarmEnabled            bool      `toml:"swarm-enabled"`
+	BindHost                string    `toml:"bind-host"`
+	AdvertisedHost          string    `toml:"advertised-host"`
+	KrunnerVolumes          any       `toml:"krunner-volumes,raw"`
+	PidsLimit               int64     `toml:"pids-limit"`
+	AllowedKernelMountRoots []string  `toml:"allowed-kernel-mount-roots"`
+}
+
+// ResourceConfig is [resource].
+type ResourceConfig struct {
+	ReservedCPU      int      `toml:"reserved-cpu"`
+	ReservedMem      Size     `toml:"reserved-mem"`
+	ReservedDisk     Size     `toml:"reserved-disk"`
+	AllocationMode   string   `toml:"allocation-mode"`
+	Allocations      any      `toml:"allocations,raw"`
+	MemoryAlignSize  Size     `toml:"memory-align-size"`
+	AllocationOrder  []string `toml:"allocation-order"`
+	AffinityPolicy   string   `toml:"affinity-policy"`
+	CPUAllocStrategy string   `toml:"cpu-alloc-strategy"`
+}
+
+// LoggingConfig is [logging].
+type LoggingConfig struct {
+	Level   string            `toml:"level"`
+	Drivers []string          `toml:"drivers"`
+	PkgNS   map[string]string `toml:"pkg-ns"`
+	Console struct {
+		Colored *bool  `toml:"colored"`
+		Format  string `toml:"format"`
+	} `toml:"console"`
+	File struct {
+		Path         string `toml:"path"`
+		Filename     string `toml:"filename"`
+		BackupCount  int    `toml:"backup-count"`
+		RotationSize Size   `toml:"rotation-size"`
+		Format       string `toml:"format"`
+	} `toml:"file"`
+	Logstash any `toml:"logstash,raw"`
+	Graylog  any `toml:"graylog,raw"`
+}
+
+// DebugConfig is [debug].
+type DebugConfig struct {
+	Enabled                    bool     `toml:"enabled"`
+	Asyncio                    bool     `toml:"asyncio"`
+	KernelRunner               bool     `toml:"kernel-runner"`
+	EnhancedAiomonitorTaskInfo bool     `toml:"enhanced-aiomonitor-task-info"`
+	SkipContainerDeletion      bool     `toml:"skip-container-deletion"`
+	LogStats                   bool     `toml:"log-stats"`
+	LogKernelConfig            bool     `toml:"log-kernel-config"`
+	LogAllocMap                bool     `toml:"log-alloc-map"`
+	LogEvents                  bool     `toml:"log-events"`
+	LogHeartbeats              bool     `toml:"log-heartbeats"`
+	LogDockerEvents            bool     `toml:"log-docker-events"`
+	HeartbeatInterval          Duration `toml:"heartbeat-interval"`
+	Coredump                   struct {
+		Enabled     bool   `toml:"enabled"`
+		Path        string `toml:"path"`
+		BackupCount int    `toml:"backup-count"`
+		SizeLimit   Size   `toml:"size-limit"`
+	} `toml:"coredump"`
+}
+
+// WatcherConfig is [watcher].
+type WatcherConfig struct {
+	ServiceAddr        HostPort `toml:"service-addr"`
+	SSLEnabled         bool     `toml:"ssl-enabled"`
+	SSLCert            string   `toml:"ssl-cert"`
+	SSLKey             string   `toml:"ssl-key"`
+	TargetService      string   `toml:"target-service"`
+	SoftResetAvailable bool     `toml:"soft-reset-available"`
+}
+
+// Defaults returns the configuration with every default of spec section 8
+// applied (RPC port 6011 instead of 6001).
+func Defaults() *Config {
+	c := &Config{}
+	c.Etcd = EtcdConfig{Namespace: "local", Addr: HostPortList{{Host: "127.0.0.1", Port: 2379}}}
+	host, _ := os.Hostname()
+	c.Agent = AgentConfig{
+		ID:                        "i-" + host,
+		RPCListenAddr:             HostPort{Host: "0.0.0.0", Port: 6011},
+		InternalAddr:              HostPort{Host: "0.0.0.0", Port: 6003},
+		AnnounceInternalAddr:      HostPort{Host: "host.docker.internal", Port: 6003},
+		AgentSockPort:             6007,
+		IPCBasePath:               "/tmp/backend.ai/ipc",
+		VarBasePath:               "./var/lib/backend.ai",
+		ImageCommitPath:           "./tmp/backend.ai/commit",
+		CohabitingStorageProxy:    true,
+		PIDFile:                   "/dev/null",
+		EventLoop:                 "asyncio",
+		AiomonitorTermuiPort:      38200,
+		AiomonitorWebuiPort:       39200,
+		MetadataServerBindHost:    "0.0.0.0",
+		MetadataServerPort:        40128,
+		DockerMode:                "auto",
+		ScalingGroupType:          "compute",
+		KernelCreationConcurrency: 4,
+		SyncContainerLifecycles:   SyncLifecycles{Enabled: true, Interval: 10},
+		UtilizationMetric: UtilizationMetric{
+			Node:      UtilizationScope{Enable: true, Interval: 30},
+			Container: UtilizationScope{Enable: true, Interval: 30},
+			Process:   UtilizationScope{Enable: true, Interval: 30},
+		},
+	}
+	c.Container = ContainerConfig{
+		KernelUID:               -1,
+		KernelGID:               -1,
+		PortRange:               PortRange{30000, 31000},
+		PortReuseCooldownSec:    60,
+		StatsType:               "cgroup",
+		SandboxType:             "docker",
+		ScratchType:             "hostdir",
+		ScratchRoot:             "./scratches",
+		PidsLimit:               8192,
+		AllowedKernelMountRoots: []string{"/home/work", "/data", "/mnt"},
+	}
+	c.Resource = ResourceConfig{
+		ReservedCPU:     1,
+		ReservedMem:     1 << 30,
+		ReservedDisk:    8 << 30,
+		AllocationMode:  "shared",
+		MemoryAlignSize: 16 << 20,
+		AllocationOrder: []string{"cuda", "rocm", "tpu", "cpu", "mem"},
+		AffinityPolicy:  "INTERLEAVED",
+	}
+	c.Logging.Level = "INFO"
+	c.Logging.Drivers = []string{"console"}
+	c.Logging.Console.Format = "text"
+	c.Debug.HeartbeatInterval = 20
+	c.Debug.Coredump.Path = "./coredumps"
+	c.Debug.Coredump.BackupCount = 10
+	c.Debug.Coredump.SizeLimit = 64 << 20
+	c.Watcher = WatcherConfig{
+		ServiceAddr:   HostPort{Host: "0.0.0.0", Port: 6009},
+		TargetService: "backendai-agent.service",
+	}
+	return c
+}
+
+// Result is a loaded configuration and the warnings found while loading it.
+type Result struct {
+	Config   *Config
+	Warnings []Warning
+}
+
+// LoadFile reads path, applies defaults, environment overrides and
+// validation.
+func LoadFile(path string, env func(string) (string, bool)) (*Result, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Load(path, data, env)
+}
+
+// Load parses data (named file in messages).
+func Load(file string, data []byte, env func(string) (string, bool)) (*Result, error) {
+	var tree map[string]any
+	if err := toml.Unmarshal(data, &tree); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return nil, &ValueError{Pos: Position{File: file, Line: row, Column: col}, Key: strings.Join(de.Key(), "."), Msg: de.Error()}
+		}
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	cfg := Defaults()
+	cfg.Source = file
+	b := &binder{file: file, pos: keyPositions(file, data)}
+	if err := b.bindStruct("", normalizeTree(tree).(map[string]any), rootValue(cfg)); err != nil {
+		return nil, err
+	}
+	if env != nil {
+		if err := applyEnv(cfg, env); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.validate(b); err != nil {
+		return nil, err
+	}
+	if base := filepath.Dir(file); file != "" {
+		cfg.resolvePaths(base)
+	}
+	return &Result{Config: cfg, Warnings: b.warnings}, nil
+}
+
+// resolvePaths makes relative paths relative to the config file's folder,
+// so the agent behaves the same whatever its working directory.
+func (c *Config) resolvePaths(base string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) && *p != "/dev/null" {
+			*p = filepath.Clean(filepath.Join(base, *p))
+		}
+	}
+	abs(&c.Agent.VarBasePath)
+	abs(&c.Agent.ImageCommitPath)
+	abs(&c.Agent.MountPath)
+	abs(&c.Container.ScratchRoot)
+	abs(&c.Agent.RPCAuthAgentKeypair)
+	abs(&c.Agent.RPCAuthManagerPublicKey)
+	for i := range c.Agent.ExtraMountRoots {
+		abs(&c.Agent.ExtraMountRoots[i])
+	}
+}
+
+func applyEnv(c *Config, env func(string) (string, bool)) error {
+	envErr := func(name, msg string) error {
+		return &ValueError{Pos: Position{File: "environment"}, Key: name, Msg: msg}
+	}
+	if v, ok := env("BACKEND_NAMESPACE"); ok {
+		c.Etcd.Namespace = v
+	}
+	if v, ok := env("BACKEND_ETCD_ADDR"); ok {
+		hp, err := ParseHostPort(v)
+		if err != nil {
+			return envErr("BACKEND_ETCD_ADDR", err.Error())
+		}
+		c.Etcd.Addr = HostPortList{hp}
+	}
+	if v, ok := env("BACKEND_ETCD_USER"); ok {
+		c.Etcd.User = v
+	}
+	if v, ok := env("BACKEND_ETCD_PASSWORD"); ok {
+		c.Etcd.Password = v
+	}
+	if v, ok := env("BACKEND_AGENT_HOST_OVERRIDE"); ok {
+		c.Agent.RPCListenAddr.Host = v
+	}
+	if v, ok := env("BACKEND_AGENT_PORT"); ok {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			return envErr("BACKEND_AGENT_PORT", fmt.Sprintf("%q is not a port number", v))
+		}
+		c.Agent.RPCListenAddr.Port = p
+	}
+	if v, ok := env("BACKEND_PID_FILE"); ok {
+		c.Agent.PIDFile = v
+	}
+	if v, ok := env("BACKEND_CONTAINER_PORT_RANGE"); ok {
+		pr, err := ParsePortRange(v)
+		if err != nil {
+			return envErr("BACKEND_CONTAINER_PORT_RANGE", err.Error())
+		}
+		c.Container.PortRange = pr
+	}
+	if v, ok := env("BACKEND_BIND_HOST_OVERRIDE"); ok {
+		c.Container.BindHost = v
+	}
+	if v, ok := env("BACKEND_SANDBOX_TYPE"); ok {
+		c.Container.SandboxType = v
+	}
+	if v, ok := env("BACKEND_SCRATCH_ROOT"); ok {
+		c.Container.ScratchRoot = v
+	}
+	return nil
+}
+
+func oneOf(b *binder, key, v string, allowed ...string) error {
+	if !slices.Contains(allowed, v) {
+		return b.errorf(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
+func (c *Config) validate(b *binder) error {
+	if c.Agent.ScalingGroup != nil {
+		return b.errorf("agent.scaling-group", "the scaling-group key was removed; use initial-resource-group-name")
+	}
+	if c.Agent.Backend == "" {
+		return b.errorf("agent.backend", "is required (only \"docker\" is supported)")
+	}
+	if err := oneOf(b, "agent.backend", c.Agent.Backend, "docker"); err != nil {
+		return err
+	}
+	if c.Agent.ID == "" || strings.ContainsAny(c.Agent.ID, "/ \t\n") {
+		return b.errorf("agent.id", "must be non-empty without slashes or spaces")
+	}
+	if c.Agent.RPCListenAddr.Port == 0 {
+		return b.errorf("agent.rpc-listen-addr", "port must not be 0")
+	}
+	if c.Agent.KernelCreationConcurrency < 1 || c.Agent.KernelCreationConcurrency > 64 {
+		return b.errorf("agent.kernel-creation-concurrency", "must be between 1 and 64")
+	}
+	if (c.Agent.RPCAuthAgentKeypair == "") != (c.Agent.RPCAuthManagerPublicKey == "") {
+		return b.errorf("agent.rpc-auth-agent-keypair", "rpc-auth-agent-keypair and rpc-auth-manager-public-key must be set together")
+	}
+	if c.Agent.SyncContainerLifecycles.Interval < 1 {
+		return b.errorf("agent.sync-container-lifecycles.interval", "must be at least 1 second")
+	}
+	if err := oneOf(b, "agent.scaling-group-type", c.Agent.ScalingGroupType, "compute", "storage"); err != nil {
+		return err
+	}
+	if err := c.Container.PortRange.validate(); err != nil {
+		return b.errorf("container.port-range", "%v", err)
+	}
+	if err := oneOf(b, "container.scratch-type", c.Container.ScratchType, "hostdir", "hostfile", "memory"); err != nil {
+		return err
+	}
+	if c.Container.ScratchType != "hostdir" && c.Container.ScratchSize <= 0 {
+		return b.errorf("container.scratch-size", "must be positive for scratch-type %q", c.Container.ScratchType)
+	}
+	if err := oneOf(b, "container.stats-type", c.Container.StatsType, "cgroup", "docker"); err != nil {
+		return err
+	}
+	if err := oneOf(b, "container.sandbox-type", c.Container.SandboxType, "docker", "jail"); err != nil {
+		return err
+	}
+	if c.Container.KernelUID < -1 || c.Container.KernelGID < -1 {
+		return b.errorf("container.kernel-uid", "must be -1 (the agent's own) or a uid")
+	}
+	if c.Container.PidsLimit < 0 {
+		return b.errorf("container.pids-limit", "must not be negative (0 means unlimited)")
+	}
+	for i, r := range c.Container.AllowedKernelMountRoots {
+		if !filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/" {
+			return b.errorf(fmt.Sprintf("container.allowed-kernel-mount-roots[%d]", i), "%q must be a clean absolute path other than /", r)
+		}
+	}
+	if c.Resource.ReservedCPU < 0 {
+		return b.errorf("resource.reserved-cpu", "must not be negative")
+	}
+	if c.Resource.MemoryAlignSize <= 0 {
+		return b.errorf("resource.memory-align-size", "must be positive")
+	}
+	if err := oneOf(b, "resource.allocation-mode", c.Resource.AllocationMode, "shared", "auto-split", "manual"); err != nil {
+		return err
+	}
+	if err := oneOf(b, "resource.affinity-policy", c.Resource.AffinityPolicy, "INTERLEAVED", "PREFER_SINGLE_NODE"); err != nil {
+		return err
+	}
+	if c.Resource.CPUAllocStrategy != "" {
+		if err := oneOf(b, "resource.cpu-alloc-strategy", c.Resource.CPUAllocStrategy, "EVENLY", "FILL"); err != nil {
+			return err
+		}
+	}
+	if err := oneOf(b, "logging.level", strings.ToUpper(c.Logging.Level), "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET"); err != nil {
+		return err
+	}
+	if c.Debug.HeartbeatInterval <= 0 {
+		return b.errorf("debug.heartbeat-interval", "must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestShippedConfigsLoadCleanly(t *testing.T) {
+	for _, f := range []string{"../../configs/agent/halfstack.toml", "../../configs/agent/local.toml"} {
+		t.Run(f, func(t *testing.T) {
+			res, err := LoadFile(f, noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Warnings) != 0 {
+				t.Fatalf("warnings: %v", res.Warnings)
+			}
+		})
+	}
+	res, _ := LoadFile("../../configs/agent/halfstack.toml", noEnv)
+	c := res.Config
+	if c.Agent.Backend != "docker" || c.Agent.RPCListenAddr.String() != "127.0.0.1:6011" || c.Agent.InternalAddr.Port != 6003 {
+		t.Fatalf("aliases not applied: %+v", c.Agent)
+	}
+	if c.Container.ScratchSize != 1<<30 || c.Etcd.Addr[0].Port != 8120 {
+		t.Fatalf("values: %+v %+v", c.Container, c.Etcd)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	res, err := Load("x.toml", []byte("[agent]\nbackend = \"docker\"\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.Config
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"rpc port", c.Agent.RPCListenAddr.Port, 6011},
+		{"internal", c.Agent.InternalAddr.String(), "0.0.0.0:6003"},
+		{"namespace", c.Etcd.Namespace, "local"},
+		{"port-range", c.Container.PortRange, PortRange{30000, 31000}},
+		{"reserved-mem", c.Resource.ReservedMem, Size(1 << 30)},
+		{"align", c.Resource.MemoryAlignSize, Size(16 << 20)},
+		{"heartbeat", c.Debug.HeartbeatInterval, Duration(20)},
+		{"sync interval", c.Agent.SyncContainerLifecycles.Interval, Duration(10)},
+		{"concurrency", c.Agent.KernelCreationConcurrency, 4},
+		{"scratch", c.Container.ScratchType, "hostdir"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func TestSnakeCaseAndUnknownKeys(t *testing.T) {
+	doc := "[agent]\nbackend = \"docker\"\nrpc_listen_addr = \"127.0.0.1:7000\"\nbogus_key = 1\n\n[nosuch]\nx = 1\n"
+	res, err := Load("a.toml", []byte(doc), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Config.Agent.RPCListenAddr.Port != 7000 {
+		t.Fatal("snake_case key not applied")
+	}
+	var got []string
+	for _, w := range res.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{"a.toml:4:1: agent.bogus-key: unknown key (ignored)", "a.toml:6:2: nosuch: unknown key (ignored)"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("warnings:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestInvalidValues(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, key string
+	}{
+		{"missing backend", "[agent]\nid = \"x\"\n", "agent.backend"},
+		{"bad backend", "[agent]\nbackend = \"k8s\"\n", "agent.backend"},
+		{"type", "[agent]\nbackend = \"docker\"\nagent-sock-port = \"x\"\n", "agent.agent-sock-port"},
+		{"port range", "[agent]\nbackend = \"docker\"\n[container]\nport-range = [31000, 30000]\n", "container.port-range"},
+		{"size", "[agent]\nbackend = \"docker\"\n[resource]\nreserved-mem = \"12 potatoes\"\n", "resource.reserved-mem"},
+		{"scratch size", "[agent]\nbackend = \"docker\"\n[container]\nscratch-type = \"hostfile\"\n", "container.scratch-size"},
+		{"scaling-group", "[agent]\nbackend = \"docker\"\nscaling-group = \"default\"\n", "agent.scaling-group"},
+		{"syntax", "[agent\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load("b.toml", []byte(tc.doc), noEnv)
+			var ve *ValueError
+			if !errors.As(err, &ve) {
+				t.Fatalf("got %v, want a ValueError", err)
+			}
+			if tc.key != "" && ve.Key != tc.key {
+				t.Fatalf("key %q, want %q (%v)", ve.Key, tc.key, err)
+			}
+		})
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	env := map[string]string{
+		"BACKEND_AGENT_PORT":           "7011",
+		"BACKEND_CONTAINER_PORT_RANGE": "40000-40100",
+		"BACKEND_SCRATCH_ROOT":         "/srv/scratch",
+		"BACKEND_NAMESPACE":            "ns2",
+	}
+	res, err := Load("c.toml", []byte("[agent]\nbackend = \"docker\"\n"), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.Config
+	if c.Agent.RPCListenAddr.Port != 7011 || c.Container.PortRange != (PortRange{40000, 40100}) || c.Container.ScratchRoot != "/srv/scratch" || c.Etcd.Namespace != "ns2" {
+		t.Fatalf("overrides not applied: %+v %+v", c.Agent.RPCListenAddr, c.Container)
+	}
+	env["BACKEND_AGENT_PORT"] = "x"
+	if _, err := Load("c.toml", []byte("[agent]\nbackend = \"docker\"\n"), func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err == nil {
+		t.Fatal("bad BACKEND_AGENT_PORT accepted")
+	}
+}

@@ -1,0 +1,9 @@
+// Package config loads agent.toml: Backend.AI's sections and kebab-case keys
+// (snake_case accepted too), its defaults, BACKEND_* environment overrides
+// and validation.
+//
+// Loading never silently drops anything: keys the agent does not know are
+// returned as warnings with file, line and column (the real agent allows
+// unknown keys, so they do not stop start-up), while a value of the wrong
+// type or out of range is an error naming the key and its position.
+package config
