@@ -1,0 +1,215 @@
+package resource
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/shopspring/decimal"
+)
+
+// SlotInfo describes one slot a plugin offers.
+type SlotInfo struct {
+	Name SlotName
+	Type SlotType
+}
+
+// Allocator owns every alloc map of the node and the advertised
+// (available) amounts. All methods are safe for concurrent use; one mutex
+// guards the maps and is never held across I/O.
+type Allocator struct {
+	mu        sync.Mutex
+	maps      map[SlotName]*AllocMap
+	types     map[SlotName]SlotType
+	available Slots
+	order     []SlotName
+}
+
+// NewAllocator builds an allocator. available caps the total allocation of
+// each slot (capacity minus reserve); order is the device-type allocation
+// order (cuda, rocm, tpu, cpu, mem).
+func NewAllocator(maps []*AllocMap, types map[SlotName]SlotType, available Slots, deviceOrder []string) *Allocator {
+	a := &Allocator{maps: map[SlotName]*AllocMap{}, types: types, available: available.Clone()}
+	for _, m := range maps {
+		a.maps[m.Slot()] = m
+	}
+	rank := map[DeviceName]int{}
+	for i, d := range deviceOrder {
+		rank[DeviceName(d)] = i + 1
+	}
+	for s := range a.maps {
+		a.order = append(a.order, s)
+	}
+	sort.Slice(a.order, func(i, j int) bool {
+		ri, rj := rank[a.order[i].DeviceName()], rank[a.order[j].DeviceName()]
+		if ri == 0 {
+			ri = len(deviceOrder) + 1
+		}
+		if rj == 0 {
+			rj = len(deviceOrder) + 1
+		}
+		if ri != rj {
+			return ri < rj
+		}
+		return a.order[i] < a.order[j]
+	})
+	return a
+}
+
+// SlotTypes returns the known slots and their types.
+func (a *Allocator) SlotTypes() map[SlotName]SlotType {
+	out := make(map[SlotName]SlotType, len(a.types))
+	for k, v := range a.types {
+		out[k] = v
+	}
+	return out
+}
+
+// Available returns the advertised amounts (capacity minus reserve).
+func (a *Allocator) Available() Slots { return a.available.Clone() }
+
+// Used returns the allocated amount of every slot.
+func (a *Allocator) Used() Slots {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := Slots{}
+	for s, m := range a.maps {
+		out[s] = m.Used()
+	}
+	return out
+}
+
+// UsedBy returns per-device usage of a slot.
+func (a *Allocator) UsedBy(s SlotName) map[DeviceID]decimal.Decimal {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m, ok := a.maps[s]; ok {
+		return m.UsedBy()
+	}
+	return nil
+}
+
+// Normalize checks a request against the known slots: unknown slots with a
+// non-zero amount are refused, zero-valued unknown ones dropped, missing
+// known ones filled with 0 (spec 3.3 step 8).
+func (a *Allocator) Normalize(req map[string]string) (Slots, error) {
+	out := Slots{}
+	for k, raw := range req {
+		s := SlotName(k)
+		typ, known := a.types[s]
+		if !known {
+			d, err := ParseAmount(s, SlotCount, raw)
+			if err == nil && d.IsZero() {
+				continue
+			}
+			return nil, fmt.Errorf("%w: slot %q is not available on this agent", ErrUnsupportedResource, k)
+		}
+		d, err := ParseAmount(s, typ, raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		}
+		out[s] = d
+	}
+	for s := range a.types {
+		if _, ok := out[s]; !ok {
+			out[s] = decimal.Zero
+		}
+	}
+	return out, nil
+}
+
+// Allocate reserves every slot of req or nothing.
+func (a *Allocator) Allocate(req Slots) (Allocation, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s, amt := range req {
+		if _, ok := a.maps[s]; !ok && amt.IsPositive() {
+			return nil, fmt.Errorf("%w: slot %q is not available on this agent", ErrUnsupportedResource, s)
+		}
+	}
+	// Check the advertised caps first: reserved capacity stays in the maps
+	// (spec 4.5) but must not be handed out.
+	for _, s := range a.order {
+		amt := req[s]
+		if !amt.IsPositive() {
+			continue
+		}
+		m := a.maps[s]
+		if avail, ok := a.available[s]; ok {
+			free := avail.Sub(m.Used())
+			if free.IsNegative() {
+				free = decimal.Zero
+			}
+			if amt.GreaterThan(free) {
+				return nil, &InsufficientError{Slot: s, Requested: amt, Free: free, Capacity: avail}
+			}
+		}
+	}
+	snaps := map[SlotName]map[DeviceID]decimal.Decimal{}
+	for s, m := range a.maps {
+		snaps[s] = m.snapshot()
+	}
+	out := Allocation{}
+	for _, s := range a.order {
+		amt, ok := req[s]
+		if !ok {
+			continue
+		}
+		per, err := a.maps[s].Allocate(amt)
+		if err != nil {
+			for s2, snap := range snaps {
+				a.maps[s2].restore(snap)
+			}
+			return nil, err
+		}
+		out[s] = per
+	}
+	return out, nil
+}
+
+// Free returns an allocation.
+func (a *Allocator) Free(alloc Allocation) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s, per := range alloc {
+		if m, ok := a.maps[s]; ok {
+			m.Free(per)
+		}
+	}
+}
+
+// Restore adopts an allocation that already exists (agent restart). It
+// returns whether any device is now over capacity.
+func (a *Allocator) Restore(alloc Allocation) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s := range alloc {
+		if _, ok := a.maps[s]; !ok {
+			return false, fmt.Errorf("%w: slot %q of a restored kernel is not available on this agent", ErrUnsupportedResource, s)
+		}
+	}
+	over := false
+	for s, per := range alloc {
+		o, err := a.maps[s].Apply(per)
+		if err != nil {
+			return false, err
+		}
+		over = over || o
+	}
+	return over, nil
+}
+
+// Snapshot renders every map for logs and debugging.
+func (a *Allocator) Snapshot() map[SlotName]map[DeviceID]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[SlotName]map[DeviceID]string{}
+	for s, m := range a.maps {
+		per := map[DeviceID]string{}
+		for id, v := range m.UsedBy() {
+			per[id] = FormatAmount(v)
+		}
+		out[s] = per
+	}
+	return out
+}

@@ -1,0 +1,328 @@
+package resource
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/shopspring/decimal"
+)
+
+// Strategy picks devices for a request.
+type Strategy string
+
+// Allocation strategies of Backend.AI's alloc maps.
+const (
+	// Fill takes from the most-free device first and fills it before
+	// moving on (memory).
+	Fill Strategy = "FILL"
+	// Evenly spreads the request over as many devices as possible, one unit
+	// at a time, most-free first (CPU cores).
+	Evenly Strategy = "EVENLY"
+)
+
+// AffinityPolicy orders devices by NUMA node.
+type AffinityPolicy string
+
+// Affinity policies of [resource] affinity-policy.
+const (
+	Interleaved      AffinityPolicy = "INTERLEAVED"
+	PreferSingleNode AffinityPolicy = "PREFER_SINGLE_NODE"
+)
+
+// Device is one allocatable device of one slot.
+type Device struct {
+	ID       DeviceID
+	Slot     SlotName
+	Type     SlotType
+	Capacity decimal.Decimal
+	NUMANode int // -1 when unknown
+}
+
+// Sentinel errors; they map to Backend.AI's exception names at the RPC edge.
+var (
+	ErrInsufficient        = errors.New("insufficient resource")
+	ErrInvalidArgument     = errors.New("invalid resource argument")
+	ErrUnsupportedResource = errors.New("unsupported resource")
+)
+
+// InsufficientError says what was asked and what is free.
+type InsufficientError struct {
+	Slot      SlotName
+	Requested decimal.Decimal
+	Free      decimal.Decimal
+	Capacity  decimal.Decimal
+	Reason    string
+}
+
+func (e *InsufficientError) Error() string {
+	msg := fmt.Sprintf("%s: requested %s, free %s of %s", e.Slot, FormatAmount(e.Requested), FormatAmount(e.Free), FormatAmount(e.Capacity))
+	if e.Reason != "" {
+		msg += " (" + e.Reason + ")"
+	}
+	return msg
+}
+
+// Unwrap makes errors.Is(err, ErrInsufficient) work.
+func (e *InsufficientError) Unwrap() error { return ErrInsufficient }
+
+// AllocMap tracks how much of each device is allocated. It is not safe for
+// concurrent use; the Allocator serializes access.
+type AllocMap struct {
+	devices  []Device
+	byID     map[DeviceID]int
+	used     map[DeviceID]decimal.Decimal
+	strategy Strategy
+	policy   AffinityPolicy
+	discrete bool
+}
+
+// NewAllocMap builds a map over devices of one slot. Discrete maps accept
+// whole-unit requests only.
+func NewAllocMap(devices []Device, strategy Strategy, policy AffinityPolicy, discrete bool) (*AllocMap, error) {
+	m := &AllocMap{
+		devices:  append([]Device{}, devices...),
+		byID:     map[DeviceID]int{},
+		used:     map[DeviceID]decimal.Decimal{},
+		strategy: strategy,
+		policy:   policy,
+		discrete: discrete,
+	}
+	for i, d := range m.devices {
+		if _, dup := m.byID[d.ID]; dup {
+			return nil, fmt.Errorf("duplicate device id %q", d.ID)
+		}
+		if i > 0 && d.Slot != m.devices[0].Slot {
+			return nil, fmt.Errorf("alloc map mixes slots %s and %s", m.devices[0].Slot, d.Slot)
+		}
+		m.byID[d.ID] = i
+		m.used[d.ID] = decimal.Zero
+	}
+	return m, nil
+}
+
+// Slot returns the slot this map allocates.
+func (m *AllocMap) Slot() SlotName {
+	if len(m.devices) == 0 {
+		return ""
+	}
+	return m.devices[0].Slot
+}
+
+// Devices returns the devices.
+func (m *AllocMap) Devices() []Device { return append([]Device{}, m.devices...) }
+
+// Capacity is the sum of device capacities.
+func (m *AllocMap) Capacity() decimal.Decimal {
+	sum := decimal.Zero
+	for _, d := range m.devices {
+		sum = sum.Add(d.Capacity)
+	}
+	return sum
+}
+
+// Used is the sum of allocated amounts.
+func (m *AllocMap) Used() decimal.Decimal {
+	sum := decimal.Zero
+	for _, v := range m.used {
+		sum = sum.Add(v)
+	}
+	return sum
+}
+
+// UsedBy returns the per-device usage.
+func (m *AllocMap) UsedBy() map[DeviceID]decimal.Decimal {
+	out := make(map[DeviceID]decimal.Decimal, len(m.used))
+	for k, v := range m.used {
+		out[k] = v
+	}
+	return out
+}
+
+func (m *AllocMap) free(d Device) decimal.Decimal { return d.Capacity.Sub(m.used[d.ID]) }
+
+// snapshot and restore support all-or-nothing allocation.
+func (m *AllocMap) snapshot() map[DeviceID]decimal.Decimal { return m.UsedBy() }
+func (m *AllocMap) restore(s map[DeviceID]decimal.Decimal) { m.used = s }
+
+// ordered returns devices in allocation order: affinity grouping by NUMA
+// node first, most-free first inside a group, ids as the tie-breaker.
+func (m *AllocMap) ordered(amount decimal.Decimal) []Device {
+	devs := append([]Device{}, m.devices...)
+	byFree := func(ds []Device) {
+		sort.SliceStable(ds, func(i, j int) bool {
+			fi, fj := m.free(ds[i]), m.free(ds[j])
+			if !fi.Equal(fj) {
+				return fi.GreaterThan(fj)
+			}
+			return lessDeviceID(ds[i].ID, ds[j].ID)
+		})
+	}
+	groups := map[int][]Device{}
+	var nodes []int
+	for _, d := range devs {
+		if _, ok := groups[d.NUMANode]; !ok {
+			nodes = append(nodes, d.NUMANode)
+		}
+		groups[d.NUMANode] = append(groups[d.NUMANode], d)
+	}
+	if len(nodes) <= 1 {
+		byFree(devs)
+		return devs
+	}
+	groupFree := func(n int) decimal.Decimal {
+		sum := decimal.Zero
+		for _, d := range groups[n] {
+			sum = sum.Add(m.free(d))
+		}
+		return sum
+	}
+	sort.SliceStable(nodes, func(i, j int) bool {
+		fi, fj := groupFree(nodes[i]), groupFree(nodes[j])
+		if !fi.Equal(fj) {
+			return fi.GreaterThan(fj)
+		}
+		return nodes[i] < nodes[j]
+	})
+	for _, n := range nodes {
+		byFree(groups[n])
+	}
+	if m.policy == PreferSingleNode {
+		// The most-free node that can hold the whole request goes first, so
+		// the request lands on one node whenever one node can take it.
+		for i, n := range nodes {
+			if groupFree(n).GreaterThanOrEqual(amount) {
+				nodes[0], nodes[i] = nodes[i], nodes[0]
+				break
+			}
+		}
+		var out []Device
+		for _, n := range nodes {
+			out = append(out, groups[n]...)
+		}
+		return out
+	}
+	// INTERLEAVED: round-robin across nodes so a multi-core request gets
+	// cores from every node in turn.
+	var out []Device
+	for i := 0; len(out) < len(devs); i++ {
+		for _, n := range nodes {
+			if i < len(groups[n]) {
+				out = append(out, groups[n][i])
+			}
+		}
+	}
+	return out
+}
+
+// Allocate reserves amount of the map's slot and returns per-device
+// amounts. On error nothing changes.
+func (m *AllocMap) Allocate(amount decimal.Decimal) (map[DeviceID]decimal.Decimal, error) {
+	slot := m.Slot()
+	if amount.IsNegative() {
+		return nil, fmt.Errorf("%w: %s: negative amount %s", ErrInvalidArgument, slot, amount)
+	}
+	if amount.IsZero() {
+		return map[DeviceID]decimal.Decimal{}, nil
+	}
+	if m.discrete && !amount.IsInteger() {
+		return nil, fmt.Errorf("%w: %s must be a whole number, got %s", ErrInvalidArgument, slot, FormatAmount(amount))
+	}
+	totalFree := m.Capacity().Sub(m.Used())
+	if totalFree.LessThan(amount) {
+		return nil, &InsufficientError{Slot: slot, Requested: amount, Free: totalFree, Capacity: m.Capacity()}
+	}
+	devs := m.ordered(amount)
+	out := map[DeviceID]decimal.Decimal{}
+	remaining := amount
+	switch m.strategy {
+	case Evenly:
+		unit := decimal.NewFromInt(1)
+		if !m.discrete {
+			unit = Quantum
+		}
+		for remaining.IsPositive() {
+			progressed := false
+			for _, d := range devs {
+				if !remaining.IsPositive() {
+					break
+				}
+				free := m.free(d).Sub(out[d.ID])
+				step := decimal.Min(unit, remaining)
+				if free.GreaterThanOrEqual(step) {
+					out[d.ID] = out[d.ID].Add(step)
+					remaining = remaining.Sub(step)
+					progressed = true
+				}
+			}
+			if !progressed {
+				break
+			}
+		}
+	default: // Fill
+		for _, d := range devs {
+			if !remaining.IsPositive() {
+				break
+			}
+			free := m.free(d)
+			if m.discrete {
+				free = free.Floor()
+			}
+			take := decimal.Min(free, remaining)
+			if take.IsPositive() {
+				out[d.ID] = take
+				remaining = remaining.Sub(take)
+			}
+		}
+	}
+	if remaining.IsPositive() {
+		return nil, &InsufficientError{Slot: slot, Requested: amount, Free: totalFree, Capacity: m.Capacity(), Reason: "fragmented over devices"}
+	}
+	for id, v := range out {
+		m.used[id] = m.used[id].Add(v)
+	}
+	return out, nil
+}
+
+// Apply adds an existing allocation (recovery). Unknown devices are an
+// error; going over capacity is allowed and reported, because the kernels
+// already run and adopting them beats killing them.
+func (m *AllocMap) Apply(per map[DeviceID]decimal.Decimal) (overcommitted bool, err error) {
+	for id := range per {
+		if _, ok := m.byID[id]; !ok {
+			return false, fmt.Errorf("%s: unknown device %q", m.Slot(), id)
+		}
+	}
+	for id, v := range per {
+		m.used[id] = m.used[id].Add(v)
+		if m.used[id].GreaterThan(m.devices[m.byID[id]].Capacity) {
+			overcommitted = true
+		}
+	}
+	return overcommitted, nil
+}
+
+// Free returns an allocation to the map. Freeing more than is used clamps
+// at zero (a double free is a bug upstream, not a reason to go negative).
+func (m *AllocMap) Free(per map[DeviceID]decimal.Decimal) {
+	for id, v := range per {
+		if _, ok := m.byID[id]; !ok {
+			continue
+		}
+		n := m.used[id].Sub(v)
+		if n.IsNegative() {
+			n = decimal.Zero
+		}
+		m.used[id] = n
+	}
+}
+
+// String renders the usage for debug logs.
+func (m *AllocMap) String() string {
+	var parts []string
+	for _, d := range m.devices {
+		parts = append(parts, fmt.Sprintf("%s=%s/%s", d.ID, FormatAmount(m.used[d.ID]), FormatAmount(d.Capacity)))
+	}
+	return string(m.Slot()) + "[" + strings.Join(parts, " ") + "]"
+}
