@@ -10,4 +10,5 @@ require (
 require (
 	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/pelletier/go-toml/v2 v2.4.3 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )
