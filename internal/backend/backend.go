@@ -1,0 +1,136 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors every implementation maps its failures onto.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrConflict    = errors.New("conflict")
+	ErrUnavailable = errors.New("container engine unavailable")
+)
+
+// Mount is one mount of a container.
+type Mount struct {
+	Type     string // "bind", "volume" or "tmpfs"
+	Source   string
+	Target   string
+	ReadOnly bool
+}
+
+// PortBinding publishes a container port on the host.
+type PortBinding struct {
+	ContainerPort int
+	Protocol      string // tcp
+	HostIP        string
+	HostPort      int
+}
+
+// Ulimit is one resource limit.
+type Ulimit struct {
+	Name       string
+	Soft, Hard int64
+}
+
+// ContainerSpec is everything needed to create a kernel container.
+type ContainerSpec struct {
+	Name           string
+	Image          string
+	Labels         map[string]string
+	Env            []string
+	Entrypoint     []string
+	Cmd            []string
+	WorkingDir     string
+	Hostname       string
+	User           string
+	Tty            bool
+	OpenStdin      bool
+	StopSignal     string
+	Init           bool
+	CapAdd         []string
+	SecurityOpt    []string
+	Ulimits        []Ulimit
+	CpusetCpus     string
+	Memory         int64
+	ShmSize        int64
+	PidsLimit      int64
+	Mounts         []Mount
+	Ports          []PortBinding
+	Network        string
+	NetworkAliases []string
+	LogDriver      string
+	LogOpts        map[string]string
+}
+
+// Container is what the agent needs to know about a container.
+type Container struct {
+	ID         string
+	Name       string
+	Image      string
+	Labels     map[string]string
+	Status     string // created, running, paused, restarting, removing, exited, dead
+	Running    bool
+	ExitCode   int
+	OOMKilled  bool
+	Pid        int
+	Tty        bool
+	StartedAt  time.Time
+	FinishedAt time.Time
+	CpusetCpus string
+	Memory     int64
+	ShmSize    int64
+	PidsLimit  int64
+	Ports      []PortBinding
+	Mounts     []Mount
+}
+
+// Alive reports whether the container counts as active (running,
+// restarting or paused), as the real agent groups statuses.
+func (c *Container) Alive() bool {
+	switch c.Status {
+	case "running", "restarting", "paused":
+		return true
+	}
+	return false
+}
+
+// Event is a container event from the engine.
+type Event struct {
+	ContainerID string
+	Action      string // start, die, oom, destroy
+	Labels      map[string]string
+	ExitCode    int
+	Time        time.Time
+}
+
+// Image is what the agent reads from a local image.
+type Image struct {
+	ID           string
+	Tags         []string
+	Labels       map[string]string
+	Architecture string
+}
+
+// Backend is the runtime contract.
+type Backend interface {
+	Create(ctx context.Context, spec *ContainerSpec) (string, error)
+	Start(ctx context.Context, id string) error
+	// Stop sends the stop signal and kills after timeout. A container that
+	// is not running is not an error.
+	Stop(ctx context.Context, id string, timeout time.Duration) error
+	// Remove force-removes a container and its anonymous volumes. A
+	// missing container is not an error.
+	Remove(ctx context.Context, id string) error
+	Inspect(ctx context.Context, id string) (*Container, error)
+	// List returns ALL containers (running or not) whose labels match.
+	List(ctx context.Context, labels map[string]string) ([]Container, error)
+	// Events streams container events until ctx ends or the stream breaks;
+	// the error channel then receives why.
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+	InspectImage(ctx context.Context, ref string) (*Image, error)
+	Logs(ctx context.Context, id string, limit int64) ([]byte, error)
+	Ping(ctx context.Context) (string, error)
+}

@@ -1,0 +1,349 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+)
+
+// Backend talks to dockerd.
+type Backend struct {
+	cli *client.Client
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New connects with DOCKER_HOST (or the default socket) and negotiates the
+// API version with the daemon on first use.
+func New() (*Backend, error) {
+	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return &Backend{cli: cli}, nil
+}
+
+// Client exposes the underlying client for tools and tests that measure
+// the raw API (benchmarks compare against it).
+func (b *Backend) Client() *client.Client { return b.cli }
+
+// Close releases the client's connections.
+func (b *Backend) Close() error { return b.cli.Close() }
+
+func mapErr(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case cerrdefs.IsNotFound(err):
+		return fmt.Errorf("%s: %w: %v", what, backend.ErrNotFound, err)
+	case cerrdefs.IsConflict(err):
+		return fmt.Errorf("%s: %w: %v", what, backend.ErrConflict, err)
+	case client.IsErrConnectionFailed(err):
+		return fmt.Errorf("%s: %w: %v", what, backend.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Ping checks the daemon and returns the negotiated API version.
+func (b *Backend) Ping(ctx context.Context) (string, error) {
+	res, err := b.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	if err != nil {
+		return "", mapErr(err, "docker ping")
+	}
+	return res.APIVersion, nil
+}
+
+// Create implements backend.Backend.
+func (b *Backend) Create(ctx context.Context, s *backend.ContainerSpec) (string, error) {
+	cfg := &container.Config{
+		Image:        s.Image,
+		Labels:       s.Labels,
+		Env:          s.Env,
+		Entrypoint:   s.Entrypoint,
+		Cmd:          s.Cmd,
+		WorkingDir:   s.WorkingDir,
+		Hostname:     s.Hostname,
+		User:         s.User,
+		Tty:          s.Tty,
+		OpenStdin:    s.OpenStdin,
+		StopSignal:   s.StopSignal,
+		ExposedPorts: network.PortSet{},
+	}
+	hc := &container.HostConfig{
+		Init:         &s.Init,
+		CapAdd:       s.CapAdd,
+		SecurityOpt:  s.SecurityOpt,
+		ShmSize:      s.ShmSize,
+		PortBindings: network.PortMap{},
+		LogConfig:    container.LogConfig{Type: s.LogDriver, Config: s.LogOpts},
+	}
+	hc.Resources.CpusetCpus = s.CpusetCpus
+	if s.Memory > 0 {
+		hc.Resources.Memory = s.Memory
+		hc.Resources.MemorySwap = s.Memory
+	}
+	if s.PidsLimit > 0 {
+		pl := s.PidsLimit
+		hc.Resources.PidsLimit = &pl
+	}
+	for _, u := range s.Ulimits {
+		hc.Resources.Ulimits = append(hc.Resources.Ulimits, &container.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
+	}
+	for _, m := range s.Mounts {
+		mt := mount.Mount{Type: mount.Type(m.Type), Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly}
+		if m.Type == "bind" {
+			mt.BindOptions = &mount.BindOptions{Propagation: mount.PropagationRPrivate}
+		}
+		hc.Mounts = append(hc.Mounts, mt)
+	}
+	for _, p := range s.Ports {
+		port, err := network.ParsePort(fmt.Sprintf("%d/%s", p.ContainerPort, p.Protocol))
+		if err != nil {
+			return "", fmt.Errorf("port %d/%s: %w", p.ContainerPort, p.Protocol, err)
+		}
+		cfg.ExposedPorts[port] = struct{}{}
+		pb := network.PortBinding{HostPort: strconv.Itoa(p.HostPort)}
+		if p.HostIP != "" {
+			ip, err := netip.ParseAddr(p.HostIP)
+			if err != nil {
+				return "", fmt.Errorf("bind host %q: %w", p.HostIP, err)
+			}
+			pb.HostIP = ip
+		}
+		hc.PortBindings[port] = append(hc.PortBindings[port], pb)
+	}
+	var nc *network.NetworkingConfig
+	if s.Network != "" {
+		hc.NetworkMode = container.NetworkMode(s.Network)
+		nc = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			s.Network: {Aliases: s.NetworkAliases},
+		}}
+	}
+	res, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc, NetworkingConfig: nc, Name: s.Name})
+	if err != nil {
+		return "", mapErr(err, "create container "+s.Name)
+	}
+	return res.ID, nil
+}
+
+// Start implements backend.Backend.
+func (b *Backend) Start(ctx context.Context, id string) error {
+	_, err := b.cli.ContainerStart(ctx, id, client.ContainerStartOptions{})
+	return mapErr(err, "start container "+id)
+}
+
+// Stop implements backend.Backend.
+func (b *Backend) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	secs := int(timeout / time.Second)
+	_, err := b.cli.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs})
+	if err != nil && (cerrdefs.IsNotFound(err) || cerrdefs.IsNotModified(err)) {
+		return nil
+	}
+	return mapErr(err, "stop container "+id)
+}
+
+// Remove implements backend.Backend.
+func (b *Backend) Remove(ctx context.Context, id string) error {
+	_, err := b.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil && cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress") {
+		return nil
+	}
+	return mapErr(err, "remove container "+id)
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() < 2 {
+		return time.Time{}
+	}
+	return t
+}
+
+// Inspect implements backend.Backend.
+func (b *Backend) Inspect(ctx context.Context, id string) (*backend.Container, error) {
+	res, err := b.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil, mapErr(err, "inspect container "+id)
+	}
+	r := res.Container
+	c := &backend.Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), Image: r.Image}
+	if r.Config != nil {
+		c.Labels = r.Config.Labels
+		c.Tty = r.Config.Tty
+	}
+	if r.State != nil {
+		c.Status = string(r.State.Status)
+		c.Running = r.State.Running
+		c.ExitCode = r.State.ExitCode
+		c.OOMKilled = r.State.OOMKilled
+		c.Pid = r.State.Pid
+		c.StartedAt = parseTime(r.State.StartedAt)
+		c.FinishedAt = parseTime(r.State.FinishedAt)
+	}
+	if r.HostConfig != nil {
+		c.CpusetCpus = r.HostConfig.CpusetCpus
+		c.Memory = r.HostConfig.Memory
+		c.ShmSize = r.HostConfig.ShmSize
+		if r.HostConfig.PidsLimit != nil {
+			c.PidsLimit = *r.HostConfig.PidsLimit
+		}
+		for port, binds := range r.HostConfig.PortBindings {
+			for _, pb := range binds {
+				hp, _ := strconv.Atoi(pb.HostPort)
+				ip := ""
+				if pb.HostIP.IsValid() {
+					ip = pb.HostIP.String()
+				}
+				c.Ports = append(c.Ports, backend.PortBinding{ContainerPort: int(port.Num()), Protocol: string(port.Proto()), HostIP: ip, HostPort: hp})
+			}
+		}
+	}
+	for _, m := range r.Mounts {
+		c.Mounts = append(c.Mounts, backend.Mount{Type: string(m.Type), Source: m.Source, Target: m.Destination, ReadOnly: !m.RW})
+	}
+	return c, nil
+}
+
+// List implements backend.Backend.
+func (b *Backend) List(ctx context.Context, labels map[string]string) ([]backend.Container, error) {
+	f := client.Filters{}
+	for k, v := range labels {
+		f.Add("label", k+"="+v)
+	}
+	res, err := b.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, mapErr(err, "list containers")
+	}
+	out := make([]backend.Container, 0, len(res.Items))
+	for _, s := range res.Items {
+		name := ""
+		if len(s.Names) > 0 {
+			name = strings.TrimPrefix(s.Names[0], "/")
+		}
+		out = append(out, backend.Container{
+			ID: s.ID, Name: name, Image: s.Image, Labels: s.Labels, Status: string(s.State), Running: s.State == "running",
+		})
+	}
+	return out, nil
+}
+
+// Events implements backend.Backend.
+func (b *Backend) Events(ctx context.Context) (<-chan backend.Event, <-chan error) {
+	f := client.Filters{}
+	f.Add("type", "container")
+	for _, a := range []string{"start", "die", "oom", "destroy"} {
+		f.Add("event", a)
+	}
+	res := b.cli.Events(ctx, client.EventsListOptions{Filters: f})
+	out := make(chan backend.Event)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case m, ok := <-res.Messages:
+				if !ok {
+					errc <- io.EOF
+					return
+				}
+				ev := backend.Event{ContainerID: m.Actor.ID, Action: string(m.Action), Labels: m.Actor.Attributes}
+				if m.TimeNano != 0 {
+					ev.Time = time.Unix(0, m.TimeNano)
+				}
+				if ec, ok := m.Actor.Attributes["exitCode"]; ok {
+					ev.ExitCode, _ = strconv.Atoi(ec)
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					errc <- ctx.Err()
+					return
+				}
+			case err := <-res.Err:
+				if err == nil {
+					err = io.EOF
+				}
+				errc <- mapErr(err, "docker events")
+				return
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+		}
+	}()
+	return out, errc
+}
+
+// InspectImage implements backend.Backend.
+func (b *Backend) InspectImage(ctx context.Context, ref string) (*backend.Image, error) {
+	res, err := b.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		return nil, mapErr(err, "inspect image "+ref)
+	}
+	img := &backend.Image{ID: res.ID, Tags: res.RepoTags, Architecture: res.Architecture}
+	if res.Config != nil {
+		img.Labels = res.Config.Labels
+	}
+	return img, nil
+}
+
+// Logs returns the container's stdout and stderr (at most limit bytes,
+// the tail end). With a TTY the stream is raw; otherwise it is
+// demultiplexed.
+func (b *Backend) Logs(ctx context.Context, id string, limit int64) ([]byte, error) {
+	ins, err := b.Inspect(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := b.cli.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return nil, mapErr(err, "logs of container "+id)
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(io.LimitReader(rc, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read logs of %s: %w", id, err)
+	}
+	out := raw
+	if !ins.Tty {
+		out = demux(raw)
+	}
+	if limit > 0 && int64(len(out)) > limit {
+		out = out[int64(len(out))-limit:]
+	}
+	return out, nil
+}
+
+// demux strips Docker's 8-byte stream headers.
+func demux(raw []byte) []byte {
+	var buf bytes.Buffer
+	for len(raw) >= 8 {
+		n := int(binary.BigEndian.Uint32(raw[4:8]))
+		raw = raw[8:]
+		if n > len(raw) {
+			n = len(raw)
+		}
+		buf.Write(raw[:n])
+		raw = raw[n:]
+	}
+	return buf.Bytes()
+}
+
