@@ -1,0 +1,403 @@
+package agent
+
+import (
+	"context"
+
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/image"
+	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/ports"
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/scratch"
+	"github.com/bai-agent/bai-agent/internal/vfolder"
+	"github.com/bai-agent/bai-agent/internal/wire"
+)
+
+// Version is the agent version reported to the manager.
+var Version = "26.8.0-bai.0"
+
+// Container labels.
+const (
+	LabelAgentID           = "ai.backend.agent-id"
+	LabelKernelID          = "ai.backend.kernel-id"
+	LabelSessionID         = "ai.backend.session-id"
+	LabelOwnerUserID       = "ai.backend.owner-user-id"
+	LabelOwnerProjectID    = "ai.backend.owner-project-id"
+	LabelOwner             = "ai.backend.owner"
+	LabelBlockServicePorts = "ai.backend.internal.block-service-ports"
+	LabelServicePorts      = "ai.backend.service-ports"
+)
+
+// EventSink receives the agent's events (kernel_started, ...). The Redis
+// publisher implements it; until it is wired, events are logged.
+type EventSink interface {
+	Publish(ctx context.Context, name string, payload map[string]any)
+}
+
+// LogSink logs events.
+type LogSink struct{ Log *slog.Logger }
+
+// Publish implements EventSink.
+func (s LogSink) Publish(_ context.Context, name string, payload map[string]any) {
+	s.Log.Info("event", "name", name, "payload", payload)
+}
+
+// Kernel is the registry entry of one kernel.
+type Kernel struct {
+	*kernel.Machine
+	ID         string
+	SessionID  string
+	ImageRef   wire.ImageRef
+	ImageName  string
+	Kernelspec int
+	Config     CreationConfig
+	Allocation resource.Allocation
+	Spec       *resource.Spec
+	Scratch    scratch.Dir
+	ReplIn     int
+	ReplOut    int
+	Services   []image.ServicePort
+	HostPorts  []int
+	Environ    map[string]string
+	CreatedAt  time.Time
+	// restarting is set while restart_kernel recreates the container, so
+	// the die event and the sync loop leave the kernel alone.
+	restarting atomic.Bool
+	// cleaned is set once CLEAN released everything, so a second CLEAN
+	// (die event + destroy) is a no-op.
+	cleaned atomic.Bool
+
+	cidMu       sync.Mutex
+	containerID string
+}
+
+// ContainerID returns the kernel's current container id.
+func (k *Kernel) ContainerID() string {
+	k.cidMu.Lock()
+	defer k.cidMu.Unlock()
+	return k.containerID
+}
+
+func (k *Kernel) setContainerID(id string) {
+	k.cidMu.Lock()
+	k.containerID = id
+	k.cidMu.Unlock()
+}
+
+// Agent is the node agent core.
+type Agent struct {
+	cfg       *config.Config
+	id        string
+	log       *slog.Logger
+	be        backend.Backend
+	plugins   []device.Plugin
+	alloc     *resource.Allocator
+	slotTypes map[resource.SlotName]resource.SlotType
+	scratch   *scratch.Manager
+	ports     *ports.Pool
+	mounts    vfolder.Policy
+	events    EventSink
+	sem       chan struct{}
+	bindHost  string
+	stopTime  time.Duration
+
+	mu      sync.Mutex // guards kernels only; never held across I/O
+	kernels map[string]*Kernel
+	locks   keyedMutex
+
+	bg     sync.WaitGroup
+	cancel context.CancelFunc
+	syncCh chan struct{}
+	closed chan struct{}
+	// syncs counts finished sync passes (tests wait on it).
+	syncs   uint64
+	syncsMu sync.Mutex
+}
+
+// Options configure New.
+type Options struct {
+	Config  *config.Config
+	Backend backend.Backend
+	Log     *slog.Logger
+	Events  EventSink
+	Host    *device.Host // nil: scan this machine
+	Getenv  func(string) string
+	// StopTimeout is how long destroy waits for a kernel to stop before
+	// SIGKILL (Docker's default is 10 s).
+	StopTimeout time.Duration
+}
+
+// New builds the agent: plugins, allocator, scratch, ports. It does not
+// touch containers; Start does.
+func New(ctx context.Context, o Options) (*Agent, error) {
+	cfg := o.Config
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	if o.Events == nil {
+		o.Events = LogSink{Log: o.Log}
+	}
+	if o.StopTimeout == 0 {
+		o.StopTimeout = 10 * time.Second
+	}
+	var host device.Host
+	if o.Host != nil {
+		host = *o.Host
+	} else {
+		h, err := device.ScanHost()
+		if err != nil {
+			return nil, fmt.Errorf("scan host: %w", err)
+		}
+		host = h
+	}
+	cpuF, err := device.OvercommitFactor("BACKEND_CPU_OVERCOMMIT_FACTOR", o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	memF, err := device.OvercommitFactor("BACKEND_MEM_OVERCOMMIT_FACTOR", o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	cpu, err := device.NewCPUPlugin(host, cpuF, cfg.Resource.ReservedCPU, resource.Strategy(cfg.Resource.CPUAllocStrategy))
+	if err != nil {
+		return nil, fmt.Errorf("resource.reserved-cpu: %w", err)
+	}
+	mem, err := device.NewMemPlugin(host, memF, int64(cfg.Resource.ReservedMem), int64(cfg.Resource.MemoryAlignSize))
+	if err != nil {
+		return nil, fmt.Errorf("resource.reserved-mem: %w", err)
+	}
+	a := &Agent{
+		cfg:       cfg,
+		id:        cfg.Agent.ID,
+		log:       o.Log.With("agent_id", cfg.Agent.ID),
+		be:        o.Backend,
+		plugins:   []device.Plugin{cpu, mem},
+		slotTypes: map[resource.SlotName]resource.SlotType{},
+		events:    o.Events,
+		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
+		kernels:   map[string]*Kernel{},
+		stopTime:  o.StopTimeout,
+		syncCh:    make(chan struct{}, 1),
+		closed:    make(chan struct{}),
+	}
+	var maps []*resource.AllocMap
+	avail := resource.Slots{}
+	for _, p := range a.plugins {
+		for _, s := range p.Slots() {
+			a.slotTypes[s.Name] = s.Type
+		}
+		ms, err := p.AllocMaps(resource.AffinityPolicy(cfg.Resource.AffinityPolicy))
+		if err != nil {
+			return nil, err
+		}
+		maps = append(maps, ms...)
+		for k, v := range p.Available() {
+			avail[k] = v
+		}
+	}
+	a.alloc = resource.NewAllocator(maps, a.slotTypes, avail, cfg.Resource.AllocationOrder)
+	uid, gid := cfg.Container.KernelUID, cfg.Container.KernelGID
+	a.scratch = &scratch.Manager{Root: cfg.Container.ScratchRoot, Type: cfg.Container.ScratchType, Size: int64(cfg.Container.ScratchSize), UID: uid, GID: gid}
+	if err := a.scratch.Check(ctx); err != nil {
+		return nil, fmt.Errorf("container.scratch-type %s: %w", cfg.Container.ScratchType, err)
+	}
+	a.bindHost = cfg.Container.BindHost
+	if a.bindHost == "" {
+		a.bindHost = "0.0.0.0"
+	}
+	a.ports = ports.New(cfg.Container.PortRange[0], cfg.Container.PortRange[1], ports.Options{
+		Cooldown:  time.Duration(float64(cfg.Container.PortReuseCooldownSec) * float64(time.Second)),
+		ProbeHost: a.bindHost,
+	})
+	roots := append([]string{}, cfg.Agent.ExtraMountRoots...)
+	if cfg.Agent.MountPath != "" {
+		roots = append(roots, cfg.Agent.MountPath)
+	}
+	a.mounts = vfolder.Policy{HostRoots: roots, KernelRoots: cfg.Container.AllowedKernelMountRoots}
+	return a, nil
+}
+
+// ID returns the agent id.
+func (a *Agent) ID() string { return a.id }
+
+// Config returns the agent's configuration.
+func (a *Agent) Config() *config.Config { return a.cfg }
+
+// Allocator exposes the allocator (read-only use: hwinfo, tests).
+func (a *Agent) Allocator() *resource.Allocator { return a.alloc }
+
+// Ports exposes the port pool (read-only use: tests, assign_port).
+func (a *Agent) Ports() *ports.Pool { return a.ports }
+
+// Plugins returns the compute plugins.
+func (a *Agent) Plugins() []device.Plugin { return a.plugins }
+
+// SlotTypes returns every slot and its type.
+func (a *Agent) SlotTypes() map[resource.SlotName]resource.SlotType { return a.slotTypes }
+
+// Start recovers running kernels and starts the event watcher and the
+// sync loop. They stop when ctx ends or Close is called.
+func (a *Agent) Start(ctx context.Context) error {
+	if _, err := a.be.Ping(ctx); err != nil {
+		return fmt.Errorf("container engine: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	a.cancel = cancel
+	// Watch events before listing, so a container dying during recovery is
+	// not missed; the sync loop covers anything that still slips through.
+	a.bg.Add(1)
+	go a.watchEvents(ctx)
+	if err := a.recover(ctx); err != nil {
+		cancel()
+		a.bg.Wait()
+		return fmt.Errorf("recover kernels: %w", err)
+	}
+	if a.cfg.Agent.SyncContainerLifecycles.Enabled {
+		a.bg.Add(1)
+		go a.syncLoop(ctx)
+	}
+	a.events.Publish(ctx, "agent_started", map[string]any{"reason": "self-started"})
+	return nil
+}
+
+// Close stops the background loops. Kernels keep running (SIGINT and
+// SIGTERM alike leave containers alone, as the real agent does).
+func (a *Agent) Close() {
+	select {
+	case <-a.closed:
+		return
+	default:
+		close(a.closed)
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.bg.Wait()
+	a.events.Publish(context.Background(), "agent_terminated", map[string]any{"reason": "shutdown"})
+}
+
+// Kernel returns a registry entry.
+func (a *Agent) Kernel(id string) (*Kernel, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k, ok := a.kernels[id]
+	return k, ok
+}
+
+// Kernels returns every registry entry, sorted by id.
+func (a *Agent) Kernels() []*Kernel {
+	a.mu.Lock()
+	out := make([]*Kernel, 0, len(a.kernels))
+	for _, k := range a.kernels {
+		out = append(out, k)
+	}
+	a.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (a *Agent) register(k *Kernel) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.kernels[k.ID]; ok {
+		return kernelErr(k.ID, ErrKernelExists)
+	}
+	a.kernels[k.ID] = k
+	return nil
+}
+
+func (a *Agent) unregister(id string, k *Kernel) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.kernels[id] == k {
+		delete(a.kernels, id)
+	}
+}
+
+// IsCreating reports whether a kernel is being created or already in the
+// registry (check_creating).
+func (a *Agent) IsCreating(id string) bool {
+	_, ok := a.Kernel(id)
+	return ok
+}
+
+// IsRunning reports whether a kernel is RUNNING (check_running).
+func (a *Agent) IsRunning(id string) bool {
+	k, ok := a.Kernel(id)
+	return ok && k.State() == kernel.Running
+}
+
+// Architecture returns the host architecture in Backend.AI's spelling.
+func Architecture() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	}
+	return runtime.GOARCH
+}
+
+func normalizeArch(a string) string {
+	switch a {
+	case "amd64", "x86_64":
+		return "x86_64"
+	case "arm64", "aarch64":
+		return "aarch64"
+	}
+	return a
+}
+
+// keyedMutex serializes lifecycle work per kernel id.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	ch   chan struct{}
+	refs int
+}
+
+func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
+	m.mu.Lock()
+	if m.locks == nil {
+		m.locks = map[string]*keyedEntry{}
+	}
+	e, ok := m.locks[key]
+	if !ok {
+		e = &keyedEntry{ch: make(chan struct{}, 1)}
+		m.locks[key] = e
+	}
+	e.refs++
+	m.mu.Unlock()
+	release := func() {
+		m.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(m.locks, key)
+		}
+		m.mu.Unlock()
+	}
+	select {
+	case e.ch <- struct{}{}:
+		return func() { <-e.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,260 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/kernel"
+)
+
+// Termination reasons (KernelLifecycleEventReason values).
+const (
+	ReasonUserRequested     = "user-requested"
+	ReasonAlreadyTerminated = "already-terminated"
+	ReasonNotFoundInManager = "not-found-in-manager"
+	ReasonSelfTerminated    = "self-terminated"
+	ReasonContainerNotFound = "container-not-found"
+	ReasonUnknownContainer  = "terminated-unknown-container"
+	ReasonFailedToCreate    = "failed-to-create"
+	ReasonRestarting        = "restarting"
+	ReasonResumingOperation = "resuming-agent-operation"
+	cleanTimeout            = 90 * time.Second
+)
+
+// DestroyKernel stops and cleans a kernel and returns when the CLEAN phase
+// has finished. An unknown kernel is not an error: the manager is told it
+// is already terminated (unless events are suppressed).
+func (a *Agent) DestroyKernel(ctx context.Context, kernelID, sessionID, reason string, suppressEvents bool) error {
+	if reason == "" {
+		reason = ReasonUserRequested
+	}
+	k, ok := a.Kernel(kernelID)
+	if !ok {
+		if !suppressEvents {
+			a.events.Publish(ctx, "kernel_terminated", map[string]any{
+				"kernel_id": kernelID, "session_id": sessionID, "reason": ReasonAlreadyTerminated, "exit_code": -1,
+			})
+		}
+		return nil
+	}
+	unlock, err := a.locks.lock(ctx, kernelID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	switch k.State() {
+	case kernel.Terminated:
+		return nil
+	case kernel.Preparing, kernel.Pulling, kernel.Creating:
+		// The creation holds the per-kernel lock until it finishes, so we
+		// only get here after a failed creation already cleaned up.
+		return nil
+	}
+	k.SetTermination(kernel.Termination{Reason: reason, ExitCode: -1})
+	if err := k.Transition(kernel.Terminating, reason); err != nil && !errors.Is(err, kernel.ErrIllegalTransition) {
+		return err
+	}
+	if k.ContainerID() != "" {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.stopTime+30*time.Second)
+		err := a.be.Stop(sctx, k.ContainerID(), a.stopTime)
+		cancel()
+		if err != nil && !errors.Is(err, backend.ErrNotFound) {
+			a.log.Warn("stop kernel container", "kernel_id", kernelID, "error", err)
+		}
+	}
+	return a.clean(context.WithoutCancel(ctx), k, suppressEvents)
+}
+
+// clean is the CLEAN phase: read the exit status, remove the container,
+// scratch, ports and allocation, drop the registry entry, publish
+// kernel_terminated. The caller holds the kernel's lock. It is idempotent.
+func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error {
+	if k.cleaned.Load() {
+		return nil
+	}
+	log := a.log.With("kernel_id", k.ID, "session_id", k.SessionID)
+	ctx, cancel := context.WithTimeout(ctx, cleanTimeout)
+	defer cancel()
+	if k.ContainerID() != "" {
+		if ins, err := a.be.Inspect(ctx, k.ContainerID()); err == nil {
+			if !ins.Running {
+				t := kernel.ClassifyExit(ins.ExitCode, ins.OOMKilled)
+				t.Reason = ReasonSelfTerminated
+				k.SetTermination(t)
+			}
+		} else if !errors.Is(err, backend.ErrNotFound) {
+			log.Warn("inspect before clean", "error", err)
+		}
+		if !a.cfg.Debug.SkipContainerDeletion {
+			if err := a.be.Remove(ctx, k.ContainerID()); err != nil {
+				// Keep the entry so the sync loop retries; nothing is
+				// released while the container may still hold it.
+				return kernelErr(k.ID, fmt.Errorf("remove container: %w", err))
+			}
+		}
+	}
+	if err := a.scratch.Remove(ctx, k.ID); err != nil {
+		log.Error("remove scratch", "error", err)
+	}
+	a.ports.Release(k.HostPorts...)
+	a.alloc.Free(k.Allocation)
+	k.cleaned.Store(true)
+	t := k.SetTermination(kernel.Termination{Reason: ReasonSelfTerminated, ExitCode: -1})
+	if k.State() != kernel.Terminating {
+		_ = k.Transition(kernel.Terminating, t.Reason)
+	}
+	_ = k.Transition(kernel.Terminated, t.Reason)
+	a.unregister(k.ID, k)
+	log.Info("kernel terminated", "reason", t.Reason, "exit_code", t.ExitCode, "oom_killed", t.OOMKilled, "shm_exhausted", t.ShmExhausted)
+	if !suppressEvents {
+		a.events.Publish(ctx, "kernel_terminated", terminatedPayload(k, t))
+	}
+	return nil
+}
+
+func terminatedPayload(k *Kernel, t kernel.Termination) map[string]any {
+	p := map[string]any{"kernel_id": k.ID, "session_id": k.SessionID, "reason": t.Reason, "exit_code": t.ExitCode}
+	return p
+}
+
+// onContainerExit handles a die event or a dead container found by the
+// sync loop.
+func (a *Agent) onContainerExit(ctx context.Context, kernelID string, exitCode int, oom bool) {
+	k, ok := a.Kernel(kernelID)
+	if !ok {
+		return
+	}
+	unlock, err := a.locks.lock(ctx, kernelID)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if k.restarting.Load() || k.cleaned.Load() {
+		return
+	}
+	if s := k.State(); s != kernel.Running && s != kernel.Terminating {
+		return
+	}
+	t := kernel.ClassifyExit(exitCode, oom)
+	t.Reason = ReasonSelfTerminated
+	k.SetTermination(t)
+	if err := a.clean(ctx, k, false); err != nil {
+		a.log.Error("clean exited kernel", "kernel_id", kernelID, "error", err)
+	}
+}
+
+// RestartKernel recreates a kernel's container keeping its scratch,
+// allocation and host ports (spec 3.6), with updated environment values
+// from updatedConfig["environ"] when given.
+func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, updated map[string]string) (*RestartInfo, error) {
+	k, ok := a.Kernel(kernelID)
+	if !ok {
+		return nil, kernelErr(kernelID, ErrKernelNotFound)
+	}
+	unlock, err := a.locks.lock(ctx, kernelID)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if k.State() != kernel.Running {
+		return nil, kernelErr(kernelID, fmt.Errorf("%w: it is %s", ErrRestartUnsupported, k.State()))
+	}
+	var kc kconfig
+	if err := readJSON(k.Scratch.Config+"/"+kconfigFile, &kc); err != nil {
+		return nil, kernelErr(kernelID, fmt.Errorf("%w: restart data: %v", ErrRestartUnsupported, err))
+	}
+	if err := k.Transition(kernel.Restarting, ReasonRestarting); err != nil {
+		return nil, err
+	}
+	k.restarting.Store(true)
+	defer func() { k.restarting.Store(false) }()
+	fail := func(err error) (*RestartInfo, error) {
+		// The old container is gone; without a new one the kernel is dead.
+		k.SetTermination(kernel.Termination{Reason: "restart-timeout", ExitCode: -1})
+		_ = k.Transition(kernel.Terminating, "restart failed")
+		k.restarting.Store(false)
+		if cerr := a.clean(context.WithoutCancel(ctx), k, false); cerr != nil {
+			a.log.Error("clean after failed restart", "kernel_id", kernelID, "error", cerr)
+		}
+		return nil, kernelErr(kernelID, err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := a.be.Stop(sctx, k.ContainerID(), a.stopTime); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return fail(fmt.Errorf("stop for restart: %w", err))
+	}
+	if err := a.be.Remove(sctx, k.ContainerID()); err != nil {
+		return fail(fmt.Errorf("remove for restart: %w", err))
+	}
+	for key, v := range updated {
+		k.Environ[key] = v
+		k.Config.Environ[key] = v
+	}
+	if err := writeFileAtomic(k.Scratch.Config+"/environ.txt", environText(k.Environ), 0o644); err != nil {
+		return fail(err)
+	}
+	cspec := a.containerSpec(k, &kc.Cluster, k.Spec.Mounts)
+	cid, err := a.be.Create(ctx, cspec)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrCreationFailed, err))
+	}
+	k.setContainerID(cid)
+	k.Spec.ContainerID = cid
+	if err := writeFileAtomic(k.Scratch.Config+"/resource.txt", k.Spec.Marshal(a.slotTypes), 0o644); err != nil {
+		return fail(err)
+	}
+	if err := a.be.Start(ctx, cid); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrCreationFailed, err))
+	}
+	k.ClearTermination()
+	if err := k.Transition(kernel.Running, "restarted"); err != nil {
+		return nil, err
+	}
+	a.events.Publish(ctx, "kernel_started", map[string]any{
+		"kernel_id": k.ID, "session_id": k.SessionID, "reason": ReasonRestarting, "creation_info": a.creationInfo(k),
+	})
+	return &RestartInfo{ContainerID: cid, ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut, ServicePorts: publicServices(k.Services)}, nil
+}
+
+// SyncKernelRegistry reconciles with the manager's list of (kernel,
+// session) pairs: pairs unknown here get kernel_terminated
+// (already-terminated); local kernels absent from the list are destroyed
+// quietly (not-found-in-manager).
+func (a *Agent) SyncKernelRegistry(ctx context.Context, pairs [][2]string) error {
+	inManager := map[string]bool{}
+	for _, p := range pairs {
+		inManager[p[0]] = true
+		if _, ok := a.Kernel(p[0]); !ok {
+			a.events.Publish(ctx, "kernel_terminated", map[string]any{
+				"kernel_id": p[0], "session_id": p[1], "reason": ReasonAlreadyTerminated, "exit_code": -1,
+			})
+		}
+	}
+	var errs []error
+	for _, k := range a.Kernels() {
+		if inManager[k.ID] {
+			continue
+		}
+		if s := k.State(); s != kernel.Running {
+			continue
+		}
+		if err := a.DestroyKernel(ctx, k.ID, k.SessionID, ReasonNotFoundInManager, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ResetAgent destroys every kernel (debug).
+func (a *Agent) ResetAgent(ctx context.Context) error {
+	var errs []error
+	for _, k := range a.Kernels() {
+		if err := a.DestroyKernel(ctx, k.ID, k.SessionID, ReasonUserRequested, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/bai-agent/bai-agent/internal/image"
+	"github.com/bai-agent/bai-agent/internal/wire"
+)
+
+// RecoveryData is config/recovery.json, in the field names and shapes of
+// the Python agent's KernelRecoveryScratchData, so either agent can adopt
+// the other's kernels.
+type RecoveryData struct {
+	KernelType          string              `json:"kernel_type"`
+	ID                  string              `json:"id"`
+	AgentID             string              `json:"agent_id"`
+	ImageRef            wire.ImageRef       `json:"image_ref"`
+	Version             int                 `json:"version"`
+	OwnershipData       OwnershipData       `json:"ownership_data"`
+	NetworkID           string              `json:"network_id"`
+	NetworkDriver       string              `json:"network_driver"`
+	SessionType         string              `json:"session_type"`
+	BlockServicePorts   bool                `json:"block_service_ports"`
+	DomainSocketProxies []any               `json:"domain_socket_proxies"`
+	ServicePorts        []image.ServicePort `json:"service_ports"`
+	ReplInPort          int                 `json:"repl_in_port"`
+	ReplOutPort         int                 `json:"repl_out_port"`
+}
+
+// OwnershipData is KernelOwnershipData.
+type OwnershipData struct {
+	KernelID       string  `json:"kernel_id"`
+	SessionID      string  `json:"session_id"`
+	AgentID        string  `json:"agent_id"`
+	OwnerUserID    *string `json:"owner_user_id"`
+	OwnerProjectID *string `json:"owner_project_id"`
+}
+
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// writeFileAtomic writes via a temporary file and rename, so a SIGKILL
+// leaves either the old or the new content, never a torn file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	_, werr := tmp.Write(data)
+	serr := tmp.Sync()
+	cerr := tmp.Close()
+	if werr != nil || serr != nil || cerr != nil {
+		os.Remove(name)
+		return fmt.Errorf("write %s: %v %v %v", path, werr, serr, cerr)
+	}
+	if err := os.Chmod(name, mode); err != nil {
+		os.Remove(name)
+		return err
+	}
+	if err := os.Rename(name, path); err != nil {
+		os.Remove(name)
+		return err
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b, 0o644)
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// environText renders environ.txt (K=V lines, sorted for stable output).
+func environText(env map[string]string) []byte {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "=" + env[k] + "\n")
+	}
+	return []byte(b.String())
+}
+
+func parseEnviron(b []byte) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// kconfigFile holds what restart_kernel needs to recreate a container
+// (the Python agent pickles this into kconfig.dat; we keep JSON).
+const kconfigFile = "kconfig.json"
+
+type kconfig struct {
+	Config    CreationConfig `json:"config"`
+	Cluster   ClusterInfo    `json:"cluster"`
+	ImageRef  wire.ImageRef  `json:"image_ref"`
+	ImageName string         `json:"image_name"`
+	HostPorts []int          `json:"host_ports"`
+}

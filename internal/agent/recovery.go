@@ -1,0 +1,395 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/resource"
+)
+
+// kernelIDOf finds the kernel id of an owned container: the kernel-id
+// label, else the last dot-separated field of the name (the real agent's
+// convention).
+func kernelIDOf(c *backend.Container) string {
+	if id := c.Labels[LabelKernelID]; id != "" {
+		return id
+	}
+	name := c.Name
+	if i := strings.LastIndex(name, "."); i >= 0 {
+		name = name[i+1:]
+	}
+	if _, err := uuid.Parse(name); err == nil {
+		return name
+	}
+	return ""
+}
+
+func (a *Agent) ownerFilter() map[string]string { return map[string]string{LabelOwner: a.id} }
+
+// recover rebuilds the registry from this agent's containers plus their
+// scratch files, cleans dead and half-created containers, and removes
+// scratch directories nobody owns.
+func (a *Agent) recover(ctx context.Context) error {
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	list, err := a.be.List(lctx, a.ownerFilter())
+	cancel()
+	if err != nil {
+		return err
+	}
+	owned := map[string]bool{}
+	for _, c := range list {
+		kid := kernelIDOf(&c)
+		if kid == "" {
+			a.log.Warn("owned container without a kernel id; removing", "container_id", c.ID, "name", c.Name)
+			_ = a.be.Remove(ctx, c.ID)
+			continue
+		}
+		ins, err := a.be.Inspect(ctx, c.ID)
+		if err != nil {
+			if errors.Is(err, backend.ErrNotFound) {
+				continue
+			}
+			return err
+		}
+		if ins.Alive() {
+			if err := a.adopt(ctx, kid, ins); err != nil {
+				a.log.Error("cannot adopt running kernel; destroying it", "kernel_id", kid, "error", err)
+				a.destroyStray(ctx, kid, ins, ReasonUnknownContainer)
+				continue
+			}
+			owned[kid] = true
+			continue
+		}
+		// Dead or never started (the agent died between create and start).
+		a.destroyStray(ctx, kid, ins, ReasonSelfTerminated)
+	}
+	ids, err := a.scratch.List()
+	if err != nil {
+		a.log.Warn("list scratch", "error", err)
+	}
+	for _, id := range ids {
+		if owned[id] {
+			continue
+		}
+		a.log.Info("removing orphaned scratch", "kernel_id", id)
+		if err := a.scratch.Remove(ctx, id); err != nil {
+			a.log.Error("remove orphaned scratch", "kernel_id", id, "error", err)
+		}
+	}
+	return nil
+}
+
+// destroyStray removes a container that has no live registry entry, with
+// its scratch, and tells the manager.
+func (a *Agent) destroyStray(ctx context.Context, kid string, c *backend.Container, reason string) {
+	exit := -1
+	if !c.Alive() && c.Status == "exited" {
+		exit = c.ExitCode
+	}
+	if c.Alive() {
+		if err := a.be.Stop(ctx, c.ID, a.stopTime); err != nil {
+			a.log.Warn("stop stray container", "container_id", c.ID, "error", err)
+		}
+	}
+	if err := a.be.Remove(ctx, c.ID); err != nil {
+		a.log.Error("remove stray container", "container_id", c.ID, "error", err)
+		return
+	}
+	if err := a.scratch.Remove(ctx, kid); err != nil {
+		a.log.Error("remove stray scratch", "kernel_id", kid, "error", err)
+	}
+	a.events.Publish(ctx, "kernel_terminated", map[string]any{
+		"kernel_id": kid, "session_id": c.Labels[LabelSessionID], "reason": reason, "exit_code": exit,
+	})
+}
+
+// adopt re-registers a running kernel with the same allocation, ports and
+// scratch, without touching the container.
+func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) error {
+	sd := a.scratch.Paths(kid)
+	for _, m := range c.Mounts {
+		if m.Target == "/home/config" {
+			sd.Config = m.Source
+			sd.Base = filepath.Dir(m.Source)
+			sd.Work = filepath.Join(sd.Base, "work")
+		}
+	}
+	k := &Kernel{
+		Machine:   kernel.NewMachine(kid, kernel.Running),
+		ID:        kid,
+		SessionID: c.Labels[LabelSessionID],
+		Scratch:   sd,
+		CreatedAt: c.StartedAt,
+	}
+	k.setContainerID(c.ID)
+	var rec RecoveryData
+	if err := readJSON(filepath.Join(sd.Config, "recovery.json"), &rec); err == nil {
+		k.ImageRef = rec.ImageRef
+		k.Kernelspec = rec.Version
+		k.Services = rec.ServicePorts
+		k.ReplIn, k.ReplOut = rec.ReplInPort, rec.ReplOutPort
+		k.Config.OwnerUserID = derefStr(rec.OwnershipData.OwnerUserID)
+		k.Config.OwnerProjectID = derefStr(rec.OwnershipData.OwnerProjectID)
+		k.Config.NetworkID = rec.NetworkID
+		k.Config.SessionType = rec.SessionType
+		k.Config.BlockServicePorts = rec.BlockServicePorts
+	} else {
+		a.log.Warn("recovery.json unreadable; rebuilding from the container", "kernel_id", kid, "error", err)
+	}
+	var kc kconfig
+	if err := readJSON(filepath.Join(sd.Config, kconfigFile), &kc); err == nil {
+		k.Config = kc.Config
+		k.ImageName = kc.ImageName
+	}
+	if b, err := os.ReadFile(filepath.Join(sd.Config, "environ.txt")); err == nil {
+		k.Environ = parseEnviron(b)
+	}
+	// Allocation: resource.txt first; the container's own limits if the
+	// scratch is gone (the Python agent refused to start then, #5117).
+	if b, err := os.ReadFile(filepath.Join(sd.Config, "resource.txt")); err == nil {
+		spec, perr := resource.ParseSpec(b, a.slotTypes)
+		if perr != nil {
+			return perr
+		}
+		k.Spec = spec
+		k.Allocation = spec.Allocation
+	} else {
+		a.log.Warn("resource.txt missing; using the container's cpuset and memory limit", "kernel_id", kid)
+		alloc := resource.Allocation{}
+		if cores, err := device.ParseCPUList(c.CpusetCpus); err == nil && len(cores) > 0 {
+			per := map[resource.DeviceID]decimal.Decimal{}
+			for _, core := range cores {
+				per[resource.DeviceID(strconv.Itoa(core))] = decimal.NewFromInt(1)
+			}
+			alloc["cpu"] = per
+		}
+		if c.Memory > 0 {
+			alloc["mem"] = map[resource.DeviceID]decimal.Decimal{"root": decimal.NewFromInt(c.Memory)}
+		}
+		k.Allocation = alloc
+		k.Spec = &resource.Spec{ContainerID: c.ID, Allocation: alloc, Slots: resource.Slots{"cpu": alloc.Total("cpu"), "mem": alloc.Total("mem")}}
+	}
+	over, err := a.alloc.Restore(k.Allocation)
+	if err != nil {
+		return err
+	}
+	if over {
+		a.log.Warn("adopted kernel overcommits a device (the node shrank or the config changed)", "kernel_id", kid)
+	}
+	var hostPorts []int
+	for _, p := range c.Ports {
+		if p.HostPort > 0 {
+			hostPorts = append(hostPorts, p.HostPort)
+			if p.ContainerPort == replInContainerPort {
+				k.ReplIn = p.HostPort
+			}
+			if p.ContainerPort == replOutContainerPort {
+				k.ReplOut = p.HostPort
+			}
+		}
+	}
+	if conflicts := a.ports.Discard(hostPorts...); len(conflicts) > 0 {
+		a.log.Warn("adopted kernel uses host ports outside the pool or twice", "kernel_id", kid, "ports", conflicts)
+	}
+	k.HostPorts = hostPorts
+	if err := a.register(k); err != nil {
+		a.alloc.Free(k.Allocation)
+		a.ports.Release(hostPorts...)
+		return err
+	}
+	a.log.Info("kernel adopted", "kernel_id", kid, "container_id", c.ID, "cpuset", c.CpusetCpus)
+	a.events.Publish(ctx, "kernel_started", map[string]any{
+		"kernel_id": kid, "session_id": k.SessionID, "reason": ReasonResumingOperation, "creation_info": a.creationInfo(k),
+	})
+	return nil
+}
+
+func derefStr(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// watchEvents follows the Docker event stream and reconnects when it
+// drops; after a reconnect it asks for a sync, since events may have been
+// missed.
+func (a *Agent) watchEvents(ctx context.Context) {
+	defer a.bg.Done()
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		evs, errc := a.be.Events(ctx)
+		connected := time.Now()
+	loop:
+		for {
+			select {
+			case ev, ok := <-evs:
+				if !ok {
+					break loop
+				}
+				a.handleEvent(ctx, ev)
+			case <-ctx.Done():
+				return
+			}
+		}
+		err := <-errc
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(connected) > 10*time.Second {
+			backoff = 500 * time.Millisecond
+		}
+		a.log.Warn("docker event stream closed; reconnecting", "error", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		if backoff < 10*time.Second {
+			backoff *= 2
+		}
+		a.requestSync()
+	}
+}
+
+func (a *Agent) handleEvent(ctx context.Context, ev backend.Event) {
+	if ev.Labels[LabelOwner] != a.id {
+		return
+	}
+	kid := ev.Labels[LabelKernelID]
+	if kid == "" {
+		return
+	}
+	if a.cfg.Debug.LogDockerEvents {
+		a.log.Debug("docker event", "action", ev.Action, "kernel_id", kid, "exit_code", ev.ExitCode)
+	}
+	switch ev.Action {
+	case "die":
+		// Clean in the background: the event loop must keep reading.
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			oom := false
+			if k, ok := a.Kernel(kid); ok && k.ContainerID() != "" {
+				ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if ins, err := a.be.Inspect(ictx, k.ContainerID()); err == nil {
+					oom = ins.OOMKilled
+				}
+				cancel()
+			}
+			a.onContainerExit(context.WithoutCancel(ctx), kid, ev.ExitCode, oom)
+		}()
+	case "oom":
+		if k, ok := a.Kernel(kid); ok {
+			k.SetTermination(kernel.Termination{OOMKilled: true})
+		}
+	}
+}
+
+func (a *Agent) requestSync() {
+	select {
+	case a.syncCh <- struct{}{}:
+	default:
+	}
+}
+
+// SyncPasses returns how many sync passes have finished.
+func (a *Agent) SyncPasses() uint64 {
+	a.syncsMu.Lock()
+	defer a.syncsMu.Unlock()
+	return a.syncs
+}
+
+func (a *Agent) syncLoop(ctx context.Context) {
+	defer a.bg.Done()
+	interval := time.Duration(float64(a.cfg.Agent.SyncContainerLifecycles.Interval) * float64(time.Second))
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.syncCh:
+		}
+		if err := a.SyncOnce(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("sync container lifecycles", "error", err)
+		}
+	}
+}
+
+// SyncOnce reconciles the registry with every container this agent owns.
+func (a *Agent) SyncOnce(ctx context.Context) error {
+	defer func() {
+		a.syncsMu.Lock()
+		a.syncs++
+		a.syncsMu.Unlock()
+	}()
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	list, err := a.be.List(lctx, a.ownerFilter())
+	cancel()
+	if err != nil {
+		return err
+	}
+	seen := map[string]backend.Container{}
+	for _, c := range list {
+		kid := kernelIDOf(&c)
+		if kid == "" {
+			continue
+		}
+		seen[kid] = c
+		k, known := a.Kernel(kid)
+		switch {
+		case !known:
+			// Not ours in memory: a leftover of a crash or someone else's
+			// doing. Alive ones are destroyed, dead ones removed.
+			ins, err := a.be.Inspect(ctx, c.ID)
+			if err != nil {
+				continue
+			}
+			reason := ReasonUnknownContainer
+			if !ins.Alive() {
+				reason = ReasonSelfTerminated
+			}
+			a.destroyStray(ctx, kid, ins, reason)
+		case k.State() == kernel.Running && !k.restarting.Load() && c.ID == k.ContainerID() && !(&c).Alive():
+			ins, err := a.be.Inspect(ctx, c.ID)
+			code, oom := -1, false
+			if err == nil {
+				code, oom = ins.ExitCode, ins.OOMKilled
+			}
+			a.onContainerExit(ctx, kid, code, oom)
+		}
+	}
+	for _, k := range a.Kernels() {
+		if k.State() != kernel.Running || k.restarting.Load() {
+			continue
+		}
+		if _, ok := seen[k.ID]; ok {
+			continue
+		}
+		unlock, err := a.locks.lock(ctx, k.ID)
+		if err != nil {
+			return err
+		}
+		if k.State() == kernel.Running && !k.restarting.Load() {
+			k.SetTermination(kernel.Termination{Reason: ReasonContainerNotFound, ExitCode: -1})
+			if err := a.clean(ctx, k, false); err != nil {
+				a.log.Error("clean kernel without container", "kernel_id", k.ID, "error", err)
+			}
+		}
+		unlock()
+	}
+	return nil
+}
