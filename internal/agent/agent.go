@@ -116,6 +116,10 @@ type Agent struct {
 	kernels map[string]*Kernel
 	locks   keyedMutex
 
+	recentMu sync.Mutex
+	recent   map[string]kernel.Termination
+	order    []string
+
 	bg     sync.WaitGroup
 	cancel context.CancelFunc
 	syncCh chan struct{}
@@ -190,6 +194,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		events:    o.Events,
 		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
 		kernels:   map[string]*Kernel{},
+		recent:    map[string]kernel.Termination{},
 		stopTime:  o.StopTimeout,
 		syncCh:    make(chan struct{}, 1),
 		closed:    make(chan struct{}),
@@ -400,4 +405,29 @@ func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
 		release()
 		return nil, ctx.Err()
 	}
+}
+
+// maxRecent bounds how many terminated kernels are remembered.
+const maxRecent = 256
+
+func (a *Agent) remember(id string, t kernel.Termination) {
+	a.recentMu.Lock()
+	defer a.recentMu.Unlock()
+	if _, ok := a.recent[id]; !ok {
+		a.order = append(a.order, id)
+	}
+	a.recent[id] = t
+	for len(a.order) > maxRecent {
+		delete(a.recent, a.order[0])
+		a.order = a.order[1:]
+	}
+}
+
+// LastTermination tells how a recently terminated kernel ended (reason,
+// exit code, out-of-memory, shared-memory exhaustion).
+func (a *Agent) LastTermination(id string) (kernel.Termination, bool) {
+	a.recentMu.Lock()
+	defer a.recentMu.Unlock()
+	t, ok := a.recent[id]
+	return t, ok
 }

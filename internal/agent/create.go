@@ -449,12 +449,16 @@ func (a *Agent) recoveryData(k *Kernel, cluster *ClusterInfo) *RecoveryData {
 	}
 }
 
-// hostNofile clamps nofile to the agent's own hard limit (Docker refuses
-// a container ulimit above what the daemon may grant).
-func hostNofile() int64 {
+// hostLimit clamps a container ulimit to the agent's own hard limit:
+// runc refuses to raise a limit above what the daemon may grant, and the
+// agent usually runs with the same limits as dockerd. want -1 means
+// unlimited.
+func hostLimit(res int, want int64) int64 {
 	var r unix.Rlimit
-	want := int64(1048576)
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err == nil && r.Max != unix.RLIM_INFINITY && int64(r.Max) < want {
+	if err := unix.Getrlimit(res, &r); err != nil || r.Max == unix.RLIM_INFINITY {
+		return want
+	}
+	if want < 0 || int64(r.Max) < want {
 		return int64(r.Max)
 	}
 	return want
@@ -550,18 +554,21 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 		hostname = fmt.Sprintf("%s%d", role, cfg.ClusterIdx)
 	}
 	spec := &backend.ContainerSpec{
-		Name:           fmt.Sprintf("kernel.%s.%s", k.ImageRef.ShortName(), k.ID),
-		Image:          k.ImageName,
-		Labels:         labels,
-		Env:            env,
-		WorkingDir:     "/home/work",
-		Hostname:       hostname,
-		Tty:            true,
-		OpenStdin:      true,
-		StopSignal:     "SIGINT",
-		Init:           true,
-		CapAdd:         []string{"IPC_LOCK", "SYS_NICE"},
-		Ulimits:        []backend.Ulimit{{Name: "nofile", Soft: hostNofile(), Hard: hostNofile()}, {Name: "memlock", Soft: -1, Hard: -1}},
+		Name:       fmt.Sprintf("kernel.%s.%s", k.ImageRef.ShortName(), k.ID),
+		Image:      k.ImageName,
+		Labels:     labels,
+		Env:        env,
+		WorkingDir: "/home/work",
+		Hostname:   hostname,
+		Tty:        true,
+		OpenStdin:  true,
+		StopSignal: "SIGINT",
+		Init:       true,
+		CapAdd:     []string{"IPC_LOCK", "SYS_NICE"},
+		Ulimits: []backend.Ulimit{
+			{Name: "nofile", Soft: hostLimit(unix.RLIMIT_NOFILE, 1048576), Hard: hostLimit(unix.RLIMIT_NOFILE, 1048576)},
+			{Name: "memlock", Soft: hostLimit(unix.RLIMIT_MEMLOCK, -1), Hard: hostLimit(unix.RLIMIT_MEMLOCK, -1)},
+		},
 		CpusetCpus:     cpuset,
 		Memory:         memory,
 		ShmSize:        cfg.ShmSize,

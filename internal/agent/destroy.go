@@ -108,6 +108,7 @@ func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error
 	}
 	_ = k.Transition(kernel.Terminated, t.Reason)
 	a.unregister(k.ID, k)
+	a.remember(k.ID, t)
 	log.Info("kernel terminated", "reason", t.Reason, "exit_code", t.ExitCode, "oom_killed", t.OOMKilled, "shm_exhausted", t.ShmExhausted)
 	if !suppressEvents {
 		a.events.Publish(ctx, "kernel_terminated", terminatedPayload(k, t))
@@ -122,7 +123,9 @@ func terminatedPayload(k *Kernel, t kernel.Termination) map[string]any {
 
 // onContainerExit handles a die event or a dead container found by the
 // sync loop.
-func (a *Agent) onContainerExit(ctx context.Context, kernelID string, exitCode int, oom bool) {
+// containerID names the container that exited: an event about a previous
+// container of the kernel (replaced by a restart) is ignored.
+func (a *Agent) onContainerExit(ctx context.Context, kernelID, containerID string, exitCode int, oom bool) {
 	k, ok := a.Kernel(kernelID)
 	if !ok {
 		return
@@ -132,7 +135,7 @@ func (a *Agent) onContainerExit(ctx context.Context, kernelID string, exitCode i
 		return
 	}
 	defer unlock()
-	if k.restarting.Load() || k.cleaned.Load() {
+	if k.restarting.Load() || k.cleaned.Load() || k.ContainerID() != containerID {
 		return
 	}
 	if s := k.State(); s != kernel.Running && s != kernel.Terminating {

@@ -281,17 +281,15 @@ func (a *Agent) handleEvent(ctx context.Context, ev backend.Event) {
 		go func() {
 			defer a.bg.Done()
 			oom := false
-			if k, ok := a.Kernel(kid); ok && k.ContainerID() != "" {
-				ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if ins, err := a.be.Inspect(ictx, k.ContainerID()); err == nil {
-					oom = ins.OOMKilled
-				}
-				cancel()
+			ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if ins, err := a.be.Inspect(ictx, ev.ContainerID); err == nil {
+				oom = ins.OOMKilled
 			}
-			a.onContainerExit(context.WithoutCancel(ctx), kid, ev.ExitCode, oom)
+			cancel()
+			a.onContainerExit(context.WithoutCancel(ctx), kid, ev.ContainerID, ev.ExitCode, oom)
 		}()
 	case "oom":
-		if k, ok := a.Kernel(kid); ok {
+		if k, ok := a.Kernel(kid); ok && k.ContainerID() == ev.ContainerID {
 			k.SetTermination(kernel.Termination{OOMKilled: true})
 		}
 	}
@@ -369,7 +367,7 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 			if err == nil {
 				code, oom = ins.ExitCode, ins.OOMKilled
 			}
-			a.onContainerExit(ctx, kid, code, oom)
+			a.onContainerExit(ctx, kid, c.ID, code, oom)
 		}
 	}
 	for _, k := range a.Kernels() {

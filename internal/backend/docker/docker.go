@@ -347,3 +347,35 @@ func demux(raw []byte) []byte {
 	return buf.Bytes()
 }
 
+
+// Exec runs cmd in a running container and returns its exit code and
+// combined output (at most 16 MiB).
+func (b *Backend) Exec(ctx context.Context, id string, cmd []string) (int, []byte, error) {
+	cr, err := b.cli.ExecCreate(ctx, id, client.ExecCreateOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return -1, nil, mapErr(err, "exec in container "+id)
+	}
+	att, err := b.cli.ExecAttach(ctx, cr.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return -1, nil, mapErr(err, "attach exec in container "+id)
+	}
+	defer att.Close()
+	raw, err := io.ReadAll(io.LimitReader(att.Reader, 16<<20))
+	if err != nil {
+		return -1, nil, fmt.Errorf("read exec output: %w", err)
+	}
+	for {
+		ins, err := b.cli.ExecInspect(ctx, cr.ID, client.ExecInspectOptions{})
+		if err != nil {
+			return -1, nil, mapErr(err, "inspect exec")
+		}
+		if !ins.Running {
+			return ins.ExitCode, demux(raw), nil
+		}
+		select {
+		case <-ctx.Done():
+			return -1, nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,554 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bai-agent/bai-agent/internal/backend/docker"
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/testutil"
+)
+
+// recorder is an EventSink that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []recorded
+}
+
+type recorded struct {
+	Name    string
+	Payload map[string]any
+}
+
+func (r *recorder) Publish(_ context.Context, name string, p map[string]any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, recorded{name, p})
+}
+
+func (r *recorder) find(name, kernelID string) (map[string]any, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if e.Name == name && e.Payload["kernel_id"] == kernelID {
+			return e.Payload, true
+		}
+	}
+	return nil, false
+}
+
+type env struct {
+	t      *testing.T
+	be     *docker.Backend
+	image  string
+	cfg    *config.Config
+	root   string
+	vfroot string
+	events *recorder
+	agent  *Agent
+}
+
+var portBase = struct {
+	sync.Mutex
+	next int
+}{next: 32000}
+
+// newEnv makes a config with its own agent id, scratch root, vfolder root
+// and port range, so tests never see each other's kernels.
+func newEnv(t *testing.T, mutate func(*config.Config)) *env {
+	t.Helper()
+	be := testutil.RequireDocker(t)
+	testutil.RequireRoot(t)
+	img := testutil.TestImage(t)
+	root := t.TempDir()
+	portBase.Lock()
+	first := portBase.next
+	portBase.next += 40
+	portBase.Unlock()
+	doc := fmt.Sprintf(`
+[agent]
+backend = "docker"
+id = "i-test-%s"
+rpc-listen-addr = "127.0.0.1:16011"
+mount-path = %q
+[agent.sync-container-lifecycles]
+interval = 1
+[container]
+port-range = [%d, %d]
+port-reuse-cooldown-sec = 0
+bind-host = "127.0.0.1"
+scratch-root = %q
+[resource]
+reserved-cpu = 0
+reserved-mem = "64M"
+`, uuid.NewString()[:8], filepath.Join(root, "vfroot"), first, first+39, filepath.Join(root, "scratches"))
+	res, err := config.Load("", []byte(doc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mutate != nil {
+		mutate(res.Config)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "vfroot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, be: be, image: img, cfg: res.Config, root: root, vfroot: filepath.Join(root, "vfroot"), events: &recorder{}}
+	e.agent = e.start()
+	t.Cleanup(func() {
+		if e.agent != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = e.agent.ResetAgent(ctx)
+			e.agent.Close()
+		}
+		// Belt and braces: no container of this agent may outlive the test.
+		list, _ := be.List(context.Background(), map[string]string{LabelOwner: e.cfg.Agent.ID})
+		for _, c := range list {
+			_ = be.Remove(context.Background(), c.ID)
+			t.Errorf("container %s leaked", c.Name)
+		}
+	})
+	return e
+}
+
+func (e *env) start() *Agent {
+	e.t.Helper()
+	ctx := context.Background()
+	a, err := New(ctx, Options{Config: e.cfg, Backend: e.be, Events: e.events, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), StopTimeout: 2 * time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	return a
+}
+
+func (e *env) request(kid string, mutate func(*CreationConfig)) *CreateRequest {
+	sid := uuid.NewString()
+	c := CreationConfig{
+		Image:         ImageConfig{Canonical: e.image, Architecture: Architecture(), IsLocal: true, AutoPull: "none"},
+		KernelID:      kid,
+		SessionID:     sid,
+		OwnerUserID:   "f38dea23-50fa-42a0-b5ae-338f5f4693f4",
+		SessionType:   "interactive",
+		ClusterRole:   "main",
+		ClusterIdx:    1,
+		ResourceSlots: map[string]string{"cpu": "1", "mem": "134217728"},
+		Environ:       map[string]string{"BACKENDAI_SESSION_ID": sid},
+	}
+	if mutate != nil {
+		mutate(&c)
+	}
+	return &CreateRequest{SessionID: sid, KernelIDs: []string{kid}, Configs: []CreationConfig{c}}
+}
+
+func (e *env) create(mutate func(*CreationConfig)) *KernelInfo {
+	e.t.Helper()
+	kid := uuid.NewString()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := e.agent.CreateKernels(ctx, e.request(kid, mutate))
+	if err != nil {
+		e.t.Fatalf("create: %v", err)
+	}
+	return res[0]
+}
+
+func TestCreateDestroy_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, d := range []string{"ro1", "rw1"} {
+		if err := os.MkdirAll(filepath.Join(e.vfroot, d), 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(e.vfroot, "ro1", "hello.txt"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	info := e.create(func(c *CreationConfig) {
+		c.ResourceSlots = map[string]string{"cpu": "1", "mem": "268435456"}
+		c.ShmSize = 32 << 20
+		c.Mounts = []MountSpec{
+			{Name: "ro1", HostPath: filepath.Join(e.vfroot, "ro1"), KernelPath: "/home/work/ro1", MountPerm: "ro"},
+			{Name: "rw1", HostPath: filepath.Join(e.vfroot, "rw1"), KernelPath: "/home/work/rw1", MountPerm: "rw"},
+		}
+	})
+	ctx := context.Background()
+	ins, err := e.be.Inspect(ctx, info.ContainerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := e.agent.Kernel(info.ID)
+	wantCPUs := strings.Join(func() []string {
+		var s []string
+		for _, id := range k.Allocation.Devices("cpu") {
+			s = append(s, string(id))
+		}
+		return s
+	}(), ",")
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"running", ins.Running, true},
+		{"cpuset", ins.CpusetCpus, wantCPUs},
+		{"memory", ins.Memory, int64(268435456)},
+		{"shm", ins.ShmSize, int64(32 << 20)},
+		{"pids", ins.PidsLimit, int64(8192)},
+		{"owner label", ins.Labels[LabelOwner], e.cfg.Agent.ID},
+		{"kernel label", ins.Labels[LabelKernelID], info.ID},
+		{"name", ins.Name, "kernel.kernel." + info.ID},
+		{"service label", ins.Labels[LabelServicePorts], "jupyter:http:8080"},
+	} {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if info.ReplInPort == 0 || len(info.ServicePorts) != 3 {
+		t.Fatalf("result: %+v", info)
+	}
+	// The read-only vfolder is read-only, the rw one writable, the
+	// environment carries the kernel's settings.
+	if code, out := testutil.Exec(ctx, e.be, info.ContainerID, "cat", "/home/work/ro1/hello.txt"); code != 0 || out != "hi" {
+		t.Fatalf("read ro vfolder: %d %q", code, out)
+	}
+	if code, out := testutil.Exec(ctx, e.be, info.ContainerID, "touch", "/home/work/ro1/x"); code == 0 {
+		t.Fatalf("write to ro vfolder succeeded: %q", out)
+	} else if !strings.Contains(out, "Read-only file system") {
+		t.Fatalf("unexpected error text: %q", out)
+	}
+	if code, out := testutil.Exec(ctx, e.be, info.ContainerID, "touch", "/home/work/rw1/x"); code != 0 {
+		t.Fatalf("write to rw vfolder failed: %q", out)
+	}
+	if code, out := testutil.Exec(ctx, e.be, info.ContainerID, "touch", "/home/config/x"); code == 0 {
+		t.Fatalf("/home/config is writable: %q", out)
+	}
+	if _, out := testutil.Exec(ctx, e.be, info.ContainerID, "sh", "-c", "echo $OMP_NUM_THREADS $LOCAL_USER_ID"); out != "1 0" {
+		t.Fatalf("env: %q", out)
+	}
+	scratchDir := k.Scratch.Base
+	if _, err := os.Stat(filepath.Join(scratchDir, "config", "resource.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.events.find("kernel_started", info.ID); !ok {
+		t.Fatal("no kernel_started event")
+	}
+	// Destroy: container, scratch, ports and allocation all gone.
+	if err := e.agent.DestroyKernel(ctx, info.ID, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.be.Inspect(ctx, info.ContainerID); err == nil {
+		t.Fatal("container still exists")
+	}
+	if _, err := os.Stat(scratchDir); !os.IsNotExist(err) {
+		t.Fatalf("scratch still exists: %v", err)
+	}
+	if n := e.agent.Ports().InUse(); n != 0 {
+		t.Fatalf("%d host ports still in use", n)
+	}
+	for s, v := range e.agent.Allocator().Used() {
+		if !v.IsZero() {
+			t.Fatalf("slot %s still allocated: %s", s, v)
+		}
+	}
+	ev, ok := e.events.find("kernel_terminated", info.ID)
+	if !ok || ev["reason"] != "user-requested" {
+		t.Fatalf("kernel_terminated: %v %v", ev, ok)
+	}
+	// The vfolder itself is untouched.
+	if _, err := os.Stat(filepath.Join(e.vfroot, "rw1", "x")); err != nil {
+		t.Fatalf("vfolder content lost: %v", err)
+	}
+}
+
+func TestBadRequestsLeaveNothing_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	outside := t.TempDir()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		mutate func(*CreationConfig)
+		want   string
+	}{
+		{"over-allocation", func(c *CreationConfig) { c.ResourceSlots = map[string]string{"cpu": "1000", "mem": "134217728"} }, "requested 1000"},
+		{"shm over memory", func(c *CreationConfig) { c.ShmSize = 1 << 30 }, "larger than the memory slot"},
+		{"mount escape", func(c *CreationConfig) {
+			c.Mounts = []MountSpec{{Name: "x", HostPath: outside, KernelPath: "/home/work/x", MountPerm: "rw"}}
+		}, "outside the mount roots"},
+		{"kernel path traversal", func(c *CreationConfig) {
+			c.Mounts = []MountSpec{{Name: "x", HostPath: e.vfroot, KernelPath: "/home/work/../../etc", MountPerm: "rw"}}
+		}, "contains '..'"},
+		{"unknown slot", func(c *CreationConfig) { c.ResourceSlots["cuda.device"] = "1" }, "not available"},
+		{"below image minimum", func(c *CreationConfig) { c.ResourceSlots["mem"] = "16777216" }, "below the image's minimum"},
+		{"missing image", func(c *CreationConfig) { c.Image.Canonical = "bai-test/nosuch:1" }, "not present on this node"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kid := uuid.NewString()
+			_, err := e.agent.CreateKernels(ctx, e.request(kid, tc.mutate))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			if _, ok := e.agent.Kernel(kid); ok {
+				t.Fatal("kernel left in the registry")
+			}
+			if e.agent.Ports().InUse() != 0 {
+				t.Fatal("ports leaked")
+			}
+			for s, v := range e.agent.Allocator().Used() {
+				if !v.IsZero() {
+					t.Fatalf("slot %s leaked: %s", s, v)
+				}
+			}
+			ents, _ := os.ReadDir(e.cfg.Container.ScratchRoot)
+			if len(ents) != 0 {
+				t.Fatalf("scratch leaked: %v", ents)
+			}
+		})
+	}
+}
+
+func waitTermination(t *testing.T, e *env, kid string) kernel.Termination {
+	t.Helper()
+	var term kernel.Termination
+	testutil.Eventually(t, 60*time.Second, "kernel termination", func() bool {
+		var ok bool
+		term, ok = e.agent.LastTermination(kid)
+		return ok
+	})
+	return term
+}
+
+func TestOOMAndShmExhaustion_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	oom := e.create(func(c *CreationConfig) {
+		c.ResourceSlots = map[string]string{"cpu": "1", "mem": "67108864"}
+		c.Environ["TEST_MODE"] = "memhog"
+		c.Environ["MEMHOG_MB"] = "256"
+	})
+	shm := e.create(func(c *CreationConfig) {
+		c.ResourceSlots = map[string]string{"cpu": "1", "mem": "268435456"}
+		c.ShmSize = 8 << 20
+		c.Environ["TEST_MODE"] = "shmhog"
+		c.Environ["SHMHOG_MB"] = "64"
+	})
+	to := waitTermination(t, e, oom.ID)
+	if to.ExitCode != 137 || !to.OOMKilled || to.Reason != "self-terminated" {
+		t.Fatalf("memhog: %+v", to)
+	}
+	ts := waitTermination(t, e, shm.ID)
+	if ts.ExitCode != 135 || !ts.ShmExhausted {
+		t.Fatalf("shmhog: %+v", ts)
+	}
+	ev, _ := e.events.find("kernel_terminated", oom.ID)
+	if fmt.Sprint(ev["exit_code"]) != "137" {
+		t.Fatalf("event exit code: %v", ev)
+	}
+	testutil.Eventually(t, 10*time.Second, "ports released", func() bool { return e.agent.Ports().InUse() == 0 })
+}
+
+func TestHostfileScratchQuota_Integration(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Container.ScratchType = "hostfile"
+		c.Container.ScratchSize = 32 << 20
+	})
+	info := e.create(nil)
+	ctx := context.Background()
+	code, out := testutil.Exec(ctx, e.be, info.ContainerID, "dd", "if=/dev/zero", "of=/home/work/big", "bs=1M", "count=64")
+	if code == 0 || !strings.Contains(out, "No space left on device") {
+		t.Fatalf("write past the scratch size: code %d, %q", code, out)
+	}
+	k, _ := e.agent.Kernel(info.ID)
+	base := k.Scratch.Base
+	if err := e.agent.DestroyKernel(ctx, info.ID, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(base + ".img"); !os.IsNotExist(err) {
+		t.Fatalf("image file left: %v", err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mounts"); strings.Contains(string(b), base) {
+		t.Fatal("loop mount left behind")
+	}
+}
+
+func TestRestartKeepsScratchAndCores_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	info := e.create(nil)
+	ctx := context.Background()
+	if code, out := testutil.Exec(ctx, e.be, info.ContainerID, "sh", "-c", "echo kept > /home/work/f"); code != 0 {
+		t.Fatal(out)
+	}
+	k, _ := e.agent.Kernel(info.ID)
+	before := k.Allocation.Devices("cpu")
+	ri, err := e.agent.RestartKernel(ctx, k.SessionID, info.ID, map[string]string{"NEW_VAR": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri.ContainerID == info.ContainerID || ri.ReplInPort != info.ReplInPort {
+		t.Fatalf("restart result %+v", ri)
+	}
+	if _, out := testutil.Exec(ctx, e.be, ri.ContainerID, "cat", "/home/work/f"); out != "kept" {
+		t.Fatalf("scratch lost across restart: %q", out)
+	}
+	if _, out := testutil.Exec(ctx, e.be, ri.ContainerID, "sh", "-c", "echo $NEW_VAR"); out != "1" {
+		t.Fatalf("updated env: %q", out)
+	}
+	if after := k.Allocation.Devices("cpu"); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("cores changed: %v -> %v", before, after)
+	}
+	if _, err := e.be.Inspect(ctx, info.ContainerID); err == nil {
+		t.Fatal("old container still there")
+	}
+	// The old container's die event must not have cleaned the kernel.
+	time.Sleep(500 * time.Millisecond)
+	if !e.agent.IsRunning(info.ID) {
+		t.Fatal("kernel not running after restart")
+	}
+}
+
+// TestRecoveryAfterSIGKILL_Integration runs an agent in a child process
+// (this test binary in helper mode), lets it create a kernel, SIGKILLs it,
+// then starts a new agent on the same state: the kernel must be adopted
+// with the same container (no restart), cores and ports, and a
+// half-created container and an orphaned scratch dir must be cleaned.
+func TestRecoveryAfterSIGKILL_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	e.agent.Close()
+	e.agent = nil
+	cfgPath := filepath.Join(e.root, "agent.toml")
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:16011\"\nmount-path=%q\n[container]\nport-range=[%d,%d]\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
+		e.cfg.Agent.ID, e.vfroot, e.cfg.Container.PortRange[0], e.cfg.Container.PortRange[1], e.cfg.Container.ScratchRoot)
+	if err := os.WriteFile(cfgPath, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kid := uuid.NewString()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentProcess$")
+	cmd.Env = append(os.Environ(), "BAI_HELPER_CONFIG="+cfgPath, "BAI_HELPER_KERNEL="+kid, "BAI_HELPER_IMAGE="+e.image)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var got string
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(got, "HELPER-READY") && time.Now().Before(deadline) {
+		n, rerr := out.Read(buf)
+		got += string(buf[:n])
+		if rerr != nil {
+			break
+		}
+	}
+	if !strings.Contains(got, "HELPER-READY") {
+		_ = cmd.Process.Kill()
+		t.Fatalf("helper did not get ready: %q", got)
+	}
+	_ = cmd.Process.Signal(os.Kill)
+	_ = cmd.Wait()
+
+	ctx := context.Background()
+	list, _ := e.be.List(ctx, map[string]string{LabelKernelID: kid})
+	if len(list) != 1 {
+		t.Fatalf("expected the kernel's container, found %d", len(list))
+	}
+	before, _ := e.be.Inspect(ctx, list[0].ID)
+	// Leave the debris of a crash mid-create: a created-not-started
+	// container and a scratch dir without any container.
+	halfID := uuid.NewString()
+	half, err := e.be.Create(ctx, halfSpec(e, halfID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := uuid.NewString()
+	if err := os.MkdirAll(filepath.Join(e.cfg.Container.ScratchRoot, orphan, "work"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	e.agent = e.start()
+	k, ok := e.agent.Kernel(kid)
+	if !ok || k.State() != kernel.Running {
+		t.Fatalf("kernel not adopted: %v", ok)
+	}
+	after, _ := e.be.Inspect(ctx, list[0].ID)
+	if !after.Running || !after.StartedAt.Equal(before.StartedAt) {
+		t.Fatalf("container was restarted: %v -> %v", before.StartedAt, after.StartedAt)
+	}
+	if fmt.Sprint(k.Allocation.Devices("cpu")) != "["+before.CpusetCpus+"]" && strings.Join(devStrings(k), ",") != before.CpusetCpus {
+		t.Fatalf("cores differ: %v vs %s", k.Allocation.Devices("cpu"), before.CpusetCpus)
+	}
+	if !e.agent.Allocator().Used()["mem"].Equal(k.Allocation.Total("mem")) || k.Allocation.Total("mem").IntPart() != before.Memory {
+		t.Fatalf("memory allocation not restored: %v", e.agent.Allocator().Used())
+	}
+	for _, p := range before.Ports {
+		if !e.agent.Ports().IsUsed(p.HostPort) {
+			t.Fatalf("host port %d not marked used", p.HostPort)
+		}
+	}
+	if _, err := e.be.Inspect(ctx, half); err == nil {
+		t.Fatal("half-created container survived recovery")
+	}
+	if _, err := os.Stat(filepath.Join(e.cfg.Container.ScratchRoot, orphan)); !os.IsNotExist(err) {
+		t.Fatal("orphaned scratch survived recovery")
+	}
+	// A new kernel must not get the adopted kernel's cores' capacity twice.
+	if err := e.agent.DestroyKernel(ctx, kid, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if e.agent.Ports().InUse() != 0 {
+		t.Fatal("ports leaked after destroying the adopted kernel")
+	}
+}
+
+func devStrings(k *Kernel) []string {
+	var s []string
+	for _, d := range k.Allocation.Devices("cpu") {
+		s = append(s, string(d))
+	}
+	return s
+}
+
+// TestHelperAgentProcess is not a test: TestRecoveryAfterSIGKILL starts
+// this binary in helper mode to run an agent it can SIGKILL.
+func TestHelperAgentProcess(t *testing.T) {
+	cfgPath := os.Getenv("BAI_HELPER_CONFIG")
+	if cfgPath == "" {
+		t.Skip("helper process only")
+	}
+	res, err := config.LoadFile(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := docker.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, err := New(ctx, Options{Config: res.Config, Backend: be, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kid := os.Getenv("BAI_HELPER_KERNEL")
+	e := &env{image: os.Getenv("BAI_HELPER_IMAGE")}
+	if _, err := a.CreateKernels(ctx, e.request(kid, nil)); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("HELPER-READY")
+	select {}
+}
