@@ -304,8 +304,11 @@ func Load(file string, data []byte, env func(string) (string, bool)) (*Result, e
 	if err := cfg.validate(b); err != nil {
 		return nil, err
 	}
-	if base := filepath.Dir(file); file != "" {
-		cfg.resolvePaths(base)
+	if file != "" {
+		absFile, err := filepath.Abs(file)
+		if err == nil {
+			cfg.resolvePaths(filepath.Dir(absFile))
+		}
 	}
 	return &Result{Config: cfg, Warnings: b.warnings}, nil
 }

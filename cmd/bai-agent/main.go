@@ -1,0 +1,81 @@
+// Command bai-agent is the compute-node agent: a drop-in replacement for
+// the Backend.AI Agent that runs kernels as Docker containers.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bai-agent/bai-agent/internal/agent"
+	"github.com/bai-agent/bai-agent/internal/app"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+// exitCode is what a failed command exits with: 2 for configuration
+// problems, 1 for everything else.
+func exitCode(err error) int {
+	var ce *app.ConfigError
+	if errors.As(err, &ce) {
+		return 2
+	}
+	return 1
+}
+
+func run() int {
+	root := &cobra.Command{
+		Use:           "bai-agent",
+		Short:         "Backend.AI-compatible compute-node agent",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	var cfgPath string
+	start := &cobra.Command{
+		Use:   "start-server",
+		Short: "Run the agent",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := app.LoadConfig(cfgPath, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return app.Run(context.Background(), cfg, app.NewLogger(cfg, cmd.ErrOrStderr()))
+		},
+	}
+	start.Flags().StringVarP(&cfgPath, "config", "f", "", "path to agent.toml")
+	version := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "bai-agent %s (Backend.AI agent protocol 26.8)\n", agent.Version)
+		},
+	}
+	cfgCmd := &cobra.Command{Use: "config", Short: "Configuration tools"}
+	check := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a config file and list unknown keys",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := app.LoadConfig(args[0], cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (agent %s, rpc %s, scratch %s at %s)\n", args[0], cfg.Agent.ID, cfg.Agent.RPCListenAddr, cfg.Container.ScratchType, cfg.Container.ScratchRoot)
+			return nil
+		},
+	}
+	cfgCmd.AddCommand(check)
+	root.AddCommand(start, version, cfgCmd)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "bai-agent: %v\n", err)
+		return exitCode(err)
+	}
+	return 0
+}

@@ -1,0 +1,163 @@
+package rpc
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/bai-agent/bai-agent/internal/agent"
+	"github.com/bai-agent/bai-agent/internal/wire"
+	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
+)
+
+func readGolden(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../wire/testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The manager-shaped create_kernels request, as Python's msgpack and
+// pickle wrote it, binds to the typed request with every field intact.
+func TestBindGoldenCreateKernels(t *testing.T) {
+	h, _, err := DecodeHeader(readGolden(t, "create_kernels.header.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Type != TypeFunction || h.MethodName() != "create_kernels" {
+		t.Fatalf("header %+v", h)
+	}
+	if _, isBin := h.Okey.([]byte); !isBin {
+		t.Fatalf("okey decoded as %T, want bin", h.Okey)
+	}
+	body, err := DecodeBody(readGolden(t, "create_kernels.body.bin"), h.Zip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := wire.Decode(body.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := v.(msgpack.Map)
+	args, _ := m.Get("args")
+	kw, _ := m.Get("kwargs")
+	call := &Call{Method: "create_kernels", Args: args.([]any), Kwargs: kw.(msgpack.Map)}
+	req, err := bindCreateRequest(call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.SessionID != "5f3c2a1e-9b7d-4c2e-8a1f-0123456789ab" || len(req.Configs) != 2 || len(req.ImageRefs) != 2 {
+		t.Fatalf("request %+v", req)
+	}
+	c := req.Configs[0]
+	for _, chk := range []struct {
+		name      string
+		got, want any
+	}{
+		{"session_type enum", c.SessionType, "interactive"},
+		{"cluster_mode enum", c.ClusterMode, "single-node"},
+		{"auto_pull enum", c.Image.AutoPull, "digest"},
+		{"canonical", c.Image.Canonical, "cr.backend.ai/stable/python:3.9-ubuntu20.04"},
+		{"mem slot", c.ResourceSlots["mem"], "268435456"},
+		{"shmem BinarySize", c.ShmSize, int64(64 << 20)},
+		{"mount perm (py3.11 enum)", c.Mounts[0].MountPerm, "ro"},
+		{"kernel path", c.Mounts[0].KernelPath, "/home/work/data1"},
+		{"hostname", req.Configs[1].ClusterHostname, "sub2"},
+		{"cluster replicas", req.Cluster.Replicas["sub"], 1},
+		{"image ref by uuid", req.ImageRefs["11111111-2222-4333-8444-555555555555"].Tag, "3.9-ubuntu20.04"},
+		{"environ", c.Environ["MY_VAR"], "hello"},
+	} {
+		if chk.got != chk.want {
+			t.Errorf("%s: got %v, want %v", chk.name, chk.got, chk.want)
+		}
+	}
+}
+
+func TestBindRejectsWrongTypes(t *testing.T) {
+	base := func() *Call {
+		h, _, _ := DecodeHeader(readGolden(t, "create_kernels.header.bin"))
+		body, _ := DecodeBody(readGolden(t, "create_kernels.body.bin"), h.Zip)
+		v, _ := wire.Decode(body.Payload)
+		m := v.(msgpack.Map)
+		args, _ := m.Get("args")
+		return &Call{Method: "create_kernels", Args: args.([]any)}
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Call)
+		want   string
+	}{
+		{"ids not a list", func(c *Call) { c.Args[1] = int64(3) }, "raw_kernel_ids: expected list, got int"},
+		{"bad session id", func(c *Call) { c.Args[0] = "nope" }, "is not a UUID"},
+		{"config not a dict", func(c *Call) { c.Args[2].([]any)[0] = "x" }, "raw_configs[0]: expected dict, got str"},
+		{"missing args", func(c *Call) { c.Args = c.Args[:1] }, "missing required argument: 'raw_kernel_ids'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.mutate(c)
+			_, err := bindCreateRequest(c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || ExceptionName(err) == "RuntimeError" {
+				t.Fatalf("got %v (%s), want %q", err, ExceptionName(err), tc.want)
+			}
+		})
+	}
+}
+
+func TestServerRepliesToBadInput(t *testing.T) {
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-x")
+	s.Register("ping", func(_ context.Context, c *Call) (any, error) { return c.Args[0], nil })
+	hdr := func(meth any, okey any) []byte {
+		b, _ := EncodeHeader(Header{Type: TypeFunction, Meth: meth, Okey: okey, Seq: int64(1)})
+		return b
+	}
+	payload, _ := msgpack.Marshal(map[string]any{"args": []any{"hi"}, "kwargs": map[string]any{}})
+	good := EncodeBody([]byte{}, payload)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		hdr, body []byte
+		wantType  int64
+		wantName  string
+	}{
+		{"ping bin okey", hdr("ping", []byte{}), good, TypeResult, ""},
+		{"unknown method", hdr("nosuch", []byte{}), good, TypeError, "KeyError"},
+		{"body not msgpack", hdr("ping", ""), []byte{0xc1}, TypeError, "ValueError"},
+		{"undecodable header", []byte{0xc1}, good, -1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := s.HandleMessage(ctx, []byte("peer"), tc.hdr, tc.body)
+			if tc.wantType == -1 {
+				if out != nil {
+					t.Fatal("replied to an unaddressable message")
+				}
+				return
+			}
+			rh, _, err := DecodeHeader(out[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rh.Type != tc.wantType {
+				t.Fatalf("type %d, want %d", rh.Type, tc.wantType)
+			}
+			ih, _, _ := DecodeHeader(tc.hdr)
+			if _, ok := ih.Okey.(string); ok {
+				if _, ok := rh.Okey.(string); !ok {
+					t.Fatal("str okey echoed with another type")
+				}
+			}
+			if tc.wantName != "" {
+				b, _ := DecodeBody(out[2], false)
+				meta, _ := msgpack.Unmarshal(b.Meta, nil)
+				if meta.([]any)[0] != tc.wantName {
+					t.Fatalf("meta %v", meta)
+				}
+			}
+		})
+	}
+	_ = agent.Version
+}

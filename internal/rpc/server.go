@@ -1,0 +1,190 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/wire"
+	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
+)
+
+// Handler runs one method.
+type Handler func(ctx context.Context, c *Call) (any, error)
+
+// Observer is told about every handled call (metrics hook).
+type Observer interface {
+	Observe(method string, exception string, d time.Duration)
+}
+
+// Server dispatches Callosum messages to handlers. It is transport
+// agnostic: the ZeroMQ transport feeds it frames and sends back what it
+// returns.
+type Server struct {
+	log      *slog.Logger
+	agentID  string
+	methods  map[string]Handler
+	observer Observer
+
+	mu       sync.Mutex
+	inflight map[string]context.CancelFunc
+}
+
+// NewServer builds an empty server for the agent agentID.
+func NewServer(log *slog.Logger, agentID string) *Server {
+	return &Server{log: log, agentID: agentID, methods: map[string]Handler{}, inflight: map[string]context.CancelFunc{}}
+}
+
+// Register adds a method.
+func (s *Server) Register(name string, h Handler) { s.methods[name] = h }
+
+// SetObserver installs a metrics hook.
+func (s *Server) SetObserver(o Observer) { s.observer = o }
+
+// Methods returns the registered method names.
+func (s *Server) Methods() []string {
+	out := make([]string, 0, len(s.methods))
+	for k := range s.methods {
+		out = append(out, k)
+	}
+	return out
+}
+
+func reqKey(peer []byte, h *Header) string {
+	return fmt.Sprintf("%x|%v|%T:%v|%v", peer, h.Meth, h.Okey, h.Okey, h.Seq)
+}
+
+func (s *Server) reply(h Header, typ int64, meta, payload []byte) [][]byte {
+	h.Type = typ
+	h.Zip = false
+	hb, err := EncodeHeader(h)
+	if err != nil {
+		// meth/okey/seq came from a decoded frame, so they re-encode.
+		s.log.Error("encode reply header", "error", err)
+		return nil
+	}
+	return [][]byte{[]byte("UPPER"), hb, EncodeBody(meta, payload)}
+}
+
+func (s *Server) errorReply(h Header, name, msg string) [][]byte {
+	return s.reply(h, TypeError, ErrorMeta(name, name+"("+PyRepr(msg)+")", ""), nil)
+}
+
+// HandleMessage processes one UPPER message from peer and returns the
+// reply frames [kind, header, body], or nil when nothing is to be sent.
+// It blocks for as long as the handler runs; transports call it on a
+// goroutine of its own.
+func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyFrame []byte) [][]byte {
+	h, addressable, err := DecodeHeader(hdrFrame)
+	if err != nil {
+		if addressable {
+			return s.errorReply(h, "ValueError", err.Error())
+		}
+		s.log.Warn("dropping undecodable rpc message", "error", err)
+		return nil
+	}
+	switch h.Type {
+	case TypeFunction:
+	case TypeCancel:
+		s.mu.Lock()
+		cancel, ok := s.inflight[reqKey(peer, &h)]
+		s.mu.Unlock()
+		if ok {
+			cancel()
+		}
+		return nil
+	default:
+		return s.errorReply(h, "ValueError", fmt.Sprintf("unexpected message type %d", h.Type))
+	}
+	if len(bodyFrame) > MaxBodySize {
+		return s.errorReply(h, "ValueError", fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", len(bodyFrame), MaxBodySize))
+	}
+	body, err := DecodeBody(bodyFrame, h.Zip)
+	if err != nil {
+		return s.errorReply(h, "ValueError", err.Error())
+	}
+	call := &Call{Method: h.MethodName()}
+	if body.HasBody {
+		v, err := wire.Decode(body.Payload)
+		if err != nil {
+			return s.errorReply(h, "ValueError", "cannot decode request body: "+err.Error())
+		}
+		if v != nil {
+			m, ok := v.(msgpack.Map)
+			if !ok {
+				return s.errorReply(h, "ValueError", fmt.Sprintf("request body is %s, not a dict", wire.TypeName(v)))
+			}
+			if a, ok := m.Get("args"); ok && a != nil {
+				if call.Args, ok = a.([]any); !ok {
+					return s.errorReply(h, "ValueError", "args is not a list")
+				}
+			}
+			if kw, ok := m.Get("kwargs"); ok && kw != nil {
+				if call.Kwargs, ok = kw.(msgpack.Map); !ok {
+					return s.errorReply(h, "ValueError", "kwargs is not a dict")
+				}
+			}
+		}
+	}
+	handler, ok := s.methods[call.Method]
+	if !ok {
+		return s.errorReply(h, "KeyError", call.Method)
+	}
+	key := reqKey(peer, &h)
+	cctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.inflight[key] = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.inflight, key)
+		s.mu.Unlock()
+		cancel()
+	}()
+	start := time.Now()
+	result, err := s.invoke(cctx, handler, call)
+	exc := ""
+	defer func() {
+		if s.observer != nil {
+			s.observer.Observe(call.Method, exc, time.Since(start))
+		}
+	}()
+	if err != nil {
+		if errors.Is(err, context.Canceled) && cctx.Err() != nil && ctx.Err() == nil {
+			exc = "CancelledError"
+			return s.reply(h, TypeCancelled, emptyArrayMeta, nil)
+		}
+		exc = ExceptionName(err)
+		s.log.Info("rpc failure", "method", call.Method, "exception", exc, "error", err)
+		return s.reply(h, TypeFailure, failureMeta(err), nil)
+	}
+	payload, err := msgpack.Marshal(result)
+	if err != nil {
+		exc = "TypeError"
+		return s.errorReply(h, "TypeError", "cannot serialize the result: "+err.Error())
+	}
+	return s.reply(h, TypeResult, emptyArrayMeta, payload)
+}
+
+func (s *Server) invoke(ctx context.Context, h Handler, c *Call) (res any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("rpc handler panicked", "method", c.Method, "panic", r, "stack", string(debug.Stack()))
+			err = &PyError{Name: "RuntimeError", Msg: fmt.Sprintf("internal error in %s: %v", c.Method, r)}
+		}
+	}()
+	if v, ok := c.Kwargs.Get("agent_id"); ok && v != nil {
+		id, err := asStr(v, "agent_id")
+		if err != nil {
+			return nil, err
+		}
+		if id != s.agentID {
+			return nil, &PyError{Name: "AgentIdNotFoundError", Msg: fmt.Sprintf("agent %s is not served here (this is %s)", id, s.agentID)}
+		}
+	}
+	return h(ctx, c)
+}

@@ -1,0 +1,186 @@
+package zmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	zmq4 "github.com/pebbe/zmq4"
+
+	"github.com/bai-agent/bai-agent/internal/rpc"
+)
+
+var instance atomic.Uint64
+
+// Transport is a bound ROUTER socket serving an rpc.Server.
+type Transport struct {
+	log     *slog.Logger
+	srv     *rpc.Server
+	addr    string
+	router  *zmq4.Socket
+	pull    *zmq4.Socket
+	inproc  string
+	replies chan [][]byte
+	cancel  context.CancelFunc
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// Listen binds addr ("host:port") and starts serving. Bind errors (port
+// in use, bad address) are returned here, so start-up fails loudly.
+func Listen(ctx context.Context, log *slog.Logger, addr string, srv *rpc.Server) (*Transport, error) {
+	t := &Transport{log: log, srv: srv, addr: addr, replies: make(chan [][]byte, 1024), done: make(chan struct{})}
+	t.inproc = fmt.Sprintf("inproc://bai-rpc-replies-%d", instance.Add(1))
+	var err error
+	if t.router, err = zmq4.NewSocket(zmq4.ROUTER); err != nil {
+		return nil, fmt.Errorf("zmq router: %w", err)
+	}
+	if err := t.router.SetLinger(100 * time.Millisecond); err != nil {
+		t.router.Close()
+		return nil, err
+	}
+	if err := t.router.Bind("tcp://" + addr); err != nil {
+		t.router.Close()
+		return nil, fmt.Errorf("bind rpc-listen-addr tcp://%s: %w", addr, err)
+	}
+	if t.pull, err = zmq4.NewSocket(zmq4.PULL); err != nil {
+		t.router.Close()
+		return nil, err
+	}
+	if err := t.pull.Bind(t.inproc); err != nil {
+		t.router.Close()
+		t.pull.Close()
+		return nil, err
+	}
+	push, err := zmq4.NewSocket(zmq4.PUSH)
+	if err != nil {
+		t.router.Close()
+		t.pull.Close()
+		return nil, err
+	}
+	if err := push.Connect(t.inproc); err != nil {
+		t.router.Close()
+		t.pull.Close()
+		push.Close()
+		return nil, err
+	}
+	ctx, t.cancel = context.WithCancel(ctx)
+	t.wg.Add(1)
+	go t.sendLoop(ctx, push)
+	go t.serve(ctx)
+	return t, nil
+}
+
+// Addr returns the bound address.
+func (t *Transport) Addr() string { return t.addr }
+
+// Close stops serving, waits for the socket goroutines and closes the
+// sockets. In-flight handlers finish on their own; their replies are
+// dropped.
+func (t *Transport) Close() {
+	t.cancel()
+	<-t.done
+}
+
+// sendLoop owns the PUSH end of the reply pipe.
+func (t *Transport) sendLoop(ctx context.Context, push *zmq4.Socket) {
+	defer t.wg.Done()
+	defer push.Close()
+	_ = push.SetLinger(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-t.replies:
+			if _, err := push.SendMessage(msg); err != nil {
+				t.log.Error("rpc reply pipe", "error", err)
+			}
+		}
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, zmq4.Errno(syscall.EINTR)) || errors.Is(err, zmq4.Errno(syscall.EAGAIN))
+}
+
+// serve owns the ROUTER socket and the PULL end of the reply pipe.
+func (t *Transport) serve(ctx context.Context) {
+	defer close(t.done)
+	defer func() {
+		t.wg.Wait()
+		t.pull.Close()
+		t.router.Close()
+	}()
+	poller := zmq4.NewPoller()
+	poller.Add(t.router, zmq4.POLLIN)
+	poller.Add(t.pull, zmq4.POLLIN)
+	for ctx.Err() == nil {
+		polled, err := poller.Poll(100 * time.Millisecond)
+		if err != nil {
+			if retryable(err) {
+				continue
+			}
+			t.log.Error("rpc poll", "error", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		for _, p := range polled {
+			switch p.Socket {
+			case t.router:
+				for {
+					frames, err := t.router.RecvMessageBytes(zmq4.DONTWAIT)
+					if err != nil {
+						break
+					}
+					t.incoming(ctx, frames)
+				}
+			case t.pull:
+				for {
+					frames, err := t.pull.RecvMessageBytes(zmq4.DONTWAIT)
+					if err != nil {
+						break
+					}
+					if _, err := t.router.SendMessage(frames); err != nil && !retryable(err) {
+						t.log.Warn("rpc send reply", "error", err)
+					}
+				}
+			}
+		}
+	}
+}
+
+// incoming handles one message from the ROUTER: [peer..., kind, header, body].
+func (t *Transport) incoming(ctx context.Context, frames [][]byte) {
+	n := len(frames)
+	if n < 4 {
+		// Fewer than identity + 3 frames: callosum ignores these too.
+		return
+	}
+	pre := frames[:n-3]
+	kind, hdr, body := string(frames[n-3]), frames[n-2], frames[n-1]
+	switch kind {
+	case "PING":
+		reply := append(append([][]byte{}, pre...), []byte("PONG"), hdr, body)
+		if _, err := t.router.SendMessage(reply); err != nil {
+			t.log.Warn("rpc pong", "error", err)
+		}
+	case "UPPER":
+		peer := pre[0]
+		go func() {
+			out := t.srv.HandleMessage(ctx, peer, hdr, body)
+			if out == nil {
+				return
+			}
+			msg := append(append([][]byte{}, pre...), out...)
+			select {
+			case t.replies <- msg:
+			case <-ctx.Done():
+			}
+		}()
+	}
+}
