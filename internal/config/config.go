@@ -470,3 +470,6 @@ func (c *Config) validate(b *binder) error {
 	}
 	return nil
 }
+
+// RPCListenAddrString returns rpc-listen-addr as host:port.
+func (c *Config) RPCListenAddrString() string { return c.Agent.RPCListenAddr.String() }
