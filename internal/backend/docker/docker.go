@@ -347,7 +347,6 @@ func demux(raw []byte) []byte {
 	return buf.Bytes()
 }
 
-
 // Exec runs cmd in a running container and returns its exit code and
 // combined output (at most 16 MiB).
 func (b *Backend) Exec(ctx context.Context, id string, cmd []string) (int, []byte, error) {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of bai-agent on a fresh machine: installs what is needed
+# (scripts/setup.sh), checks formatting and vet, then the unit and
+# integration tiers against the real Docker engine and Python peers.
+# Under CI=true a missing service fails the run instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PATH="/usr/local/go/bin:$PATH"
+export CGO_ENABLED=1
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" $unformatted >&2
+  exit 1
+fi
+go vet ./...
+go build -o bin/bai-agent ./cmd/bai-agent
+go test -race -count=1 -timeout 20m "$@" ./...
