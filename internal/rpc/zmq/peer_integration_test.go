@@ -42,7 +42,7 @@ func requirePython(t testing.TB) string {
 }
 
 // startAgent runs a real agent with its RPC transport on a free port.
-func startAgent(t *testing.T) (addr string, cfg *config.Config, vfroot string) {
+func startAgent(t testing.TB) (addr string, cfg *config.Config, vfroot string) {
 	t.Helper()
 	be := testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
@@ -52,7 +52,7 @@ func startAgent(t *testing.T) (addr string, cfg *config.Config, vfroot string) {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rpc-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\nmount-path=%q\n[container]\nport-range=[33000,33099]\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rpc-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\nmount-path=%q\n[container]\nport-range=[33000,33099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
 		uuid.NewString()[:8], port, vfroot, filepath.Join(root, "scratch"))
 	res, err := config.Load("", []byte(doc), nil)
 	if err != nil {
