@@ -552,3 +552,39 @@ func TestHelperAgentProcess(t *testing.T) {
 	fmt.Println("HELPER-READY")
 	select {}
 }
+
+// The sync loop destroys a live container that carries this agent's owner
+// label but that the registry does not know (a leftover or a foreign
+// create), and cleans a kernel whose container vanished.
+func TestSyncLoopReconciles_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	strayKid := uuid.NewString()
+	spec := halfSpec(e, strayKid)
+	id, err := e.be.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.be.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "stray container removed by the sync loop", func() bool {
+		_, err := e.be.Inspect(ctx, id)
+		return err != nil
+	})
+	ev, ok := e.events.find("kernel_terminated", strayKid)
+	if !ok || ev["reason"] != ReasonUnknownContainer {
+		t.Fatalf("event: %v %v", ev, ok)
+	}
+	// A kernel whose container is removed behind the agent's back is
+	// cleaned (by the die event or the sync loop, whichever comes first)
+	// with its resources released.
+	info := e.create(nil)
+	if err := e.be.Remove(ctx, info.ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "kernel cleaned", func() bool { _, ok := e.agent.Kernel(info.ID); return !ok })
+	if e.agent.Ports().InUse() != 0 {
+		t.Fatal("ports not released")
+	}
+}
