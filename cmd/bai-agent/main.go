@@ -12,6 +12,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/app"
+	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 )
 
 func main() {
@@ -72,7 +73,20 @@ func run() int {
 		},
 	}
 	cfgCmd.AddCommand(check)
-	root.AddCommand(start, version, cfgCmd)
+	keygen := &cobra.Command{
+		Use:   "keygen DIR NAME",
+		Short: "Write a CurveZMQ keypair as DIR/NAME.key and DIR/NAME.key_secret (pyzmq's format)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pub, sec, err := zmq.WriteCertificates(args[0], args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "public key:  %s\nsecret key:  %s (keep it private)\n", pub, sec)
+			return nil
+		},
+	}
+	root.AddCommand(start, version, cfgCmd, keygen)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "bai-agent: %v\n", err)
 		return exitCode(err)

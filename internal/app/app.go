@@ -77,8 +77,13 @@ func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var curve *zmq.Curve
 	if cfg.Agent.RPCAuthAgentKeypair != "" {
-		return &ConfigError{Err: errors.New("agent.rpc-auth-agent-keypair: CurveZMQ authentication is not implemented yet; remove the rpc-auth-* keys to run with NULL security")}
+		c, err := zmq.LoadCurve(cfg.Agent.RPCAuthAgentKeypair, cfg.Agent.RPCAuthManagerPublicKey)
+		if err != nil {
+			return &ConfigError{Err: fmt.Errorf("agent.rpc-auth-*: %w", err)}
+		}
+		curve = c
 	}
 	if err := writePIDFile(cfg.Agent.PIDFile); err != nil {
 		return err
@@ -99,13 +104,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer a.Close()
 	srv := rpc.NewServer(log.With("component", "rpc"), a.ID())
 	rpc.AgentMethods(srv, a, be)
-	tr, err := zmq.Listen(ctx, log.With("component", "rpc"), cfg.Agent.RPCListenAddr.String(), srv)
+	tr, err := zmq.Listen(ctx, log.With("component", "rpc"), cfg.Agent.RPCListenAddr.String(), srv, curve)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
 	slots := a.Allocator().Available()
-	log.Info("agent started", "agent_id", a.ID(), "rpc", "tcp://"+tr.Addr(), "version", agent.Version,
+	auth := "none"
+	if curve != nil {
+		auth = "curve (public key " + curve.AgentPublic + ")"
+	}
+	log.Info("agent started", "agent_id", a.ID(), "rpc", "tcp://"+tr.Addr(), "rpc_auth", auth, "version", agent.Version,
 		"cpu", slots["cpu"].String(), "mem", slots["mem"].String(), "kernels", len(a.Kernels()))
 	<-ctx.Done()
 	log.Info("agent stopping; kernels keep running")

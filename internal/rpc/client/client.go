@@ -37,13 +37,28 @@ type Client struct {
 	seq  uint32
 }
 
+// Curve are a client's CURVE keys (Z85): the agent's public key and the
+// client's (manager's) keypair.
+type Curve struct {
+	ServerPublic string
+	Public       string
+	Secret       string
+}
+
 // Dial connects to addr ("tcp://host:port") and performs the handshake.
-func Dial(addr string, timeout time.Duration) (*Client, error) {
+// curve nil means NULL security.
+func Dial(addr string, timeout time.Duration, curve *Curve) (*Client, error) {
 	s, err := zmq4.NewSocket(zmq4.DEALER)
 	if err != nil {
 		return nil, err
 	}
 	_ = s.SetLinger(100 * time.Millisecond)
+	if curve != nil {
+		if err := s.ClientAuthCurve(curve.ServerPublic, curve.Public, curve.Secret); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("CURVE client keys: %w", err)
+		}
+	}
 	if err := s.Connect(addr); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("connect %s: %w", addr, err)

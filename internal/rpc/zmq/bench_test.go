@@ -52,11 +52,11 @@ func createArgs(img string) (string, string, []any) {
 // (taken from a kernel the agent created). Reported: medians and the
 // median overhead in percent.
 func BenchmarkCreateKernel(b *testing.B) {
-	addr, _, _ := startAgent(b)
+	addr, _, _ := startAgent(b, nil)
 	img := testutil.TestImage(b)
 	be := testutil.RequireDocker(b)
 	cli := be.Client()
-	c, err := client.Dial(addr, 5*time.Second)
+	c, err := client.Dial(addr, 5*time.Second, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	var c *client.Client
 	testutil.Eventually(b, 30*time.Second, "agent answers PING", func() bool {
 		var err error
-		c, err = client.Dial(fmt.Sprintf("tcp://127.0.0.1:%d", port), 500*time.Millisecond)
+		c, err = client.Dial(fmt.Sprintf("tcp://127.0.0.1:%d", port), 500*time.Millisecond, nil)
 		return err == nil
 	})
 	if _, err := c.Call(context.Background(), "ping", []any{"x"}, nil); err != nil {

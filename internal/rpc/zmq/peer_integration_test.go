@@ -42,7 +42,7 @@ func requirePython(t testing.TB) string {
 }
 
 // startAgent runs a real agent with its RPC transport on a free port.
-func startAgent(t testing.TB) (addr string, cfg *config.Config, vfroot string) {
+func startAgent(t testing.TB, curve *zmq.Curve) (addr string, cfg *config.Config, vfroot string) {
 	t.Helper()
 	be := testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
@@ -69,7 +69,7 @@ func startAgent(t testing.TB) (addr string, cfg *config.Config, vfroot string) {
 	}
 	srv := rpc.NewServer(log, a.ID())
 	rpc.AgentMethods(srv, a, be)
-	tr, err := zmq.Listen(ctx, log, res.Config.RPCListenAddrString(), srv)
+	tr, err := zmq.Listen(ctx, log, res.Config.RPCListenAddrString(), srv, curve)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func startAgent(t testing.TB) (addr string, cfg *config.Config, vfroot string) {
 
 func TestPythonManagerPeer_Integration(t *testing.T) {
 	py := requirePython(t)
-	addr, _, vfroot := startAgent(t)
+	addr, _, vfroot := startAgent(t, nil)
 	img := testutil.TestImage(t)
 	script := filepath.Join(testutil.ModuleRoot(t), "test", "pypeer", "manager_peer.py")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -29,12 +29,15 @@ type Transport struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	wg      sync.WaitGroup
+	curve   *Curve
 }
 
-// Listen binds addr ("host:port") and starts serving. Bind errors (port
-// in use, bad address) are returned here, so start-up fails loudly.
-func Listen(ctx context.Context, log *slog.Logger, addr string, srv *rpc.Server) (*Transport, error) {
-	t := &Transport{log: log, srv: srv, addr: addr, replies: make(chan [][]byte, 1024), done: make(chan struct{})}
+// Listen binds addr ("host:port") and starts serving. With curve set the
+// socket is a CURVE server in ZAP domain "local" that admits only the
+// manager's key; without it, NULL security. Bind errors (port in use, bad
+// address) are returned here, so start-up fails loudly.
+func Listen(ctx context.Context, log *slog.Logger, addr string, srv *rpc.Server, curve *Curve) (*Transport, error) {
+	t := &Transport{log: log, srv: srv, addr: addr, replies: make(chan [][]byte, 1024), done: make(chan struct{}), curve: curve}
 	t.inproc = fmt.Sprintf("inproc://bai-rpc-replies-%d", instance.Add(1))
 	var err error
 	if t.router, err = zmq4.NewSocket(zmq4.ROUTER); err != nil {
@@ -43,6 +46,24 @@ func Listen(ctx context.Context, log *slog.Logger, addr string, srv *rpc.Server)
 	if err := t.router.SetLinger(100 * time.Millisecond); err != nil {
 		t.router.Close()
 		return nil, err
+	}
+	if curve != nil {
+		if !zmq4.HasCurve() {
+			t.router.Close()
+			return nil, fmt.Errorf("rpc-auth keys are set but libzmq has no CURVE support")
+		}
+		onDeny := func(domain, key string) {
+			log.Warn("rpc client refused: unknown CURVE key", "zap_domain", domain, "client_key", key)
+		}
+		if err := zapAllow(ZAPDomain, curve.ManagerPublic, onDeny); err != nil {
+			t.router.Close()
+			return nil, err
+		}
+		if err := t.router.ServerAuthCurve(ZAPDomain, curve.AgentSecret); err != nil {
+			t.router.Close()
+			zapRemove(ZAPDomain, curve.ManagerPublic)
+			return nil, fmt.Errorf("CURVE server: %w", err)
+		}
 	}
 	if err := t.router.Bind("tcp://" + addr); err != nil {
 		t.router.Close()
@@ -85,6 +106,9 @@ func (t *Transport) Addr() string { return t.addr }
 func (t *Transport) Close() {
 	t.cancel()
 	<-t.done
+	if t.curve != nil {
+		zapRemove(ZAPDomain, t.curve.ManagerPublic)
+	}
 }
 
 // sendLoop owns the PUSH end of the reply pipe.

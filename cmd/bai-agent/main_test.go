@@ -1,0 +1,77 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bai-agent-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "bai-agent")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func runBin(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+func TestCommands(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.toml", "[agent]\nbackend = \"docker\"\nfrobnicate = 1\n")
+	bad := write("bad.toml", "[agent]\nbackend = \"docker\"\n\n[container]\nport-range = [1, 2]\n")
+	nokey := write("nokey.toml", "[agent]\nbackend = \"docker\"\nrpc-listen-addr = \"127.0.0.1:1\"\nrpc-auth-agent-keypair = \"missing.key_secret\"\nrpc-auth-manager-public-key = \"manager.key\"\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"version", []string{"version"}, 0, []string{"bai-agent "}},
+		{"check ok with unknown key", []string{"config", "check", good}, 0, []string{"good.toml:3:1: agent.frobnicate: unknown key", ": ok"}},
+		{"check invalid value", []string{"config", "check", bad}, 2, []string{"bad.toml:5:1", "container.port-range"}},
+		{"start-server invalid value", []string{"start-server", "-f", bad}, 2, []string{"container.port-range"}},
+		{"start-server missing key file", []string{"start-server", "-f", nokey}, 2, []string{"missing.key_secret"}},
+		{"missing config file", []string{"start-server", "-f", filepath.Join(dir, "nope.toml")}, 2, []string{"nope.toml"}},
+		{"keygen", []string{"keygen", dir, "agent"}, 0, []string{"agent.key_secret"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runBin(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d: %s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Fatalf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
