@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/bgtask"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/image"
@@ -116,6 +117,10 @@ type Agent struct {
 	kernels map[string]*Kernel
 	locks   keyedMutex
 
+	tasks   *bgtask.Manager
+	pullMu  sync.Mutex
+	pulling map[string]string // canonical -> task id
+
 	recentMu sync.Mutex
 	recent   map[string]kernel.Termination
 	order    []string
@@ -195,10 +200,12 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
 		kernels:   map[string]*Kernel{},
 		recent:    map[string]kernel.Termination{},
+		pulling:   map[string]string{},
 		stopTime:  o.StopTimeout,
 		syncCh:    make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 	}
+	a.tasks = bgtask.New(a.events.Publish)
 	var maps []*resource.AllocMap
 	avail := resource.Slots{}
 	for _, p := range a.plugins {
@@ -291,6 +298,7 @@ func (a *Agent) Close() {
 	if a.cancel != nil {
 		a.cancel()
 	}
+	a.tasks.Close()
 	a.bg.Wait()
 	a.events.Publish(context.Background(), "agent_terminated", map[string]any{"reason": "shutdown"})
 }

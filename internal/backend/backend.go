@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -133,4 +134,27 @@ type Backend interface {
 	InspectImage(ctx context.Context, ref string) (*Image, error)
 	Logs(ctx context.Context, id string, limit int64) ([]byte, error)
 	Ping(ctx context.Context) (string, error)
+}
+
+// Progress reports bytes done out of total (total 0 when unknown).
+type Progress func(current, total int64)
+
+// Images is the image side of a runtime (optional: the core type-asserts
+// for it). Auth is the registry credential as Docker's X-Registry-Auth
+// value ("" for none).
+type Images interface {
+	ListImages(ctx context.Context) ([]Image, error)
+	PullImage(ctx context.Context, ref, auth string, progress Progress) error
+	PushImage(ctx context.Context, ref, auth string, progress Progress) error
+	CommitContainer(ctx context.Context, containerID, ref string, changes []string) (string, error)
+	SaveImage(ctx context.Context, ref string, w io.Writer) error
+	RemoveImage(ctx context.Context, ref string, force, noPrune bool) error
+}
+
+// Networks is the network side of a runtime (optional).
+type Networks interface {
+	// CreateNetwork creates a bridge network; an existing one is fine.
+	CreateNetwork(ctx context.Context, name string, labels map[string]string) error
+	// RemoveNetwork removes a network; a missing one is fine.
+	RemoveNetwork(ctx context.Context, name string) error
 }

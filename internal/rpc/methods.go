@@ -7,6 +7,8 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/wire"
+	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
 
 // AgentMethods registers the agent's RPC methods on s.
@@ -24,6 +26,35 @@ func AgentMethods(s *Server, a *agent.Agent, be backend.Backend) {
 	s.Register("sync_kernel_registry", m.syncKernelRegistry)
 	s.Register("check_creating", m.checkCreating)
 	s.Register("check_running", m.checkRunning)
+	s.Register("check_and_pull", m.checkAndPull)
+	s.Register("check_pulling", m.checkPulling)
+	s.Register("get_logs", m.getLogs)
+	s.Register("upload_file", m.uploadFile)
+	s.Register("download_file", m.downloadFile)
+	s.Register("download_single", m.downloadSingle)
+	s.Register("list_files", m.listFiles)
+	s.Register("commit", m.commit)
+	s.Register("get_commit_status", m.getCommitStatus)
+	s.Register("push_image", m.pushImage)
+	s.Register("purge_images", m.purgeImages)
+	s.Register("create_local_network", m.createLocalNetwork)
+	s.Register("destroy_local_network", m.destroyLocalNetwork)
+	s.Register("assign_port", m.assignPort)
+	s.Register("release_port", m.releasePort)
+	s.Register("scan_gpu_alloc_map", m.scanGPUAllocMap)
+	s.Register("reset_agent", m.resetAgent)
+	s.Register("shutdown_agent", m.shutdownAgent)
+	for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "start_service", "shutdown_service", "trigger_batch_execution", "ping_kernel"} {
+		s.Register(name, runnerMissing(name))
+	}
+}
+
+// runnerMissing answers methods that need the in-container kernel runner,
+// which bai-agent does not ship yet.
+func runnerMissing(name string) Handler {
+	return func(context.Context, *Call) (any, error) {
+		return nil, &PyError{Name: "KernelRunnerNotInitializedError", Msg: name + " needs the in-container kernel runner, which this bai-agent version does not provide yet"}
+	}
 }
 
 type methods struct {
@@ -227,3 +258,295 @@ func (m *methods) checkRunning(_ context.Context, c *Call) (any, error) {
 	}
 	return m.a.IsRunning(kid), nil
 }
+
+func (m *methods) strArg(c *Call, i int, name string) (string, error) {
+	v, err := c.Required(i, name)
+	if err != nil {
+		return "", err
+	}
+	return asStr(v, name)
+}
+
+func (m *methods) checkAndPull(ctx context.Context, c *Call) (any, error) {
+	v, err := c.Required(0, "image_configs")
+	if err != nil {
+		return nil, err
+	}
+	im, err := asMap(v, "image_configs")
+	if err != nil {
+		return nil, err
+	}
+	configs := map[string]agent.ImageConfig{}
+	for _, kv := range im {
+		name, err := asStr(kv.Key, "image_configs key")
+		if err != nil {
+			return nil, err
+		}
+		ic, err := bindImageConfig(kv.Val, "image_configs["+PyRepr(name)+"]")
+		if err != nil {
+			return nil, err
+		}
+		configs[name] = ic
+	}
+	ids, err := m.a.CheckAndPull(ctx, configs)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	for k, v := range ids {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (m *methods) checkPulling(_ context.Context, c *Call) (any, error) {
+	name, err := m.strArg(c, 0, "image_name")
+	if err != nil {
+		return nil, err
+	}
+	return m.a.IsPulling(name), nil
+}
+
+func (m *methods) getLogs(ctx context.Context, c *Call) (any, error) {
+	kid, err := m.kernelID(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	logs, err := m.a.Logs(ctx, kid)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"logs": logs}, nil
+}
+
+func (m *methods) uploadFile(ctx context.Context, c *Call) (any, error) {
+	kid, err := m.kernelID(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	name, err := m.strArg(c, 1, "filename")
+	if err != nil {
+		return nil, err
+	}
+	v, err := c.Required(2, "filedata")
+	if err != nil {
+		return nil, err
+	}
+	var data []byte
+	switch x := v.(type) {
+	case []byte:
+		data = x
+	case string:
+		data = []byte(x)
+	default:
+		return nil, wrongType("filedata", "bytes", v)
+	}
+	return nil, m.a.UploadFile(ctx, kid, name, data)
+}
+
+func (m *methods) downloadFile(ctx context.Context, c *Call) (any, error) {
+	kid, err := m.kernelID(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	p, err := m.strArg(c, 1, "filepath")
+	if err != nil {
+		return nil, err
+	}
+	return m.a.DownloadFile(ctx, kid, p)
+}
+
+func (m *methods) downloadSingle(ctx context.Context, c *Call) (any, error) {
+	kid, err := m.kernelID(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	p, err := m.strArg(c, 1, "filepath")
+	if err != nil {
+		return nil, err
+	}
+	return m.a.DownloadSingle(ctx, kid, p)
+}
+
+func (m *methods) listFiles(ctx context.Context, c *Call) (any, error) {
+	kid, err := m.kernelID(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	p, err := m.strArg(c, 1, "path")
+	if err != nil {
+		return nil, err
+	}
+	return m.a.ListFiles(ctx, kid, p)
+}
+
+func (m *methods) commit(ctx context.Context, c *Call) (any, error) {
+	kid, err := m.kernelID(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	subdir, err := m.strArg(c, 1, "subdir")
+	if err != nil {
+		return nil, err
+	}
+	var canonical, filename string
+	if v, ok := c.Kwargs.Get("canonical"); ok {
+		if canonical, err = asOptStr(v, "canonical"); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := c.Kwargs.Get("filename"); ok {
+		if filename, err = asOptStr(v, "filename"); err != nil {
+			return nil, err
+		}
+	}
+	labels := map[string]string{}
+	if v, ok := c.Kwargs.Get("extra_labels"); ok && v != nil {
+		if labels, err = asStrMap(v, "extra_labels"); err != nil {
+			return nil, err
+		}
+	}
+	return m.a.Commit(ctx, kid, subdir, canonical, filename, labels)
+}
+
+func (m *methods) getCommitStatus(_ context.Context, c *Call) (any, error) {
+	kid, err := m.kernelID(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	subdir, err := m.strArg(c, 1, "subdir")
+	if err != nil {
+		return nil, err
+	}
+	return m.a.CommitStatus(kid, subdir)
+}
+
+func (m *methods) pushImage(ctx context.Context, c *Call) (any, error) {
+	v, err := c.Required(0, "image_ref")
+	if err != nil {
+		return nil, err
+	}
+	var canonical string
+	switch x := v.(type) {
+	case wire.ImageRef:
+		canonical = x.Canonical()
+	default:
+		if canonical, err = asStr(v, "image_ref"); err != nil {
+			return nil, wrongType("image_ref", "ImageRef", v)
+		}
+	}
+	var reg agent.RegistryInfo
+	if rv, ok := c.Arg(1, "registry_conf"); ok && rv != nil {
+		rm, err := asMap(rv, "registry_conf")
+		if err != nil {
+			return nil, err
+		}
+		f := &fields{m: rm, path: "registry_conf"}
+		f.str("name", &reg.Name)
+		f.str("url", &reg.URL)
+		f.str("username", &reg.Username)
+		f.str("password", &reg.Password)
+		if f.err != nil {
+			return nil, f.err
+		}
+	}
+	id, err := m.a.PushImage(ctx, canonical, reg)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"bgtask_id": id, "canonical": canonical}, nil
+}
+
+func (m *methods) purgeImages(ctx context.Context, c *Call) (any, error) {
+	var imagesV, forceV, noPruneV any
+	imagesV, _ = c.Arg(0, "images")
+	forceV, _ = c.Arg(1, "force")
+	noPruneV, _ = c.Arg(2, "noprune")
+	// The v2 form passes one request dict.
+	if req, ok := imagesV.(msgpack.Map); ok {
+		imagesV, _ = req.Get("images")
+		forceV, _ = req.Get("force")
+		noPruneV, _ = req.Get("noprune")
+	}
+	if imagesV == nil {
+		return nil, typeError("purge_images() missing required argument: 'images'")
+	}
+	l, err := asList(imagesV, "images")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for i, it := range l {
+		s, err := asStr(it, fmt.Sprintf("images[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, s)
+	}
+	force, noPrune := false, false
+	if forceV != nil {
+		if force, err = asBool(forceV, "force"); err != nil {
+			return nil, err
+		}
+	}
+	if noPruneV != nil {
+		if noPrune, err = asBool(noPruneV, "noprune"); err != nil {
+			return nil, err
+		}
+	}
+	res, err := m.a.PurgeImages(ctx, names, force, noPrune)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, len(res))
+	for i, r := range res {
+		out[i] = r
+	}
+	return map[string]any{"responses": out}, nil
+}
+
+func (m *methods) createLocalNetwork(ctx context.Context, c *Call) (any, error) {
+	name, err := m.strArg(c, 0, "network_name")
+	if err != nil {
+		return nil, err
+	}
+	return nil, m.a.CreateLocalNetwork(ctx, name)
+}
+
+func (m *methods) destroyLocalNetwork(ctx context.Context, c *Call) (any, error) {
+	name, err := m.strArg(c, 0, "network_name")
+	if err != nil {
+		return nil, err
+	}
+	return nil, m.a.DestroyLocalNetwork(ctx, name)
+}
+
+func (m *methods) assignPort(context.Context, *Call) (any, error) { return m.a.AssignPort() }
+
+func (m *methods) releasePort(_ context.Context, c *Call) (any, error) {
+	v, err := c.Required(0, "port_no")
+	if err != nil {
+		return nil, err
+	}
+	p, err := asInt(v, "port_no")
+	if err != nil {
+		return nil, err
+	}
+	m.a.ReleasePort(p)
+	return nil, nil
+}
+
+func (m *methods) scanGPUAllocMap(context.Context, *Call) (any, error) {
+	out := map[string]any{}
+	for k, v := range m.a.ScanGPUAllocMap() {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (m *methods) resetAgent(ctx context.Context, _ *Call) (any, error) {
+	return nil, m.a.ResetAgent(ctx)
+}
+
+// shutdownAgent is a no-op, as in the Python agent.
+func (m *methods) shutdownAgent(context.Context, *Call) (any, error) { return nil, nil }

@@ -52,8 +52,8 @@ func startAgent(t testing.TB, curve *zmq.Curve) (addr string, cfg *config.Config
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rpc-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\nmount-path=%q\n[container]\nport-range=[33000,33099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
-		uuid.NewString()[:8], port, vfroot, filepath.Join(root, "scratch"))
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rpc-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\nmount-path=%q\nimage-commit-path=%q\n[container]\nport-range=[33000,33099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
+		uuid.NewString()[:8], port, vfroot, filepath.Join(root, "commit"), filepath.Join(root, "scratch"))
 	res, err := config.Load("", []byte(doc), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +90,21 @@ func TestPythonManagerPeer_Integration(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, py, script, addr, img, filepath.Join(vfroot, "data1")).CombinedOutput()
+	t.Logf("python peer:\n%s", out)
+	if err != nil {
+		t.Fatalf("python peer failed: %v", err)
+	}
+}
+
+func TestPythonManagerPeerSurface_Integration(t *testing.T) {
+	py := requirePython(t)
+	registry := testutil.StartRegistry(t)
+	addr, cfg, vfroot := startAgent(t, nil)
+	img := testutil.TestImage(t)
+	script := filepath.Join(testutil.ModuleRoot(t), "test", "pypeer", "surface_peer.py")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, py, script, addr, img, filepath.Join(vfroot, "data1"), cfg.Agent.ImageCommitPath, registry).CombinedOutput()
 	t.Logf("python peer:\n%s", out)
 	if err != nil {
 		t.Fatalf("python peer failed: %v", err)

@@ -1,0 +1,378 @@
+package agent
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/resource"
+)
+
+// File errors (mapped to PermissionError, FileNotFoundError, ValueError).
+var (
+	ErrPermission   = errors.New("permission denied")
+	ErrFileNotFound = errors.New("file not found")
+	ErrTooLarge     = errors.New("exceeds the 1 MiB download limit")
+)
+
+// MaxDownloadSize caps download_file and download_single (1 MiB).
+const MaxDownloadSize = 1 << 20
+
+const workDir = "/home/work"
+
+// kernelPath resolves a path given by the manager (relative to /home/work,
+// or absolute inside it) to a host directory that holds it (the scratch
+// work dir, or a vfolder mounted under /home/work) and the path relative
+// to that directory. All access then goes through os.Root, so symlinks
+// inside cannot lead out.
+func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOnly bool, err error) {
+	full := p
+	if !path.IsAbs(full) {
+		full = path.Join(workDir, full)
+	}
+	full = path.Clean(full)
+	if full != workDir && !strings.HasPrefix(full, workDir+"/") {
+		return "", "", false, fmt.Errorf("%w: you cannot access files outside /home/work (%s)", ErrPermission, p)
+	}
+	root, rel = k.Scratch.Work, strings.TrimPrefix(strings.TrimPrefix(full, workDir), "/")
+	best := ""
+	if k.Spec != nil {
+		for _, m := range k.Spec.Mounts {
+			if (full == m.Target || strings.HasPrefix(full, m.Target+"/")) && len(m.Target) > len(best) && !m.IsVolume() {
+				best = m.Target
+				root = m.Source
+				rel = strings.TrimPrefix(strings.TrimPrefix(full, m.Target), "/")
+				readOnly = m.Perm == resource.PermRO
+			}
+		}
+	}
+	if rel == "" {
+		rel = "."
+	}
+	return root, rel, readOnly, nil
+}
+
+func (a *Agent) runningKernel(id string) (*Kernel, error) {
+	k, ok := a.Kernel(id)
+	if !ok {
+		return nil, kernelErr(id, ErrKernelNotFound)
+	}
+	return k, nil
+}
+
+func fileErr(p string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %s", ErrFileNotFound, p)
+	}
+	if errors.Is(err, fs.ErrPermission) || strings.Contains(err.Error(), "path escapes") {
+		return fmt.Errorf("%w: %s: %v", ErrPermission, p, err)
+	}
+	return fmt.Errorf("%s: %w", p, err)
+}
+
+// UploadFile writes data to filename inside the kernel's /home/work.
+func (a *Agent) UploadFile(_ context.Context, kernelID, filename string, data []byte) error {
+	k, err := a.runningKernel(kernelID)
+	if err != nil {
+		return err
+	}
+	rootDir, rel, ro, err := a.kernelPath(k, filename)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return fmt.Errorf("%w: %q names a directory, not a file", ErrPermission, filename)
+	}
+	if ro {
+		return fmt.Errorf("%w: %s is on a read-only vfolder", ErrPermission, filename)
+	}
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return fileErr(filename, err)
+	}
+	defer root.Close()
+	if dir := filepath.Dir(rel); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return fileErr(filename, err)
+		}
+	}
+	if err := root.WriteFile(rel, data, 0o644); err != nil {
+		return fileErr(filename, err)
+	}
+	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
+		_ = root.Lchown(rel, uid, gid)
+	}
+	return nil
+}
+
+// kernelOwner is the uid/gid the kernel's user runs as.
+func kernelOwner(k *Kernel) (int, int, bool) {
+	u, err1 := strconv.Atoi(k.Environ["LOCAL_USER_ID"])
+	g, err2 := strconv.Atoi(k.Environ["LOCAL_GROUP_ID"])
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return u, g, true
+}
+
+// limitedBuffer fails once more than max bytes are written.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, ErrTooLarge
+	}
+	return b.Buffer.Write(p)
+}
+
+// DownloadFile returns a tar archive of a file or directory under
+// /home/work, at most 1 MiB.
+func (a *Agent) DownloadFile(_ context.Context, kernelID, p string) ([]byte, error) {
+	k, err := a.runningKernel(kernelID)
+	if err != nil {
+		return nil, err
+	}
+	rootDir, rel, _, err := a.kernelPath(k, p)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return nil, fileErr(p, err)
+	}
+	defer root.Close()
+	if _, err := root.Lstat(rel); err != nil {
+		return nil, fileErr(p, err)
+	}
+	buf := &limitedBuffer{max: MaxDownloadSize}
+	tw := tar.NewWriter(buf)
+	base := path.Base(path.Clean("/" + strings.TrimPrefix(p, "/")))
+	if rel == "." {
+		base = "work"
+	}
+	fsys := root.FS()
+	err = fs.WalkDir(fsys, rel, func(name string, d fs.DirEntry, werr error) error {
+		if werr != nil {
+			return werr
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = root.Readlink(name); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = path.Join(base, strings.TrimPrefix(strings.TrimPrefix(name, rel), "/"))
+		if info.IsDir() {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if info.Mode().IsRegular() {
+			f, err := fsys.Open(name)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return nil, fmt.Errorf("archive of %s %w", p, ErrTooLarge)
+		}
+		return nil, fileErr(p, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// DownloadSingle returns the content of one regular file (at most 1 MiB).
+func (a *Agent) DownloadSingle(_ context.Context, kernelID, p string) ([]byte, error) {
+	k, err := a.runningKernel(kernelID)
+	if err != nil {
+		return nil, err
+	}
+	rootDir, rel, _, err := a.kernelPath(k, p)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return nil, fileErr(p, err)
+	}
+	defer root.Close()
+	st, err := root.Stat(rel)
+	if err != nil {
+		return nil, fileErr(p, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: expected a single file at %s", ErrInvalidArgument, p)
+	}
+	if st.Size() > MaxDownloadSize {
+		return nil, fmt.Errorf("file %s (%d bytes) %w", p, st.Size(), ErrTooLarge)
+	}
+	data, err := root.ReadFile(rel)
+	if err != nil {
+		return nil, fileErr(p, err)
+	}
+	return data, nil
+}
+
+// FileEntry is one list_files record.
+type FileEntry struct {
+	Mode     string  `json:"mode"`
+	Size     int64   `json:"size"`
+	Ctime    float64 `json:"ctime"`
+	Mtime    float64 `json:"mtime"`
+	Atime    float64 `json:"atime"`
+	Filename string  `json:"filename"`
+}
+
+// ListFiles lists a directory under /home/work, returning the manager's
+// shape {"files": "<JSON list>", "errors": "...", "abspath": path}. It
+// reads the host side of the kernel's mounts, so it works on any image
+// (the Python agent runs Python inside the container).
+func (a *Agent) ListFiles(_ context.Context, kernelID, p string) (map[string]any, error) {
+	k, err := a.runningKernel(kernelID)
+	if err != nil {
+		return nil, err
+	}
+	rootDir, rel, _, err := a.kernelPath(k, p)
+	if err != nil {
+		return nil, err
+	}
+	result := map[string]any{"files": "[]", "errors": "", "abspath": p}
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		result["errors"] = fileErr(p, err).Error()
+		return result, nil
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		result["errors"] = fileErr(p, err).Error()
+		return result, nil
+	}
+	ents, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		result["errors"] = fileErr(p, err).Error()
+		return result, nil
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
+	var out []string
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		fe := FileEntry{Mode: FileMode(info.Mode()), Size: info.Size(), Filename: e.Name()}
+		fe.Mtime = float64(info.ModTime().UnixNano()) / 1e9
+		fe.Ctime, fe.Atime = fe.Mtime, fe.Mtime
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			fe.Ctime = float64(time.Unix(st.Ctim.Unix()).UnixNano()) / 1e9
+			fe.Atime = float64(time.Unix(st.Atim.Unix()).UnixNano()) / 1e9
+		}
+		out = append(out, pyJSONEntry(fe))
+	}
+	result["files"] = "[" + strings.Join(out, ", ") + "]"
+	return result, nil
+}
+
+// pyJSONEntry writes an entry as Python's json.dumps does (", " and ": "
+// separators, floats in repr form).
+func pyJSONEntry(e FileEntry) string {
+	name, _ := json.Marshal(e.Filename)
+	mode, _ := json.Marshal(e.Mode)
+	return fmt.Sprintf(`{"mode": %s, "size": %d, "ctime": %s, "mtime": %s, "atime": %s, "filename": %s}`,
+		mode, e.Size, pyFloat(e.Ctime), pyFloat(e.Mtime), pyFloat(e.Atime), name)
+}
+
+func pyFloat(f float64) string {
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.ContainsAny(s, ".eE") {
+		s += ".0"
+	}
+	return s
+}
+
+// FileMode renders a mode like Python's stat.filemode ("drwxr-xr-x").
+func FileMode(m fs.FileMode) string {
+	b := []byte("----------")
+	switch {
+	case m&fs.ModeDir != 0:
+		b[0] = 'd'
+	case m&fs.ModeSymlink != 0:
+		b[0] = 'l'
+	case m&fs.ModeNamedPipe != 0:
+		b[0] = 'p'
+	case m&fs.ModeSocket != 0:
+		b[0] = 's'
+	case m&fs.ModeCharDevice != 0:
+		b[0] = 'c'
+	case m&fs.ModeDevice != 0:
+		b[0] = 'b'
+	}
+	const rwx = "rwxrwxrwx"
+	for i := 0; i < 9; i++ {
+		if m&(1<<uint(8-i)) != 0 {
+			b[i+1] = rwx[i]
+		}
+	}
+	special := func(idx int, set bool, lower, upper byte) {
+		if !set {
+			return
+		}
+		if b[idx] == 'x' {
+			b[idx] = lower
+		} else {
+			b[idx] = upper
+		}
+	}
+	special(3, m&fs.ModeSetuid != 0, 's', 'S')
+	special(6, m&fs.ModeSetgid != 0, 's', 'S')
+	special(9, m&fs.ModeSticky != 0, 't', 'T')
+	return string(b)
+}
+
+// Logs returns the kernel container's whole stdout and stderr.
+func (a *Agent) Logs(ctx context.Context, kernelID string) (string, error) {
+	k, err := a.runningKernel(kernelID)
+	if err != nil {
+		return "", err
+	}
+	b, err := a.be.Logs(ctx, k.ContainerID(), 0)
+	if err != nil {
+		return "", kernelErr(kernelID, err)
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD"), nil
+}

@@ -1,0 +1,372 @@
+package agent
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/bgtask"
+	"github.com/bai-agent/bai-agent/internal/resource"
+)
+
+// ErrUnsupported means the runtime lacks an optional ability.
+var ErrUnsupported = errors.New("not supported by this container runtime")
+
+func (a *Agent) images() (backend.Images, error) {
+	im, ok := a.be.(backend.Images)
+	if !ok {
+		return nil, fmt.Errorf("images: %w", ErrUnsupported)
+	}
+	return im, nil
+}
+
+// registryAuth builds Docker's X-Registry-Auth value.
+func registryAuth(r RegistryInfo) string {
+	if r.Username == "" && r.Password == "" {
+		return ""
+	}
+	js, _ := json.Marshal(map[string]string{"username": r.Username, "password": r.Password, "serveraddress": strings.TrimPrefix(strings.TrimPrefix(r.URL, "https://"), "http://")})
+	return base64.URLEncoding.EncodeToString(js)
+}
+
+// imageNeedsPull applies the auto_pull policy to a local image (or its
+// absence): digest pulls unless the local id equals the digest, tag pulls
+// only when missing, none never pulls.
+func imageNeedsPull(local *backend.Image, ic ImageConfig) (bool, error) {
+	switch ic.AutoPull {
+	case "none":
+		if local == nil {
+			return false, fmt.Errorf("%w: %s is not present and auto_pull is none", ErrImageNotAvailable, ic.Canonical)
+		}
+		return false, nil
+	case "tag":
+		return local == nil, nil
+	default: // digest
+		if local == nil {
+			return true, nil
+		}
+		return ic.Digest != "" && local.ID != ic.Digest, nil
+	}
+}
+
+// CheckAndPull starts one background task per image that checks it and
+// pulls it when the policy says so; concurrent requests for the same
+// canonical name share one pull. It returns {name: task id}.
+func (a *Agent) CheckAndPull(ctx context.Context, configs map[string]ImageConfig) (map[string]string, error) {
+	im, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	names := make([]string, 0, len(configs))
+	for n := range configs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		ic := configs[name]
+		if ic.Canonical == "" {
+			ic.Canonical = name
+		}
+		a.pullMu.Lock()
+		if id, ok := a.pulling[ic.Canonical]; ok {
+			a.pullMu.Unlock()
+			out[name] = id
+			continue
+		}
+		id := a.tasks.Start("check_and_pull "+ic.Canonical, func(tctx context.Context, r bgtask.Reporter) (string, error) {
+			defer func() {
+				a.pullMu.Lock()
+				delete(a.pulling, ic.Canonical)
+				a.pullMu.Unlock()
+			}()
+			return a.checkAndPullOne(tctx, im, ic, r)
+		})
+		a.pulling[ic.Canonical] = id
+		a.pullMu.Unlock()
+		out[name] = id
+	}
+	return out, nil
+}
+
+func (a *Agent) checkAndPullOne(ctx context.Context, im backend.Images, ic ImageConfig, r bgtask.Reporter) (string, error) {
+	local, err := a.be.InspectImage(ctx, ic.Canonical)
+	if err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return "", err
+	}
+	if errors.Is(err, backend.ErrNotFound) {
+		local = nil
+	}
+	need, err := imageNeedsPull(local, ic)
+	if err != nil {
+		a.events.Publish(ctx, "image_pull_failed", map[string]any{"image": ic.Canonical, "agent_id": a.id, "msg": err.Error(), "image_ref": nil})
+		return "", err
+	}
+	if !need {
+		r.Update(1, 1, "image already present")
+		return "image already present", nil
+	}
+	a.events.Publish(ctx, "image_pull_started", map[string]any{"image": ic.Canonical, "agent_id": a.id, "timestamp": float64(time.Now().UnixNano()) / 1e9, "image_ref": nil})
+	timeout := 7200 * time.Second
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err = im.PullImage(pctx, ic.Canonical, registryAuth(ic.Registry), func(cur, total int64) {
+		r.Update(cur, total, "pulling "+ic.Canonical)
+	})
+	if err != nil {
+		if errors.Is(pctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("pull of %s timed out after %s: %w", ic.Canonical, timeout, err)
+		}
+		a.events.Publish(ctx, "image_pull_failed", map[string]any{"image": ic.Canonical, "agent_id": a.id, "msg": err.Error(), "image_ref": nil})
+		return "", err
+	}
+	a.events.Publish(ctx, "image_pull_finished", map[string]any{"image": ic.Canonical, "agent_id": a.id, "timestamp": float64(time.Now().UnixNano()) / 1e9, "image_ref": nil})
+	return "pulled " + ic.Canonical, nil
+}
+
+// IsPulling reports whether an image is being pulled (check_pulling).
+func (a *Agent) IsPulling(name string) bool {
+	a.pullMu.Lock()
+	defer a.pullMu.Unlock()
+	_, ok := a.pulling[name]
+	return ok
+}
+
+// Task returns a background task's state.
+func (a *Agent) Task(id string) (bgtask.Task, bool) { return a.tasks.Get(id) }
+
+// WaitTask blocks until a background task ends.
+func (a *Agent) WaitTask(ctx context.Context, id string) (bgtask.Task, error) {
+	return a.tasks.Wait(ctx, id)
+}
+
+func safeName(kind, s string) error {
+	if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/\\\x00") {
+		return fmt.Errorf("%w: %s %q must be a plain name", ErrPermission, kind, s)
+	}
+	return nil
+}
+
+func (a *Agent) commitLock(subdir, kernelID string) string {
+	return filepath.Join(a.cfg.Agent.ImageCommitPath, subdir, "lock", kernelID)
+}
+
+// Commit snapshots a kernel's container as an image (docker commit with
+// LABEL changes and an optional repo:tag); with filename it exports the
+// image gzipped to {image-commit-path}/{subdir}/{filename} and deletes it.
+// A lock file marks the ongoing commit.
+func (a *Agent) Commit(ctx context.Context, kernelID, subdir, canonical, filename string, extraLabels map[string]string) (map[string]any, error) {
+	im, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	k, err := a.runningKernel(kernelID)
+	if err != nil {
+		return nil, err
+	}
+	if err := safeName("subdir", subdir); err != nil {
+		return nil, err
+	}
+	var outPath any
+	if filename != "" {
+		if err := safeName("filename", filename); err != nil {
+			return nil, err
+		}
+		outPath = subdir + "/" + filename
+	}
+	lock := a.commitLock(subdir, kernelID)
+	if err := os.MkdirAll(filepath.Dir(lock), 0o755); err != nil {
+		return nil, fmt.Errorf("image-commit-path: %w", err)
+	}
+	f, err := os.OpenFile(lock, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%w: a commit of kernel %s is already in progress", ErrInvalidArgument, kernelID)
+		}
+		return nil, err
+	}
+	f.Close()
+	keys := make([]string, 0, len(extraLabels))
+	for k := range extraLabels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var changes []string
+	for _, key := range keys {
+		changes = append(changes, fmt.Sprintf("LABEL %s=%q", key, extraLabels[key]))
+	}
+	cid := k.ContainerID()
+	taskID := a.tasks.Start("commit "+kernelID, func(tctx context.Context, r bgtask.Reporter) (string, error) {
+		defer os.Remove(lock)
+		ref := canonical
+		if ref == "" && filename != "" {
+			ref = "bai-commit-tmp/" + kernelID + ":" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+		}
+		id, err := im.CommitContainer(tctx, cid, ref, changes)
+		if err != nil {
+			return "", err
+		}
+		r.Update(1, 2, "committed "+id)
+		if filename == "" {
+			r.Update(2, 2, "done")
+			return id, nil
+		}
+		dst := filepath.Join(a.cfg.Agent.ImageCommitPath, subdir, filename)
+		if err := exportGzip(tctx, im, ref, dst); err != nil {
+			_ = im.RemoveImage(context.WithoutCancel(tctx), ref, true, false)
+			return "", err
+		}
+		if err := im.RemoveImage(tctx, ref, true, false); err != nil {
+			a.log.Warn("remove exported commit image", "image", ref, "error", err)
+		}
+		r.Update(2, 2, "exported "+dst)
+		return dst, nil
+	})
+	// The Python agent answers a UUID with dashes here.
+	u, _ := uuid.Parse(taskID)
+	return map[string]any{"bgtask_id": u.String(), "kernel": kernelID, "path": outPath}, nil
+}
+
+func exportGzip(ctx context.Context, im backend.Images, ref, dst string) error {
+	tmp := dst + ".part"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	zw := gzip.NewWriter(f)
+	err = im.SaveImage(ctx, ref, zw)
+	if cerr := zw.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// CommitStatus says whether a commit of the kernel is ongoing.
+func (a *Agent) CommitStatus(kernelID, subdir string) (map[string]any, error) {
+	if err := safeName("subdir", subdir); err != nil {
+		return nil, err
+	}
+	status := "ready"
+	if _, err := os.Stat(a.commitLock(subdir, kernelID)); err == nil {
+		status = "ongoing"
+	}
+	return map[string]any{"kernel": kernelID, "status": status}, nil
+}
+
+// PushImage pushes an image to a registry in the background.
+func (a *Agent) PushImage(ctx context.Context, canonical string, reg RegistryInfo) (string, error) {
+	im, err := a.images()
+	if err != nil {
+		return "", err
+	}
+	return a.tasks.Start("push "+canonical, func(tctx context.Context, r bgtask.Reporter) (string, error) {
+		if err := im.PushImage(tctx, canonical, registryAuth(reg), func(cur, total int64) { r.Update(cur, total, "pushing "+canonical) }); err != nil {
+			return "", err
+		}
+		return "pushed " + canonical, nil
+	}), nil
+}
+
+// PurgeImages removes images and reports each outcome.
+func (a *Agent) PurgeImages(ctx context.Context, names []string, force, noPrune bool) ([]map[string]any, error) {
+	im, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[string]any, 0, len(names))
+	for _, n := range names {
+		var e any
+		if err := im.RemoveImage(ctx, n, force, noPrune); err != nil {
+			e = err.Error()
+		}
+		out = append(out, map[string]any{"image": n, "error": e})
+	}
+	return out, nil
+}
+
+// ListImages returns the local images that are Backend.AI kernel images.
+func (a *Agent) ListImages(ctx context.Context) ([]backend.Image, error) {
+	im, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	all, err := im.ListImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []backend.Image
+	for _, i := range all {
+		if _, ok := i.Labels["ai.backend.kernelspec"]; ok {
+			out = append(out, i)
+		}
+	}
+	return out, nil
+}
+
+// CreateLocalNetwork creates a bridge network for a single-node
+// multi-container session (idempotent).
+func (a *Agent) CreateLocalNetwork(ctx context.Context, name string) error {
+	nw, ok := a.be.(backend.Networks)
+	if !ok {
+		return fmt.Errorf("networks: %w", ErrUnsupported)
+	}
+	return nw.CreateNetwork(ctx, name, map[string]string{"ai.backend.cluster-network": "1"})
+}
+
+// DestroyLocalNetwork removes it; a missing network is fine.
+func (a *Agent) DestroyLocalNetwork(ctx context.Context, name string) error {
+	nw, ok := a.be.(backend.Networks)
+	if !ok {
+		return fmt.Errorf("networks: %w", ErrUnsupported)
+	}
+	return nw.RemoveNetwork(ctx, name)
+}
+
+// AssignPort takes a host port, skipping the reuse cooldown.
+func (a *Agent) AssignPort() (int, error) {
+	p, err := a.ports.TakeNoCooldown(1)
+	if err != nil {
+		return 0, err
+	}
+	return p[0], nil
+}
+
+// ReleasePort returns a port taken with AssignPort.
+func (a *Agent) ReleasePort(p int) { a.ports.Release(p) }
+
+// ScanGPUAllocMap sums cuda.device and cuda.shares per device over the
+// live kernels.
+func (a *Agent) ScanGPUAllocMap() map[string]string {
+	sum := map[resource.DeviceID]decimal.Decimal{}
+	for _, k := range a.Kernels() {
+		for _, s := range []resource.SlotName{"cuda.device", "cuda.shares"} {
+			for id, v := range k.Allocation[s] {
+				sum[id] = sum[id].Add(v)
+			}
+		}
+	}
+	out := map[string]string{}
+	for id, v := range sum {
+		out[string(id)] = resource.FormatAmount(v)
+	}
+	return out
+}

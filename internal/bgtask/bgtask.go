@@ -1,0 +1,165 @@
+package bgtask
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Publisher receives the task events.
+type Publisher func(ctx context.Context, name string, payload map[string]any)
+
+// Status of a task.
+type Status string
+
+// Task states.
+const (
+	Running   Status = "running"
+	Done      Status = "done"
+	Failed    Status = "failed"
+	Cancelled Status = "cancelled"
+)
+
+// Task is a snapshot of one task.
+type Task struct {
+	ID       string
+	Name     string
+	Status   Status
+	Current  int64
+	Total    int64
+	Message  string
+	Started  time.Time
+	Finished time.Time
+}
+
+// Reporter lets a task report progress.
+type Reporter interface {
+	Update(current, total int64, message string)
+}
+
+// Func is a task body. Its returned message is the done/failed message.
+type Func func(ctx context.Context, r Reporter) (string, error)
+
+// Manager runs tasks.
+type Manager struct {
+	publish Publisher
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu    sync.Mutex
+	tasks map[string]*Task
+	order []string
+}
+
+// maxKept bounds how many finished tasks are remembered.
+const maxKept = 512
+
+// New returns a manager publishing through p.
+func New(p Publisher) *Manager {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{publish: p, ctx: ctx, cancel: cancel, tasks: map[string]*Task{}}
+}
+
+// NewID returns a fresh task id: 32 hex digits, no dashes.
+func NewID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
+
+type reporter struct {
+	m  *Manager
+	id string
+	// last publication, to throttle bgtask_updated to a few per second
+	last time.Time
+}
+
+func (r *reporter) Update(current, total int64, message string) {
+	r.m.mu.Lock()
+	t := r.m.tasks[r.id]
+	t.Current, t.Total, t.Message = current, total, message
+	r.m.mu.Unlock()
+	if time.Since(r.last) < 200*time.Millisecond && current < total {
+		return
+	}
+	r.last = time.Now()
+	r.m.publish(r.m.ctx, "bgtask_updated", map[string]any{
+		"task_id": r.id, "current_progress": float64(current), "total_progress": float64(total), "message": message,
+	})
+}
+
+// Start runs fn in the background and returns its task id.
+func (m *Manager) Start(name string, fn Func) string {
+	id := NewID()
+	m.mu.Lock()
+	m.tasks[id] = &Task{ID: id, Name: name, Status: Running, Started: time.Now()}
+	m.order = append(m.order, id)
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		msg, err := fn(m.ctx, &reporter{m: m, id: id})
+		status, event := Done, "bgtask_done"
+		switch {
+		case err == nil:
+		case errors.Is(err, context.Canceled):
+			status, event, msg = Cancelled, "bgtask_cancelled", "cancelled"
+		default:
+			status, event, msg = Failed, "bgtask_failed", err.Error()
+		}
+		m.mu.Lock()
+		t := m.tasks[id]
+		t.Status, t.Message, t.Finished = status, msg, time.Now()
+		m.gcLocked()
+		m.mu.Unlock()
+		m.publish(context.WithoutCancel(m.ctx), event, map[string]any{"task_id": id, "message": msg})
+	}()
+	return id
+}
+
+func (m *Manager) gcLocked() {
+	for len(m.order) > maxKept {
+		id := m.order[0]
+		if m.tasks[id].Status == Running {
+			break
+		}
+		delete(m.tasks, id)
+		m.order = m.order[1:]
+	}
+}
+
+// Get returns a task snapshot.
+func (m *Manager) Get(id string) (Task, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tasks[id]
+	if !ok {
+		return Task{}, false
+	}
+	return *t, true
+}
+
+// Wait blocks until the task finishes or ctx ends.
+func (m *Manager) Wait(ctx context.Context, id string) (Task, error) {
+	for {
+		t, ok := m.Get(id)
+		if !ok {
+			return Task{}, errors.New("unknown task " + id)
+		}
+		if t.Status != Running {
+			return t, nil
+		}
+		select {
+		case <-ctx.Done():
+			return t, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Close cancels every task and waits for them.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}

@@ -1,0 +1,53 @@
+package bgtask
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestTaskLifecycle(t *testing.T) {
+	var mu sync.Mutex
+	var events []string
+	m := New(func(_ context.Context, name string, p map[string]any) {
+		mu.Lock()
+		events = append(events, name)
+		mu.Unlock()
+	})
+	ok := m.Start("ok", func(ctx context.Context, r Reporter) (string, error) {
+		r.Update(1, 2, "half")
+		r.Update(2, 2, "all")
+		return "fine", nil
+	})
+	if len(ok) != 32 {
+		t.Fatalf("id %q is not 32 hex digits", ok)
+	}
+	bad := m.Start("bad", func(ctx context.Context, r Reporter) (string, error) { return "", errors.New("boom") })
+	slow := m.Start("slow", func(ctx context.Context, r Reporter) (string, error) {
+		<-ctx.Done()
+		return "", ctx.Err()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if tk, _ := m.Wait(ctx, ok); tk.Status != Done || tk.Message != "fine" || tk.Current != 2 {
+		t.Fatalf("ok task: %+v", tk)
+	}
+	if tk, _ := m.Wait(ctx, bad); tk.Status != Failed || tk.Message != "boom" {
+		t.Fatalf("bad task: %+v", tk)
+	}
+	m.Close()
+	if tk, _ := m.Get(slow); tk.Status != Cancelled {
+		t.Fatalf("slow task: %+v", tk)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]bool{"bgtask_updated": true, "bgtask_done": true, "bgtask_failed": true, "bgtask_cancelled": true}
+	for _, e := range events {
+		delete(want, e)
+	}
+	if len(want) != 0 {
+		t.Fatalf("missing events %v in %v", want, events)
+	}
+}
