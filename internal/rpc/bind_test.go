@@ -161,3 +161,24 @@ func TestServerRepliesToBadInput(t *testing.T) {
 	}
 	_ = agent.Version
 }
+
+func TestLegacyResourceSpec(t *testing.T) {
+	res := map[string]any{"resource_spec": map[string]any{
+		"slots":       map[string]any{"cpu": "1", "mem": "268435456"},
+		"allocations": map[string]any{"cpu": map[string]any{"cpu": map[string]any{"0": "1"}}},
+	}}
+	legacyResourceSpec(res)
+	b, err := msgpack.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := wire.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := v.(msgpack.Map).Get("resource_spec")
+	slots, _ := rs.(msgpack.Map).Get("slots")
+	if s, ok := slots.(wire.ResourceSlot); !ok || s["mem"].IntPart() != 268435456 {
+		t.Fatalf("slots not a ResourceSlot: %#v", slots)
+	}
+}

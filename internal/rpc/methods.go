@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/wire"
@@ -85,7 +87,11 @@ func (m *methods) createKernels(ctx context.Context, c *Call) (any, error) {
 	}
 	out := make([]any, len(infos))
 	for i, in := range infos {
-		out[i] = in.Wire()
+		w := in.Wire()
+		if m.a.Config().Agent.ManagerCompat == "26.8.1" {
+			legacyResourceSpec(w)
+		}
+		out[i] = w
 	}
 	return out, nil
 }
@@ -550,3 +556,34 @@ func (m *methods) resetAgent(ctx context.Context, _ *Call) (any, error) {
 
 // shutdownAgent is a no-op, as in the Python agent.
 func (m *methods) shutdownAgent(context.Context, *Call) (any, error) { return nil, nil }
+
+// legacyResourceSpec rewrites resource_spec for managers <= 26.8.1, which
+// unpickle it: slots as a ResourceSlot of Decimals, per-device amounts as
+// Decimals.
+func legacyResourceSpec(result map[string]any) {
+	rs, ok := result["resource_spec"].(map[string]any)
+	if !ok {
+		return
+	}
+	if slots, ok := rs["slots"].(map[string]any); ok {
+		out := wire.ResourceSlot{}
+		for k, v := range slots {
+			if d, err := decimal.NewFromString(fmt.Sprint(v)); err == nil {
+				out[k] = d
+			}
+		}
+		rs["slots"] = out
+	}
+	if allocs, ok := rs["allocations"].(map[string]any); ok {
+		for _, dev := range allocs {
+			for _, per := range dev.(map[string]any) {
+				pm := per.(map[string]any)
+				for id, v := range pm {
+					if d, err := decimal.NewFromString(fmt.Sprint(v)); err == nil {
+						pm[id] = wire.PyDecimal{Decimal: d}
+					}
+				}
+			}
+		}
+	}
+}
