@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/app"
+	"github.com/bai-agent/bai-agent/internal/ctl"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 )
 
@@ -24,6 +26,13 @@ func main() {
 func exitCode(err error) int {
 	var ce *app.ConfigError
 	if errors.As(err, &ce) {
+		return 2
+	}
+	var cerr *ctl.Error
+	if errors.As(err, &cerr) {
+		return ctl.ExitCode(err)
+	}
+	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "flag") || strings.Contains(err.Error(), "arg(s)") {
 		return 2
 	}
 	return 1
@@ -86,7 +95,7 @@ func run() int {
 			return nil
 		},
 	}
-	root.AddCommand(start, version, cfgCmd, keygen)
+	root.AddCommand(start, version, cfgCmd, keygen, ctl.Command())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "bai-agent: %v\n", err)
 		return exitCode(err)

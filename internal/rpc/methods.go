@@ -9,6 +9,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
@@ -46,6 +47,10 @@ func AgentMethods(s *Server, a *agent.Agent, be backend.Backend) {
 	s.Register("scan_gpu_alloc_map", m.scanGPUAllocMap)
 	s.Register("reset_agent", m.resetAgent)
 	s.Register("shutdown_agent", m.shutdownAgent)
+	// bai-agent's own additions for `bai-agent ctl` (a manager never
+	// calls them).
+	s.Register("bai_status", m.baiStatus)
+	s.Register("bai_images", m.baiImages)
 	for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "start_service", "shutdown_service", "trigger_batch_execution", "ping_kernel"} {
 		s.Register(name, runnerMissing(name))
 	}
@@ -586,4 +591,60 @@ func legacyResourceSpec(result map[string]any) {
 			}
 		}
 	}
+}
+
+func (m *methods) baiStatus(context.Context, *Call) (any, error) {
+	avail, used := m.a.Allocator().Available(), m.a.Allocator().Used()
+	slots := map[string]any{}
+	for s, v := range avail {
+		slots[string(s)] = map[string]any{"available": resource.FormatAmount(v), "used": resource.FormatAmount(used[s]), "type": string(m.a.SlotTypes()[s])}
+	}
+	var kernels []any
+	for _, k := range m.a.Kernels() {
+		sp := make([]any, 0, len(k.Services))
+		for _, s := range k.Services {
+			sp = append(sp, map[string]any{"name": s.Name, "protocol": s.Protocol, "container_ports": intsAny(s.ContainerPorts), "host_ports": intsAny(s.HostPorts)})
+		}
+		cpus := make([]any, 0)
+		for _, d := range k.Allocation.Devices("cpu") {
+			cpus = append(cpus, string(d))
+		}
+		kernels = append(kernels, map[string]any{
+			"id": k.ID, "session_id": k.SessionID, "state": string(k.State()), "image": k.ImageName,
+			"container_id": k.ContainerID(), "cpu_cores": cpus, "mem": resource.FormatAmount(k.Allocation.Total("mem")),
+			"repl_in_port": k.ReplIn, "repl_out_port": k.ReplOut, "service_ports": sp, "created_at": k.CreatedAt.Unix(),
+		})
+	}
+	if kernels == nil {
+		kernels = []any{}
+	}
+	return map[string]any{"agent_id": m.a.ID(), "version": agent.Version, "slots": slots, "kernels": kernels}, nil
+}
+
+func intsAny(v []int) []any {
+	out := make([]any, len(v))
+	for i, x := range v {
+		out[i] = x
+	}
+	return out
+}
+
+func (m *methods) baiImages(ctx context.Context, _ *Call) (any, error) {
+	imgs, err := m.a.ListImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, 0, len(imgs))
+	for _, i := range imgs {
+		tags := make([]any, len(i.Tags))
+		for j, t := range i.Tags {
+			tags[j] = t
+		}
+		labels := map[string]any{}
+		for k, v := range i.Labels {
+			labels[k] = v
+		}
+		out = append(out, map[string]any{"id": i.ID, "tags": tags, "labels": labels})
+	}
+	return out, nil
 }
