@@ -17,7 +17,7 @@ import (
 // AgentMethods registers the agent's RPC methods on s.
 func AgentMethods(s *Server, a *agent.Agent, be backend.Backend) {
 	m := &methods{a: a, be: be}
-	s.Register("ping", m.ping)
+	s.RegisterInline("ping", m.ping)
 	s.Register("create_kernels", m.createKernels)
 	s.Register("destroy_kernel", m.destroyKernel)
 	s.Register("restart_kernel", m.restartKernel)
@@ -27,10 +27,10 @@ func AgentMethods(s *Server, a *agent.Agent, be backend.Backend) {
 	s.Register("gather_hwinfo", m.gatherHWInfo)
 	s.Register("gather_hwinfo_v2", m.gatherHWInfoV2)
 	s.Register("sync_kernel_registry", m.syncKernelRegistry)
-	s.Register("check_creating", m.checkCreating)
-	s.Register("check_running", m.checkRunning)
+	s.RegisterInline("check_creating", m.checkCreating)
+	s.RegisterInline("check_running", m.checkRunning)
 	s.Register("check_and_pull", m.checkAndPull)
-	s.Register("check_pulling", m.checkPulling)
+	s.RegisterInline("check_pulling", m.checkPulling)
 	s.Register("get_logs", m.getLogs)
 	s.Register("upload_file", m.uploadFile)
 	s.Register("download_file", m.downloadFile)

@@ -28,6 +28,7 @@ type Server struct {
 	log      *slog.Logger
 	agentID  string
 	methods  map[string]Handler
+	inline   map[string]bool
 	observer Observer
 
 	mu       sync.Mutex
@@ -36,11 +37,29 @@ type Server struct {
 
 // NewServer builds an empty server for the agent agentID.
 func NewServer(log *slog.Logger, agentID string) *Server {
-	return &Server{log: log, agentID: agentID, methods: map[string]Handler{}, inflight: map[string]context.CancelFunc{}}
+	return &Server{log: log, agentID: agentID, methods: map[string]Handler{}, inline: map[string]bool{}, inflight: map[string]context.CancelFunc{}}
 }
 
 // Register adds a method.
 func (s *Server) Register(name string, h Handler) { s.methods[name] = h }
+
+// RegisterInline adds a method that never blocks (no I/O, no locks held
+// for long): transports may run it on their socket goroutine and answer at
+// once, saving the hand-off to a worker goroutine.
+func (s *Server) RegisterInline(name string, h Handler) {
+	s.methods[name] = h
+	s.inline[name] = true
+}
+
+// IsInline reports whether a raw header frame calls an inline method. It
+// reads only the method name; anything undecodable is not inline.
+func (s *Server) IsInline(hdrFrame []byte) bool {
+	if len(s.inline) == 0 {
+		return false
+	}
+	h, ok, _ := DecodeHeader(hdrFrame)
+	return ok && h.Type == TypeFunction && s.inline[h.MethodName()]
+}
 
 // SetObserver installs a metrics hook.
 func (s *Server) SetObserver(o Observer) { s.observer = o }

@@ -195,6 +195,14 @@ func (t *Transport) incoming(ctx context.Context, frames [][]byte) {
 		}
 	case "UPPER":
 		peer := pre[0]
+		if t.srv.IsInline(hdr) {
+			if out := t.srv.HandleMessage(ctx, peer, hdr, body); out != nil {
+				if _, err := t.router.SendMessage(append(append([][]byte{}, pre...), out...)); err != nil {
+					t.log.Warn("rpc send reply", "error", err)
+				}
+			}
+			return
+		}
 		go func() {
 			out := t.srv.HandleMessage(ctx, peer, hdr, body)
 			if out == nil {
