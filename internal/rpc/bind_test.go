@@ -182,3 +182,15 @@ func TestLegacyResourceSpec(t *testing.T) {
 		t.Fatalf("slots not a ResourceSlot: %#v", slots)
 	}
 }
+
+func TestOversizedBodyRefused(t *testing.T) {
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-x")
+	s.Register("upload_file", func(context.Context, *Call) (any, error) { return nil, nil })
+	h, _ := EncodeHeader(Header{Type: TypeFunction, Meth: "upload_file", Okey: []byte{}, Seq: int64(3)})
+	big := EncodeBody([]byte{}, make([]byte, MaxBodySize+1))
+	out := s.HandleMessage(context.Background(), []byte("p"), h, big)
+	rh, _, err := DecodeHeader(out[1])
+	if err != nil || rh.Type != TypeError {
+		t.Fatalf("oversized body: %+v %v", rh, err)
+	}
+}
