@@ -109,6 +109,7 @@ type Agent struct {
 	ports     *ports.Pool
 	mounts    vfolder.Policy
 	events    EventSink
+	logs      LogCollector
 	sem       chan struct{}
 	bindHost  string
 	stopTime  time.Duration
@@ -134,8 +135,16 @@ type Agent struct {
 	syncsMu sync.Mutex
 }
 
+// LogCollector keeps a finished container's logs for the manager.
+type LogCollector interface {
+	CollectLogs(ctx context.Context, kernelID, containerID string, logs []byte) error
+}
+
 // Options configure New.
 type Options struct {
+	// Logs, if set, receives each kernel's logs before its container is
+	// removed.
+	Logs    LogCollector
 	Config  *config.Config
 	Backend backend.Backend
 	Log     *slog.Logger
@@ -197,6 +206,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		plugins:   []device.Plugin{cpu, mem},
 		slotTypes: map[resource.SlotName]resource.SlotType{},
 		events:    o.Events,
+		logs:      o.Logs,
 		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
 		kernels:   map[string]*Kernel{},
 		recent:    map[string]kernel.Termination{},

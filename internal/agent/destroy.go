@@ -88,6 +88,16 @@ func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error
 		} else if !errors.Is(err, backend.ErrNotFound) {
 			log.Warn("inspect before clean", "error", err)
 		}
+		if a.logs != nil {
+			// Logs first: they are gone with the container.
+			lctx, lcancel := context.WithTimeout(ctx, 60*time.Second)
+			if b, err := a.be.Logs(lctx, k.ContainerID(), 0); err == nil {
+				if err := a.logs.CollectLogs(lctx, k.ID, k.ContainerID(), b); err != nil {
+					log.Warn("container logs not kept", "error", err)
+				}
+			}
+			lcancel()
+		}
 		if !a.cfg.Debug.SkipContainerDeletion {
 			if err := a.be.Remove(ctx, k.ContainerID()); err != nil {
 				// Keep the entry so the sync loop retries; nothing is

@@ -8,13 +8,20 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/etcdconfig"
+	"github.com/bai-agent/bai-agent/internal/events"
 	"github.com/bai-agent/bai-agent/internal/rpc"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 )
@@ -94,7 +101,69 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer be.Close()
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log})
+
+	var (
+		sink     agent.EventSink = agent.LogSink{Log: log}
+		logs     agent.LogCollector
+		ec       *etcdconfig.Client
+		redisOpt *redis.Options
+		prod     *events.Producer
+	)
+	if cfg.Agent.ControlPlane == "etcd" {
+		var endpoints []string
+		for _, hp := range cfg.Etcd.Addr {
+			endpoints = append(endpoints, "http://"+hp.String())
+		}
+		ec, err = etcdconfig.Dial(ctx, etcdconfig.Options{Endpoints: endpoints, Namespace: cfg.Etcd.Namespace, User: cfg.Etcd.User, Password: cfg.Etcd.Password})
+		if err != nil {
+			return fmt.Errorf("etcd (needed to find Redis and the manager; set [agent] control-plane = \"none\" for a standalone node): %w", err)
+		}
+		defer ec.Close()
+		global, err := ec.Load(ctx)
+		if err != nil {
+			return &ConfigError{Err: err}
+		}
+		if global.KernelUID != nil {
+			cfg.Container.KernelUID = *global.KernelUID
+		}
+		if global.KernelGID != nil {
+			cfg.Container.KernelGID = *global.KernelGID
+		}
+		if !cfg.Agent.SkipManagerDetection {
+			if err := ec.WaitForManager(ctx, log); err != nil {
+				return err
+			}
+		}
+		if err := ec.Register(ctx, cfg.Agent.ID, "starting", cfg.Agent.RPCListenAddr.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
+			return err
+		}
+		redisOpt = &redis.Options{Addr: global.Redis.Addr, Password: global.Redis.Password, DialTimeout: 3 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second}
+		prod, err = events.NewProducer(events.Options{
+			AgentID: cfg.Agent.ID, Redis: redisOpt, OutboxDir: filepath.Join(cfg.Agent.VarBasePath, "outbox", cfg.Agent.ID),
+			OutboxMax: int64(cfg.Agent.OutboxMaxSize), Legacy: cfg.Agent.ManagerCompat == "26.8.1", Log: log.With("component", "events"),
+		})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			// Give queued events (agent_terminated among them) a moment to
+			// leave; what does not stays on disk for the next start.
+			deadline := time.Now().Add(3 * time.Second)
+			for prod.Stats().PendingBytes > 0 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			prod.Close()
+		}()
+		sink = prod
+	}
+	var state *events.StateWriter
+	if prod != nil {
+		// The state writer is created before the agent so CLEAN can hand
+		// it logs; its callbacks only read the agent once it exists.
+		state = &events.StateWriter{}
+		logs = stateLogs{state: &state}
+	}
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs})
 	if err != nil {
 		return err
 	}
@@ -109,16 +178,77 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer tr.Close()
+	if prod != nil {
+		advertised := cfg.Agent.RPCListenAddr
+		if cfg.Agent.AdvertisedRPCAddr != nil {
+			advertised = *cfg.Agent.AdvertisedRPCAddr
+		}
+		pub := ""
+		if curve != nil {
+			pub = curve.AgentPublic
+		}
+		legacy := cfg.Agent.ManagerCompat == "26.8.1"
+		interval := time.Duration(float64(cfg.Debug.HeartbeatInterval) * float64(time.Second))
+		hb := events.StartHeartbeat(events.HeartbeatOptions{
+			AgentID: a.ID(), Redis: redisOpt, Interval: interval, Legacy: legacy, Log: log.With("component", "heartbeat"),
+			Info: func() map[string]any {
+				return a.AgentInfo(agent.InfoOptions{Addr: "tcp://" + advertised.String(), PublicKey: pub, Legacy: legacy})
+			},
+		})
+		defer hb.Close()
+		md := map[string]any{}
+		for _, p := range a.Plugins() {
+			m := p.Metadata()
+			md[fmt.Sprint(m["slot_name"])] = m
+		}
+		*state = *events.StartState(events.StateOptions{
+			AgentID: a.ID(), Redis: redisOpt, Log: log.With("component", "redis-state"), Interval: interval,
+			Kernels: func() []string {
+				var ids []string
+				for _, k := range a.Kernels() {
+					ids = append(ids, k.ID)
+				}
+				return ids
+			},
+			ContainerCount: func() int { return len(a.Kernels()) },
+			Images:         a.Images,
+			Metadata:       md,
+			DiscoveryID:    uuid.NewSHA1(uuid.NameSpaceOID, []byte("bai-agent/"+a.ID())).String(),
+			Discovery: map[string]string{
+				"display_name": "agent-" + a.ID(), "service_group": "agent", "version": agent.Version,
+				"endpoint": fmt.Sprintf(`{"address": %q, "port": %d, "protocol": "http", "prometheus_address": %q}`, cfg.Agent.AnnounceInternalAddr.Host, cfg.Agent.AnnounceInternalAddr.Port, cfg.Agent.AnnounceInternalAddr.String()),
+			},
+			Producer: prod,
+		})
+		defer state.Close()
+		sub := events.Subscribe(redisOpt, a.ID(), log.With("component", "volumes"), func(ctx context.Context, r events.VolumeRequest) (string, string) {
+			return a.HandleVolume(ctx, r.Mount, r.DirName, r.FSLocation, r.FSType, r.CmdOptions)
+		}, prod)
+		defer sub.Close()
+		if err := ec.Register(ctx, a.ID(), "running", cfg.Agent.RPCListenAddr.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
+			log.Warn("etcd registration", "error", err)
+		}
+	}
 	slots := a.Allocator().Available()
 	auth := "none"
 	if curve != nil {
 		auth = "curve (public key " + curve.AgentPublic + ")"
 	}
-	log.Info("agent started", "agent_id", a.ID(), "rpc", "tcp://"+tr.Addr(), "rpc_auth", auth, "version", agent.Version,
+	log.Info("agent started", "agent_id", a.ID(), "rpc", "tcp://"+tr.Addr(), "rpc_auth", auth, "control_plane", cfg.Agent.ControlPlane, "version", agent.Version,
 		"cpu", slots["cpu"].String(), "mem", slots["mem"].String(), "kernels", len(a.Kernels()))
 	<-ctx.Done()
 	log.Info("agent stopping; kernels keep running")
 	return nil
+}
+
+// stateLogs hands CLEAN's container logs to the state writer once it runs.
+type stateLogs struct{ state **events.StateWriter }
+
+func (s stateLogs) CollectLogs(ctx context.Context, kernelID, containerID string, logs []byte) error {
+	if *s.state == nil {
+		return errors.New("redis state writer not started")
+	}
+	return (*s.state).CollectLogs(ctx, kernelID, containerID, logs)
 }
 
 func writePIDFile(path string) error {

@@ -104,7 +104,13 @@ type AgentConfig struct {
 	// ManagerCompat picks the wire format for values the manager unpickles
 	// and for events: "main" (26.8 main) or "26.8.1" (releases up to
 	// 26.8.1: pickled Decimals/ResourceSlots, positional event args).
-	ManagerCompat           string            `toml:"manager-compat"`
+	ManagerCompat string `toml:"manager-compat"`
+	// ControlPlane is "etcd" (read global config from etcd, report to Redis)
+	// or "none" (a standalone node driven only by `bai-agent ctl`; events
+	// are logged).
+	ControlPlane string `toml:"control-plane"`
+	// OutboxMaxSize bounds undelivered events kept on disk.
+	OutboxMaxSize           Size              `toml:"event-outbox-max-size"`
 	SyncContainerLifecycles SyncLifecycles    `toml:"sync-container-lifecycles"`
 	UtilizationMetric       UtilizationMetric `toml:"utilization-metric"`
 
@@ -226,6 +232,8 @@ func Defaults() *Config {
 		ScalingGroupType:          "compute",
 		KernelCreationConcurrency: 4,
 		ManagerCompat:             "main",
+		ControlPlane:              "etcd",
+		OutboxMaxSize:             64 << 20,
 		SyncContainerLifecycles:   SyncLifecycles{Enabled: true, Interval: 10},
 		UtilizationMetric: UtilizationMetric{
 			Node:      UtilizationScope{Enable: true, Interval: 30},
@@ -420,6 +428,12 @@ func (c *Config) validate(b *binder) error {
 	}
 	if c.Agent.SyncContainerLifecycles.Interval < 1 {
 		return b.errorf("agent.sync-container-lifecycles.interval", "must be at least 1 second")
+	}
+	if err := oneOf(b, "agent.control-plane", c.Agent.ControlPlane, "etcd", "none"); err != nil {
+		return err
+	}
+	if c.Agent.OutboxMaxSize < 1<<20 {
+		return b.errorf("agent.event-outbox-max-size", "must be at least 1M")
 	}
 	if err := oneOf(b, "agent.manager-compat", c.Agent.ManagerCompat, "main", "26.8.1"); err != nil {
 		return err

@@ -1,0 +1,164 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/wire"
+	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
+	"golang.org/x/sys/unix"
+)
+
+// InfoOptions are the parts of agent_info that come from the RPC side.
+type InfoOptions struct {
+	Addr      string // tcp://host:port the manager connects to
+	PublicKey string // Z85 CURVE public key, "" without CURVE
+	Legacy    bool   // <= 26.8.1 shapes (pickled ResourceSlot, SlotName keys, enum values)
+}
+
+// AgentInfo builds the heartbeat's agent_info. It does no I/O.
+func (a *Agent) AgentInfo(o InfoOptions) map[string]any {
+	avail := a.alloc.Available()
+	publicHost := a.cfg.Agent.PublicHost
+	if publicHost == "" {
+		publicHost = a.cfg.Container.AdvertisedHost
+	}
+	if publicHost == "" {
+		publicHost = a.cfg.Container.BindHost
+	}
+	var scalingGroup any
+	if g := a.cfg.Agent.InitialResourceGroupName; g != "" {
+		scalingGroup = g
+	}
+	plugins := map[string]any{}
+	for _, p := range a.plugins {
+		info := map[string]any{"version": p.Version()}
+		if p.Key() == "cpu" {
+			info["agent_version"] = Version
+			info["machine"] = Architecture()
+			info["os_type"] = runtime.GOOS
+		}
+		plugins[string(p.Key())] = info
+	}
+	host := a.cfg.Agent.RPCListenAddr.Host
+	info := map[string]any{
+		"ip":                            host,
+		"region":                        a.cfg.Agent.Region,
+		"scaling_group":                 scalingGroup,
+		"addr":                          o.Addr,
+		"public_host":                   publicHost,
+		"version":                       Version,
+		"compute_plugins":               plugins,
+		"architecture":                  Architecture(),
+		"auto_terminate_abusing_kernel": a.cfg.Agent.ForceTerminateAbusingContainers,
+	}
+	if o.PublicKey != "" {
+		info["public_key"] = o.PublicKey
+	} else {
+		info["public_key"] = nil
+	}
+	if o.Legacy {
+		rs := wire.ResourceSlot{}
+		for s, v := range avail {
+			rs[string(s)] = v
+		}
+		info["available_resource_slots"] = rs
+		units := msgpack.Map{}
+		for _, s := range sortedSlotNames(a.slotTypes) {
+			units = append(units, msgpack.KV{Key: wire.SlotName(s), Val: wire.Enum{Class: "ai.backend.common.types.SlotTypes", Value: string(a.slotTypes[s])}})
+		}
+		info["slot_key_and_units"] = units
+		if o.PublicKey != "" {
+			info["public_key"] = []byte(o.PublicKey)
+		}
+	} else {
+		var slots []any
+		for _, s := range avail.Names() {
+			slots = append(slots, map[string]any{"resource_type": string(s), "quantity": resource.FormatAmount(avail[s])})
+		}
+		info["available_resource_slots"] = slots
+		units := map[string]any{}
+		for s, t := range a.slotTypes {
+			units[string(s)] = string(t)
+		}
+		info["slot_key_and_units"] = units
+	}
+	return info
+}
+
+func sortedSlotNames(m map[resource.SlotName]resource.SlotType) []resource.SlotName {
+	out := make([]resource.SlotName, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// Images lists the kernel images on the node for installed_image:{id}.
+func (a *Agent) Images(ctx context.Context) ([]map[string]any, error) {
+	imgs, err := a.ListImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[string]any, 0, len(imgs))
+	for _, i := range imgs {
+		for _, t := range i.Tags {
+			out = append(out, map[string]any{"canonical": t, "digest": i.ID, "architecture": Architecture()})
+		}
+	}
+	return out, nil
+}
+
+// HandleVolume answers do_volume_mount / do_volume_unmount. With a
+// cohabiting storage proxy the proxy owns the mount and the agent only
+// acknowledges; otherwise it mounts {mount-path}/{dir_name}: a local
+// directory is bind-mounted, anything else goes to mount(8) with the given
+// type and options.
+func (a *Agent) HandleVolume(ctx context.Context, mount bool, dirName, fsLocation, fsType, options string) (string, string) {
+	if a.cfg.Agent.CohabitingStorageProxy {
+		return "", ""
+	}
+	if err := safeName("dir_name", dirName); err != nil {
+		return "", err.Error()
+	}
+	if a.cfg.Agent.MountPath == "" {
+		return "", "agent.mount-path is not configured"
+	}
+	target := filepath.Join(a.cfg.Agent.MountPath, dirName)
+	if !mount {
+		if err := unix.Unmount(target, 0); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			return target, fmt.Sprintf("umount %s: %v", target, err)
+		}
+		_ = os.Remove(target)
+		return target, ""
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return target, err.Error()
+	}
+	if st, err := os.Stat(fsLocation); err == nil && st.IsDir() {
+		if err := unix.Mount(fsLocation, target, "", unix.MS_BIND, ""); err != nil {
+			return target, fmt.Sprintf("bind %s: %v", fsLocation, err)
+		}
+		return target, ""
+	}
+	args := []string{}
+	if fsType != "" {
+		args = append(args, "-t", fsType)
+	}
+	if options != "" {
+		args = append(args, "-o", options)
+	}
+	args = append(args, fsLocation, target)
+	if out, err := exec.CommandContext(ctx, "mount", args...).CombinedOutput(); err != nil {
+		return target, fmt.Sprintf("mount %s: %v: %s", fsLocation, err, strings.TrimSpace(string(out)))
+	}
+	return target, ""
+}

@@ -1,0 +1,420 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bai-agent/bai-agent/internal/testutil"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, _ := os.MkdirTemp("", "bai-app-test-")
+	agentBin = filepath.Join(dir, "bai-agent")
+	build := exec.Command("go", "build", "-o", agentBin, "./cmd/bai-agent")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v %s\n", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type stack struct {
+	t      *testing.T
+	redis  *testutil.Redis
+	etcd   *testutil.Etcd
+	cfg    string
+	id     string
+	rpc    string
+	root   string
+	cmd    *exec.Cmd
+	logf   *os.File
+	rdb    *redis.Client
+	vfroot string
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// newStack starts redis-server and etcd, seeds etcd as a manager would,
+// and writes an agent config pointing at them.
+func newStack(t *testing.T, extraAgent string) *stack {
+	testutil.RequireDocker(t)
+	testutil.RequireRoot(t)
+	s := &stack{t: t, redis: testutil.StartRedis(t), etcd: testutil.StartEtcd(t), root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8]}
+	ns := "ns" + uuid.NewString()[:6]
+	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/addr", s.redis.Addr)
+	s.etcd.Put(t, "/sorna/"+ns+"/nodes/manager/i-mgr", "up")
+	s.rpc = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s.vfroot = filepath.Join(s.root, "vfroot")
+	_ = os.MkdirAll(s.vfroot, 0o755)
+	s.cfg = filepath.Join(s.root, "agent.toml")
+	doc := fmt.Sprintf(`[etcd]
+namespace = %q
+addr = %q
+[agent]
+backend = "docker"
+id = %q
+rpc-listen-addr = %q
+var-base-path = %q
+mount-path = %q
+%s
+[agent.sync-container-lifecycles]
+interval = 2
+[container]
+port-range = [37000, 37199]
+port-reuse-cooldown-sec = 0
+bind-host = "127.0.0.1"
+scratch-root = %q
+[resource]
+reserved-cpu = 0
+reserved-mem = "64M"
+[debug]
+heartbeat-interval = 1.0
+`, ns, s.etcd.Addr, s.id, s.rpc, filepath.Join(s.root, "var"), s.vfroot, extraAgent, filepath.Join(s.root, "scratch"))
+	if err := os.WriteFile(s.cfg, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr, DB: 4})
+	t.Cleanup(func() {
+		s.kill()
+		s.rdb.Close()
+		if t.Failed() && s.logf != nil {
+			b, _ := os.ReadFile(s.logf.Name())
+			t.Logf("agent log:\n%s", b)
+		}
+	})
+	// Consumer group first, as the manager has one before agents start.
+	if err := s.rdb.XGroupCreateMkStream(context.Background(), "events", "manager", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *stack) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(agentBin, "start-server", "-f", s.cfg)
+	if s.logf == nil {
+		s.logf, _ = os.Create(filepath.Join(s.root, "agent.log"))
+	}
+	s.cmd.Stdout, s.cmd.Stderr = s.logf, s.logf
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	testutil.Eventually(s.t, 60*time.Second, "agent answers RPC", func() bool {
+		return exec.Command(agentBin, "ctl", "--addr", s.rpc, "ping").Run() == nil
+	})
+}
+
+func (s *stack) kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGKILL)
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+func (s *stack) stop() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+func (s *stack) ctl(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command(agentBin, append([]string{"ctl", "--addr", s.rpc}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("ctl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func (s *stack) createKernel(img string) string {
+	s.t.Helper()
+	var res []map[string]any
+	out := s.ctl("--json", "create", "--image", img, "--cpu", "1", "--mem", "64m", "--shm", "8m")
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		s.t.Fatalf("create: %v %s", err, out)
+	}
+	return res[0]["id"].(string)
+}
+
+type event struct {
+	Name    string
+	Source  string
+	Payload map[string]any
+}
+
+// readEvents consumes the stream as the manager does (consumer group
+// "manager", JSON payload) until stop says enough or the timeout passes.
+func (s *stack) readEvents(timeout time.Duration, stop func([]event) bool) []event {
+	s.t.Helper()
+	var evs []event
+	deadline := time.Now().Add(timeout)
+	ctx := context.Background()
+	for time.Now().Before(deadline) {
+		res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "manager", Consumer: "m1", Streams: []string{"events", ">"}, Count: 100, Block: 500 * time.Millisecond}).Result()
+		if err != nil && err != redis.Nil {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		for _, st := range res {
+			for _, m := range st.Messages {
+				e := event{Name: fmt.Sprint(m.Values["name"]), Source: fmt.Sprint(m.Values["source"])}
+				if p, ok := m.Values["payload"].(string); ok {
+					if err := json.Unmarshal([]byte(p), &e.Payload); err != nil {
+						s.t.Fatalf("payload of %s is not JSON: %v", e.Name, err)
+					}
+				}
+				evs = append(evs, e)
+				_ = s.rdb.XAck(ctx, "events", "manager", m.ID)
+			}
+		}
+		if stop(evs) {
+			break
+		}
+	}
+	return evs
+}
+
+func kernelEvents(evs []event, kid string) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Payload["kernel_id"] == kid {
+			out = append(out, e.Name)
+		}
+	}
+	return out
+}
+
+func countName(evs []event, name string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Name == name {
+			n++
+		}
+	}
+	return n
+}
+
+func TestEventsHeartbeatAndState_Integration(t *testing.T) {
+	img := testutil.TestImage(t)
+	s := newStack(t, "")
+	sub := s.rdb.Subscribe(context.Background(), "events_all")
+	defer sub.Close()
+	s.start()
+	if v := s.etcd.Get(t, "/sorna/"+strings.Split(readNS(t, s.cfg), "\n")[0]+"/nodes/agents/"+s.id); v != "running" {
+		t.Fatalf("etcd nodes/agents/%s = %q", s.id, v)
+	}
+	kid := s.createKernel(img)
+	s.ctl("destroy", kid)
+	evs := s.readEvents(30*time.Second, func(evs []event) bool {
+		return countName(evs, "kernel_terminated") >= 1 && countName(evs, "agent_heartbeat") >= 3 && countName(evs, "do_sync_kernel_logs") >= 1
+	})
+	got := strings.Join(kernelEvents(evs, kid), ",")
+	if !strings.HasPrefix(got, "kernel_preparing,kernel_creating,kernel_started") || !strings.Contains(got, "kernel_terminated") {
+		t.Fatalf("kernel events in order: %s", got)
+	}
+	for _, e := range evs {
+		if e.Source != s.id {
+			t.Fatalf("event %s from %q", e.Name, e.Source)
+		}
+		switch e.Name {
+		case "kernel_started":
+			ci, _ := e.Payload["creation_info"].(map[string]any)
+			if ci["container_id"] == nil || ci["repl_in_port"] == nil {
+				t.Fatalf("creation_info: %v", e.Payload)
+			}
+		case "kernel_terminated":
+			if e.Payload["reason"] != "user-requested" || e.Payload["session_id"] == nil {
+				t.Fatalf("kernel_terminated: %v", e.Payload)
+			}
+		case "agent_heartbeat":
+			info, _ := e.Payload["agent_info"].(map[string]any)
+			if info["addr"] != "tcp://"+s.rpc || info["available_resource_slots"] == nil || info["slot_key_and_units"] == nil || info["version"] == nil || info["architecture"] == nil {
+				t.Fatalf("agent_info: %v", info)
+			}
+		}
+	}
+	if countName(evs, "agent_started") != 1 {
+		t.Fatalf("agent_started seen %d times", countName(evs, "agent_started"))
+	}
+	// Broadcast copy of the lifecycle events.
+	msg, err := sub.ReceiveTimeout(context.Background(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("no broadcast: %v", err)
+	}
+	if m, ok := msg.(*redis.Message); ok {
+		var b map[string]any
+		if json.Unmarshal([]byte(m.Payload), &b) != nil || b["source"] != s.id || b["payload"] == nil {
+			t.Fatalf("broadcast message: %s", m.Payload)
+		}
+	}
+	// Heartbeat interval: 1 s.
+	var hbTimes []time.Time
+	_ = hbTimes
+	// Plain keys the manager reads.
+	ctx := context.Background()
+	stat := redis.NewClient(&redis.Options{Addr: s.redis.Addr, DB: 0})
+	defer stat.Close()
+	img3 := redis.NewClient(&redis.Options{Addr: s.redis.Addr, DB: 3})
+	defer img3.Close()
+	clog := redis.NewClient(&redis.Options{Addr: s.redis.Addr, DB: 6})
+	defer clog.Close()
+	testutil.Eventually(t, 10*time.Second, "installed_image key", func() bool {
+		v, _ := img3.Get(ctx, "installed_image:"+s.id).Result()
+		return strings.Contains(v, img)
+	})
+	if n, _ := stat.Get(ctx, "container_count."+s.id).Int(); n != 0 {
+		t.Fatalf("container_count %d", n)
+	}
+	if md, _ := stat.HGetAll(ctx, "computer.metadata").Result(); md["cpu"] == "" || md["ram"] == "" {
+		t.Fatalf("computer.metadata %v", md)
+	}
+	var cid string
+	for _, e := range evs {
+		if e.Name == "do_sync_kernel_logs" && e.Payload["kernel_id"] == kid {
+			cid, _ = e.Payload["container_id"].(string)
+		}
+	}
+	chunks, _ := clog.LRange(ctx, "containerlog."+cid, 0, -1).Result()
+	if cid == "" || len(chunks) == 0 || !strings.Contains(chunks[0], `"compress_type":"zlib"`) {
+		t.Fatalf("container logs for %q: %v", cid, chunks)
+	}
+}
+
+func readNS(t *testing.T, cfg string) string {
+	b, _ := os.ReadFile(cfg)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "namespace") {
+			v := strings.TrimSpace(strings.SplitN(line, "=", 2)[1])
+			s, _ := strconv.Unquote(v)
+			return s
+		}
+	}
+	return ""
+}
+
+// Redis goes away during a burst of creates and destroys, and the agent
+// is SIGKILLed while it is away: when Redis answers again every lifecycle
+// event arrives, in order per kernel, and heartbeats resume within one
+// interval.
+func TestRedisOutage_Integration(t *testing.T) {
+	img := testutil.TestImage(t)
+	s := newStack(t, "")
+	s.start()
+	s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "agent_started") >= 1 })
+	outage := 8 * time.Second
+	if v, err := strconv.Atoi(os.Getenv("BAI_OUTAGE_SECONDS")); err == nil && v > 0 {
+		outage = time.Duration(v) * time.Second
+	}
+	s.redis.Stop()
+	start := time.Now()
+	var kids []string
+	for i := 0; i < 3; i++ {
+		kid := s.createKernel(img)
+		kids = append(kids, kid)
+		if i < 2 {
+			s.ctl("destroy", kid)
+		}
+	}
+	// SIGKILL with events still queued; restart while Redis is still down.
+	s.kill()
+	s.start()
+	s.ctl("destroy", kids[2])
+	if el := time.Since(start); el < outage {
+		time.Sleep(outage - el)
+	}
+	s.redis.Start()
+	back := time.Now()
+	// The restarted Redis is empty: recreate the group from the start.
+	if err := s.rdb.XGroupCreateMkStream(context.Background(), "events", "manager", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var firstBeat time.Time
+	evs := s.readEvents(60*time.Second, func(evs []event) bool {
+		if firstBeat.IsZero() && countName(evs, "agent_heartbeat") > 0 {
+			firstBeat = time.Now()
+		}
+		for _, k := range kids {
+			if !strings.Contains(strings.Join(kernelEvents(evs, k), ","), "kernel_terminated") {
+				return false
+			}
+		}
+		return !firstBeat.IsZero()
+	})
+	for _, k := range kids {
+		seq := kernelEvents(evs, k)
+		joined := strings.Join(seq, ",")
+		if !strings.HasPrefix(joined, "kernel_preparing,kernel_creating,kernel_started") || !strings.Contains(joined, "kernel_terminated") {
+			t.Fatalf("kernel %s events: %s", k, joined)
+		}
+		// Duplicates allowed only where the manager tolerates them
+		// (kernel_started on re-adoption, kernel_terminated twice).
+		for _, name := range []string{"kernel_preparing", "kernel_creating"} {
+			n := 0
+			for _, x := range seq {
+				if x == name {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("kernel %s: %s seen %d times (%s)", k, name, n, joined)
+			}
+		}
+	}
+	if firstBeat.IsZero() || firstBeat.Sub(back) > 3*time.Second {
+		t.Fatalf("heartbeat did not resume within an interval (+ reconnect): %v", firstBeat.Sub(back))
+	}
+	t.Logf("outage %s; %d events delivered after Redis came back", outage, len(evs))
+}
+
+func TestVolumeEvents_Integration(t *testing.T) {
+	s := newStack(t, "")
+	s.start()
+	ctx := context.Background()
+	payload, _ := json.Marshal(map[string]any{"dir_name": "vol1", "volume_backend_name": "nfs", "quota_scope_id": "user:1", "fs_location": "/srv", "fs_type": "nfs", "cmd_options": "", "scaling_group": "default", "edit_fstab": false, "fstab_path": "/etc/fstab"})
+	msg, _ := json.Marshal(map[string]any{"name": "do_volume_mount", "source": "i-mgr", "payload": string(payload)})
+	testutil.Eventually(t, 10*time.Second, "agent subscribed", func() bool {
+		n, _ := s.rdb.PubSubNumSub(ctx, "events_all").Result()
+		return n["events_all"] > 0
+	})
+	if err := s.rdb.Publish(ctx, "events_all", string(msg)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	evs := s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_mounted") > 0 })
+	for _, e := range evs {
+		if e.Name == "volume_mounted" {
+			if e.Payload["node_id"] != s.id || e.Payload["node_type"] != "agent" || e.Payload["err_msg"] != "" {
+				t.Fatalf("volume_mounted: %v", e.Payload)
+			}
+			return
+		}
+	}
+	t.Fatal("no volume_mounted")
+}

@@ -1,0 +1,127 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
+)
+
+// HeartbeatOptions configure the heartbeat.
+type HeartbeatOptions struct {
+	AgentID  string
+	Redis    *redis.Options
+	Interval time.Duration
+	// Info builds agent_info; it must not block on I/O.
+	Info   func() map[string]any
+	Legacy bool
+	Log    *slog.Logger
+}
+
+// Heartbeat sends agent_heartbeat on its own goroutine and connection.
+// Heartbeats are never queued: a beat that fails is dropped and the next
+// one carries the latest state.
+type Heartbeat struct {
+	o      HeartbeatOptions
+	client *redis.Client
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sent   atomic.Uint64
+	failed atomic.Uint64
+	lastOK atomic.Int64
+}
+
+// StartHeartbeat starts beating at once and then every interval.
+func StartHeartbeat(o HeartbeatOptions) *Heartbeat {
+	ro := *o.Redis
+	ro.DB = DBStream
+	ro.PoolSize = 1
+	ro.MaxRetries = -1 // a late beat is worthless; the next one replaces it
+	h := &Heartbeat{o: o, client: redis.NewClient(&ro)}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.wg.Add(1)
+	go h.loop(ctx)
+	return h
+}
+
+// Close stops the heartbeat.
+func (h *Heartbeat) Close() {
+	h.cancel()
+	h.wg.Wait()
+	h.client.Close()
+}
+
+// Sent returns how many beats reached Redis.
+func (h *Heartbeat) Sent() uint64 { return h.sent.Load() }
+
+// LastOK returns when a beat last reached Redis.
+func (h *Heartbeat) LastOK() time.Time { return time.Unix(0, h.lastOK.Load()) }
+
+func (h *Heartbeat) loop(ctx context.Context) {
+	defer h.wg.Done()
+	down := false
+	for {
+		err := h.beat(ctx)
+		switch {
+		case err != nil && !down:
+			down = true
+			h.o.Log.Warn("heartbeat not delivered; retrying every interval", "error", err)
+		case err == nil && down:
+			down = false
+			h.o.Log.Info("heartbeat delivered again")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(h.o.Interval):
+		}
+	}
+}
+
+// beat sends one heartbeat; a panic in Info is turned into an error so the
+// loop never dies.
+func (h *Heartbeat) beat(ctx context.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("heartbeat panicked: %v", r)
+		}
+		if err != nil {
+			h.failed.Add(1)
+		}
+	}()
+	info := h.o.Info()
+	vals := map[string]any{"name": "agent_heartbeat", "source": h.o.AgentID}
+	if h.o.Legacy {
+		b, err := msgpack.Marshal([]any{info})
+		if err != nil {
+			return err
+		}
+		vals["args"] = b
+	} else {
+		b, err := json.Marshal(map[string]any{"agent_info": info})
+		if err != nil {
+			return err
+		}
+		vals["payload"] = string(b)
+	}
+	timeout := h.o.Interval / 2
+	if timeout > 5*time.Second || timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	bctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := h.client.XAdd(bctx, &redis.XAddArgs{Stream: StreamKey, MaxLen: streamMaxLen, Approx: true, Values: vals}).Err(); err != nil {
+		return err
+	}
+	h.sent.Add(1)
+	h.lastOK.Store(time.Now().UnixNano())
+	return nil
+}

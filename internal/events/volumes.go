@@ -1,0 +1,141 @@
+package events
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bai-agent/bai-agent/internal/wire"
+	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
+)
+
+// VolumeRequest is do_volume_mount / do_volume_unmount.
+type VolumeRequest struct {
+	Mount         bool
+	DirName       string
+	VolumeBackend string
+	QuotaScopeID  string
+	FSLocation    string
+	FSType        string
+	CmdOptions    string
+}
+
+// VolumeHandler mounts or unmounts and returns the mount path and an error
+// message ("" on success).
+type VolumeHandler func(ctx context.Context, r VolumeRequest) (mountPath, errMsg string)
+
+// Subscriber consumes the broadcast events the agent reacts to.
+type Subscriber struct {
+	ps     *redis.PubSub
+	client *redis.Client
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// Subscribe listens on events_all (go-redis re-subscribes after a
+// disconnect) and answers volume requests through the producer.
+func Subscribe(o *redis.Options, agentID string, log *slog.Logger, handle VolumeHandler, prod interface {
+	Publish(ctx context.Context, name string, payload map[string]any)
+}) *Subscriber {
+	ro := *o
+	ro.DB = DBStream
+	c := redis.NewClient(&ro)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Subscriber{client: c, ps: c.Subscribe(ctx, BroadcastKey), cancel: cancel}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ch := s.ps.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-ch:
+				if !ok {
+					return
+				}
+				req, ok := parseVolumeEvent(m.Payload)
+				if !ok {
+					continue
+				}
+				path, errMsg := handle(ctx, req)
+				name := "volume_unmounted"
+				if req.Mount {
+					name = "volume_mounted"
+				}
+				log.Info("volume request handled", "name", name, "dir_name", req.DirName, "mount_path", path, "err_msg", errMsg)
+				prod.Publish(ctx, name, map[string]any{"node_id": agentID, "node_type": "agent", "mount_path": path, "quota_scope_id": req.QuotaScopeID, "err_msg": errMsg})
+			}
+		}
+	}()
+	return s
+}
+
+// Close unsubscribes.
+func (s *Subscriber) Close() {
+	s.cancel()
+	_ = s.ps.Close()
+	s.wg.Wait()
+	s.client.Close()
+}
+
+// parseVolumeEvent reads a broadcast message in either format.
+func parseVolumeEvent(raw string) (VolumeRequest, bool) {
+	var msg struct {
+		Name    string `json:"name"`
+		Payload string `json:"payload"`
+		Args    string `json:"args"`
+	}
+	if json.Unmarshal([]byte(raw), &msg) != nil {
+		return VolumeRequest{}, false
+	}
+	if msg.Name != "do_volume_mount" && msg.Name != "do_volume_unmount" {
+		return VolumeRequest{}, false
+	}
+	r := VolumeRequest{Mount: msg.Name == "do_volume_mount"}
+	if msg.Payload != "" {
+		var p map[string]any
+		if json.Unmarshal([]byte(msg.Payload), &p) != nil {
+			return VolumeRequest{}, false
+		}
+		s := func(k string) string { v, _ := p[k].(string); return v }
+		r.DirName, r.VolumeBackend, r.QuotaScopeID = s("dir_name"), s("volume_backend_name"), s("quota_scope_id")
+		r.FSLocation, r.FSType, r.CmdOptions = s("fs_location"), s("fs_type"), s("cmd_options")
+		return r, r.DirName != ""
+	}
+	// <= 26.8.1: base64 msgpack args [dir_name, volume_backend_name,
+	// quota_scope_id, fs_location, fs_type, cmd_options, ...].
+	b, err := base64.StdEncoding.DecodeString(msg.Args)
+	if err != nil {
+		return VolumeRequest{}, false
+	}
+	v, err := wire.Decode(b)
+	if err != nil {
+		return VolumeRequest{}, false
+	}
+	l, ok := v.([]any)
+	if !ok || len(l) < 3 {
+		return VolumeRequest{}, false
+	}
+	str := func(i int) string {
+		if i >= len(l) {
+			return ""
+		}
+		switch x := l[i].(type) {
+		case string:
+			return x
+		case msgpack.Ext:
+			return ""
+		}
+		return ""
+	}
+	r.DirName, r.VolumeBackend, r.QuotaScopeID = str(0), str(1), str(2)
+	if r.Mount {
+		r.FSLocation, r.FSType, r.CmdOptions = str(3), str(4), str(5)
+	}
+	return r, r.DirName != ""
+}
