@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Runs bai-agent on a fresh machine with the local default config
-# (configs/agent/local.toml: RPC on 127.0.0.1:6011, state under ./var).
-# Installs what is needed first. Extra arguments go to start-server.
+# Runs bai-agent on a fresh machine with a local control plane: installs
+# what is needed, starts redis-server and etcd on loopback if none answer
+# (scripts/halfstack.sh), seeds etcd, and runs the agent with
+# configs/agent/halfstack.toml (RPC on 127.0.0.1:6011, state under ./var).
+# BAI_AGENT_CONFIG=configs/agent/local.toml runs a standalone node instead
+# (no Redis or etcd). Extra arguments go to start-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="/usr/local/go/bin:$PATH"
 make build
-mkdir -p var/vfroot
-exec ./bin/bai-agent start-server -f "${BAI_AGENT_CONFIG:-configs/agent/local.toml}" "$@"
+CONFIG=${BAI_AGENT_CONFIG:-configs/agent/halfstack.toml}
+mkdir -p var/vfroot vfroot/local
+if grep -q '^control-plane *= *"none"' "$CONFIG"; then :; else ./scripts/halfstack.sh; fi
+exec ./bin/bai-agent start-server -f "$CONFIG" "$@"

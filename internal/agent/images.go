@@ -122,7 +122,9 @@ func (a *Agent) checkAndPullOne(ctx context.Context, im backend.Images, ic Image
 	timeout := 7200 * time.Second
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var lastTotal int64
 	err = im.PullImage(pctx, ic.Canonical, registryAuth(ic.Registry), func(cur, total int64) {
+		lastTotal = total
 		r.Update(cur, total, "pulling "+ic.Canonical)
 	})
 	if err != nil {
@@ -132,6 +134,7 @@ func (a *Agent) checkAndPullOne(ctx context.Context, im backend.Images, ic Image
 		a.events.Publish(ctx, "image_pull_failed", map[string]any{"image": ic.Canonical, "agent_id": a.id, "msg": err.Error(), "image_ref": nil})
 		return "", err
 	}
+	r.Update(lastTotal, lastTotal, "pulled "+ic.Canonical)
 	a.events.Publish(ctx, "image_pull_finished", map[string]any{"image": ic.Canonical, "agent_id": a.id, "timestamp": float64(time.Now().UnixNano()) / 1e9, "image_ref": nil})
 	return "pulled " + ic.Canonical, nil
 }

@@ -418,3 +418,83 @@ func TestVolumeEvents_Integration(t *testing.T) {
 	}
 	t.Fatal("no volume_mounted")
 }
+
+// check_and_pull from a local docker-registry: byte progress, image_pull_*
+// and bgtask_* events (with the bgtask.{id} cache), `ctl pull`'s bar; a
+// missing image and an unreachable registry fail with a clear message.
+func TestImagePull_Integration(t *testing.T) {
+	img := testutil.TestImage(t)
+	registry := testutil.StartRegistry(t)
+	be := testutil.RequireDocker(t)
+	ctx := context.Background()
+	_ = img
+	remote := registry + "/bai-test/pullme:" + uuid.NewString()[:8]
+	testutil.ImportRandomImage(t, be, remote, 8<<20)
+	t.Cleanup(func() { _ = be.RemoveImage(context.Background(), remote, true, false) })
+	if err := be.PushImage(ctx, remote, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.RemoveImage(ctx, remote, false, true); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, "")
+	sub := s.rdb.Subscribe(ctx, "events_all")
+	defer sub.Close()
+	s.start()
+	out, err := exec.Command(agentBin, "ctl", "--addr", s.rpc, "pull", remote).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctl pull: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "[====") || !strings.Contains(string(out), "done: pulled") {
+		t.Fatalf("progress output:\n%s", out)
+	}
+	if _, err := be.InspectImage(ctx, remote); err != nil {
+		t.Fatalf("image not present after pull: %v", err)
+	}
+	evs := s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "image_pull_finished") > 0 })
+	if countName(evs, "image_pull_started") != 1 || countName(evs, "image_pull_finished") != 1 {
+		t.Fatalf("pull events: %v", evs)
+	}
+	var sawUpdate, sawDone bool
+	var taskID string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !(sawUpdate && sawDone) {
+		msg, err := sub.ReceiveTimeout(ctx, time.Second)
+		if err != nil {
+			continue
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue
+		}
+		var b struct{ Name, Payload string }
+		_ = json.Unmarshal([]byte(m.Payload), &b)
+		var p map[string]any
+		_ = json.Unmarshal([]byte(b.Payload), &p)
+		switch b.Name {
+		case "bgtask_updated":
+			sawUpdate = p["total_progress"].(float64) > 0
+		case "bgtask_done":
+			sawDone = true
+			taskID, _ = p["task_id"].(string)
+		}
+	}
+	if !sawUpdate || !sawDone {
+		t.Fatalf("bgtask broadcasts: updated=%v done=%v", sawUpdate, sawDone)
+	}
+	if v, err := s.rdb.Get(ctx, "bgtask."+taskID).Result(); err != nil || !strings.Contains(v, "bgtask_done") {
+		t.Fatalf("bgtask cache: %q %v", v, err)
+	}
+	for _, bad := range []string{registry + "/bai-test/nosuch:1", "127.0.0.1:1/bai-test/x:1"} {
+		out, err := exec.Command(agentBin, "ctl", "--addr", s.rpc, "pull", bad).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "failed") {
+			t.Fatalf("pull %s: %v\n%s", bad, err, out)
+		}
+	}
+	evs = s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "image_pull_failed") >= 2 })
+	for _, e := range evs {
+		if e.Name == "image_pull_failed" && (e.Payload["msg"] == "" || e.Payload["agent_id"] != s.id) {
+			t.Fatalf("image_pull_failed: %v", e.Payload)
+		}
+	}
+}

@@ -76,7 +76,7 @@ rpc-auth-agent-keypair.`,
 	root.PersistentFlags().StringVar(&o.managerKey, "manager-keypair", "", "manager's .key_secret certificate (CurveZMQ)")
 	root.PersistentFlags().BoolVar(&o.jsonOut, "json", false, "print JSON instead of tables")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the agent")
-	root.AddCommand(o.pingCmd(), o.infoCmd(), o.createCmd(), o.lsCmd(), o.logsCmd(), o.restartCmd(), o.destroyCmd(), o.cpCmd(), o.imagesCmd())
+	root.AddCommand(o.pingCmd(), o.infoCmd(), o.createCmd(), o.lsCmd(), o.logsCmd(), o.restartCmd(), o.destroyCmd(), o.cpCmd(), o.imagesCmd(), o.pullCmd())
 	return root
 }
 
@@ -564,11 +564,12 @@ func (o *options) imagesCmd() *cobra.Command {
 				fmt.Fprintln(w, "IMAGE\tID\tSERVICE PORTS")
 				for _, i := range imgs {
 					tags := get(i, "tags").([]any)
-					name := "<none>"
-					if len(tags) > 0 {
-						name = str(tags[0])
+					if len(tags) == 0 {
+						tags = []any{"<none>"}
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\n", name, shortID(strings.TrimPrefix(str(get(i, "id")), "sha256:")), str(get(i, "labels", "ai.backend.service-ports")))
+					for _, tag := range tags {
+						fmt.Fprintf(w, "%s\t%s\t%s\n", str(tag), shortID(strings.TrimPrefix(str(get(i, "id")), "sha256:")), str(get(i, "labels", "ai.backend.service-ports")))
+					}
 				}
 			})
 			return nil
@@ -722,4 +723,70 @@ func ExitCode(err error) int {
 		return e.Code
 	}
 	return ExitUsage
+}
+
+// pullCmd pulls an image through the agent (check_and_pull) and draws its
+// byte progress until the background task ends.
+func (o *options) pullCmd() *cobra.Command {
+	var user, password, policy string
+	c := &cobra.Command{
+		Use:   "pull IMAGE",
+		Short: "Pull an image onto the node, with a progress bar",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			img := args[0]
+			reg := strings.SplitN(img, "/", 2)[0]
+			ic := map[string]any{"canonical": img, "auto_pull": policy, "is_local": false,
+				"registry": map[string]any{"name": reg, "url": "https://" + reg, "username": user, "password": password}}
+			v, err := o.call("check_and_pull", []any{map[string]any{img: ic}}, nil)
+			if err != nil {
+				return err
+			}
+			id := str(get(plain(v), img))
+			var last map[string]any
+			for {
+				tv, err := o.call("bai_task", []any{id}, nil)
+				if err != nil {
+					return err
+				}
+				last, _ = plain(tv).(map[string]any)
+				if !o.jsonOut {
+					fmt.Fprintf(cmd.ErrOrStderr(), "\r%s", progressLine(img, last))
+				}
+				if str(last["status"]) != "running" {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if !o.jsonOut {
+				fmt.Fprintln(cmd.ErrOrStderr())
+			}
+			o.print(cmd, last, func(w io.Writer) { fmt.Fprintf(w, "%s: %s\n", str(last["status"]), str(last["message"])) })
+			if str(last["status"]) != "done" {
+				return &Error{Code: ExitFailed, Msg: fmt.Sprintf("pull of %s %s: %s", img, str(last["status"]), str(last["message"]))}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&user, "username", "", "registry user")
+	c.Flags().StringVar(&password, "password", "", "registry password")
+	c.Flags().StringVar(&policy, "policy", "tag", "digest, tag (pull only when missing) or none")
+	return c
+}
+
+func progressLine(img string, t map[string]any) string {
+	cur, _ := t["current"].(int64)
+	tot, _ := t["total"].(int64)
+	const width = 30
+	bar := strings.Repeat(" ", width)
+	pct := 0.0
+	if tot > 0 {
+		pct = float64(cur) / float64(tot)
+		if pct > 1 {
+			pct = 1
+		}
+		n := int(pct * width)
+		bar = strings.Repeat("=", n) + strings.Repeat(" ", width-n)
+	}
+	return fmt.Sprintf("%s [%s] %3.0f%% %s/%s", img, bar, pct*100, units.FormatBinarySize(cur), units.FormatBinarySize(tot))
 }

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -51,6 +52,7 @@ func AgentMethods(s *Server, a *agent.Agent, be backend.Backend) {
 	// calls them).
 	s.Register("bai_status", m.baiStatus)
 	s.Register("bai_images", m.baiImages)
+	s.RegisterInline("bai_task", m.baiTask)
 	for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "start_service", "shutdown_service", "trigger_batch_execution", "ping_kernel"} {
 		s.Register(name, runnerMissing(name))
 	}
@@ -647,4 +649,16 @@ func (m *methods) baiImages(ctx context.Context, _ *Call) (any, error) {
 		out = append(out, map[string]any{"id": i.ID, "tags": tags, "labels": labels})
 	}
 	return out, nil
+}
+
+func (m *methods) baiTask(_ context.Context, c *Call) (any, error) {
+	id, err := m.strArg(c, 0, "task_id")
+	if err != nil {
+		return nil, err
+	}
+	t, ok := m.a.Task(strings.ReplaceAll(id, "-", ""))
+	if !ok {
+		return nil, &PyError{Name: "KeyError", Msg: "no background task " + id}
+	}
+	return map[string]any{"task_id": t.ID, "name": t.Name, "status": string(t.Status), "current": t.Current, "total": t.Total, "message": t.Message}, nil
 }

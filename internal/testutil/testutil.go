@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -263,4 +264,28 @@ func StartRegistry(t testing.TB) string {
 		return resp.StatusCode == 200
 	})
 	return addr
+}
+
+// ImportRandomImage imports an image under ref whose single layer holds
+// size random bytes, so no other local image shares it (a pull of it must
+// really download).
+func ImportRandomImage(t testing.TB, be *docker.Backend, ref string, size int) {
+	t.Helper()
+	data := make([]byte, size)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "blob", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(size)})
+	_, _ = tw.Write(data)
+	_ = tw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := be.Client().ImageImport(ctx, client.ImageImportSource{Source: &buf, SourceName: "-"}, ref, client.ImageImportOptions{Changes: []string{"LABEL ai.backend.kernelspec=1"}})
+	if err != nil {
+		t.Fatalf("import %s: %v", ref, err)
+	}
+	_, _ = io.Copy(io.Discard, res)
+	res.Close()
 }
