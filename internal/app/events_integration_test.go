@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 }
 
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	redis  *testutil.Redis
 	etcd   *testutil.Etcd
 	cfg    string
@@ -50,7 +50,7 @@ type stack struct {
 	vfroot string
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func freePort(t *testing.T) int {
 
 // newStack starts redis-server and etcd, seeds etcd as a manager would,
 // and writes an agent config pointing at them.
-func newStack(t *testing.T, extraAgent string) *stack {
+func newStack(t testing.TB, extraAgent string) *stack {
 	testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
 	s := &stack{t: t, redis: testutil.StartRedis(t), etcd: testutil.StartEtcd(t), root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8]}
@@ -497,4 +497,27 @@ func TestImagePull_Integration(t *testing.T) {
 			t.Fatalf("image_pull_failed: %v", e.Payload)
 		}
 	}
+}
+
+
+// BenchmarkIdleRSSWithControlPlane reports the agent's resident memory when
+// idle but connected to etcd and Redis (heartbeat every second, state
+// writers, the volume subscription), 5 s after it started.
+func BenchmarkIdleRSSWithControlPlane(b *testing.B) {
+	s := newStack(b, "")
+	s.start()
+	time.Sleep(5 * time.Second)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var kb float64
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	for i := 0; i < b.N; i++ {
+	}
+	b.ReportMetric(kb/1024, "MiB-rss")
 }

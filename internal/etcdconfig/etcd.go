@@ -1,61 +1,174 @@
 package etcdconfig
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
-// Client is a namespaced etcd client.
+// Client is a namespaced etcd client. It speaks etcd's v3 JSON gateway
+// (/v3/kv/range, /v3/kv/put; enabled by default in etcd 3.4 and later)
+// over plain HTTP instead of linking the gRPC client: the agent needs a
+// handful of reads and writes, and the gRPC stack would add about 10 MiB
+// to its resident memory.
 type Client struct {
-	cli    *clientv3.Client
-	prefix string
+	http      *http.Client
+	endpoints []string
+	prefix    string
+	user      string
+	password  string
+	mu        sync.Mutex
+	token     string
 }
 
 // Options connect a Client.
 type Options struct {
-	Endpoints []string
+	Endpoints []string // http://host:port
 	Namespace string
 	User      string
 	Password  string
 	Timeout   time.Duration
 }
 
-// Dial connects and checks the connection with a status call.
+// Dial checks that an endpoint answers (and authenticates when a user is
+// given).
 func Dial(ctx context.Context, o Options) (*Client, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   o.Endpoints,
-		DialTimeout: o.Timeout,
-		Username:    o.User,
-		Password:    o.Password,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd %v: %w", o.Endpoints, err)
+	c := &Client{http: &http.Client{Timeout: o.Timeout}, endpoints: o.Endpoints, prefix: "/sorna/" + o.Namespace + "/", user: o.User, password: o.Password}
+	var st struct {
+		Version string `json:"version"`
 	}
-	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	if _, err := cli.Status(sctx, o.Endpoints[0]); err != nil {
-		cli.Close()
+	if err := c.call(ctx, "/v3/maintenance/status", map[string]any{}, &st); err != nil {
 		return nil, fmt.Errorf("etcd %v does not answer: %w", o.Endpoints, err)
 	}
-	return &Client{cli: cli, prefix: "/sorna/" + o.Namespace + "/"}, nil
+	return c, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.cli.Close() }
+// Close releases idle connections.
+func (c *Client) Close() error {
+	c.http.CloseIdleConnections()
+	return nil
+}
+
+func (c *Client) authenticate(ctx context.Context, base string) error {
+	body, _ := json.Marshal(map[string]string{"name": c.user, "password": c.password})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v3/auth/authenticate", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Token string `json:"token"`
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+		return err
+	}
+	if out.Token == "" {
+		return fmt.Errorf("etcd authentication as %q failed: %s", c.user, out.Error)
+	}
+	c.token = out.Token
+	return nil
+}
+
+// call POSTs a gateway request to the first endpoint that answers.
+func (c *Client) call(ctx context.Context, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	var lastErr error
+	for _, ep := range c.endpoints {
+		base := strings.TrimSuffix(ep, "/")
+		if !strings.Contains(base, "://") {
+			base = "http://" + base
+		}
+		c.mu.Lock()
+		if c.user != "" && c.token == "" {
+			if err := c.authenticate(ctx, base); err != nil {
+				c.mu.Unlock()
+				lastErr = err
+				continue
+			}
+		}
+		token := c.token
+		c.mu.Unlock()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", token)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		resp.Body.Close()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			lastErr = fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(data)))
+			continue
+		}
+		return json.Unmarshal(data, out)
+	}
+	return lastErr
+}
+
+type kv struct {
+	Key   []byte `json:"key"`
+	Value []byte `json:"value"`
+}
+
+// rangeEnd is the end of the prefix range of k (k with its last byte + 1).
+func rangeEnd(k string) []byte {
+	b := []byte(k)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return b[:i+1]
+		}
+	}
+	return []byte{0}
+}
+
+func (c *Client) rangeKeys(ctx context.Context, key string, prefix bool) ([]kv, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req := map[string]any{"key": []byte(key)}
+	if prefix {
+		req["range_end"] = rangeEnd(key)
+	}
+	var out struct {
+		Kvs []kv `json:"kvs"`
+	}
+	if err := c.call(ctx, "/v3/kv/range", req, &out); err != nil {
+		return nil, err
+	}
+	return out.Kvs, nil
+}
 
 // key mangles a key the way Backend.AI's AsyncEtcd does: each path
 // component URL-quoted.
@@ -69,31 +182,27 @@ func (c *Client) key(k string) string {
 
 // Get reads one key ("" and false when absent).
 func (c *Client) Get(ctx context.Context, k string) (string, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	res, err := c.cli.Get(ctx, c.key(k))
+	kvs, err := c.rangeKeys(ctx, c.key(k), false)
 	if err != nil {
 		return "", false, fmt.Errorf("etcd get %s: %w", k, err)
 	}
-	if len(res.Kvs) == 0 {
+	if len(kvs) == 0 {
 		return "", false, nil
 	}
-	return string(res.Kvs[0].Value), true, nil
+	return string(kvs[0].Value), true, nil
 }
 
 // GetPrefix reads every key below k as a nested map, the way AsyncEtcd's
 // get_prefix does ("a/b" = 1 and "a/c/d" = 2 become {b: 1, c: {d: 2}}).
 // A key that is both a value and a prefix keeps its value under "".
 func (c *Client) GetPrefix(ctx context.Context, k string) (map[string]any, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	base := c.key(k) + "/"
-	res, err := c.cli.Get(ctx, base, clientv3.WithPrefix())
+	kvs, err := c.rangeKeys(ctx, base, true)
 	if err != nil {
 		return nil, fmt.Errorf("etcd get prefix %s: %w", k, err)
 	}
 	out := map[string]any{}
-	for _, kv := range res.Kvs {
+	for _, kv := range kvs {
 		rest := strings.TrimPrefix(string(kv.Key), base)
 		parts := strings.Split(rest, "/")
 		m := out
@@ -125,7 +234,8 @@ func (c *Client) GetPrefix(ctx context.Context, k string) (map[string]any, error
 func (c *Client) Put(ctx context.Context, k, v string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := c.cli.Put(ctx, c.key(k), v); err != nil {
+	var out map[string]any
+	if err := c.call(ctx, "/v3/kv/put", map[string]any{"key": []byte(c.key(k)), "value": []byte(v)}, &out); err != nil {
 		return fmt.Errorf("etcd put %s: %w", k, err)
 	}
 	return nil
