@@ -1,0 +1,402 @@
+package cgroup
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Mode is the host's cgroup layout.
+type Mode int
+
+// Layouts.
+const (
+	Legacy  Mode = 1 // v1 controllers
+	Hybrid  Mode = 2 // v1 controllers plus an (empty) unified mount
+	Unified Mode = 3 // v2 only
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Legacy:
+		return "v1"
+	case Hybrid:
+		return "hybrid"
+	case Unified:
+		return "v2"
+	}
+	return "unknown"
+}
+
+// FS reads cgroup and proc files under Root ("" means "/").
+type FS struct{ Root string }
+
+func (f FS) path(p string) string { return filepath.Join(f.Root, p) }
+
+func (f FS) read(p string) ([]byte, error) { return os.ReadFile(f.path(p)) }
+
+// Detect returns the host's layout.
+func (f FS) Detect() Mode {
+	if _, err := os.Stat(f.path("/sys/fs/cgroup/cgroup.controllers")); err == nil {
+		return Unified
+	}
+	if _, err := os.Stat(f.path("/sys/fs/cgroup/unified")); err == nil {
+		return Hybrid
+	}
+	return Legacy
+}
+
+// Paths locate one process's cgroups.
+type Paths struct {
+	CPUAcct string // v1
+	Memory  string // v1
+	Blkio   string // v1
+	Pids    string // v1 (for cgroup.procs)
+	V2      string // v2 group (unified hosts)
+}
+
+type mount struct {
+	root, point string
+	opts        []string
+	fstype      string
+}
+
+func (f FS) mounts() ([]mount, error) {
+	b, err := f.read("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []mount
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, x := range fields {
+			if x == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || len(fields) < sep+3 || len(fields) < 5 {
+			continue
+		}
+		fstype := fields[sep+1]
+		if fstype != "cgroup" && fstype != "cgroup2" {
+			continue
+		}
+		out = append(out, mount{root: fields[3], point: fields[4], fstype: fstype, opts: strings.Split(fields[sep+3], ",")})
+	}
+	return out, nil
+}
+
+// PathsFor resolves the cgroups of pid.
+func (f FS) PathsFor(pid int) (Paths, error) {
+	b, err := f.read(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return Paths{}, fmt.Errorf("cgroups of pid %d: %w", pid, err)
+	}
+	ms, err := f.mounts()
+	if err != nil {
+		return Paths{}, err
+	}
+	var p Paths
+	resolve := func(ctrl, rel string, v2 bool) string {
+		for _, m := range ms {
+			if v2 != (m.fstype == "cgroup2") {
+				continue
+			}
+			if !v2 {
+				has := false
+				for _, o := range m.opts {
+					if o == ctrl {
+						has = true
+					}
+				}
+				if !has {
+					continue
+				}
+			}
+			r := rel
+			if m.root != "/" && strings.HasPrefix(r, m.root) {
+				r = strings.TrimPrefix(r, m.root)
+			}
+			return filepath.Join(m.point, r)
+		}
+		return ""
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		ctrls, rel := parts[1], parts[2]
+		if parts[0] == "0" && ctrls == "" {
+			p.V2 = resolve("", rel, true)
+			continue
+		}
+		for _, c := range strings.Split(ctrls, ",") {
+			switch c {
+			case "cpuacct":
+				p.CPUAcct = resolve("cpuacct", rel, false)
+			case "memory":
+				p.Memory = resolve("memory", rel, false)
+			case "blkio":
+				p.Blkio = resolve("blkio", rel, false)
+			case "pids":
+				p.Pids = resolve("pids", rel, false)
+			}
+		}
+	}
+	if p.CPUAcct == "" && p.V2 == "" {
+		return p, fmt.Errorf("no cgroup found for pid %d", pid)
+	}
+	return p, nil
+}
+
+// Sample is one reading of a container's counters.
+type Sample struct {
+	CPUUsec     uint64 // total CPU time, microseconds
+	MemUsage    uint64 // bytes, minus inactive file cache
+	MemLimit    uint64 // 0 = unlimited
+	IORead      uint64 // bytes
+	IOWrite     uint64 // bytes
+	OOMKills    uint64 // v2 memory.events oom_kill; v1 memory.oom_control
+	HasOOMCount bool
+}
+
+// ErrGone means the cgroup disappeared (the container exited).
+var ErrGone = errors.New("cgroup is gone")
+
+func parseUint(b []byte) (uint64, error) {
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+func kv(b []byte) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 {
+			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				out[f[0]] = v
+			}
+		}
+	}
+	return out
+}
+
+// noLimitV1 is what v1 reports for "unlimited" (page-aligned max int64).
+const noLimitV1 = uint64(0x7FFFFFFFFFFFF000)
+
+// Read reads the counters.
+func (f FS) Read(p Paths) (Sample, error) {
+	var s Sample
+	if p.V2 != "" && p.CPUAcct == "" {
+		return f.readV2(p.V2)
+	}
+	b, err := os.ReadFile(filepath.Join(p.CPUAcct, "cpuacct.usage"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return s, ErrGone
+		}
+		return s, err
+	}
+	ns, err := parseUint(b)
+	if err != nil {
+		return s, fmt.Errorf("cpuacct.usage: %w", err)
+	}
+	s.CPUUsec = ns / 1000
+	if b, err = os.ReadFile(filepath.Join(p.Memory, "memory.usage_in_bytes")); err == nil {
+		usage, _ := parseUint(b)
+		st, _ := os.ReadFile(filepath.Join(p.Memory, "memory.stat"))
+		inactive := kv(st)["total_inactive_file"]
+		if inactive < usage {
+			usage -= inactive
+		}
+		s.MemUsage = usage
+	}
+	if b, err = os.ReadFile(filepath.Join(p.Memory, "memory.limit_in_bytes")); err == nil {
+		if l, _ := parseUint(b); l < noLimitV1 {
+			s.MemLimit = l
+		}
+	}
+	if b, err = os.ReadFile(filepath.Join(p.Memory, "memory.oom_control")); err == nil {
+		if v, ok := kv(b)["oom_kill"]; ok {
+			s.OOMKills, s.HasOOMCount = v, true
+		}
+	}
+	if b, err = os.ReadFile(filepath.Join(p.Blkio, "blkio.throttle.io_service_bytes")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 3 {
+				continue
+			}
+			v, _ := strconv.ParseUint(f[2], 10, 64)
+			switch f[1] {
+			case "Read":
+				s.IORead += v
+			case "Write":
+				s.IOWrite += v
+			}
+		}
+	}
+	return s, nil
+}
+
+func (f FS) readV2(dir string) (Sample, error) {
+	var s Sample
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return s, ErrGone
+		}
+		return s, err
+	}
+	s.CPUUsec = kv(b)["usage_usec"]
+	if b, err = os.ReadFile(filepath.Join(dir, "memory.current")); err == nil {
+		usage, _ := parseUint(b)
+		st, _ := os.ReadFile(filepath.Join(dir, "memory.stat"))
+		if inactive := kv(st)["inactive_file"]; inactive < usage {
+			usage -= inactive
+		}
+		s.MemUsage = usage
+	}
+	if b, err = os.ReadFile(filepath.Join(dir, "memory.max")); err == nil {
+		s.MemLimit, _ = parseUint(b)
+	}
+	if b, err = os.ReadFile(filepath.Join(dir, "memory.events")); err == nil {
+		if v, ok := kv(b)["oom_kill"]; ok {
+			s.OOMKills, s.HasOOMCount = v, true
+		}
+	}
+	if b, err = os.ReadFile(filepath.Join(dir, "io.stat")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, f := range strings.Fields(line)[min(1, len(strings.Fields(line))):] {
+				k, v, ok := strings.Cut(f, "=")
+				if !ok {
+					continue
+				}
+				n, _ := strconv.ParseUint(v, 10, 64)
+				switch k {
+				case "rbytes":
+					s.IORead += n
+				case "wbytes":
+					s.IOWrite += n
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+// Procs lists the PIDs in the container's cgroup.
+func (f FS) Procs(p Paths) ([]int, error) {
+	dir := p.Pids
+	if dir == "" {
+		dir = p.CPUAcct
+	}
+	if p.V2 != "" && p.CPUAcct == "" {
+		dir = p.V2
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, l := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(l); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// NetDev sums rx/tx bytes of every interface but lo in pid's network
+// namespace (/proc/<pid>/net/dev).
+func (f FS) NetDev(pid int) (rx, tx uint64, err error) {
+	path := "/proc/net/dev"
+	if pid > 0 {
+		path = fmt.Sprintf("/proc/%d/net/dev", pid)
+	}
+	b, err := f.read(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSpace(name)
+		if name == "lo" {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) < 9 {
+			continue
+		}
+		r, _ := strconv.ParseUint(fields[0], 10, 64)
+		t, _ := strconv.ParseUint(fields[8], 10, 64)
+		rx += r
+		tx += t
+	}
+	return rx, tx, nil
+}
+
+// Proc is one process's counters.
+type Proc struct {
+	Pid     int
+	CPUMsec uint64
+	RSS     uint64
+	IORead  uint64
+	IOWrite uint64
+}
+
+// ReadProc reads /proc/<pid>/stat, status and io.
+func (f FS) ReadProc(pid int) (Proc, error) {
+	p := Proc{Pid: pid}
+	b, err := f.read(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return p, err
+	}
+	// Fields after the command (which may contain spaces) start after ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return p, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	fs := strings.Fields(string(b[i+1:]))
+	if len(fs) > 13 {
+		ut, _ := strconv.ParseUint(fs[11], 10, 64)
+		st, _ := strconv.ParseUint(fs[12], 10, 64)
+		p.CPUMsec = (ut + st) * 10 // USER_HZ = 100
+	}
+	if b, err := f.read(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				if f := strings.Fields(rest); len(f) > 0 {
+					kb, _ := strconv.ParseUint(f[0], 10, 64)
+					p.RSS = kb * 1024
+				}
+			}
+		}
+	}
+	if b, err := f.read(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		m := map[string]uint64{}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if ok {
+				m[k], _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			}
+		}
+		p.IORead, p.IOWrite = m["read_bytes"], m["write_bytes"]
+	}
+	return p, nil
+}
