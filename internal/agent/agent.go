@@ -81,6 +81,20 @@ type Kernel struct {
 
 	cidMu       sync.Mutex
 	containerID string
+	pid         int
+}
+
+// Pid returns the container's main process id on the host (0 if unknown).
+func (k *Kernel) Pid() int {
+	k.cidMu.Lock()
+	defer k.cidMu.Unlock()
+	return k.pid
+}
+
+func (k *Kernel) setPid(pid int) {
+	k.cidMu.Lock()
+	k.pid = pid
+	k.cidMu.Unlock()
 }
 
 // ContainerID returns the kernel's current container id.
@@ -110,6 +124,7 @@ type Agent struct {
 	mounts    vfolder.Policy
 	events    EventSink
 	logs      LogCollector
+	onSync    func(error)
 	sem       chan struct{}
 	bindHost  string
 	stopTime  time.Duration
@@ -144,7 +159,9 @@ type LogCollector interface {
 type Options struct {
 	// Logs, if set, receives each kernel's logs before its container is
 	// removed.
-	Logs    LogCollector
+	Logs LogCollector
+	// OnSync, if set, is called after each sync pass with its error.
+	OnSync  func(error)
 	Config  *config.Config
 	Backend backend.Backend
 	Log     *slog.Logger
@@ -207,6 +224,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		slotTypes: map[resource.SlotName]resource.SlotType{},
 		events:    o.Events,
 		logs:      o.Logs,
+		onSync:    o.OnSync,
 		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
 		kernels:   map[string]*Kernel{},
 		recent:    map[string]kernel.Termination{},
@@ -448,4 +466,12 @@ func (a *Agent) LastTermination(id string) (kernel.Termination, bool) {
 	defer a.recentMu.Unlock()
 	t, ok := a.recent[id]
 	return t, ok
+}
+
+// MarkOOM records that a kernel's cgroup saw an out-of-memory kill, so its
+// termination reports it even when the main process survives a while.
+func (a *Agent) MarkOOM(kernelID string) {
+	if k, ok := a.Kernel(kernelID); ok {
+		k.SetTermination(kernel.Termination{OOMKilled: true})
+	}
 }

@@ -299,6 +299,7 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	if err != nil {
 		return nil, kernelErr(kernelID, err)
 	}
+	k.setPid(ins.Pid)
 	if err := checkPorts(ins, cspec.Ports); err != nil {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: %v", ErrCreationFailed, err))
 	}

@@ -222,6 +222,9 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 	if err := a.be.Start(ctx, cid); err != nil {
 		return fail(fmt.Errorf("%w: %v", ErrCreationFailed, err))
 	}
+	if ins, err := a.be.Inspect(ctx, cid); err == nil {
+		k.setPid(ins.Pid)
+	}
 	k.ClearTermination()
 	if err := k.Transition(kernel.Running, "restarted"); err != nil {
 		return nil, err

@@ -162,3 +162,26 @@ func (a *Agent) HandleVolume(ctx context.Context, mount bool, dirName, fsLocatio
 	}
 	return target, ""
 }
+
+// StatTarget is what the monitor needs to measure a kernel.
+type StatTarget struct {
+	KernelID, SessionID, UserID, ProjectID, ContainerID string
+	Pid                                                 int
+	ScratchDir                                          string
+	ScratchSize                                         int64
+}
+
+// StatTargets lists the running kernels with a known main PID.
+func (a *Agent) StatTargets() []StatTarget {
+	var out []StatTarget
+	for _, k := range a.Kernels() {
+		if k.State() != "running" || k.Pid() <= 0 {
+			continue
+		}
+		out = append(out, StatTarget{
+			KernelID: k.ID, SessionID: k.SessionID, UserID: k.Config.OwnerUserID, ProjectID: k.Config.OwnerProjectID,
+			ContainerID: k.ContainerID(), Pid: k.Pid(), ScratchDir: k.Scratch.Work, ScratchSize: int64(a.cfg.Container.ScratchSize),
+		})
+	}
+	return out
+}

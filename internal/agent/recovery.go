@@ -133,6 +133,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		CreatedAt: c.StartedAt,
 	}
 	k.setContainerID(c.ID)
+	k.setPid(c.Pid)
 	var rec RecoveryData
 	if err := readJSON(filepath.Join(sd.Config, "recovery.json"), &rec); err == nil {
 		k.ImageRef = rec.ImageRef
@@ -321,8 +322,12 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		case <-t.C:
 		case <-a.syncCh:
 		}
-		if err := a.SyncOnce(ctx); err != nil && ctx.Err() == nil {
+		err := a.SyncOnce(ctx)
+		if err != nil && ctx.Err() == nil {
 			a.log.Warn("sync container lifecycles", "error", err)
+		}
+		if a.onSync != nil && ctx.Err() == nil {
+			a.onSync(err)
 		}
 	}
 }

@@ -22,8 +22,11 @@ import (
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
 	"github.com/bai-agent/bai-agent/internal/events"
+	"github.com/bai-agent/bai-agent/internal/metrics"
+	"github.com/bai-agent/bai-agent/internal/monitor"
 	"github.com/bai-agent/bai-agent/internal/rpc"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
+	"github.com/bai-agent/bai-agent/internal/stats"
 )
 
 // ConfigError marks a problem with the configuration (exit status 2).
@@ -163,7 +166,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		state = &events.StateWriter{}
 		logs = stateLogs{state: &state}
 	}
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs})
+	am := metrics.NewAgent()
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnSync: func(err error) {
+		am.SyncTrigger.Inc(cfg.Agent.ID)
+		if err != nil {
+			am.SyncFailure.Inc(cfg.Agent.ID, "SyncError")
+		} else {
+			am.SyncSuccess.Inc(cfg.Agent.ID)
+		}
+	}})
 	if err != nil {
 		return err
 	}
@@ -172,6 +183,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	defer a.Close()
 	srv := rpc.NewServer(log.With("component", "rpc"), a.ID())
+	srv.SetObserver(am)
 	rpc.AgentMethods(srv, a, be)
 	tr, err := zmq.Listen(ctx, log.With("component", "rpc"), cfg.Agent.RPCListenAddr.String(), srv, curve)
 	if err != nil {
@@ -193,6 +205,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			AgentID: a.ID(), Redis: redisOpt, Interval: interval, Legacy: legacy, Log: log.With("component", "heartbeat"),
 			Info: func() map[string]any {
 				return a.AgentInfo(agent.InfoOptions{Addr: "tcp://" + advertised.String(), PublicKey: pub, Legacy: legacy})
+			},
+			OnSent: func() {
+				am.Heartbeat.Inc(a.ID())
+				st := prod.Stats()
+				am.OutboxPendingBytes.Set(float64(st.PendingBytes), a.ID())
 			},
 		})
 		defer hb.Close()
@@ -229,13 +246,49 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Warn("etcd registration", "error", err)
 		}
 	}
+	if cfg.Container.StatsType == "docker" {
+		log.Warn("container.stats-type = docker is not implemented; statistics are read from cgroups")
+	}
+	checks := []metrics.Check{{Name: "docker", Group: "container", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
+	if redisOpt != nil {
+		ro := *redisOpt
+		rc := redis.NewClient(&ro)
+		defer rc.Close()
+		checks = append(checks, metrics.Check{Name: "redis", Group: "valkey", Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
+		checks = append(checks, metrics.Check{Name: "etcd", Group: "etcd", Probe: func(ctx context.Context) error { _, _, err := ec.Get(ctx, "config/redis/addr"); return err }})
+	}
+	var cert, key string
+	if cfg.Agent.SSLEnabled {
+		cert, key = cfg.Agent.SSLCert, cfg.Agent.SSLKey
+	}
+	hs, err := metrics.Start(am.Reg, metrics.Options{Addr: cfg.Agent.InternalAddr.String(), TLSCert: cert, TLSKey: key, Version: agent.Version, Checks: checks, Log: log.With("component", "http")})
+	if err != nil {
+		return err
+	}
+	defer hs.Close()
+	um := cfg.Agent.UtilizationMetric
+	sec := func(d config.Duration) time.Duration { return time.Duration(float64(d) * float64(time.Second)) }
+	mon := monitor.Start(monitor.Options{
+		AgentID: a.ID(), Collector: stats.NewCollector(), Metrics: am, Redis: redisOpt, Log: log.With("component", "stats"),
+		Targets: func() []stats.Target {
+			var out []stats.Target
+			for _, t := range a.StatTargets() {
+				out = append(out, stats.Target(t))
+			}
+			return out
+		},
+		NodeInterval: sec(um.Node.Interval), ContainerInterval: sec(um.Container.Interval), ProcessInterval: sec(um.Process.Interval),
+		NodeEnabled: um.Node.Enable, ContainerEnabled: um.Container.Enable, ProcessEnabled: um.Process.Enable,
+		OnOOM: a.MarkOOM,
+	})
+	defer mon.Close()
 	slots := a.Allocator().Available()
 	auth := "none"
 	if curve != nil {
 		auth = "curve (public key " + curve.AgentPublic + ")"
 	}
 	log.Info("agent started", "agent_id", a.ID(), "rpc", "tcp://"+tr.Addr(), "rpc_auth", auth, "control_plane", cfg.Agent.ControlPlane, "version", agent.Version,
-		"cpu", slots["cpu"].String(), "mem", slots["mem"].String(), "kernels", len(a.Kernels()))
+		"internal_http", hs.Addr(), "cpu", slots["cpu"].String(), "mem", slots["mem"].String(), "kernels", len(a.Kernels()))
 	<-ctx.Done()
 	log.Info("agent stopping; kernels keep running")
 	return nil

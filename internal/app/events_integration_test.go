@@ -79,6 +79,7 @@ addr = %q
 backend = "docker"
 id = %q
 rpc-listen-addr = %q
+internal-addr = "127.0.0.1:0"
 var-base-path = %q
 mount-path = %q
 %s
@@ -498,7 +499,6 @@ func TestImagePull_Integration(t *testing.T) {
 		}
 	}
 }
-
 
 // BenchmarkIdleRSSWithControlPlane reports the agent's resident memory when
 // idle but connected to etcd and Redis (heartbeat every second, state

@@ -23,6 +23,8 @@ type HeartbeatOptions struct {
 	Info   func() map[string]any
 	Legacy bool
 	Log    *slog.Logger
+	// OnSent, if set, is called after each delivered beat.
+	OnSent func()
 }
 
 // Heartbeat sends agent_heartbeat on its own goroutine and connection.
@@ -123,5 +125,8 @@ func (h *Heartbeat) beat(ctx context.Context) (err error) {
 	}
 	h.sent.Add(1)
 	h.lastOK.Store(time.Now().UnixNano())
+	if h.o.OnSent != nil {
+		h.o.OnSent()
+	}
 	return nil
 }

@@ -1,0 +1,78 @@
+package metrics
+
+import "time"
+
+// RPCBuckets are the request-duration buckets in seconds.
+var RPCBuckets = []float64{0.001, 0.01, 0.1, 1, 10, 30, 60}
+
+// Agent is the agent's metric table, with Backend.AI's names and labels.
+type Agent struct {
+	Reg *Registry
+
+	RPCRequests        *Family
+	RPCFailures        *Family
+	RPCDuration        *Family
+	Container          *Family
+	Device             *Family
+	Process            *Family
+	SyncTrigger        *Family
+	SyncSuccess        *Family
+	SyncFailure        *Family
+	StatTrigger        *Family
+	StatSuccess        *Family
+	StatFailure        *Family
+	StatDuration       *Family
+	Heartbeat          *Family
+	AgentCPU           *Family
+	AgentMem           *Family
+	AgentGPU           *Family
+	KernelCount        *Family
+	OOMKills           *Family
+	OutboxPendingBytes *Family
+	OutboxDropped      *Family
+}
+
+// NewAgent registers the table on a fresh registry.
+func NewAgent() *Agent {
+	r := NewRegistry()
+	return &Agent{
+		Reg:                r,
+		RPCRequests:        r.NewCounter("backendai_rpc_requests", "Number of RPC requests handled.", "method"),
+		RPCFailures:        r.NewCounter("backendai_rpc_failure_requests", "Number of RPC requests that failed.", "method", "exception"),
+		RPCDuration:        r.NewHistogram("backendai_rpc_request_duration_seconds", "Duration of RPC requests.", RPCBuckets, "method"),
+		Container:          r.NewGauge("backendai_container_utilization", "Container utilization metrics.", "container_metric_name", "agent_id", "kernel_id", "session_id", "user_id", "project_id", "value_type"),
+		Device:             r.NewGauge("backendai_device_utilization", "Device utilization metrics.", "device_metric_name", "agent_id", "device_id", "value_type"),
+		Process:            r.NewGauge("backendai_process_utilization", "Process utilization metrics.", "process_metric_name", "agent_id", "kernel_id", "session_id", "user_id", "project_id", "container_id", "pid", "value_type"),
+		SyncTrigger:        r.NewCounter("backendai_sync_container_lifecycle_trigger_count", "Number of container lifecycle sync passes started.", "agent_id"),
+		SyncSuccess:        r.NewCounter("backendai_sync_container_lifecycle_success_count", "Number of container lifecycle sync passes that succeeded.", "agent_id"),
+		SyncFailure:        r.NewCounter("backendai_sync_container_lifecycle_failure_count", "Number of container lifecycle sync passes that failed.", "agent_id", "exception"),
+		StatTrigger:        r.NewCounter("backendai_stat_task_trigger_count", "Number of stat collection tasks started.", "agent_id", "stat_scope"),
+		StatSuccess:        r.NewCounter("backendai_stat_task_success_count", "Number of stat collection tasks that succeeded.", "agent_id", "stat_scope"),
+		StatFailure:        r.NewCounter("backendai_stat_task_failure_count", "Number of stat collection tasks that failed.", "agent_id", "stat_scope", "exception"),
+		StatDuration:       r.NewHistogram("backendai_stat_task_duration_sec", "Duration of stat collection tasks in seconds.", []float64{0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10}, "agent_id", "stat_scope"),
+		Heartbeat:          r.NewCounter("backendai_agent_heartbeat", "Number of heartbeats delivered.", "agent_id"),
+		AgentCPU:           r.NewGauge("backendai_agent_cpu_usage", "CPU used by the agent process, in percent of one core.", "agent_id"),
+		AgentMem:           r.NewGauge("backendai_agent_mem_usage", "Resident memory of the agent process, in bytes.", "agent_id"),
+		AgentGPU:           r.NewGauge("backendai_agent_gpu_usage", "GPU memory used by the agent process, in bytes.", "agent_id"),
+		KernelCount:        r.NewGauge("backendai_kernel_count", "Number of kernels on this agent.", "agent_id"),
+		OOMKills:           r.NewCounter("backendai_container_oom_kills", "Number of out-of-memory kills seen in kernel containers.", "agent_id", "kernel_id"),
+		OutboxPendingBytes: r.NewGauge("backendai_event_outbox_pending_bytes", "Bytes of events waiting in the on-disk outbox for Redis.", "agent_id"),
+		OutboxDropped:      r.NewCounter("backendai_event_outbox_dropped", "Number of events dropped because the outbox was full.", "agent_id"),
+	}
+}
+
+// Observe implements the RPC server's observer.
+func (a *Agent) Observe(method, exception string, d time.Duration) {
+	a.RPCRequests.Inc(method)
+	a.RPCDuration.Observe(d.Seconds(), method)
+	if exception != "" {
+		a.RPCFailures.Inc(method, exception)
+	}
+}
+
+// ForgetKernel removes every series of a gone kernel.
+func (a *Agent) ForgetKernel(kernelID string) {
+	a.Container.DeleteMatching("kernel_id", kernelID)
+	a.Process.DeleteMatching("kernel_id", kernelID)
+	a.OOMKills.DeleteMatching("kernel_id", kernelID)
+}

@@ -1,0 +1,427 @@
+package stats
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/bai-agent/bai-agent/internal/cgroup"
+)
+
+// Target is one kernel to measure.
+type Target struct {
+	KernelID    string
+	SessionID   string
+	UserID      string
+	ProjectID   string
+	ContainerID string
+	Pid         int
+	ScratchDir  string
+	ScratchSize int64
+}
+
+// KernelSnapshot is the serialized metrics of one kernel.
+type KernelSnapshot struct {
+	Target  Target
+	Metrics map[string]map[string]any
+	// Procs maps pid to its serialized metrics.
+	Procs map[int]map[string]map[string]any
+}
+
+type kernelState struct {
+	target   Target
+	paths    cgroup.Paths
+	pathsPid int
+	metrics  map[string]*Metric
+	procs    map[int]map[string]*Metric
+	inflight bool
+	readOnce bool
+	oomKills uint64
+}
+
+// Collector owns the per-kernel and node metric state.
+type Collector struct {
+	FS       cgroup.FS
+	Deadline time.Duration // per container read
+	Now      func() time.Time
+
+	mu      sync.Mutex // guards the maps; never held across I/O
+	kernels map[string]*kernelState
+	node    map[string]*Metric
+	cores   map[string]*Metric
+	nodeAt  time.Time
+}
+
+// NewCollector returns a collector with a 2 s per-container deadline.
+func NewCollector() *Collector {
+	return &Collector{Deadline: 2 * time.Second, Now: time.Now, kernels: map[string]*kernelState{}, node: map[string]*Metric{}, cores: map[string]*Metric{}}
+}
+
+// CycleResult tells what one container cycle did.
+type CycleResult struct {
+	Collected int
+	Skipped   int // still stuck from an earlier cycle
+	TimedOut  int // did not finish within the deadline this cycle
+	Failed    int
+	Gone      []string // kernels whose series must be removed
+	OOMKilled []string // kernels with a new OOM kill since the last cycle
+}
+
+func dec(v uint64) decimal.Decimal { return decimal.NewFromUint64(v) }
+
+func newMetric(d Def, capacity *decimal.Decimal) *Metric { return &Metric{Def: d, Capacity: capacity} }
+
+// CollectContainers reads every target in parallel, each under the
+// deadline, and forgets kernels no longer listed.
+func (c *Collector) CollectContainers(ctx context.Context, targets []Target) CycleResult {
+	var res CycleResult
+	live := map[string]bool{}
+	type job struct {
+		st *kernelState
+		t  Target
+	}
+	var jobs []job
+	c.mu.Lock()
+	for _, t := range targets {
+		live[t.KernelID] = true
+		st, ok := c.kernels[t.KernelID]
+		if !ok || st.target.ContainerID != t.ContainerID {
+			st = &kernelState{target: t, metrics: map[string]*Metric{}, procs: map[int]map[string]*Metric{}}
+			c.kernels[t.KernelID] = st
+		}
+		st.target = t
+		if st.inflight {
+			res.Skipped++
+			continue
+		}
+		st.inflight = true
+		jobs = append(jobs, job{st, t})
+	}
+	for id := range c.kernels {
+		if !live[id] {
+			delete(c.kernels, id)
+			res.Gone = append(res.Gone, id)
+		}
+	}
+	c.mu.Unlock()
+
+	type outcome struct {
+		id  string
+		err error
+		oom bool
+	}
+	done := make(chan outcome, len(jobs))
+	for _, j := range jobs {
+		go func(j job) {
+			err, oom := c.readKernel(j.st, j.t)
+			c.mu.Lock()
+			j.st.inflight = false
+			c.mu.Unlock()
+			done <- outcome{j.t.KernelID, err, oom}
+		}(j)
+	}
+	timer := time.NewTimer(c.Deadline)
+	defer timer.Stop()
+	for pending := len(jobs); pending > 0; pending-- {
+		select {
+		case o := <-done:
+			if o.err != nil {
+				res.Failed++
+			} else {
+				res.Collected++
+			}
+			if o.oom {
+				res.OOMKilled = append(res.OOMKilled, o.id)
+			}
+		case <-timer.C:
+			res.TimedOut += pending
+			return res
+		case <-ctx.Done():
+			res.TimedOut += pending
+			return res
+		}
+	}
+	return res
+}
+
+// readKernel does the I/O of one kernel and updates its metrics. It runs
+// on its own goroutine; it may outlive the cycle that started it.
+func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
+	now := c.Now()
+	if st.pathsPid != t.Pid || (st.paths == cgroup.Paths{}) {
+		p, err := c.FS.PathsFor(t.Pid)
+		if err != nil {
+			return err, false
+		}
+		st.paths, st.pathsPid = p, t.Pid
+	}
+	s, err := c.FS.Read(st.paths)
+	if err != nil {
+		if errors.Is(err, cgroup.ErrGone) {
+			st.paths = cgroup.Paths{}
+		}
+		return err, false
+	}
+	rx, tx, nerr := c.FS.NetDev(t.Pid)
+	scratch := scratchUsage(t.ScratchDir)
+	var procs []cgroup.Proc
+	if pids, err := c.FS.Procs(st.paths); err == nil {
+		if len(pids) > 2000 {
+			pids = pids[:2000] // bound the work for process bombs
+		}
+		for _, pid := range pids {
+			if p, err := c.FS.ReadProc(pid); err == nil {
+				procs = append(procs, p)
+			}
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	get := func(d Def, capacity *decimal.Decimal) *Metric {
+		m, ok := st.metrics[d.Key]
+		if !ok {
+			m = newMetric(d, capacity)
+			st.metrics[d.Key] = m
+		}
+		if capacity != nil {
+			m.Capacity = capacity
+		}
+		return m
+	}
+	cpuMsec := dec(s.CPUUsec).Div(decimal.NewFromInt(1000))
+	oneCore := decimal.NewFromInt(1000)
+	util := get(Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}, Current: CurrentRate}, &oneCore)
+	util.Stats.Update(cpuMsec, now)
+	get(DefCPUUsed, nil).Stats.Update(cpuMsec, now)
+	var memCap *decimal.Decimal
+	if s.MemLimit > 0 {
+		v := dec(s.MemLimit)
+		memCap = &v
+	}
+	get(DefMem, memCap).Stats.Update(dec(s.MemUsage), now)
+	get(DefIORead, nil).Stats.Update(dec(s.IORead), now)
+	get(DefIOWrite, nil).Stats.Update(dec(s.IOWrite), now)
+	if nerr == nil {
+		get(DefNetRx, nil).Stats.Update(dec(rx), now)
+		get(DefNetTx, nil).Stats.Update(dec(tx), now)
+	}
+	var scap *decimal.Decimal
+	if t.ScratchSize > 0 {
+		v := decimal.NewFromInt(t.ScratchSize)
+		scap = &v
+	}
+	get(DefIOScratchSize, scap).Stats.Update(dec(scratch), now)
+	seen := map[int]bool{}
+	for _, p := range procs {
+		seen[p.Pid] = true
+		pm, ok := st.procs[p.Pid]
+		if !ok {
+			pm = map[string]*Metric{
+				"cpu_util": newMetric(Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}, Current: CurrentRate}, &oneCore),
+				"cpu_used": newMetric(DefCPUUsed, nil),
+				"mem":      newMetric(DefMem, nil),
+				"io_read":  newMetric(DefIORead, nil),
+				"io_write": newMetric(DefIOWrite, nil),
+			}
+			st.procs[p.Pid] = pm
+		}
+		pm["cpu_util"].Stats.Update(dec(p.CPUMsec), now)
+		pm["cpu_used"].Stats.Update(dec(p.CPUMsec), now)
+		pm["mem"].Stats.Update(dec(p.RSS), now)
+		pm["io_read"].Stats.Update(dec(p.IORead), now)
+		pm["io_write"].Stats.Update(dec(p.IOWrite), now)
+	}
+	for pid := range st.procs {
+		if !seen[pid] {
+			delete(st.procs, pid) // dead processes are pruned
+		}
+	}
+	oom := false
+	if s.HasOOMCount {
+		oom = st.readOnce && s.OOMKills > st.oomKills
+		st.oomKills = s.OOMKills
+	}
+	st.readOnce = true
+	return nil, oom
+}
+
+// scratchUsage is the bytes used under dir: statfs for a dedicated mount
+// (hostfile, memory), otherwise a bounded walk.
+func scratchUsage(dir string) uint64 {
+	if dir == "" {
+		return 0
+	}
+	var st, parent syscall.Statfs_t
+	if syscall.Statfs(dir, &st) == nil && syscall.Statfs(filepath.Dir(dir), &parent) == nil && st.Fsid != parent.Fsid {
+		return (st.Blocks - st.Bfree) * uint64(st.Bsize)
+	}
+	var total uint64
+	n := 0
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		n++
+		if n > 100000 {
+			return filepath.SkipAll
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				if s, ok := info.Sys().(*syscall.Stat_t); ok {
+					total += uint64(s.Blocks) * 512
+				}
+			}
+		}
+		return nil
+	})
+	return total
+}
+
+// Snapshot serializes every kernel's metrics.
+func (c *Collector) Snapshot() []KernelSnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]KernelSnapshot, 0, len(c.kernels))
+	for _, st := range c.kernels {
+		ks := KernelSnapshot{Target: st.target, Metrics: map[string]map[string]any{}, Procs: map[int]map[string]map[string]any{}}
+		for k, m := range st.metrics {
+			ks.Metrics[k] = m.Value()
+		}
+		for pid, pm := range st.procs {
+			mm := map[string]map[string]any{}
+			for k, m := range pm {
+				mm[k] = m.Value()
+			}
+			ks.Procs[pid] = mm
+		}
+		out = append(out, ks)
+	}
+	return out
+}
+
+// NodeSnapshot is the node key's content.
+type NodeSnapshot struct {
+	Node    map[string]map[string]any
+	Devices map[string]map[string]map[string]any
+}
+
+// CollectNode reads /proc/stat, /proc/meminfo, mounted disks and the
+// host's network counters.
+func (c *Collector) CollectNode(interval time.Duration) error {
+	now := c.Now()
+	statB, err := os.ReadFile(c.FS.Root + "/proc/stat")
+	if err != nil {
+		return err
+	}
+	perCore := map[string]decimal.Decimal{}
+	total := decimal.Zero
+	for _, line := range strings.Split(string(statB), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		user, _ := strconv.ParseUint(f[1], 10, 64)
+		sys, _ := strconv.ParseUint(f[3], 10, 64)
+		ms := dec((user + sys) * 10)
+		perCore[strings.TrimPrefix(f[0], "cpu")] = ms
+		total = total.Add(ms)
+	}
+	memB, err := os.ReadFile(c.FS.Root + "/proc/meminfo")
+	if err != nil {
+		return err
+	}
+	mi := map[string]uint64{}
+	for _, line := range strings.Split(string(memB), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseUint(f[0], 10, 64)
+				mi[k] = n * 1024
+			}
+		}
+	}
+	diskUsed, diskCap := diskUsage(c.FS.Root)
+	rx, tx, _ := c.FS.NetDev(0)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ivl := decimal.NewFromInt(interval.Milliseconds())
+	get := func(m map[string]*Metric, key string, d Def, capacity *decimal.Decimal) *Metric {
+		x, ok := m[key]
+		if !ok {
+			x = newMetric(d, capacity)
+			m[key] = x
+		}
+		if capacity != nil {
+			x.Capacity = capacity
+		}
+		return x
+	}
+	cpuDef := Def{Key: "cpu_util", Unit: "msec", Filter: []string{"avg", "max"}, Current: CurrentDiff}
+	get(c.node, "cpu_util", cpuDef, &ivl).Stats.Update(total, now)
+	for core, v := range perCore {
+		get(c.cores, core, cpuDef, &ivl).Stats.Update(v, now)
+	}
+	memTotal := dec(mi["MemTotal"])
+	get(c.node, "mem", DefMem, &memTotal).Stats.Update(dec(mi["MemTotal"]-mi["MemAvailable"]), now)
+	dcap := dec(diskCap)
+	get(c.node, "disk", DefDisk, &dcap).Stats.Update(dec(diskUsed), now)
+	get(c.node, "net_rx", DefNetRx, nil).Stats.Update(dec(rx), now)
+	get(c.node, "net_tx", DefNetTx, nil).Stats.Update(dec(tx), now)
+	c.nodeAt = now
+	return nil
+}
+
+// NodeSnapshot serializes the node metrics.
+func (c *Collector) NodeSnapshot() NodeSnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ns := NodeSnapshot{Node: map[string]map[string]any{}, Devices: map[string]map[string]map[string]any{"cpu_util": {}}}
+	for k, m := range c.node {
+		ns.Node[k] = m.Value()
+	}
+	for core, m := range c.cores {
+		ns.Devices["cpu_util"][core] = m.Value()
+	}
+	return ns
+}
+
+var pseudoFS = map[string]bool{
+	"proc": true, "sysfs": true, "tmpfs": true, "devtmpfs": true, "devpts": true, "cgroup": true, "cgroup2": true,
+	"overlay": true, "fuse.fuse-overlayfs": true, "mqueue": true, "debugfs": true, "tracefs": true, "securityfs": true,
+	"pstore": true, "bpf": true, "hugetlbfs": true, "autofs": true, "binfmt_misc": true, "configfs": true, "fusectl": true,
+	"nsfs": true, "squashfs": true, "ramfs": true, "rpc_pipefs": true, "nfsd": true,
+}
+
+// diskUsage sums used and total bytes over real, distinct block-device
+// filesystems (pseudo filesystems and Docker's own storage excluded).
+func diskUsage(root string) (used, capacity uint64) {
+	b, err := os.ReadFile(root + "/proc/self/mounts")
+	if err != nil {
+		return 0, 0
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || pseudoFS[f[2]] || !strings.HasPrefix(f[0], "/dev/") || strings.HasPrefix(f[1], "/var/lib/docker") || seen[f[0]] {
+			continue
+		}
+		seen[f[0]] = true
+		var st syscall.Statfs_t
+		if syscall.Statfs(f[1], &st) != nil {
+			continue
+		}
+		capacity += st.Blocks * uint64(st.Bsize)
+		used += (st.Blocks - st.Bfree) * uint64(st.Bsize)
+	}
+	return used, capacity
+}
