@@ -48,6 +48,7 @@ type stack struct {
 	logf   *os.File
 	rdb    *redis.Client
 	vfroot string
+	env    []string
 }
 
 func freePort(t testing.TB) int {
@@ -103,6 +104,13 @@ heartbeat-interval = 1.0
 	t.Cleanup(func() {
 		s.kill()
 		s.rdb.Close()
+		// No kernel of this agent outlives the test, whatever failed.
+		be := testutil.RequireDocker(t)
+		if list, err := be.List(context.Background(), map[string]string{"ai.backend.owner": s.id}); err == nil {
+			for _, c := range list {
+				_ = be.Remove(context.Background(), c.ID)
+			}
+		}
 		if t.Failed() && s.logf != nil {
 			b, _ := os.ReadFile(s.logf.Name())
 			t.Logf("agent log:\n%s", b)
@@ -118,6 +126,7 @@ heartbeat-interval = 1.0
 func (s *stack) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(agentBin, "start-server", "-f", s.cfg)
+	s.cmd.Env = append(os.Environ(), s.env...)
 	if s.logf == nil {
 		s.logf, _ = os.Create(filepath.Join(s.root, "agent.log"))
 	}

@@ -45,7 +45,12 @@ type kernelState struct {
 	procs    map[int]map[string]*Metric
 	inflight bool
 	readOnce bool
-	oomKills uint64
+	// Per-process I/O, for hosts whose blkio controller accounts nothing
+	// (buffered writes on cgroup v1, some virtual disks): counters of
+	// processes seen alive, plus the last counters of those that exited.
+	procIO            map[int][2]uint64
+	deadRead, deadWrt uint64
+	oomKills          uint64
 }
 
 // Collector owns the per-kernel and node metric state.
@@ -208,8 +213,6 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 		memCap = &v
 	}
 	get(DefMem, memCap).Stats.Update(dec(s.MemUsage), now)
-	get(DefIORead, nil).Stats.Update(dec(s.IORead), now)
-	get(DefIOWrite, nil).Stats.Update(dec(s.IOWrite), now)
 	if nerr == nil {
 		get(DefNetRx, nil).Stats.Update(dec(rx), now)
 		get(DefNetTx, nil).Stats.Update(dec(tx), now)
@@ -220,6 +223,29 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 		scap = &v
 	}
 	get(DefIOScratchSize, scap).Stats.Update(dec(scratch), now)
+	if st.procIO == nil {
+		st.procIO = map[int][2]uint64{}
+	}
+	var liveRead, liveWrite uint64
+	alive := map[int]bool{}
+	for _, p := range procs {
+		alive[p.Pid] = true
+		st.procIO[p.Pid] = [2]uint64{p.IORead, p.IOWrite}
+		liveRead += p.IORead
+		liveWrite += p.IOWrite
+	}
+	for pid, io := range st.procIO {
+		if !alive[pid] {
+			st.deadRead += io[0]
+			st.deadWrt += io[1]
+			delete(st.procIO, pid)
+		}
+	}
+	if s.IORead == 0 && s.IOWrite == 0 {
+		s.IORead, s.IOWrite = liveRead+st.deadRead, liveWrite+st.deadWrt
+	}
+	get(DefIORead, nil).Stats.Update(dec(s.IORead), now)
+	get(DefIOWrite, nil).Stats.Update(dec(s.IOWrite), now)
 	seen := map[int]bool{}
 	for _, p := range procs {
 		seen[p.Pid] = true

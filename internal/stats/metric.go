@@ -174,13 +174,15 @@ func (m *Metric) Value() map[string]any {
 
 // Metric definitions, as the Python agent declares them.
 var (
-	DefCPUUtil       = Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}}
-	DefCPUUsed       = Def{Key: "cpu_used", Unit: "msec", Filter: []string{"diff"}}
-	DefMem           = Def{Key: "mem", Unit: "bytes", Filter: []string{"max"}}
-	DefIORead        = Def{Key: "io_read", Unit: "bytes", Filter: []string{"rate"}}
-	DefIOWrite       = Def{Key: "io_write", Unit: "bytes", Filter: []string{"rate"}}
-	DefNetRx         = Def{Key: "net_rx", Unit: "bps", Current: CurrentRate}
-	DefNetTx         = Def{Key: "net_tx", Unit: "bps", Current: CurrentRate}
+	DefCPUUtil = Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}}
+	DefCPUUsed = Def{Key: "cpu_used", Unit: "msec", Filter: []string{"diff"}}
+	DefMem     = Def{Key: "mem", Unit: "bytes", Filter: []string{"max"}}
+	DefIORead  = Def{Key: "io_read", Unit: "bytes", Filter: []string{"rate"}}
+	DefIOWrite = Def{Key: "io_write", Unit: "bytes", Filter: []string{"rate"}}
+	// Network counters report the rate as current; stats.max is the
+	// largest cumulative counter seen, i.e. the bytes moved so far.
+	DefNetRx         = Def{Key: "net_rx", Unit: "bps", Filter: []string{"max"}, Current: CurrentRate}
+	DefNetTx         = Def{Key: "net_tx", Unit: "bps", Filter: []string{"max"}, Current: CurrentRate}
 	DefIOScratchSize = Def{Key: "io_scratch_size", Unit: "bytes", Filter: []string{"max"}}
 	DefDisk          = Def{Key: "disk", Unit: "bytes"}
 )

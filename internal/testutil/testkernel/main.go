@@ -13,10 +13,12 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -47,10 +49,71 @@ func main() {
 		shmhog(envInt("SHMHOG_MB", 128))
 	case "exit":
 		os.Exit(envInt("EXIT_CODE", 3))
+	case "write":
+		// Write WRITE_MB MiB to /home/work and keep the process alive so
+		// its I/O counters stay readable.
+		f, err := os.Create("/home/work/written.bin")
+		if err == nil {
+			buf := make([]byte, 1<<20)
+			for i := 0; i < envInt("WRITE_MB", 16); i++ {
+				_, _ = f.Write(buf)
+			}
+			_ = f.Sync()
+			f.Close()
+			fmt.Println("written")
+		}
+		waitSignal()
+	case "spin":
+		// Burn one core until stopped.
+		go func() {
+			x := 0
+			for {
+				x++
+			}
+		}()
+		waitSignal()
+	case "netsend":
+		netsend(envInt("NET_PORT", 0), envInt("NET_BYTES", 1<<20))
+		waitSignal()
 	default:
 		fmt.Println("testkernel ready")
 		waitSignal()
 	}
+}
+
+// netsend sends n bytes to port on the default gateway (the host side of
+// the Docker bridge), found in /proc/net/route.
+func netsend(port, n int) {
+	b, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	var gw string
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[1] == "00000000" {
+			v, _ := strconv.ParseUint(f[2], 16, 32)
+			gw = fmt.Sprintf("%d.%d.%d.%d", byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+		}
+	}
+	conn, err := net.Dial("tcp", net.JoinHostPort(gw, strconv.Itoa(port)))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	buf := make([]byte, 64<<10)
+	for sent := 0; sent < n; {
+		k := min(len(buf), n-sent)
+		w, err := conn.Write(buf[:k])
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		sent += w
+	}
+	conn.Close()
+	fmt.Println("sent", n)
 }
 
 func waitSignal() {

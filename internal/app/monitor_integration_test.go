@@ -1,0 +1,216 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bai-agent/bai-agent/internal/testutil"
+	"github.com/bai-agent/bai-agent/internal/wire"
+	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
+)
+
+const fastStats = `[agent.utilization-metric.node]
+interval = 1
+[agent.utilization-metric.container]
+interval = 1
+[agent.utilization-metric.process]
+interval = 1`
+
+func (s *stack) internalAddr() string {
+	s.t.Helper()
+	var addr string
+	re := regexp.MustCompile(`internal_http=(\S+)`)
+	testutil.Eventually(s.t, 10*time.Second, "internal http address in the log", func() bool {
+		b, _ := os.ReadFile(s.logf.Name())
+		if m := re.FindSubmatch(b); m != nil {
+			addr = string(m[1])
+			return true
+		}
+		return false
+	})
+	return addr
+}
+
+func (s *stack) createWith(img string, args ...string) string {
+	s.t.Helper()
+	var res []map[string]any
+	out := s.ctl(append([]string{"--json", "create", "--image", img}, args...)...)
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		s.t.Fatalf("create: %v %s", err, out)
+	}
+	return res[0]["id"].(string)
+}
+
+func kernelStats(t *testing.T, rdb *redis.Client, kid string) map[string]map[string]string {
+	t.Helper()
+	b, err := rdb.Get(context.Background(), kid).Bytes()
+	if err != nil {
+		return nil
+	}
+	v, err := wire.Decode(b)
+	if err != nil {
+		t.Fatalf("stat key of %s is not msgpack: %v", kid, err)
+	}
+	out := map[string]map[string]string{}
+	for _, kv := range v.(msgpack.Map) {
+		mv := map[string]string{}
+		for _, x := range kv.Val.(msgpack.Map) {
+			mv[x.Key.(string)] = fmt.Sprint(x.Val)
+		}
+		out[kv.Key.(string)] = mv
+	}
+	return out
+}
+
+func num(t *testing.T, s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatalf("%q is not a number", s)
+	}
+	return f
+}
+
+// Known loads, measured through the Redis stat keys and /metrics.
+func TestMonitoringKnownLoads_Integration(t *testing.T) {
+	img := testutil.TestImage(t)
+	s := newStack(t, "")
+	cfg, _ := os.ReadFile(s.cfg)
+	if err := os.WriteFile(s.cfg, append(cfg, []byte("\n"+fastStats+"\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A sink on the host for the container's traffic.
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	s.env = []string{"BACKEND_CPU_OVERCOMMIT_FACTOR=4"}
+	s.start()
+	spin := s.createWith(img, "--cpu", "1", "--mem", "128m", "--env", "TEST_MODE=spin")
+	hog := s.createWith(img, "--cpu", "1", "--mem", "256m", "--env", "TEST_MODE=memhog", "--env", "MEMHOG_MB=96")
+	writer := s.createWith(img, "--cpu", "1", "--mem", "128m", "--env", "TEST_MODE=write", "--env", "WRITE_MB=24")
+	sender := s.createWith(img, "--cpu", "1", "--mem", "128m", "--env", "TEST_MODE=netsend", "--env", "NET_BYTES=8388608", "--env", fmt.Sprintf("NET_PORT=%d", port))
+	rdb := redis.NewClient(&redis.Options{Addr: s.redis.Addr, DB: 0})
+	defer rdb.Close()
+	check := func(kid, metric, field string, lo, hi float64) {
+		t.Helper()
+		var last string
+		ok := false
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			st := kernelStats(t, rdb, kid)
+			if mv, found := st[metric]; found {
+				last = mv[field]
+				if v := num(t, last); v >= lo && v <= hi {
+					ok = true
+					break
+				}
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		if !ok {
+			t.Errorf("%s %s.%s = %s, want within [%g, %g]", kid[:8], metric, field, last, lo, hi)
+		}
+	}
+	check(spin, "cpu_util", "pct", 60, 130) // one busy core
+	check(hog, "mem", "current", 96<<20, (96+48)<<20)
+	check(writer, "io_write", "current", 24<<20, 26<<20)
+	// net_tx's current value is a rate; stats.max is the bytes sent.
+	check(sender, "net_tx", "stats.max", 8<<20, (8<<20)+(1<<20))
+	st := kernelStats(t, rdb, spin)
+	for _, k := range []string{"cpu_util", "cpu_used", "mem", "io_read", "io_write", "net_rx", "net_tx", "io_scratch_size"} {
+		if _, ok := st[k]; !ok {
+			t.Errorf("stat key lacks %s: %v", k, st)
+		}
+	}
+	if st["mem"]["capacity"] != strconv.Itoa(128<<20) || st["cpu_util"]["stats.version"] != "2" {
+		t.Errorf("mem/cpu_util serialization: %v %v", st["mem"], st["cpu_util"])
+	}
+	node, _ := rdb.Get(context.Background(), s.id).Bytes()
+	nv, err := wire.Decode(node)
+	if err != nil {
+		t.Fatalf("node key: %v", err)
+	}
+	if n, ok := nv.(msgpack.Map).Get("node"); !ok || len(n.(msgpack.Map)) < 4 {
+		t.Fatalf("node metrics: %v", nv)
+	}
+	// /metrics: the seed's names, our kernels' series, promtool clean.
+	body := fetch(t, "http://"+s.internalAddr()+"/metrics")
+	for _, name := range []string{"backendai_rpc_requests_total", "backendai_rpc_request_duration_seconds_bucket", "backendai_container_utilization",
+		"backendai_device_utilization", "backendai_process_utilization", "backendai_stat_task_trigger_count_total", "backendai_agent_heartbeat_total",
+		"backendai_agent_mem_usage", "backendai_kernel_count", "backendai_sync_container_lifecycle_trigger_count_total"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	if !strings.Contains(body, `kernel_id="`+spin+`"`) {
+		t.Fatal("/metrics has no series of the running kernel")
+	}
+	promtoolCheck(t, body)
+	for _, h := range []string{"/health", "/livez", "/readyz"} {
+		if resp, err := http.Get("http://" + s.internalAddr() + h); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", h, err, resp)
+		}
+	}
+	// Series of a destroyed kernel go away.
+	s.ctl("destroy", spin)
+	testutil.Eventually(t, 15*time.Second, "series of the destroyed kernel removed", func() bool {
+		return !strings.Contains(fetch(t, "http://"+s.internalAddr()+"/metrics"), `kernel_id="`+spin+`"`)
+	})
+	s.ctl("destroy", hog, writer, sender)
+}
+
+func fetch(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// promtoolCheck runs `promtool check metrics` and allows only the two
+// findings the seed's fixed names cause.
+func promtoolCheck(t *testing.T, body string) {
+	t.Helper()
+	if _, err := exec.LookPath("promtool"); err != nil {
+		testutil.Missing(t, "promtool (apt-get install prometheus)")
+	}
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, _ := cmd.CombinedOutput()
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line == "" {
+			continue
+		}
+		if strings.HasPrefix(line, "backendai_kernel_count ") || strings.Contains(line, "_sec ") || strings.HasPrefix(line, "backendai_stat_task_duration_sec") {
+			continue
+		}
+		t.Errorf("promtool: %s", line)
+	}
+}

@@ -1,0 +1,93 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/cgroup"
+)
+
+// fakeHost builds a v1 tree with n containers (pids 100..) under root.
+func fakeHost(t *testing.T, n int) string {
+	t.Helper()
+	root := t.TempDir()
+	cg := filepath.Join(root, "sys/fs/cgroup")
+	w := func(p, c string) {
+		full := filepath.Join(root, p)
+		_ = os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w("proc/self/mountinfo", "1 0 0:1 / "+cg+"/cpuacct rw - cgroup cgroup rw,cpuacct\n2 0 0:2 / "+cg+"/memory rw - cgroup cgroup rw,memory\n3 0 0:3 / "+cg+"/blkio rw - cgroup cgroup rw,blkio\n")
+	for i := 0; i < n; i++ {
+		pid := 100 + i
+		id := fmt.Sprintf("c%d", i)
+		w(fmt.Sprintf("proc/%d/cgroup", pid), fmt.Sprintf("3:blkio:/docker/%s\n2:memory:/docker/%s\n1:cpuacct:/docker/%s\n", id, id, id))
+		w("sys/fs/cgroup/cpuacct/docker/"+id+"/cpuacct.usage", "1000000000\n")
+		w("sys/fs/cgroup/cpuacct/docker/"+id+"/cgroup.procs", "")
+		w("sys/fs/cgroup/memory/docker/"+id+"/memory.usage_in_bytes", "1048576\n")
+		w("sys/fs/cgroup/memory/docker/"+id+"/memory.limit_in_bytes", "2097152\n")
+		w("sys/fs/cgroup/blkio/docker/"+id+"/blkio.throttle.io_service_bytes", "Total 0\n")
+		w(fmt.Sprintf("proc/%d/net/dev", pid), "x\ny\n eth0: 100 0 0 0 0 0 0 0 200 0 0 0 0 0 0 0\n")
+	}
+	return root
+}
+
+// A container whose cgroup read blocks forever (a FIFO with no writer
+// stands in for a frozen cgroup or a hung namespace) delays only itself:
+// the others are measured within the deadline, and the next cycle skips
+// it instead of waiting again.
+func TestStuckContainerDelaysOnlyItself(t *testing.T) {
+	root := fakeHost(t, 3)
+	stuck := filepath.Join(root, "sys/fs/cgroup/cpuacct/docker/c1/cpuacct.usage")
+	_ = os.Remove(stuck)
+	if err := syscall.Mkfifo(stuck, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Release the blocked reader so the test leaves no goroutine stuck.
+		f, err := os.OpenFile(stuck, os.O_WRONLY, 0)
+		if err == nil {
+			_, _ = f.Write([]byte("1\n"))
+			f.Close()
+		}
+	})
+	c := NewCollector()
+	c.FS = cgroup.FS{Root: root}
+	c.Deadline = 300 * time.Millisecond
+	targets := []Target{{KernelID: "k0", ContainerID: "c0", Pid: 100}, {KernelID: "k1", ContainerID: "c1", Pid: 101}, {KernelID: "k2", ContainerID: "c2", Pid: 102}}
+	t0 := time.Now()
+	res := c.CollectContainers(context.Background(), targets)
+	if el := time.Since(t0); el > time.Second {
+		t.Fatalf("cycle took %s", el)
+	}
+	if res.Collected != 2 || res.TimedOut != 1 {
+		t.Fatalf("first cycle: %+v", res)
+	}
+	t0 = time.Now()
+	res = c.CollectContainers(context.Background(), targets)
+	if el := time.Since(t0); el > 200*time.Millisecond {
+		t.Fatalf("second cycle waited for the stuck container: %s", el)
+	}
+	if res.Collected != 2 || res.Skipped != 1 {
+		t.Fatalf("second cycle: %+v", res)
+	}
+	snap := map[string]KernelSnapshot{}
+	for _, s := range c.Snapshot() {
+		snap[s.Target.KernelID] = s
+	}
+	if snap["k0"].Metrics["mem"]["current"] != "1048576" || snap["k0"].Metrics["mem"]["pct"] != "50" {
+		t.Fatalf("k0 mem: %v", snap["k0"].Metrics["mem"])
+	}
+	// A kernel no longer listed is reported gone (its series get removed).
+	res = c.CollectContainers(context.Background(), targets[:1])
+	if len(res.Gone) != 2 {
+		t.Fatalf("gone: %v", res.Gone)
+	}
+}
