@@ -214,3 +214,51 @@ func promtoolCheck(t *testing.T, body string) {
 		t.Errorf("promtool: %s", line)
 	}
 }
+
+// BenchmarkAgentWithIdleKernels runs the agent (etcd + Redis, stats every
+// 5 s) with as many idle one-core kernels as a 2-core node can hold with
+// the maximum overcommit factor (10 per core, so 20), then reports its
+// resident memory and CPU use over 20 s.
+func BenchmarkAgentWithIdleKernels(b *testing.B) {
+	img := testutil.TestImage(b)
+	s := newStack(b, "")
+	cfg, _ := os.ReadFile(s.cfg)
+	_ = os.WriteFile(s.cfg, append(cfg, []byte("\n[agent.utilization-metric.node]\ninterval = 5\n[agent.utilization-metric.container]\ninterval = 5\n[agent.utilization-metric.process]\ninterval = 5\n")...), 0o644)
+	s.env = []string{"BACKEND_CPU_OVERCOMMIT_FACTOR=10"}
+	s.start()
+	n := 0
+	for n < 40 {
+		out, err := exec.Command(agentBin, "ctl", "--addr", s.rpc, "create", "--image", img, "--cpu", "1", "--mem", "32m", "--shm", "8m").CombinedOutput()
+		if err != nil {
+			if strings.Contains(string(out), "InsufficientResource") {
+				break
+			}
+			b.Fatalf("create: %v %s", err, out)
+		}
+		n++
+	}
+	time.Sleep(5 * time.Second)
+	pid := s.cmd.Process.Pid
+	cpu := func() float64 {
+		b1, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		f := strings.Fields(string(b1[strings.LastIndexByte(string(b1), ')')+1:]))
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		return (ut + st) * 10
+	}
+	c0, t0 := cpu(), time.Now()
+	time.Sleep(20 * time.Second)
+	c1, t1 := cpu(), time.Now()
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	var kb float64
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	for i := 0; i < b.N; i++ {
+	}
+	b.ReportMetric(float64(n), "kernels")
+	b.ReportMetric(kb/1024, "MiB-rss")
+	b.ReportMetric((c1-c0)/float64(t1.Sub(t0).Milliseconds())*100, "%core")
+}
