@@ -588,3 +588,28 @@ func TestSyncLoopReconciles_Integration(t *testing.T) {
 		t.Fatal("ports not released")
 	}
 }
+
+// CPU quota and scratch write throttling reach the container and bite.
+func TestCgroupLimits_Integration(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Container.CPUQuota = true })
+	info := e.create(func(c *CreationConfig) { c.IOWriteBps = 2 << 20 })
+	ctx := context.Background()
+	ins, err := e.be.Inspect(ctx, info.ContainerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ins.NanoCPUs != 1e9 {
+		t.Fatalf("NanoCPUs %d, want 1e9", ins.NanoCPUs)
+	}
+	if len(ins.WriteBps) != 1 || ins.WriteBps[0].Rate != 2<<20 || !strings.HasPrefix(ins.WriteBps[0].Path, "/dev/") {
+		t.Fatalf("write throttle %+v", ins.WriteBps)
+	}
+	t0 := time.Now()
+	code, out := testutil.Exec(ctx, e.be, info.ContainerID, "dd", "if=/dev/zero", "of=/home/work/f", "bs=1M", "count=6", "oflag=direct")
+	if code != 0 {
+		t.Fatalf("dd: %s", out)
+	}
+	if el := time.Since(t0); el < 2*time.Second {
+		t.Fatalf("6 MiB at 2 MiB/s took only %s: throttle not applied", el)
+	}
+}

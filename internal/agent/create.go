@@ -19,6 +19,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/scratch"
 	"github.com/bai-agent/bai-agent/internal/vfolder"
 	"github.com/bai-agent/bai-agent/internal/wire"
 )
@@ -579,6 +580,33 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 		LogDriver:      "local",
 		LogOpts:        map[string]string{"max-size": "2097152", "max-file": "5", "compress": "false"},
 		NetworkAliases: nil,
+	}
+	quota := a.cfg.Container.CPUQuota
+	if cfg.CPUQuota != nil {
+		quota = *cfg.CPUQuota
+	}
+	if quota {
+		cpus := k.Allocation.Total("cpu")
+		spec.NanoCPUs = cpus.Mul(decimal.NewFromInt(1e9)).IntPart()
+	}
+	rbps, wbps := int64(a.cfg.Container.ScratchReadBps), int64(a.cfg.Container.ScratchWriteBps)
+	if cfg.IOReadBps > 0 {
+		rbps = cfg.IOReadBps
+	}
+	if cfg.IOWriteBps > 0 {
+		wbps = cfg.IOWriteBps
+	}
+	if rbps > 0 || wbps > 0 {
+		if dev := scratch.BlockDevice(k.Scratch.Work); dev != "" {
+			if rbps > 0 {
+				spec.ReadBps = []backend.Throttle{{Path: dev, Rate: uint64(rbps)}}
+			}
+			if wbps > 0 {
+				spec.WriteBps = []backend.Throttle{{Path: dev, Rate: uint64(wbps)}}
+			}
+		} else {
+			a.log.Warn("scratch is not on a block device; I/O throttling not applied", "kernel_id", k.ID, "scratch", k.Scratch.Work)
+		}
 	}
 	if cluster.NetworkName != "" && (cluster.NetworkMode == "" || cluster.NetworkMode == "bridge") {
 		spec.Network = cluster.NetworkName

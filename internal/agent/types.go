@@ -72,6 +72,12 @@ type CreationConfig struct {
 	ShmSize int64 `json:"-"`
 	// BlockServicePorts is internal_data.block_service_ports.
 	BlockServicePorts bool `json:"-"`
+	// IOReadBps/IOWriteBps are resource_opts io_read_bps/io_write_bps
+	// (bytes per second on the scratch device; 0: the agent's default).
+	IOReadBps  int64 `json:"io_read_bps,omitempty"`
+	IOWriteBps int64 `json:"io_write_bps,omitempty"`
+	// CPUQuota is resource_opts cpu_quota (nil: the agent's default).
+	CPUQuota *bool `json:"cpu_quota,omitempty"`
 }
 
 // ClusterInfo is the manager's ClusterInfo.

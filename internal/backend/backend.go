@@ -30,6 +30,12 @@ type PortBinding struct {
 	HostPort      int
 }
 
+// Throttle limits one block device.
+type Throttle struct {
+	Path string
+	Rate uint64
+}
+
 // Ulimit is one resource limit.
 type Ulimit struct {
 	Name       string
@@ -38,25 +44,29 @@ type Ulimit struct {
 
 // ContainerSpec is everything needed to create a kernel container.
 type ContainerSpec struct {
-	Name           string
-	Image          string
-	Labels         map[string]string
-	Env            []string
-	Entrypoint     []string
-	Cmd            []string
-	WorkingDir     string
-	Hostname       string
-	User           string
-	Tty            bool
-	OpenStdin      bool
-	StopSignal     string
-	Init           bool
-	CapAdd         []string
-	SecurityOpt    []string
-	Ulimits        []Ulimit
-	CpusetCpus     string
-	Memory         int64
-	ShmSize        int64
+	Name        string
+	Image       string
+	Labels      map[string]string
+	Env         []string
+	Entrypoint  []string
+	Cmd         []string
+	WorkingDir  string
+	Hostname    string
+	User        string
+	Tty         bool
+	OpenStdin   bool
+	StopSignal  string
+	Init        bool
+	CapAdd      []string
+	SecurityOpt []string
+	Ulimits     []Ulimit
+	CpusetCpus  string
+	NanoCPUs    int64 // CPU quota in 1e-9 CPUs (0: none)
+	Memory      int64
+	ShmSize     int64
+	// Block I/O throttling (bytes per second per device).
+	ReadBps        []Throttle
+	WriteBps       []Throttle
 	PidsLimit      int64
 	Mounts         []Mount
 	Ports          []PortBinding
@@ -81,9 +91,11 @@ type Container struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	CpusetCpus string
+	NanoCPUs   int64
 	Memory     int64
 	ShmSize    int64
 	PidsLimit  int64
+	WriteBps   []Throttle
 	Ports      []PortBinding
 	Mounts     []Mount
 }

@@ -120,25 +120,33 @@ type AgentConfig struct {
 
 // ContainerConfig is [container].
 type ContainerConfig struct {
-	KernelUID               int       `toml:"kernel-uid"`
-	KernelGID               int       `toml:"kernel-gid"`
-	PortRange               PortRange `toml:"port-range"`
-	PortReuseCooldownSec    Duration  `toml:"port-reuse-cooldown-sec"`
-	StatsType               string    `toml:"stats-type"`
-	SandboxType             string    `toml:"sandbox-type"`
-	JailArgs                []string  `toml:"jail-args"`
-	ScratchType             string    `toml:"scratch-type"`
-	ScratchRoot             string    `toml:"scratch-root"`
-	ScratchSize             Size      `toml:"scratch-size"`
-	ScratchNFSAddress       string    `toml:"scratch-nfs-address"`
-	ScratchNFSOptions       string    `toml:"scratch-nfs-options"`
-	AlternativeBridge       string    `toml:"alternative-bridge"`
-	SwarmEnabled            bool      `toml:"swarm-enabled"`
-	BindHost                string    `toml:"bind-host"`
-	AdvertisedHost          string    `toml:"advertised-host"`
-	KrunnerVolumes          any       `toml:"krunner-volumes,raw"`
-	PidsLimit               int64     `toml:"pids-limit"`
-	AllowedKernelMountRoots []string  `toml:"allowed-kernel-mount-roots"`
+	KernelUID            int       `toml:"kernel-uid"`
+	KernelGID            int       `toml:"kernel-gid"`
+	PortRange            PortRange `toml:"port-range"`
+	PortReuseCooldownSec Duration  `toml:"port-reuse-cooldown-sec"`
+	StatsType            string    `toml:"stats-type"`
+	SandboxType          string    `toml:"sandbox-type"`
+	JailArgs             []string  `toml:"jail-args"`
+	ScratchType          string    `toml:"scratch-type"`
+	ScratchRoot          string    `toml:"scratch-root"`
+	ScratchSize          Size      `toml:"scratch-size"`
+	ScratchNFSAddress    string    `toml:"scratch-nfs-address"`
+	ScratchNFSOptions    string    `toml:"scratch-nfs-options"`
+	AlternativeBridge    string    `toml:"alternative-bridge"`
+	SwarmEnabled         bool      `toml:"swarm-enabled"`
+	BindHost             string    `toml:"bind-host"`
+	AdvertisedHost       string    `toml:"advertised-host"`
+	KrunnerVolumes       any       `toml:"krunner-volumes,raw"`
+	PidsLimit            int64     `toml:"pids-limit"`
+	// CPUQuota also caps CPU time at the cpu slot (NanoCPUs), on top of
+	// the cpuset; useful with overcommit, where cores are shared.
+	CPUQuota bool `toml:"cpu-quota"`
+	// ScratchReadBps/WriteBps throttle each kernel's I/O on the scratch
+	// device (0: no limit). resource_opts io_read_bps/io_write_bps
+	// override them per kernel.
+	ScratchReadBps          Size     `toml:"scratch-read-bps"`
+	ScratchWriteBps         Size     `toml:"scratch-write-bps"`
+	AllowedKernelMountRoots []string `toml:"allowed-kernel-mount-roots"`
 }
 
 // ResourceConfig is [resource].

@@ -179,6 +179,23 @@ func bindCreationConfig(v any, path string) (agent.CreationConfig, error) {
 				return c, err
 			}
 		}
+		for _, kv := range []struct {
+			key string
+			dst *int64
+		}{{"io_read_bps", &c.IOReadBps}, {"io_write_bps", &c.IOWriteBps}} {
+			if v, ok := om.Get(kv.key); ok && v != nil {
+				if *kv.dst, err = asBytesSize(v, path+".resource_opts."+kv.key); err != nil {
+					return c, err
+				}
+			}
+		}
+		if v, ok := om.Get("cpu_quota"); ok && v != nil {
+			b, err := asBool(v, path+".resource_opts.cpu_quota")
+			if err != nil {
+				return c, err
+			}
+			c.CPUQuota = &b
+		}
 	}
 	if c.Environ == nil {
 		c.Environ = map[string]string{}

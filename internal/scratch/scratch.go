@@ -298,3 +298,53 @@ func (m *Manager) Exists(kernelID string) bool {
 	_, err := os.Stat(m.Paths(kernelID).Config)
 	return err == nil
 }
+
+// BlockDevice returns the block device that holds dir, as a /dev path
+// usable for I/O throttling: the loop device of a hostfile scratch, else
+// the whole disk under the filesystem (throttling applies to disks, not
+// partitions). "" when dir is not on a block device (tmpfs, overlay).
+func BlockDevice(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	// A loop-mounted scratch: the mount source is the loop device.
+	if b, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		best := ""
+		src := ""
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			mp := unescapeMount(f[1])
+			if (abs == mp || strings.HasPrefix(abs, mp+"/")) && len(mp) > len(best) {
+				best, src = mp, f[0]
+			}
+		}
+		if strings.HasPrefix(src, "/dev/loop") {
+			return src
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(abs, &st); err != nil {
+		return ""
+	}
+	maj, min := unix.Major(st.Dev), unix.Minor(st.Dev)
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", maj, min)
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
+		if target, err := filepath.EvalSymlinks(sys); err == nil {
+			sys = filepath.Dir(target)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(sys, "uevent"))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "DEVNAME="); ok {
+			return "/dev/" + name
+		}
+	}
+	return ""
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/blkiodev"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
@@ -93,6 +94,13 @@ func (b *Backend) Create(ctx context.Context, s *backend.ContainerSpec) (string,
 		LogConfig:    container.LogConfig{Type: s.LogDriver, Config: s.LogOpts},
 	}
 	hc.Resources.CpusetCpus = s.CpusetCpus
+	hc.Resources.NanoCPUs = s.NanoCPUs
+	for _, t := range s.ReadBps {
+		hc.Resources.BlkioDeviceReadBps = append(hc.Resources.BlkioDeviceReadBps, &blkiodev.ThrottleDevice{Path: t.Path, Rate: t.Rate})
+	}
+	for _, t := range s.WriteBps {
+		hc.Resources.BlkioDeviceWriteBps = append(hc.Resources.BlkioDeviceWriteBps, &blkiodev.ThrottleDevice{Path: t.Path, Rate: t.Rate})
+	}
 	if s.Memory > 0 {
 		hc.Resources.Memory = s.Memory
 		hc.Resources.MemorySwap = s.Memory
@@ -200,6 +208,10 @@ func (b *Backend) Inspect(ctx context.Context, id string) (*backend.Container, e
 	}
 	if r.HostConfig != nil {
 		c.CpusetCpus = r.HostConfig.CpusetCpus
+		c.NanoCPUs = r.HostConfig.NanoCPUs
+		for _, t := range r.HostConfig.BlkioDeviceWriteBps {
+			c.WriteBps = append(c.WriteBps, backend.Throttle{Path: t.Path, Rate: t.Rate})
+		}
 		c.Memory = r.HostConfig.Memory
 		c.ShmSize = r.HostConfig.ShmSize
 		if r.HostConfig.PidsLimit != nil {
