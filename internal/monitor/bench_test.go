@@ -24,7 +24,7 @@ import (
 // start100 runs n idle test kernels straight through Docker (the agent
 // cannot host 100 one-core kernels on a 2-core node) and returns them as
 // stat targets.
-func startN(b *testing.B, n int) []stats.Target {
+func startN(b testing.TB, n int) []stats.Target {
 	be := testutil.RequireDocker(b)
 	img := testutil.TestImage(b)
 	ctx := context.Background()
@@ -154,4 +154,36 @@ func BenchmarkMetrics100(b *testing.B) {
 	b.ReportMetric(float64(buf.Len())/1024, "KiB-body")
 	b.ReportMetric(float64(median(lat).Microseconds())/1000, "ms/render")
 	b.ReportMetric(float64(am.Container.Len()), "container-series")
+}
+
+// A paused (frozen) container delays nobody: the cycle over it and two
+// running ones stays fast, and the running ones are measured.
+func TestPausedContainerDoesNotDelayOthers_Integration(t *testing.T) {
+	targets := startN(t, 3)
+	be := testutil.RequireDocker(t)
+	ctx := context.Background()
+	if _, err := be.Client().ContainerPause(ctx, targets[1].ContainerID, client.ContainerPauseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = be.Client().ContainerUnpause(ctx, targets[1].ContainerID, client.ContainerUnpauseOptions{}) }()
+	c := stats.NewCollector()
+	for i := 0; i < 3; i++ {
+		t0 := time.Now()
+		res := c.CollectContainers(ctx, targets)
+		el := time.Since(t0)
+		if el > time.Second || res.Collected < 2 {
+			t.Fatalf("cycle %d with a paused container: %s, %+v", i, el, res)
+		}
+		t.Logf("cycle %d: %s, %+v", i, el, res)
+	}
+	snap := c.Snapshot()
+	measured := 0
+	for _, ks := range snap {
+		if ks.Target.ContainerID != targets[1].ContainerID && ks.Metrics["mem"] != nil {
+			measured++
+		}
+	}
+	if measured != 2 {
+		t.Fatalf("running containers measured: %d", measured)
+	}
 }
