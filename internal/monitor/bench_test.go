@@ -165,7 +165,9 @@ func TestPausedContainerDoesNotDelayOthers_Integration(t *testing.T) {
 	if _, err := be.Client().ContainerPause(ctx, targets[1].ContainerID, client.ContainerPauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _, _ = be.Client().ContainerUnpause(ctx, targets[1].ContainerID, client.ContainerUnpauseOptions{}) }()
+	defer func() {
+		_, _ = be.Client().ContainerUnpause(ctx, targets[1].ContainerID, client.ContainerUnpauseOptions{})
+	}()
 	c := stats.NewCollector()
 	for i := 0; i < 3; i++ {
 		t0 := time.Now()
