@@ -246,9 +246,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Warn("etcd registration", "error", err)
 		}
 	}
-	if cfg.Container.StatsType == "docker" {
-		log.Warn("container.stats-type = docker is not implemented; statistics are read from cgroups")
-	}
 	checks := []metrics.Check{{Name: "docker", Group: "container", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
 	if redisOpt != nil {
 		ro := *redisOpt
@@ -268,8 +265,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer hs.Close()
 	um := cfg.Agent.UtilizationMetric
 	sec := func(d config.Duration) time.Duration { return time.Duration(float64(d) * float64(time.Second)) }
+	collector := stats.NewCollector()
+	if cfg.Container.StatsType == "docker" {
+		// Slow (one dockerd round trip per container per cycle); for hosts
+		// whose cgroups the agent cannot read.
+		collector.Docker = func(ctx context.Context, id string) (stats.DockerUsage, error) {
+			u, err := be.Stats(ctx, id)
+			return stats.DockerUsage(u), err
+		}
+		collector.Deadline = 5 * time.Second
+	}
 	mon := monitor.Start(monitor.Options{
-		AgentID: a.ID(), Collector: stats.NewCollector(), Metrics: am, Redis: redisOpt, Log: log.With("component", "stats"),
+		AgentID: a.ID(), Collector: collector, Metrics: am, Redis: redisOpt, Log: log.With("component", "stats"),
 		Targets: func() []stats.Target {
 			var out []stats.Target
 			for _, t := range a.StatTargets() {

@@ -189,3 +189,23 @@ func TestPausedContainerDoesNotDelayOthers_Integration(t *testing.T) {
 		t.Fatalf("running containers measured: %d", measured)
 	}
 }
+
+// stats-type = "docker": the same metrics through the Docker stats API.
+func TestDockerStatsSource_Integration(t *testing.T) {
+	targets := startN(t, 1)
+	be := testutil.RequireDocker(t)
+	c := stats.NewCollector()
+	c.Deadline = 5 * time.Second
+	c.Docker = func(ctx context.Context, id string) (stats.DockerUsage, error) {
+		u, err := be.Stats(ctx, id)
+		return stats.DockerUsage(u), err
+	}
+	res := c.CollectContainers(context.Background(), targets)
+	if res.Collected != 1 {
+		t.Fatalf("%+v", res)
+	}
+	snap := c.Snapshot()
+	if len(snap) != 1 || snap[0].Metrics["mem"]["capacity"] != fmt.Sprint(64<<20) || snap[0].Metrics["cpu_used"] == nil {
+		t.Fatalf("docker-sourced metrics: %v", snap)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -389,4 +390,69 @@ func (b *Backend) Exec(ctx context.Context, id string, cmd []string) (int, []byt
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Usage is a container's counters as the Docker stats API reports them
+// (the stats-type = "docker" path, for hosts without readable cgroups).
+type Usage struct {
+	CPUUsec         uint64
+	MemUsage        uint64
+	MemLimit        uint64
+	IORead, IOWrite uint64
+	NetRx, NetTx    uint64
+}
+
+// Stats reads one sample through GET /containers/{id}/stats?stream=0.
+func (b *Backend) Stats(ctx context.Context, id string) (Usage, error) {
+	r, err := b.cli.ContainerStats(ctx, id, client.ContainerStatsOptions{Stream: false})
+	if err != nil {
+		return Usage{}, mapErr(err, "stats of container "+id)
+	}
+	defer r.Body.Close()
+	var s struct {
+		CPUStats struct {
+			CPUUsage struct {
+				TotalUsage uint64 `json:"total_usage"`
+			} `json:"cpu_usage"`
+		} `json:"cpu_stats"`
+		MemoryStats struct {
+			Usage uint64            `json:"usage"`
+			Limit uint64            `json:"limit"`
+			Stats map[string]uint64 `json:"stats"`
+		} `json:"memory_stats"`
+		BlkioStats struct {
+			IOServiceBytesRecursive []struct {
+				Op    string `json:"op"`
+				Value uint64 `json:"value"`
+			} `json:"io_service_bytes_recursive"`
+		} `json:"blkio_stats"`
+		Networks map[string]struct {
+			RxBytes uint64 `json:"rx_bytes"`
+			TxBytes uint64 `json:"tx_bytes"`
+		} `json:"networks"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<20)).Decode(&s); err != nil {
+		return Usage{}, fmt.Errorf("stats of container %s: %w", id, err)
+	}
+	u := Usage{CPUUsec: s.CPUStats.CPUUsage.TotalUsage / 1000, MemUsage: s.MemoryStats.Usage, MemLimit: s.MemoryStats.Limit}
+	inactive := s.MemoryStats.Stats["total_inactive_file"]
+	if v, ok := s.MemoryStats.Stats["inactive_file"]; ok {
+		inactive = v
+	}
+	if inactive < u.MemUsage {
+		u.MemUsage -= inactive
+	}
+	for _, e := range s.BlkioStats.IOServiceBytesRecursive {
+		switch strings.ToLower(e.Op) {
+		case "read":
+			u.IORead += e.Value
+		case "write":
+			u.IOWrite += e.Value
+		}
+	}
+	for _, n := range s.Networks {
+		u.NetRx += n.RxBytes
+		u.NetTx += n.TxBytes
+	}
+	return u, nil
 }
