@@ -376,6 +376,19 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 		}
 	}
 	for _, k := range a.Kernels() {
+		// A CLEAN that failed (the engine refused to remove the container)
+		// left the kernel TERMINATING; retry it here.
+		if k.State() == kernel.Terminating && !k.cleaned.Load() {
+			if unlock, err := a.locks.lock(ctx, k.ID); err == nil {
+				if k.State() == kernel.Terminating && !k.cleaned.Load() {
+					if err := a.clean(ctx, k, false); err != nil {
+						a.log.Warn("retrying clean of a terminating kernel", "kernel_id", k.ID, "error", err)
+					}
+				}
+				unlock()
+			}
+			continue
+		}
 		if k.State() != kernel.Running || k.restarting.Load() {
 			continue
 		}
