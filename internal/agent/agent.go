@@ -414,6 +414,24 @@ type keyedEntry struct {
 	refs int
 }
 
+// tryLock takes the lock only if it is free (the sync loop skips a kernel
+// that lifecycle work holds, rather than wait behind it).
+func (m *keyedMutex) tryLock(key string) (func(), bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	m.mu.Lock()
+	if e, ok := m.locks[key]; ok && len(e.ch) > 0 {
+		m.mu.Unlock()
+		return nil, false
+	}
+	m.mu.Unlock()
+	unlock, err := m.lock(ctx, key)
+	if err != nil {
+		return nil, false
+	}
+	return unlock, true
+}
+
 func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
 	m.mu.Lock()
 	if m.locks == nil {

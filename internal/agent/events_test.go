@@ -59,3 +59,25 @@ func TestEventStreamReconnectsAndResyncs(t *testing.T) {
 		t.Fatal("no sync after the stream dropped")
 	}
 }
+
+func TestKeyedMutexTryLock(t *testing.T) {
+	var m keyedMutex
+	unlock, err := m.lock(context.Background(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.tryLock("k"); ok {
+		t.Fatal("tryLock took a held lock")
+	}
+	if u2, ok := m.tryLock("other"); !ok {
+		t.Fatal("tryLock refused a free key")
+	} else {
+		u2()
+	}
+	unlock()
+	u3, ok := m.tryLock("k")
+	if !ok {
+		t.Fatal("tryLock refused a released key")
+	}
+	u3()
+}

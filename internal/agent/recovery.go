@@ -379,7 +379,7 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 		// A CLEAN that failed (the engine refused to remove the container)
 		// left the kernel TERMINATING; retry it here.
 		if k.State() == kernel.Terminating && !k.cleaned.Load() {
-			if unlock, err := a.locks.lock(ctx, k.ID); err == nil {
+			if unlock, ok := a.locks.tryLock(k.ID); ok {
 				if k.State() == kernel.Terminating && !k.cleaned.Load() {
 					if err := a.clean(ctx, k, false); err != nil {
 						a.log.Warn("retrying clean of a terminating kernel", "kernel_id", k.ID, "error", err)
@@ -395,9 +395,9 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 		if _, ok := seen[k.ID]; ok {
 			continue
 		}
-		unlock, err := a.locks.lock(ctx, k.ID)
-		if err != nil {
-			return err
+		unlock, ok := a.locks.tryLock(k.ID)
+		if !ok {
+			continue // lifecycle work in progress; next pass
 		}
 		if k.State() == kernel.Running && !k.restarting.Load() {
 			k.SetTermination(kernel.Termination{Reason: ReasonContainerNotFound, ExitCode: -1})
