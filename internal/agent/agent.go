@@ -417,19 +417,35 @@ type keyedEntry struct {
 // tryLock takes the lock only if it is free (the sync loop skips a kernel
 // that lifecycle work holds, rather than wait behind it).
 func (m *keyedMutex) tryLock(key string) (func(), bool) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
 	m.mu.Lock()
-	if e, ok := m.locks[key]; ok && len(e.ch) > 0 {
+	if m.locks == nil {
+		m.locks = map[string]*keyedEntry{}
+	}
+	e, ok := m.locks[key]
+	if !ok {
+		e = &keyedEntry{ch: make(chan struct{}, 1)}
+		m.locks[key] = e
+	}
+	select {
+	case e.ch <- struct{}{}:
+		e.refs++
+		m.mu.Unlock()
+	default:
+		if e.refs == 0 {
+			delete(m.locks, key)
+		}
 		m.mu.Unlock()
 		return nil, false
 	}
-	m.mu.Unlock()
-	unlock, err := m.lock(ctx, key)
-	if err != nil {
-		return nil, false
-	}
-	return unlock, true
+	return func() {
+		<-e.ch
+		m.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(m.locks, key)
+		}
+		m.mu.Unlock()
+	}, true
 }
 
 func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
