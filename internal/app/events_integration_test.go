@@ -530,3 +530,55 @@ func BenchmarkIdleRSSWithControlPlane(b *testing.B) {
 	}
 	b.ReportMetric(kb/1024, "MiB-rss")
 }
+
+// Without a cohabiting storage proxy the agent mounts the volume itself
+// (a local directory is bind-mounted under mount-path) and unmounts it.
+func TestVolumeMountLocal_Integration(t *testing.T) {
+	s := newStack(t, "cohabiting-storage-proxy = false")
+	s.start()
+	ctx := context.Background()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "marker"), []byte("vol"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "agent subscribed", func() bool {
+		n, _ := s.rdb.PubSubNumSub(ctx, "events_all").Result()
+		return n["events_all"] > 0
+	})
+	send := func(name string, p map[string]any) {
+		payload, _ := json.Marshal(p)
+		msg, _ := json.Marshal(map[string]any{"name": name, "source": "i-mgr", "payload": string(payload)})
+		if err := s.rdb.Publish(ctx, "events_all", string(msg)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("do_volume_mount", map[string]any{"dir_name": "vol2", "volume_backend_name": "local", "quota_scope_id": "user:1", "fs_location": src, "fs_type": "none", "cmd_options": ""})
+	evs := s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_mounted") > 0 })
+	var mp string
+	for _, e := range evs {
+		if e.Name == "volume_mounted" {
+			if e.Payload["err_msg"] != "" {
+				t.Fatalf("mount failed: %v", e.Payload)
+			}
+			mp, _ = e.Payload["mount_path"].(string)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(mp, "marker")); err != nil || string(b) != "vol" {
+		t.Fatalf("volume not mounted at %q: %v", mp, err)
+	}
+	send("do_volume_unmount", map[string]any{"dir_name": "vol2", "volume_backend_name": "local", "quota_scope_id": "user:1"})
+	evs = s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_unmounted") > 0 })
+	if countName(evs, "volume_unmounted") == 0 {
+		t.Fatal("no volume_unmounted")
+	}
+	if _, err := os.Stat(filepath.Join(mp, "marker")); err == nil {
+		t.Fatal("still mounted after unmount")
+	}
+	send("do_volume_mount", map[string]any{"dir_name": "../escape", "fs_location": src})
+	evs = s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_mounted") > 0 })
+	for _, e := range evs {
+		if e.Name == "volume_mounted" && e.Payload["err_msg"] == "" {
+			t.Fatalf("escaping dir_name accepted: %v", e.Payload)
+		}
+	}
+}
