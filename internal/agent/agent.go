@@ -128,6 +128,7 @@ type Agent struct {
 	sem       chan struct{}
 	bindHost  string
 	stopTime  time.Duration
+	pullTime  time.Duration
 
 	mu      sync.Mutex // guards kernels only; never held across I/O
 	kernels map[string]*Kernel
@@ -171,6 +172,9 @@ type Options struct {
 	// StopTimeout is how long destroy waits for a kernel to stop before
 	// SIGKILL (Docker's default is 10 s).
 	StopTimeout time.Duration
+	// PullTimeout bounds an image pull (etcd config/agent/api/pull-timeout,
+	// default 7200 s).
+	PullTimeout time.Duration
 }
 
 // New builds the agent: plugins, allocator, scratch, ports. It does not
@@ -188,6 +192,9 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 	}
 	if o.StopTimeout == 0 {
 		o.StopTimeout = 10 * time.Second
+	}
+	if o.PullTimeout == 0 {
+		o.PullTimeout = 7200 * time.Second
 	}
 	var host device.Host
 	if o.Host != nil {
@@ -230,6 +237,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		recent:    map[string]kernel.Termination{},
 		pulling:   map[string]string{},
 		stopTime:  o.StopTimeout,
+		pullTime:  o.PullTimeout,
 		syncCh:    make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
@@ -264,13 +265,28 @@ func (a *Agent) SyncKernelRegistry(ctx context.Context, pairs [][2]string) error
 	return errors.Join(errs...)
 }
 
-// ResetAgent destroys every kernel (debug).
+// ResetAgent destroys every kernel (debug), eight at a time: each destroy
+// may wait for a container to stop.
 func (a *Agent) ResetAgent(ctx context.Context) error {
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	sem := make(chan struct{}, 8)
 	for _, k := range a.Kernels() {
-		if err := a.DestroyKernel(ctx, k.ID, k.SessionID, ReasonUserRequested, false); err != nil {
-			errs = append(errs, err)
-		}
+		wg.Add(1)
+		go func(k *Kernel) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := a.DestroyKernel(ctx, k.ID, k.SessionID, ReasonUserRequested, false); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}(k)
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }

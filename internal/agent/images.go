@@ -119,7 +119,7 @@ func (a *Agent) checkAndPullOne(ctx context.Context, im backend.Images, ic Image
 		return "image already present", nil
 	}
 	a.events.Publish(ctx, "image_pull_started", map[string]any{"image": ic.Canonical, "agent_id": a.id, "timestamp": float64(time.Now().UnixNano()) / 1e9, "image_ref": nil})
-	timeout := 7200 * time.Second
+	timeout := a.pullTime
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var lastTotal int64

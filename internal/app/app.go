@@ -106,11 +106,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer be.Close()
 
 	var (
-		sink     agent.EventSink = agent.LogSink{Log: log}
-		logs     agent.LogCollector
-		ec       *etcdconfig.Client
-		redisOpt *redis.Options
-		prod     *events.Producer
+		pullTimeout time.Duration
+		sink        agent.EventSink = agent.LogSink{Log: log}
+		logs        agent.LogCollector
+		ec          *etcdconfig.Client
+		redisOpt    *redis.Options
+		prod        *events.Producer
 	)
 	if cfg.Agent.ControlPlane == "etcd" {
 		var endpoints []string
@@ -126,6 +127,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if err != nil {
 			return &ConfigError{Err: err}
 		}
+		pullTimeout = global.PullTimeout
 		if global.KernelUID != nil {
 			cfg.Container.KernelUID = *global.KernelUID
 		}
@@ -167,7 +169,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		logs = stateLogs{state: &state}
 	}
 	am := metrics.NewAgent()
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnSync: func(err error) {
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, PullTimeout: pullTimeout, OnSync: func(err error) {
 		am.SyncTrigger.Inc(cfg.Agent.ID)
 		if err != nil {
 			am.SyncFailure.Inc(cfg.Agent.ID, "SyncError")
