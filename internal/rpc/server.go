@@ -90,7 +90,10 @@ func (s *Server) reply(h Header, typ int64, meta, payload []byte) [][]byte {
 }
 
 func (s *Server) errorReply(h Header, name, msg string) [][]byte {
-	return s.reply(h, TypeError, ErrorMeta(name, name+"("+PyRepr(msg)+")", ""), nil)
+	// callosum's RPCInternalError shows the name and the traceback text,
+	// not the repr, so the message goes in both.
+	tb := "Traceback (most recent call last):\n  (raised by bai-agent)\n" + name + ": " + msg + "\n"
+	return s.reply(h, TypeError, ErrorMeta(name, name+"("+PyRepr(msg)+")", tb), nil)
 }
 
 // HandleMessage processes one UPPER message from peer and returns the
