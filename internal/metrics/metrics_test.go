@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -78,9 +79,14 @@ func TestServerTLSAndProbes(t *testing.T) {
 	a := NewAgent()
 	a.KernelCount.Set(3, "i-x")
 	failing := errors.New("redis down")
-	var redisErr error
+	var redisErr atomic.Pointer[error]
 	s, err := Start(a.Reg, Options{Addr: "127.0.0.1:0", TLSCert: cert, TLSKey: key, Version: "v", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Interval: 50 * time.Millisecond,
-		Checks: []Check{{Name: "redis", Group: "valkey", Probe: func(context.Context) error { return redisErr }}}})
+		Checks: []Check{{Name: "redis", Group: "valkey", Probe: func(context.Context) error {
+			if p := redisErr.Load(); p != nil {
+				return *p
+			}
+			return nil
+		}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +107,7 @@ func TestServerTLSAndProbes(t *testing.T) {
 	if code, _ := get("/readyz"); code != 200 {
 		t.Fatalf("/readyz healthy: %d", code)
 	}
-	redisErr = failing
+	redisErr.Store(&failing)
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		if code, _ := get("/readyz"); code == 503 {

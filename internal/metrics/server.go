@@ -63,7 +63,7 @@ func Start(reg *Registry, o Options) (*Server, error) {
 	mux.HandleFunc("/health", s.health)
 	mux.HandleFunc("/livez", s.probe)
 	mux.HandleFunc("/readyz", s.probe)
-	s.srv = &http.Server{Handler: cors(mux), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: cors(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug)}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("internal-addr %s: %w", o.Addr, err)
