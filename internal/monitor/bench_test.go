@@ -24,7 +24,7 @@ import (
 // start100 runs n idle test kernels straight through Docker (the agent
 // cannot host 100 one-core kernels on a 2-core node) and returns them as
 // stat targets.
-func startN(b testing.TB, n int) []stats.Target {
+func startN(b testing.TB, n int, env ...string) []stats.Target {
 	be := testutil.RequireDocker(b)
 	img := testutil.TestImage(b)
 	ctx := context.Background()
@@ -49,7 +49,7 @@ func startN(b testing.TB, n int) []stats.Target {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			id, err := be.Create(ctx, &backend.ContainerSpec{Name: fmt.Sprintf("%s-%d", owner, i), Image: img, Labels: map[string]string{"bai.bench": owner}, Memory: 64 << 20, Init: true})
+			id, err := be.Create(ctx, &backend.ContainerSpec{Name: fmt.Sprintf("%s-%d", owner, i), Image: img, Labels: map[string]string{"bai.bench": owner}, Memory: 512 << 20, Init: true, Env: env})
 			if err == nil {
 				err = be.Start(ctx, id)
 			}
@@ -205,7 +205,39 @@ func TestDockerStatsSource_Integration(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	snap := c.Snapshot()
-	if len(snap) != 1 || snap[0].Metrics["mem"]["capacity"] != fmt.Sprint(64<<20) || snap[0].Metrics["cpu_used"] == nil {
+	if len(snap) != 1 || snap[0].Metrics["mem"]["capacity"] != fmt.Sprint(512<<20) || snap[0].Metrics["cpu_used"] == nil {
 		t.Fatalf("docker-sourced metrics: %v", snap)
+	}
+}
+
+// A kernel with thousands of processes is slow to measure (its process
+// metrics read /proc per PID); it must not hold up a normal kernel.
+func TestProcessHeavyContainerDelaysOnlyItself_Integration(t *testing.T) {
+	heavy := startN(t, 1, "TEST_MODE=procs", "PROCS=3000")
+	normal := startN(t, 1)
+	be := testutil.RequireDocker(t)
+	ctx := context.Background()
+	testutil.Eventually(t, 60*time.Second, "3000 processes started", func() bool {
+		b, err := be.Logs(ctx, heavy[0].ContainerID, 0)
+		return err == nil && bytes.Contains(b, []byte("procs started"))
+	})
+	c := stats.NewCollector()
+	targets := append(heavy, normal...)
+	for i := 0; i < 3; i++ {
+		t0 := time.Now()
+		res := c.CollectContainers(ctx, targets)
+		el := time.Since(t0)
+		t.Logf("cycle %d: %s %+v", i, el, res)
+		if el > c.Deadline+500*time.Millisecond {
+			t.Fatalf("cycle took %s", el)
+		}
+	}
+	for _, ks := range c.Snapshot() {
+		if ks.Target.ContainerID == normal[0].ContainerID && ks.Metrics["mem"] == nil {
+			t.Fatal("the normal kernel was not measured")
+		}
+		if ks.Target.ContainerID == heavy[0].ContainerID {
+			t.Logf("heavy kernel: %d processes measured", len(ks.Procs))
+		}
 	}
 }

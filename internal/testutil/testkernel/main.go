@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime/debug"
 	"strconv"
@@ -62,6 +63,18 @@ func main() {
 			f.Close()
 			fmt.Println("written")
 		}
+		waitSignal()
+	case "procs":
+		// Start PROCS idle child processes (a process-heavy kernel).
+		n := envInt("PROCS", 1000)
+		for i := 0; i < n; i++ {
+			cmd := exec.Command("/bin/sleep", "3600")
+			if err := cmd.Start(); err != nil {
+				fmt.Println("started", i, "then:", err)
+				break
+			}
+		}
+		fmt.Println("procs started")
 		waitSignal()
 	case "spin":
 		// Burn one core until stopped.
