@@ -65,6 +65,24 @@ func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOn
 	return root, rel, readOnly, nil
 }
 
+// openKernelPath resolves p for a kernel and opens the directory holding
+// it as an os.Root; the caller closes the root.
+func (a *Agent) openKernelPath(kernelID, p string) (root *os.Root, rel string, readOnly bool, err error) {
+	k, err := a.runningKernel(kernelID)
+	if err != nil {
+		return nil, "", false, err
+	}
+	dir, rel, readOnly, err := a.kernelPath(k, p)
+	if err != nil {
+		return nil, "", false, err
+	}
+	root, err = os.OpenRoot(dir)
+	if err != nil {
+		return nil, "", false, fileErr(p, err)
+	}
+	return root, rel, readOnly, nil
+}
+
 func (a *Agent) runningKernel(id string) (*Kernel, error) {
 	k, ok := a.Kernel(id)
 	if !ok {
@@ -85,25 +103,17 @@ func fileErr(p string, err error) error {
 
 // UploadFile writes data to filename inside the kernel's /home/work.
 func (a *Agent) UploadFile(_ context.Context, kernelID, filename string, data []byte) error {
-	k, err := a.runningKernel(kernelID)
+	root, rel, ro, err := a.openKernelPath(kernelID, filename)
 	if err != nil {
 		return err
 	}
-	rootDir, rel, ro, err := a.kernelPath(k, filename)
-	if err != nil {
-		return err
-	}
+	defer root.Close()
 	if rel == "." {
 		return fmt.Errorf("%w: %q names a directory, not a file", ErrPermission, filename)
 	}
 	if ro {
 		return fmt.Errorf("%w: %s is on a read-only vfolder", ErrPermission, filename)
 	}
-	root, err := os.OpenRoot(rootDir)
-	if err != nil {
-		return fileErr(filename, err)
-	}
-	defer root.Close()
 	if dir := filepath.Dir(rel); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {
 			return fileErr(filename, err)
@@ -112,6 +122,7 @@ func (a *Agent) UploadFile(_ context.Context, kernelID, filename string, data []
 	if err := root.WriteFile(rel, data, 0o644); err != nil {
 		return fileErr(filename, err)
 	}
+	k, _ := a.Kernel(kernelID)
 	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
 		_ = root.Lchown(rel, uid, gid)
 	}
@@ -120,6 +131,9 @@ func (a *Agent) UploadFile(_ context.Context, kernelID, filename string, data []
 
 // kernelOwner is the uid/gid the kernel's user runs as.
 func kernelOwner(k *Kernel) (int, int, bool) {
+	if k == nil {
+		return 0, 0, false
+	}
 	u, err1 := strconv.Atoi(k.Environ["LOCAL_USER_ID"])
 	g, err2 := strconv.Atoi(k.Environ["LOCAL_GROUP_ID"])
 	if err1 != nil || err2 != nil {
@@ -144,17 +158,9 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 // DownloadFile returns a tar archive of a file or directory under
 // /home/work, at most 1 MiB.
 func (a *Agent) DownloadFile(_ context.Context, kernelID, p string) ([]byte, error) {
-	k, err := a.runningKernel(kernelID)
+	root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
-	}
-	rootDir, rel, _, err := a.kernelPath(k, p)
-	if err != nil {
-		return nil, err
-	}
-	root, err := os.OpenRoot(rootDir)
-	if err != nil {
-		return nil, fileErr(p, err)
 	}
 	defer root.Close()
 	if _, err := root.Lstat(rel); err != nil {
@@ -217,17 +223,9 @@ func (a *Agent) DownloadFile(_ context.Context, kernelID, p string) ([]byte, err
 
 // DownloadSingle returns the content of one regular file (at most 1 MiB).
 func (a *Agent) DownloadSingle(_ context.Context, kernelID, p string) ([]byte, error) {
-	k, err := a.runningKernel(kernelID)
+	root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
-	}
-	rootDir, rel, _, err := a.kernelPath(k, p)
-	if err != nil {
-		return nil, err
-	}
-	root, err := os.OpenRoot(rootDir)
-	if err != nil {
-		return nil, fileErr(p, err)
 	}
 	defer root.Close()
 	st, err := root.Stat(rel)
@@ -262,18 +260,13 @@ type FileEntry struct {
 // reads the host side of the kernel's mounts, so it works on any image
 // (the Python agent runs Python inside the container).
 func (a *Agent) ListFiles(_ context.Context, kernelID, p string) (map[string]any, error) {
-	k, err := a.runningKernel(kernelID)
-	if err != nil {
-		return nil, err
-	}
-	rootDir, rel, _, err := a.kernelPath(k, p)
-	if err != nil {
-		return nil, err
-	}
 	result := map[string]any{"files": "[]", "errors": "", "abspath": p}
-	root, err := os.OpenRoot(rootDir)
+	root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
-		result["errors"] = fileErr(p, err).Error()
+		if errors.Is(err, ErrKernelNotFound) || errors.Is(err, ErrPermission) {
+			return nil, err
+		}
+		result["errors"] = err.Error()
 		return result, nil
 	}
 	defer root.Close()

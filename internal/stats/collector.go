@@ -58,6 +58,47 @@ type DockerUsage struct {
 	CPUUsec, MemUsage, MemLimit, IORead, IOWrite, NetRx, NetTx uint64
 }
 
+// metric returns the kernel's metric for d, creating it, and refreshes its
+// capacity when one is given. The caller holds c.mu.
+func (st *kernelState) metric(d Def, capacity *decimal.Decimal) *Metric {
+	m, ok := st.metrics[d.Key]
+	if !ok {
+		m = newMetric(d, capacity)
+		st.metrics[d.Key] = m
+	}
+	if capacity != nil {
+		m.Capacity = capacity
+	}
+	return m
+}
+
+// DefContainerCPUUtil is a container's CPU use: CPU msec samples, the
+// rate as current, one core (1000 msec/s) as capacity.
+var DefContainerCPUUtil = Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}, Current: CurrentRate}
+
+var oneCore = decimal.NewFromInt(1000)
+
+// updateCounters records one sample of the counters every source
+// provides. The caller holds c.mu.
+func (st *kernelState) updateCounters(now time.Time, cpuUsec, memUsage, memLimit, ioRead, ioWrite uint64) {
+	cpuMsec := dec(cpuUsec).Div(decimal.NewFromInt(1000))
+	st.metric(DefContainerCPUUtil, &oneCore).Stats.Update(cpuMsec, now)
+	st.metric(DefCPUUsed, nil).Stats.Update(cpuMsec, now)
+	var memCap *decimal.Decimal
+	if memLimit > 0 {
+		v := dec(memLimit)
+		memCap = &v
+	}
+	st.metric(DefMem, memCap).Stats.Update(dec(memUsage), now)
+	st.metric(DefIORead, nil).Stats.Update(dec(ioRead), now)
+	st.metric(DefIOWrite, nil).Stats.Update(dec(ioWrite), now)
+}
+
+func (st *kernelState) updateNet(now time.Time, rx, tx uint64) {
+	st.metric(DefNetRx, nil).Stats.Update(dec(rx), now)
+	st.metric(DefNetTx, nil).Stats.Update(dec(tx), now)
+}
+
 // Collector owns the per-kernel and node metric state.
 type Collector struct {
 	FS cgroup.FS
@@ -203,38 +244,15 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	get := func(d Def, capacity *decimal.Decimal) *Metric {
-		m, ok := st.metrics[d.Key]
-		if !ok {
-			m = newMetric(d, capacity)
-			st.metrics[d.Key] = m
-		}
-		if capacity != nil {
-			m.Capacity = capacity
-		}
-		return m
-	}
-	cpuMsec := dec(s.CPUUsec).Div(decimal.NewFromInt(1000))
-	oneCore := decimal.NewFromInt(1000)
-	util := get(Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}, Current: CurrentRate}, &oneCore)
-	util.Stats.Update(cpuMsec, now)
-	get(DefCPUUsed, nil).Stats.Update(cpuMsec, now)
-	var memCap *decimal.Decimal
-	if s.MemLimit > 0 {
-		v := dec(s.MemLimit)
-		memCap = &v
-	}
-	get(DefMem, memCap).Stats.Update(dec(s.MemUsage), now)
 	if nerr == nil {
-		get(DefNetRx, nil).Stats.Update(dec(rx), now)
-		get(DefNetTx, nil).Stats.Update(dec(tx), now)
+		st.updateNet(now, rx, tx)
 	}
 	var scap *decimal.Decimal
 	if t.ScratchSize > 0 {
 		v := decimal.NewFromInt(t.ScratchSize)
 		scap = &v
 	}
-	get(DefIOScratchSize, scap).Stats.Update(dec(scratch), now)
+	st.metric(DefIOScratchSize, scap).Stats.Update(dec(scratch), now)
 	if st.procIO == nil {
 		st.procIO = map[int][2]uint64{}
 	}
@@ -256,15 +274,12 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 	if s.IORead == 0 && s.IOWrite == 0 {
 		s.IORead, s.IOWrite = liveRead+st.deadRead, liveWrite+st.deadWrt
 	}
-	get(DefIORead, nil).Stats.Update(dec(s.IORead), now)
-	get(DefIOWrite, nil).Stats.Update(dec(s.IOWrite), now)
-	seen := map[int]bool{}
+	st.updateCounters(now, s.CPUUsec, s.MemUsage, s.MemLimit, s.IORead, s.IOWrite)
 	for _, p := range procs {
-		seen[p.Pid] = true
 		pm, ok := st.procs[p.Pid]
 		if !ok {
 			pm = map[string]*Metric{
-				"cpu_util": newMetric(Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}, Current: CurrentRate}, &oneCore),
+				"cpu_util": newMetric(DefContainerCPUUtil, &oneCore),
 				"cpu_used": newMetric(DefCPUUsed, nil),
 				"mem":      newMetric(DefMem, nil),
 				"io_read":  newMetric(DefIORead, nil),
@@ -279,7 +294,7 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 		pm["io_write"].Stats.Update(dec(p.IOWrite), now)
 	}
 	for pid := range st.procs {
-		if !seen[pid] {
+		if !alive[pid] {
 			delete(st.procs, pid) // dead processes are pruned
 		}
 	}
@@ -473,30 +488,7 @@ func (c *Collector) readKernelDocker(st *kernelState, t Target, now time.Time) (
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	get := func(d Def, capacity *decimal.Decimal) *Metric {
-		m, ok := st.metrics[d.Key]
-		if !ok {
-			m = newMetric(d, capacity)
-			st.metrics[d.Key] = m
-		}
-		if capacity != nil {
-			m.Capacity = capacity
-		}
-		return m
-	}
-	cpuMsec := dec(u.CPUUsec).Div(decimal.NewFromInt(1000))
-	oneCore := decimal.NewFromInt(1000)
-	get(Def{Key: "cpu_util", Unit: "percent", Filter: []string{"avg", "max"}, Current: CurrentRate}, &oneCore).Stats.Update(cpuMsec, now)
-	get(DefCPUUsed, nil).Stats.Update(cpuMsec, now)
-	var memCap *decimal.Decimal
-	if u.MemLimit > 0 {
-		v := dec(u.MemLimit)
-		memCap = &v
-	}
-	get(DefMem, memCap).Stats.Update(dec(u.MemUsage), now)
-	get(DefIORead, nil).Stats.Update(dec(u.IORead), now)
-	get(DefIOWrite, nil).Stats.Update(dec(u.IOWrite), now)
-	get(DefNetRx, nil).Stats.Update(dec(u.NetRx), now)
-	get(DefNetTx, nil).Stats.Update(dec(u.NetTx), now)
+	st.updateCounters(now, u.CPUUsec, u.MemUsage, u.MemLimit, u.IORead, u.IOWrite)
+	st.updateNet(now, u.NetRx, u.NetTx)
 	return nil, false
 }
