@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -161,12 +162,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}()
 		sink = prod
 	}
-	var state *events.StateWriter
+	// CLEAN hands container logs to the state writer, which starts after
+	// the agent (its callbacks read the agent); until then logs are not
+	// kept.
+	stateRef := &stateLogs{}
 	if prod != nil {
-		// The state writer is created before the agent so CLEAN can hand
-		// it logs; its callbacks only read the agent once it exists.
-		state = &events.StateWriter{}
-		logs = stateLogs{state: &state}
+		logs = stateRef
 	}
 	am := metrics.NewAgent()
 	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, PullTimeout: pullTimeout, OnSync: func(err error) {
@@ -220,7 +221,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			m := p.Metadata()
 			md[fmt.Sprint(m["slot_name"])] = m
 		}
-		*state = *events.StartState(events.StateOptions{
+		state := events.StartState(events.StateOptions{
 			AgentID: a.ID(), Redis: redisOpt, Log: log.With("component", "redis-state"), Interval: interval,
 			Kernels: func() []string {
 				var ids []string
@@ -239,6 +240,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			},
 			Producer: prod,
 		})
+		stateRef.w.Store(state)
 		defer state.Close()
 		sub := events.Subscribe(redisOpt, a.ID(), log.With("component", "volumes"), func(ctx context.Context, r events.VolumeRequest) (string, string) {
 			return a.HandleVolume(ctx, r.Mount, r.DirName, r.FSLocation, r.FSType, r.CmdOptions)
@@ -304,13 +306,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 }
 
 // stateLogs hands CLEAN's container logs to the state writer once it runs.
-type stateLogs struct{ state **events.StateWriter }
+type stateLogs struct {
+	w atomic.Pointer[events.StateWriter]
+}
 
-func (s stateLogs) CollectLogs(ctx context.Context, kernelID, containerID string, logs []byte) error {
-	if *s.state == nil {
+func (s *stateLogs) CollectLogs(ctx context.Context, kernelID, containerID string, logs []byte) error {
+	w := s.w.Load()
+	if w == nil {
 		return errors.New("redis state writer not started")
 	}
-	return (*s.state).CollectLogs(ctx, kernelID, containerID, logs)
+	return w.CollectLogs(ctx, kernelID, containerID, logs)
 }
 
 func writePIDFile(path string) error {

@@ -147,12 +147,22 @@ func (s *stack) kill() {
 	}
 }
 
+// stop sends SIGTERM and waits up to 30 s (then SIGKILLs, and the test
+// sees the time it took).
 func (s *stack) stop() {
-	if s.cmd != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		_ = s.cmd.Wait()
-		s.cmd = nil
+	if s.cmd == nil {
+		return
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	}
+	s.cmd = nil
 }
 
 func (s *stack) ctl(args ...string) string {
@@ -580,5 +590,28 @@ func TestVolumeMountLocal_Integration(t *testing.T) {
 		if e.Name == "volume_mounted" && e.Payload["err_msg"] == "" {
 			t.Fatalf("escaping dir_name accepted: %v", e.Payload)
 		}
+	}
+}
+
+// SIGTERM stops an agent connected to etcd and Redis promptly, delivers
+// agent_terminated, and leaves the kernels running.
+func TestGracefulShutdown_Integration(t *testing.T) {
+	img := testutil.TestImage(t)
+	s := newStack(t, "")
+	s.start()
+	kid := s.createKernel(img)
+	t0 := time.Now()
+	s.stop()
+	if el := time.Since(t0); el > 15*time.Second {
+		t.Fatalf("shutdown took %s", el)
+	}
+	evs := s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "agent_terminated") > 0 })
+	if countName(evs, "agent_terminated") != 1 {
+		t.Fatalf("agent_terminated not delivered: %v", evs)
+	}
+	be := testutil.RequireDocker(t)
+	list, err := be.List(context.Background(), map[string]string{"ai.backend.kernel-id": kid})
+	if err != nil || len(list) != 1 || !list[0].Running {
+		t.Fatalf("kernel container after shutdown: %v %+v", err, list)
 	}
 }
