@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/bai-agent/bai-agent/internal/testutil"
+
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,25 +10,9 @@ import (
 	"testing"
 )
 
-var bin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bai-agent-bin-")
-	if err != nil {
-		panic(err)
-	}
-	bin = filepath.Join(dir, "bai-agent")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		panic(string(out))
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
 func runBin(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	out, err := exec.Command(testutil.AgentBinary(t), args...).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode(), string(out)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,23 +19,8 @@ import (
 	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
-var agentBin string
-
-func TestMain(m *testing.M) {
-	dir, _ := os.MkdirTemp("", "bai-app-test-")
-	agentBin = filepath.Join(dir, "bai-agent")
-	build := exec.Command("go", "build", "-o", agentBin, "./cmd/bai-agent")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v %s\n", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
 type stack struct {
+	bin    string
 	t      testing.TB
 	redis  *testutil.Redis
 	etcd   *testutil.Etcd
@@ -51,25 +35,16 @@ type stack struct {
 	env    []string
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // newStack starts redis-server and etcd, seeds etcd as a manager would,
 // and writes an agent config pointing at them.
 func newStack(t testing.TB, extraAgent string) *stack {
 	testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
-	s := &stack{t: t, redis: testutil.StartRedis(t), etcd: testutil.StartEtcd(t), root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8]}
+	s := &stack{bin: testutil.AgentBinary(t), t: t, redis: testutil.StartRedis(t), etcd: testutil.StartEtcd(t), root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8]}
 	ns := "ns" + uuid.NewString()[:6]
 	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/addr", s.redis.Addr)
 	s.etcd.Put(t, "/sorna/"+ns+"/nodes/manager/i-mgr", "up")
-	s.rpc = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s.rpc = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	s.vfroot = filepath.Join(s.root, "vfroot")
 	_ = os.MkdirAll(s.vfroot, 0o755)
 	s.cfg = filepath.Join(s.root, "agent.toml")
@@ -104,13 +79,7 @@ heartbeat-interval = 1.0
 	t.Cleanup(func() {
 		s.kill()
 		s.rdb.Close()
-		// No kernel of this agent outlives the test, whatever failed.
-		be := testutil.RequireDocker(t)
-		if list, err := be.List(context.Background(), map[string]string{"ai.backend.owner": s.id}); err == nil {
-			for _, c := range list {
-				_ = be.Remove(context.Background(), c.ID)
-			}
-		}
+		testutil.RemoveContainers(t, map[string]string{"ai.backend.owner": s.id})
 		if t.Failed() && s.logf != nil {
 			b, _ := os.ReadFile(s.logf.Name())
 			t.Logf("agent log:\n%s", b)
@@ -125,7 +94,7 @@ heartbeat-interval = 1.0
 
 func (s *stack) start() {
 	s.t.Helper()
-	s.cmd = exec.Command(agentBin, "start-server", "-f", s.cfg)
+	s.cmd = exec.Command(s.bin, "start-server", "-f", s.cfg)
 	s.cmd.Env = append(os.Environ(), s.env...)
 	if s.logf == nil {
 		s.logf, _ = os.Create(filepath.Join(s.root, "agent.log"))
@@ -135,7 +104,7 @@ func (s *stack) start() {
 		s.t.Fatal(err)
 	}
 	testutil.Eventually(s.t, 60*time.Second, "agent answers RPC", func() bool {
-		return exec.Command(agentBin, "ctl", "--addr", s.rpc, "ping").Run() == nil
+		return exec.Command(s.bin, "ctl", "--addr", s.rpc, "ping").Run() == nil
 	})
 }
 
@@ -167,7 +136,7 @@ func (s *stack) stop() {
 
 func (s *stack) ctl(args ...string) string {
 	s.t.Helper()
-	out, err := exec.Command(agentBin, append([]string{"ctl", "--addr", s.rpc}, args...)...).CombinedOutput()
+	out, err := exec.Command(s.bin, append([]string{"ctl", "--addr", s.rpc}, args...)...).CombinedOutput()
 	if err != nil {
 		s.t.Fatalf("ctl %v: %v\n%s", args, err, out)
 	}
@@ -461,7 +430,7 @@ func TestImagePull_Integration(t *testing.T) {
 	sub := s.rdb.Subscribe(ctx, "events_all")
 	defer sub.Close()
 	s.start()
-	out, err := exec.Command(agentBin, "ctl", "--addr", s.rpc, "pull", remote).CombinedOutput()
+	out, err := exec.Command(s.bin, "ctl", "--addr", s.rpc, "pull", remote).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctl pull: %v\n%s", err, out)
 	}
@@ -506,7 +475,7 @@ func TestImagePull_Integration(t *testing.T) {
 		t.Fatalf("bgtask cache: %q %v", v, err)
 	}
 	for _, bad := range []string{registry + "/bai-test/nosuch:1", "127.0.0.1:1/bai-test/x:1"} {
-		out, err := exec.Command(agentBin, "ctl", "--addr", s.rpc, "pull", bad).CombinedOutput()
+		out, err := exec.Command(s.bin, "ctl", "--addr", s.rpc, "pull", bad).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "failed") {
 			t.Fatalf("pull %s: %v\n%s", bad, err, out)
 		}

@@ -228,7 +228,7 @@ func BenchmarkAgentWithIdleKernels(b *testing.B) {
 	s.start()
 	n := 0
 	for n < 40 {
-		out, err := exec.Command(agentBin, "ctl", "--addr", s.rpc, "create", "--image", img, "--cpu", "1", "--mem", "32m", "--shm", "8m").CombinedOutput()
+		out, err := exec.Command(s.bin, "ctl", "--addr", s.rpc, "create", "--image", img, "--cpu", "1", "--mem", "32m", "--shm", "8m").CombinedOutput()
 		if err != nil {
 			if strings.Contains(string(out), "InsufficientResource") {
 				break

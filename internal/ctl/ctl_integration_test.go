@@ -3,7 +3,6 @@ package ctl_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,20 +24,14 @@ func startAgentBinary(t *testing.T, extra string) *agentProc {
 	testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bai-agent")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/bai-agent")
-	build.Dir = testutil.ModuleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	bin := testutil.AgentBinary(t)
+	port := testutil.FreePort(t)
 	vfroot := filepath.Join(dir, "vfroot")
 	_ = os.MkdirAll(filepath.Join(vfroot, "data"), 0o755)
 	cfg := filepath.Join(dir, "agent.toml")
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-ctl-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\nmount-path=%q\n%s\n[container]\nport-range=[36000,36099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
-		uuid.NewString()[:8], port, vfroot, extra, filepath.Join(dir, "scratch"))
+	id := "i-ctl-" + uuid.NewString()[:8]
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\nmount-path=%q\n%s\n[container]\nport-range=[36000,36099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
+		id, port, vfroot, extra, filepath.Join(dir, "scratch"))
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +43,9 @@ func startAgentBinary(t *testing.T, extra string) *agentProc {
 	}
 	p := &agentProc{bin: bin, cfg: cfg, vfroot: vfroot, addr: fmt.Sprintf("tcp://127.0.0.1:%d", port)}
 	t.Cleanup(func() {
-		_, _ = p.run(t, "ctl", "-f", cfg, "destroy", "--reason", "test-cleanup", "zzzz-none")
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
+		testutil.RemoveContainers(t, map[string]string{"ai.backend.owner": id})
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
@@ -156,12 +149,7 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 func TestCtlWithCurve_Integration(t *testing.T) {
 	dir := t.TempDir()
 	// The operator's workflow: keygen for both sides.
-	bin := filepath.Join(dir, "bai-agent")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/bai-agent")
-	build.Dir = testutil.ModuleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := testutil.AgentBinary(t)
 	for _, n := range []string{"agent", "manager", "intruder"} {
 		if out, err := exec.Command(bin, "keygen", dir, n).CombinedOutput(); err != nil {
 			t.Fatalf("keygen: %v %s", err, out)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
 func TestHostDirLifecycle(t *testing.T) {
@@ -47,20 +49,8 @@ func TestHostDirLifecycle(t *testing.T) {
 	}
 }
 
-// Root-only: tmpfs and loop mounts. The agent runs as root; so do CI and
-// the dev machines.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("scratch mount tests need root under CI")
-		}
-		t.Skip("needs root")
-	}
-}
-
 func TestMemoryAndHostFile(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, typ := range []string{Memory, HostFile} {
 		t.Run(typ, func(t *testing.T) {
 			m := &Manager{Root: t.TempDir(), Type: typ, Size: 16 << 20, UID: -1, GID: -1}

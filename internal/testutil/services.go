@@ -2,11 +2,14 @@ package testutil
 
 import (
 	"context"
+	"fmt"
 
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -138,4 +141,73 @@ func trimNL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// FreePort asks the kernel for an unused loopback TCP port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	return freeAddrPort(t)
+}
+
+func freeAddrPort(t testing.TB) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+var (
+	agentBinOnce sync.Once
+	agentBinPath string
+	agentBinErr  error
+)
+
+// AgentBinary builds bin/bai-agent once per test process (into a temp
+// dir) and returns its path.
+func AgentBinary(t testing.TB) string {
+	t.Helper()
+	agentBinOnce.Do(func() {
+		// One folder for every test process; binaries older than an hour
+		// are from finished runs.
+		dir := filepath.Join(os.TempDir(), "bai-agent-test-bin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			agentBinErr = err
+			return
+		}
+		if ents, err := os.ReadDir(dir); err == nil {
+			for _, e := range ents {
+				if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
+					_ = os.Remove(filepath.Join(dir, e.Name()))
+				}
+			}
+		}
+		agentBinPath = filepath.Join(dir, fmt.Sprintf("bai-agent-%d", os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", agentBinPath, "./cmd/bai-agent")
+		cmd.Dir = ModuleRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentBinErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if agentBinErr != nil {
+		t.Fatal(agentBinErr)
+	}
+	return agentBinPath
+}
+
+// RemoveContainers force-removes every container whose labels match (the
+// test's own agent), so no kernel outlives a test whatever failed.
+func RemoveContainers(t testing.TB, labels map[string]string) {
+	t.Helper()
+	be := RequireDocker(t)
+	list, err := be.List(context.Background(), labels)
+	if err != nil {
+		t.Errorf("list leftover containers: %v", err)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, c := range list {
+		wg.Add(1)
+		go func(id string) { defer wg.Done(); _ = be.Remove(context.Background(), id) }(c.ID)
+	}
+	wg.Wait()
 }

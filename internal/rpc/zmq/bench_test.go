@@ -151,15 +151,9 @@ func BenchmarkCreateKernel(b *testing.B) {
 // reports its resident set size.
 func BenchmarkAgentIdleRSS(b *testing.B) {
 	testutil.RequireDocker(b)
-	root := testutil.ModuleRoot(b)
+	bin := testutil.AgentBinary(b)
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "bai-agent")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/bai-agent")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build: %v %s", err, out)
-	}
-	port := freePort(b)
+	port := testutil.FreePort(b)
 	cfg := filepath.Join(dir, "agent.toml")
 	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rss-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\n[container]\nport-range=[35000,35099]\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n", uuid.NewString()[:8], port, filepath.Join(dir, "scratch"))
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {

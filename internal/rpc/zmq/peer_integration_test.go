@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,17 +19,6 @@ import (
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 	"github.com/bai-agent/bai-agent/internal/testutil"
 )
-
-// freePort asks the kernel for an unused TCP port.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func requirePython(t testing.TB) string {
 	t.Helper()
@@ -51,7 +39,7 @@ func startAgent(t testing.TB, curve *zmq.Curve) (addr string, cfg *config.Config
 	if err := os.MkdirAll(filepath.Join(vfroot, "data1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rpc-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\nmount-path=%q\nimage-commit-path=%q\n[container]\nport-range=[33000,33099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
 		uuid.NewString()[:8], port, vfroot, filepath.Join(root, "commit"), filepath.Join(root, "scratch"))
 	res, err := config.Load("", []byte(doc), nil)

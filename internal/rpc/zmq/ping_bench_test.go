@@ -27,7 +27,7 @@ func pingServer(b *testing.B, curve *zmq.Curve) string {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s := rpc.NewServer(log, "i-bench")
 	s.RegisterInline("ping", func(_ context.Context, c *rpc.Call) (any, error) { return c.Args[0], nil })
-	tr, err := zmq.Listen(context.Background(), log, fmt.Sprintf("127.0.0.1:%d", freePort(b)), s, curve)
+	tr, err := zmq.Listen(context.Background(), log, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b)), s, curve)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func pingServer(b *testing.B, curve *zmq.Curve) string {
 }
 
 func pythonEcho(b *testing.B, py string, certs ...string) string {
-	addr := fmt.Sprintf("tcp://127.0.0.1:%d", freePort(b))
+	addr := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
 	script := filepath.Join(testutil.ModuleRoot(b), "test", "pypeer", "echo_router.py")
 	cmd := exec.Command(py, append([]string{script, addr}, certs...)...)
 	out, _ := cmd.StdoutPipe()
