@@ -150,11 +150,6 @@ func (a *Agent) IsPulling(name string) bool {
 // Task returns a background task's state.
 func (a *Agent) Task(id string) (bgtask.Task, bool) { return a.tasks.Get(id) }
 
-// WaitTask blocks until a background task ends.
-func (a *Agent) WaitTask(ctx context.Context, id string) (bgtask.Task, error) {
-	return a.tasks.Wait(ctx, id)
-}
-
 func safeName(kind, s string) error {
 	if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/\\\x00") {
 		return fmt.Errorf("%w: %s %q must be a plain name", ErrPermission, kind, s)

@@ -21,18 +21,6 @@ const (
 	Unified Mode = 3 // v2 only
 )
 
-func (m Mode) String() string {
-	switch m {
-	case Legacy:
-		return "v1"
-	case Hybrid:
-		return "hybrid"
-	case Unified:
-		return "v2"
-	}
-	return "unknown"
-}
-
 // FS reads cgroup and proc files under Root ("" means "/").
 type FS struct{ Root string }
 

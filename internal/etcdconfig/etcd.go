@@ -241,24 +241,6 @@ func (c *Client) Put(ctx context.Context, k, v string) error {
 	return nil
 }
 
-// PutPrefix writes a nested map as flattened keys (for seeding).
-func (c *Client) PutPrefix(ctx context.Context, k string, v map[string]any) error {
-	for name, val := range v {
-		full := k + "/" + name
-		switch x := val.(type) {
-		case map[string]any:
-			if err := c.PutPrefix(ctx, full, x); err != nil {
-				return err
-			}
-		default:
-			if err := c.Put(ctx, full, fmt.Sprint(x)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // RedisConfig is config/redis.
 type RedisConfig struct {
 	Addr     string

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,9 +34,6 @@ type Heartbeat struct {
 	client *redis.Client
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	sent   atomic.Uint64
-	failed atomic.Uint64
-	lastOK atomic.Int64
 }
 
 // StartHeartbeat starts beating at once and then every interval.
@@ -60,12 +56,6 @@ func (h *Heartbeat) Close() {
 	h.wg.Wait()
 	h.client.Close()
 }
-
-// Sent returns how many beats reached Redis.
-func (h *Heartbeat) Sent() uint64 { return h.sent.Load() }
-
-// LastOK returns when a beat last reached Redis.
-func (h *Heartbeat) LastOK() time.Time { return time.Unix(0, h.lastOK.Load()) }
 
 func (h *Heartbeat) loop(ctx context.Context) {
 	defer h.wg.Done()
@@ -95,9 +85,6 @@ func (h *Heartbeat) beat(ctx context.Context) (err error) {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("heartbeat panicked: %v", r)
 		}
-		if err != nil {
-			h.failed.Add(1)
-		}
 	}()
 	info := h.o.Info()
 	vals := map[string]any{"name": "agent_heartbeat", "source": h.o.AgentID}
@@ -123,8 +110,6 @@ func (h *Heartbeat) beat(ctx context.Context) (err error) {
 	if err := h.client.XAdd(bctx, &redis.XAddArgs{Stream: StreamKey, MaxLen: streamMaxLen, Approx: true, Values: vals}).Err(); err != nil {
 		return err
 	}
-	h.sent.Add(1)
-	h.lastOK.Store(time.Now().UnixNano())
 	if h.o.OnSent != nil {
 		h.o.OnSent()
 	}

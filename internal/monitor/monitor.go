@@ -45,6 +45,9 @@ type Monitor struct {
 
 	mu          sync.Mutex
 	lastProcPub time.Time
+	// The agent's own CPU time at the previous sample (self loop only).
+	selfCPUMsec uint64
+	selfAt      time.Time
 }
 
 // Start starts the loops.
@@ -229,11 +232,6 @@ func (m *Monitor) containers(ctx context.Context) error {
 }
 
 // self reports the agent process's own CPU and memory.
-var selfPrev struct {
-	cpuMsec uint64
-	at      time.Time
-}
-
 func (m *Monitor) self(context.Context) error {
 	b, err := os.ReadFile("/proc/self/stat")
 	if err != nil {
@@ -247,11 +245,11 @@ func (m *Monitor) self(context.Context) error {
 			st, _ := strconv.ParseUint(f[12], 10, 64)
 			cpu := (ut + st) * 10
 			now := time.Now()
-			if !selfPrev.at.IsZero() {
-				pct := float64(cpu-selfPrev.cpuMsec) / float64(now.Sub(selfPrev.at).Milliseconds()) * 100
+			if !m.selfAt.IsZero() {
+				pct := float64(cpu-m.selfCPUMsec) / float64(now.Sub(m.selfAt).Milliseconds()) * 100
 				m.o.Metrics.AgentCPU.Set(pct, m.o.AgentID)
 			}
-			selfPrev.cpuMsec, selfPrev.at = cpu, now
+			m.selfCPUMsec, m.selfAt = cpu, now
 		}
 	}
 	if st, err := os.ReadFile("/proc/self/status"); err == nil {

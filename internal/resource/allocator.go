@@ -56,15 +56,6 @@ func NewAllocator(maps []*AllocMap, types map[SlotName]SlotType, available Slots
 	return a
 }
 
-// SlotTypes returns the known slots and their types.
-func (a *Allocator) SlotTypes() map[SlotName]SlotType {
-	out := make(map[SlotName]SlotType, len(a.types))
-	for k, v := range a.types {
-		out[k] = v
-	}
-	return out
-}
-
 // Available returns the advertised amounts (capacity minus reserve).
 func (a *Allocator) Available() Slots { return a.available.Clone() }
 
@@ -77,16 +68,6 @@ func (a *Allocator) Used() Slots {
 		out[s] = m.Used()
 	}
 	return out
-}
-
-// UsedBy returns per-device usage of a slot.
-func (a *Allocator) UsedBy(s SlotName) map[DeviceID]decimal.Decimal {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if m, ok := a.maps[s]; ok {
-		return m.UsedBy()
-	}
-	return nil
 }
 
 // Normalize checks a request against the known slots: unknown slots with a
@@ -197,19 +178,4 @@ func (a *Allocator) Restore(alloc Allocation) (bool, error) {
 		over = over || o
 	}
 	return over, nil
-}
-
-// Snapshot renders every map for logs and debugging.
-func (a *Allocator) Snapshot() map[SlotName]map[DeviceID]string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := map[SlotName]map[DeviceID]string{}
-	for s, m := range a.maps {
-		per := map[DeviceID]string{}
-		for id, v := range m.UsedBy() {
-			per[id] = FormatAmount(v)
-		}
-		out[s] = per
-	}
-	return out
 }

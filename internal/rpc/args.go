@@ -115,13 +115,6 @@ func asMap(v any, path string) (msgpack.Map, error) {
 	return m, nil
 }
 
-func asOptMap(v any, path string) (msgpack.Map, error) {
-	if v == nil {
-		return nil, nil
-	}
-	return asMap(v, path)
-}
-
 func asList(v any, path string) ([]any, error) {
 	l, ok := v.([]any)
 	if !ok {

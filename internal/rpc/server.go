@@ -64,15 +64,6 @@ func (s *Server) IsInline(hdrFrame []byte) bool {
 // SetObserver installs a metrics hook.
 func (s *Server) SetObserver(o Observer) { s.observer = o }
 
-// Methods returns the registered method names.
-func (s *Server) Methods() []string {
-	out := make([]string, 0, len(s.methods))
-	for k := range s.methods {
-		out = append(out, k)
-	}
-	return out
-}
-
 func reqKey(peer []byte, h *Header) string {
 	return fmt.Sprintf("%x|%v|%T:%v|%v", peer, h.Meth, h.Okey, h.Okey, h.Seq)
 }

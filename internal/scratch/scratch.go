@@ -293,12 +293,6 @@ func (m *Manager) List() ([]string, error) {
 	return out, nil
 }
 
-// Exists reports whether a kernel's scratch directory exists.
-func (m *Manager) Exists(kernelID string) bool {
-	_, err := os.Stat(m.Paths(kernelID).Config)
-	return err == nil
-}
-
 // BlockDevice returns the block device that holds dir, as a /dev path
 // usable for I/O throttling: the loop device of a hostfile scratch, else
 // the whole disk under the filesystem (throttling applies to disks, not

@@ -148,3 +148,22 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 		})
 	}
 }
+
+// A datetime leaves as ext 2 with temporenc 0.1.0's bytes and reads back.
+func TestDatetimeExt(t *testing.T) {
+	ts := time.Date(2024, 1, 2, 3, 4, 5, 6000, time.UTC)
+	b, err := msgpack.Marshal(Datetime(ts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "c70902" + "ebf4004620a0000d00"; hex.EncodeToString(b) != want {
+		t.Fatalf("got %x, want %s", b, want)
+	}
+	v, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := v.(time.Time); !ok || !got.Equal(ts) {
+		t.Fatalf("round trip: %v", v)
+	}
+}
