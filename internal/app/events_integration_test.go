@@ -157,6 +157,7 @@ type event struct {
 	Name    string
 	Source  string
 	Payload map[string]any
+	At      time.Time // from the stream entry id (Redis time, ms)
 }
 
 // readEvents consumes the stream as the manager does (consumer group
@@ -175,6 +176,9 @@ func (s *stack) readEvents(timeout time.Duration, stop func([]event) bool) []eve
 		for _, st := range res {
 			for _, m := range st.Messages {
 				e := event{Name: fmt.Sprint(m.Values["name"]), Source: fmt.Sprint(m.Values["source"])}
+				if ms, err := strconv.ParseInt(strings.SplitN(m.ID, "-", 2)[0], 10, 64); err == nil {
+					e.At = time.UnixMilli(ms)
+				}
 				if p, ok := m.Values["payload"].(string); ok {
 					if err := json.Unmarshal([]byte(p), &e.Payload); err != nil {
 						s.t.Fatalf("payload of %s is not JSON: %v", e.Name, err)
@@ -264,9 +268,18 @@ func TestEventsHeartbeatAndState_Integration(t *testing.T) {
 			t.Fatalf("broadcast message: %s", m.Payload)
 		}
 	}
-	// Heartbeat interval: 1 s.
-	var hbTimes []time.Time
-	_ = hbTimes
+	// Heartbeats every heartbeat-interval (1 s here).
+	var beats []time.Time
+	for _, e := range evs {
+		if e.Name == "agent_heartbeat" {
+			beats = append(beats, e.At)
+		}
+	}
+	for i := 1; i < len(beats); i++ {
+		if gap := beats[i].Sub(beats[i-1]); gap < 700*time.Millisecond || gap > 2500*time.Millisecond {
+			t.Fatalf("heartbeat gap %s, want about 1 s", gap)
+		}
+	}
 	// Plain keys the manager reads.
 	ctx := context.Background()
 	stat := redis.NewClient(&redis.Options{Addr: s.redis.Addr, DB: 0})
@@ -412,11 +425,9 @@ func TestVolumeEvents_Integration(t *testing.T) {
 // and bgtask_* events (with the bgtask.{id} cache), `ctl pull`'s bar; a
 // missing image and an unreachable registry fail with a clear message.
 func TestImagePull_Integration(t *testing.T) {
-	img := testutil.TestImage(t)
 	registry := testutil.StartRegistry(t)
 	be := testutil.RequireDocker(t)
 	ctx := context.Background()
-	_ = img
 	remote := registry + "/bai-test/pullme:" + uuid.NewString()[:8]
 	testutil.ImportRandomImage(t, be, remote, 8<<20)
 	t.Cleanup(func() { _ = be.RemoveImage(context.Background(), remote, true, false) })

@@ -110,9 +110,7 @@ func StartEtcd(t testing.TB) *Etcd {
 	Eventually(t, 30*time.Second, "etcd answers", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		out, err := exec.CommandContext(ctx, "etcdctl", "--endpoints", client, "endpoint", "health").CombinedOutput()
-		_ = out
-		return err == nil
+		return exec.CommandContext(ctx, "etcdctl", "--endpoints", client, "endpoint", "health").Run() == nil
 	})
 	return &Etcd{Addr: client}
 }

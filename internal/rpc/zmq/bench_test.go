@@ -65,11 +65,9 @@ func BenchmarkCreateKernel(b *testing.B) {
 
 	// Template: the exact config of a kernel container the agent made.
 	sid, kid, args := createArgs(img)
-	res, err := c.Call(ctx, "create_kernels", args, nil)
-	if err != nil {
+	if _, err := c.Call(ctx, "create_kernels", args, nil); err != nil {
 		b.Fatal(err)
 	}
-	_ = res
 	list, err := be.List(ctx, map[string]string{"ai.backend.kernel-id": kid})
 	if err != nil || len(list) != 1 {
 		b.Fatalf("template container: %v %d", err, len(list))
