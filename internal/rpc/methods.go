@@ -103,16 +103,8 @@ func (m *methods) createKernels(ctx context.Context, c *Call) (any, error) {
 	return out, nil
 }
 
-func (m *methods) kernelID(c *Call, i int, name string) (string, error) {
-	v, err := c.Required(i, name)
-	if err != nil {
-		return "", err
-	}
-	return asStr(v, name)
-}
-
 func (m *methods) destroyKernel(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
+	kid, err := m.strArg(c, 0, "kernel_id")
 	if err != nil {
 		return nil, err
 	}
@@ -138,11 +130,11 @@ func (m *methods) destroyKernel(ctx context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) restartKernel(ctx context.Context, c *Call) (any, error) {
-	sid, err := m.kernelID(c, 0, "session_id")
+	sid, err := m.strArg(c, 0, "session_id")
 	if err != nil {
 		return nil, err
 	}
-	kid, err := m.kernelID(c, 1, "kernel_id")
+	kid, err := m.strArg(c, 1, "kernel_id")
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +249,7 @@ func (m *methods) syncKernelRegistry(ctx context.Context, c *Call) (any, error) 
 }
 
 func (m *methods) checkCreating(_ context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
+	kid, err := m.strArg(c, 0, "kernel_id")
 	if err != nil {
 		return nil, err
 	}
@@ -265,11 +257,22 @@ func (m *methods) checkCreating(_ context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) checkRunning(_ context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
+	kid, err := m.strArg(c, 0, "kernel_id")
 	if err != nil {
 		return nil, err
 	}
 	return m.a.IsRunning(kid), nil
+}
+
+// strPair reads two leading string arguments (kernel_id plus a path or
+// name, in most methods).
+func (m *methods) strPair(c *Call, first, second string) (string, string, error) {
+	a, err := m.strArg(c, 0, first)
+	if err != nil {
+		return "", "", err
+	}
+	b, err := m.strArg(c, 1, second)
+	return a, b, err
 }
 
 func (m *methods) strArg(c *Call, i int, name string) (string, error) {
@@ -321,7 +324,7 @@ func (m *methods) checkPulling(_ context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) getLogs(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
+	kid, err := m.strArg(c, 0, "kernel_id")
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +336,7 @@ func (m *methods) getLogs(ctx context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) uploadFile(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
+	kid, err := m.strArg(c, 0, "kernel_id")
 	if err != nil {
 		return nil, err
 	}
@@ -358,11 +361,7 @@ func (m *methods) uploadFile(ctx context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) downloadFile(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	p, err := m.strArg(c, 1, "filepath")
+	kid, p, err := m.strPair(c, "kernel_id", "filepath")
 	if err != nil {
 		return nil, err
 	}
@@ -370,11 +369,7 @@ func (m *methods) downloadFile(ctx context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) downloadSingle(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	p, err := m.strArg(c, 1, "filepath")
+	kid, p, err := m.strPair(c, "kernel_id", "filepath")
 	if err != nil {
 		return nil, err
 	}
@@ -382,11 +377,7 @@ func (m *methods) downloadSingle(ctx context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) listFiles(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	p, err := m.strArg(c, 1, "path")
+	kid, p, err := m.strPair(c, "kernel_id", "path")
 	if err != nil {
 		return nil, err
 	}
@@ -394,11 +385,7 @@ func (m *methods) listFiles(ctx context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) commit(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	subdir, err := m.strArg(c, 1, "subdir")
+	kid, subdir, err := m.strPair(c, "kernel_id", "subdir")
 	if err != nil {
 		return nil, err
 	}
@@ -423,11 +410,7 @@ func (m *methods) commit(ctx context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) getCommitStatus(_ context.Context, c *Call) (any, error) {
-	kid, err := m.kernelID(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	subdir, err := m.strArg(c, 1, "subdir")
+	kid, subdir, err := m.strPair(c, "kernel_id", "subdir")
 	if err != nil {
 		return nil, err
 	}
