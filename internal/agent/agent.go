@@ -422,42 +422,10 @@ type keyedEntry struct {
 	refs int
 }
 
-// tryLock takes the lock only if it is free (the sync loop skips a kernel
-// that lifecycle work holds, rather than wait behind it).
-func (m *keyedMutex) tryLock(key string) (func(), bool) {
+// ref returns key's entry with one more reference.
+func (m *keyedMutex) ref(key string) *keyedEntry {
 	m.mu.Lock()
-	if m.locks == nil {
-		m.locks = map[string]*keyedEntry{}
-	}
-	e, ok := m.locks[key]
-	if !ok {
-		e = &keyedEntry{ch: make(chan struct{}, 1)}
-		m.locks[key] = e
-	}
-	select {
-	case e.ch <- struct{}{}:
-		e.refs++
-		m.mu.Unlock()
-	default:
-		if e.refs == 0 {
-			delete(m.locks, key)
-		}
-		m.mu.Unlock()
-		return nil, false
-	}
-	return func() {
-		<-e.ch
-		m.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(m.locks, key)
-		}
-		m.mu.Unlock()
-	}, true
-}
-
-func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
-	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.locks == nil {
 		m.locks = map[string]*keyedEntry{}
 	}
@@ -467,20 +435,39 @@ func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
 		m.locks[key] = e
 	}
 	e.refs++
-	m.mu.Unlock()
-	release := func() {
-		m.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(m.locks, key)
-		}
-		m.mu.Unlock()
+	return e
+}
+
+// unref drops a reference; the last one removes the entry.
+func (m *keyedMutex) unref(key string, e *keyedEntry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e.refs--
+	if e.refs == 0 {
+		delete(m.locks, key)
 	}
+}
+
+// tryLock takes the lock only if it is free (the sync loop skips a kernel
+// that lifecycle work holds, rather than wait behind it).
+func (m *keyedMutex) tryLock(key string) (func(), bool) {
+	e := m.ref(key)
 	select {
 	case e.ch <- struct{}{}:
-		return func() { <-e.ch; release() }, nil
+		return func() { <-e.ch; m.unref(key, e) }, true
+	default:
+		m.unref(key, e)
+		return nil, false
+	}
+}
+
+func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
+	e := m.ref(key)
+	select {
+	case e.ch <- struct{}{}:
+		return func() { <-e.ch; m.unref(key, e) }, nil
 	case <-ctx.Done():
-		release()
+		m.unref(key, e)
 		return nil, ctx.Err()
 	}
 }
