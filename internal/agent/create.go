@@ -24,6 +24,10 @@ import (
 	"github.com/bai-agent/bai-agent/internal/wire"
 )
 
+// kernelTTY: kernel containers run with a TTY (as the Python agent
+// creates them), so their log stream is raw.
+const kernelTTY = true
+
 // Container-side REPL ports of the kernel runner.
 const (
 	replInContainerPort  = 2000
@@ -562,7 +566,7 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 		Env:        env,
 		WorkingDir: "/home/work",
 		Hostname:   hostname,
-		Tty:        true,
+		Tty:        kernelTTY,
 		OpenStdin:  true,
 		StopSignal: "SIGINT",
 		Init:       true,

@@ -92,7 +92,7 @@ func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error
 		if a.logs != nil {
 			// Logs first: they are gone with the container.
 			lctx, lcancel := context.WithTimeout(ctx, 60*time.Second)
-			if b, err := a.be.Logs(lctx, k.ContainerID(), 0); err == nil {
+			if b, err := a.be.Logs(lctx, k.ContainerID(), kernelTTY, 0); err == nil {
 				if err := a.logs.CollectLogs(lctx, k.ID, k.ContainerID(), b); err != nil {
 					log.Warn("container logs not kept", "error", err)
 				}

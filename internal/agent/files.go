@@ -363,7 +363,7 @@ func (a *Agent) Logs(ctx context.Context, kernelID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := a.be.Logs(ctx, k.ContainerID(), 0)
+	b, err := a.be.Logs(ctx, k.ContainerID(), kernelTTY, 0)
 	if err != nil {
 		return "", kernelErr(kernelID, err)
 	}

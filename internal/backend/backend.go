@@ -144,7 +144,10 @@ type Backend interface {
 	// the error channel then receives why.
 	Events(ctx context.Context) (<-chan Event, <-chan error)
 	InspectImage(ctx context.Context, ref string) (*Image, error)
-	Logs(ctx context.Context, id string, limit int64) ([]byte, error)
+	// Logs returns stdout+stderr (the tail, at most limit bytes when
+	// limit > 0). tty says whether the container has a TTY (raw stream)
+	// or not (multiplexed stream).
+	Logs(ctx context.Context, id string, tty bool, limit int64) ([]byte, error)
 	Ping(ctx context.Context) (string, error)
 }
 

@@ -218,7 +218,7 @@ func TestProcessHeavyContainerDelaysOnlyItself_Integration(t *testing.T) {
 	be := testutil.RequireDocker(t)
 	ctx := context.Background()
 	testutil.Eventually(t, 60*time.Second, "3000 processes started", func() bool {
-		b, err := be.Logs(ctx, heavy[0].ContainerID, 0)
+		b, err := be.Logs(ctx, heavy[0].ContainerID, false, 0)
 		return err == nil && bytes.Contains(b, []byte("procs started"))
 	})
 	c := stats.NewCollector()

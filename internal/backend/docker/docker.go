@@ -318,14 +318,9 @@ func (b *Backend) InspectImage(ctx context.Context, ref string) (*backend.Image,
 	return img, nil
 }
 
-// Logs returns the container's stdout and stderr (at most limit bytes,
-// the tail end). With a TTY the stream is raw; otherwise it is
-// demultiplexed.
-func (b *Backend) Logs(ctx context.Context, id string, limit int64) ([]byte, error) {
-	ins, err := b.Inspect(ctx, id)
-	if err != nil {
-		return nil, err
-	}
+// Logs implements backend.Backend. With a TTY the stream is raw;
+// otherwise it is demultiplexed.
+func (b *Backend) Logs(ctx context.Context, id string, tty bool, limit int64) ([]byte, error) {
 	rc, err := b.cli.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		return nil, mapErr(err, "logs of container "+id)
@@ -336,7 +331,7 @@ func (b *Backend) Logs(ctx context.Context, id string, limit int64) ([]byte, err
 		return nil, fmt.Errorf("read logs of %s: %w", id, err)
 	}
 	out := raw
-	if !ins.Tty {
+	if !tty {
 		out = demux(raw)
 	}
 	if limit > 0 && int64(len(out)) > limit {
