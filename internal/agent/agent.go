@@ -16,6 +16,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/bgtask"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/ports"
@@ -41,17 +42,15 @@ const (
 )
 
 // EventSink receives the agent's events (kernel_started, ...). The Redis
-// publisher implements it; until it is wired, events are logged.
-type EventSink interface {
-	Publish(ctx context.Context, name string, payload map[string]any)
-}
+// publisher implements it; without a control plane, events are logged.
+type EventSink = event.Sink
 
 // LogSink logs events.
 type LogSink struct{ Log *slog.Logger }
 
 // Publish implements EventSink.
-func (s LogSink) Publish(_ context.Context, name string, payload map[string]any) {
-	s.Log.Info("event", "name", name, "payload", payload)
+func (s LogSink) Publish(_ context.Context, ev event.Event) {
+	s.Log.Info("event", "name", ev.EventName(), "payload", ev)
 }
 
 // Kernel is the registry entry of one kernel.
@@ -125,6 +124,7 @@ type Agent struct {
 	events    EventSink
 	logs      LogCollector
 	onSync    func(error)
+	onGone    func(kernelID string)
 	sem       chan struct{}
 	bindHost  string
 	stopTime  time.Duration
@@ -162,13 +162,16 @@ type Options struct {
 	// removed.
 	Logs LogCollector
 	// OnSync, if set, is called after each sync pass with its error.
-	OnSync  func(error)
-	Config  *config.Config
-	Backend backend.Backend
-	Log     *slog.Logger
-	Events  EventSink
-	Host    *device.Host // nil: scan this machine
-	Getenv  func(string) string
+	OnSync func(error)
+	// OnKernelGone, if set, is called once a kernel has been cleaned (its
+	// Redis presence key is removed there). It must not block.
+	OnKernelGone func(kernelID string)
+	Config       *config.Config
+	Backend      backend.Backend
+	Log          *slog.Logger
+	Events       EventSink
+	Host         *device.Host // nil: scan this machine
+	Getenv       func(string) string
 	// StopTimeout is how long destroy waits for a kernel to stop before
 	// SIGKILL (Docker's default is 10 s).
 	StopTimeout time.Duration
@@ -232,6 +235,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		events:    o.Events,
 		logs:      o.Logs,
 		onSync:    o.OnSync,
+		onGone:    o.OnKernelGone,
 		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
 		kernels:   map[string]*Kernel{},
 		recent:    map[string]kernel.Termination{},
@@ -275,7 +279,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 	if cfg.Agent.MountPath != "" {
 		roots = append(roots, cfg.Agent.MountPath)
 	}
-	a.mounts = vfolder.Policy{HostRoots: roots, KernelRoots: cfg.Container.AllowedKernelMountRoots}
+	a.mounts = vfolder.Policy{Mode: cfg.Container.VFolderMountPolicy, HostRoots: roots, KernelRoots: cfg.Container.AllowedKernelMountRoots, Deny: cfg.Container.VFolderDenyPaths}
 	return a, nil
 }
 
@@ -318,7 +322,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.bg.Add(1)
 		go a.syncLoop(ctx)
 	}
-	a.events.Publish(ctx, "agent_started", map[string]any{"reason": "self-started"})
+	a.events.Publish(ctx, event.AgentStarted{Reason: "self-started"})
 	return nil
 }
 
@@ -336,7 +340,7 @@ func (a *Agent) Close() {
 	}
 	a.tasks.Close()
 	a.bg.Wait()
-	a.events.Publish(context.Background(), "agent_terminated", map[string]any{"reason": "shutdown"})
+	a.events.Publish(context.Background(), event.AgentTerminated{Reason: "shutdown"})
 }
 
 // Kernel returns a registry entry.
@@ -391,25 +395,7 @@ func (a *Agent) IsRunning(id string) bool {
 }
 
 // Architecture returns the host architecture in Backend.AI's spelling.
-func Architecture() string {
-	switch runtime.GOARCH {
-	case "amd64":
-		return "x86_64"
-	case "arm64":
-		return "aarch64"
-	}
-	return runtime.GOARCH
-}
-
-func normalizeArch(a string) string {
-	switch a {
-	case "amd64", "x86_64":
-		return "x86_64"
-	case "arm64", "aarch64":
-		return "aarch64"
-	}
-	return a
-}
+func Architecture() string { return image.NormalizeArch(runtime.GOARCH) }
 
 // keyedMutex serializes lifecycle work per kernel id.
 type keyedMutex struct {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/testutil"
 )
@@ -32,10 +34,19 @@ type recorded struct {
 	Payload map[string]any
 }
 
-func (r *recorder) Publish(_ context.Context, name string, p map[string]any) {
+// Publish keeps the event's JSON payload, as the manager would read it.
+func (r *recorder) Publish(_ context.Context, ev event.Event) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		panic(fmt.Sprintf("event %s does not encode: %v", ev.EventName(), err))
+	}
+	var p map[string]any
+	if err := json.Unmarshal(b, &p); err != nil {
+		panic(err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.events = append(r.events, recorded{name, p})
+	r.events = append(r.events, recorded{ev.EventName(), p})
 }
 
 func (r *recorder) find(name, kernelID string) (map[string]any, bool) {
@@ -47,6 +58,17 @@ func (r *recorder) find(name, kernelID string) (map[string]any, bool) {
 		}
 	}
 	return nil, false
+}
+
+func (r *recorder) has(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if e.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 type env struct {
@@ -284,15 +306,23 @@ func TestBadRequestsLeaveNothing_Integration(t *testing.T) {
 	}{
 		{"over-allocation", func(c *CreationConfig) { c.ResourceSlots = map[string]string{"cpu": "1000", "mem": "134217728"} }, "requested 1000"},
 		{"shm over memory", func(c *CreationConfig) { c.ShmSize = 1 << 30 }, "larger than the memory slot"},
-		{"mount escape", func(c *CreationConfig) {
-			c.Mounts = []MountSpec{{Name: "x", HostPath: outside, KernelPath: "/home/work/x", MountPerm: "rw"}}
-		}, "outside the mount roots"},
+		{"denied host path", func(c *CreationConfig) {
+			c.Mounts = []MountSpec{{Name: "x", HostPath: "/etc", KernelPath: "/home/work/x", MountPerm: "rw"}}
+		}, "vfolder-deny-paths"},
+		{"missing host path", func(c *CreationConfig) {
+			c.Mounts = []MountSpec{{Name: "x", HostPath: filepath.Join(outside, "nope"), KernelPath: "/home/work/x", MountPerm: "rw"}}
+		}, "no such file"},
+		{"unknown auto_pull", func(c *CreationConfig) { c.AutoPull = "sometimes" }, "unknown auto_pull"},
 		{"kernel path traversal", func(c *CreationConfig) {
 			c.Mounts = []MountSpec{{Name: "x", HostPath: e.vfroot, KernelPath: "/home/work/../../etc", MountPerm: "rw"}}
 		}, "contains '..'"},
 		{"unknown slot", func(c *CreationConfig) { c.ResourceSlots["cuda.device"] = "1" }, "not available"},
 		{"below image minimum", func(c *CreationConfig) { c.ResourceSlots["mem"] = "16777216" }, "below the image's minimum"},
-		{"missing image", func(c *CreationConfig) { c.Image.Canonical = "bai-test/nosuch:1" }, "not present on this node"},
+		{"missing image", func(c *CreationConfig) { c.Image.Canonical = "bai-test/nosuch:1" }, "is not on this node"},
+		{"missing registry image, auto_pull none", func(c *CreationConfig) {
+			c.Image = ImageConfig{Canonical: "127.0.0.1:1/bai-test/nosuch:1", Registry: RegistryInfo{Name: "127.0.0.1:1"}, Architecture: Architecture(), AutoPull: "none"}
+		}, "auto_pull is none"},
+		{"malformed image name", func(c *CreationConfig) { c.Image.Canonical = "http://x/y:1" }, "not a URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kid := uuid.NewString()
@@ -315,7 +345,15 @@ func TestBadRequestsLeaveNothing_Integration(t *testing.T) {
 			if len(ents) != 0 {
 				t.Fatalf("scratch leaked: %v", ents)
 			}
+			// Refused before any container existed: the manager may retry,
+			// so the kernel is not reported terminated.
+			if ev, ok := e.events.find("kernel_terminated", kid); ok {
+				t.Fatalf("kernel_terminated published for a refused creation: %v", ev)
+			}
 		})
+	}
+	if !e.events.has("do_agent_resource_check") {
+		t.Fatal("no do_agent_resource_check after the over-allocation")
 	}
 }
 

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/resource"
@@ -58,7 +58,11 @@ func (a *Agent) CreateKernels(ctx context.Context, req *CreateRequest) ([]*Kerne
 			defer wg.Done()
 			ref, ok := req.ImageRefs[req.KernelIDs[i]]
 			if !ok {
-				ref = imageRefFromConfig(req.Configs[i].Image)
+				var err error
+				if ref, err = ImageRefOf(req.Configs[i].Image); err != nil {
+					errs[i] = kernelErr(req.KernelIDs[i], fmt.Errorf("kernel_configs[%d].image: %w", i, err))
+					return
+				}
 			}
 			out[i], errs[i] = a.createKernel(ctx, req.SessionID, req.KernelIDs[i], &req.Configs[i], &req.Cluster, ref)
 		}(i)
@@ -72,17 +76,6 @@ func (a *Agent) CreateKernels(ctx context.Context, req *CreateRequest) ([]*Kerne
 	return out, nil
 }
 
-func imageRefFromConfig(ic ImageConfig) wire.ImageRef {
-	ref := wire.ImageRef{Architecture: ic.Architecture, IsLocal: ic.IsLocal, Project: ic.Project}
-	name := ic.Canonical
-	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
-		ref.Tag = name[i+1:]
-		name = name[:i]
-	}
-	ref.Name = name
-	return ref
-}
-
 // undo is a stack of release steps run in reverse on failure.
 type undo []func()
 
@@ -94,12 +87,32 @@ func (u *undo) run() {
 	*u = nil
 }
 
+// Creation stages, for what a failure tells the manager. As with the
+// Python agent, a failure before the container exists only raises (the
+// manager may retry or reschedule); one while creating or starting the
+// container also publishes kernel_terminated (failed-to-create), and one
+// after it started publishes failed-to-start.
+type createStage int
+
+const (
+	stagePrepare createStage = iota
+	stageContainer
+	stageStarted
+)
+
 func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cfg *CreationConfig, cluster *ClusterInfo, ref wire.ImageRef) (info *KernelInfo, err error) {
 	log := a.log.With("kernel_id", kernelID, "session_id", sessionID)
 	select {
 	case <-a.closed:
 		return nil, ErrAgentShuttingDown
 	default:
+	}
+	policy := cfg.AutoPull
+	if policy == "" {
+		policy = cfg.Image.AutoPull
+	}
+	if err := ValidateAutoPull(policy); err != nil {
+		return nil, kernelErr(kernelID, err)
 	}
 	k := &Kernel{
 		Machine:   kernel.NewMachine(kernelID, kernel.Preparing),
@@ -119,18 +132,25 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	}
 	defer unlock()
 	var rollback undo
+	stage := stagePrepare
 	defer func() {
 		if err == nil {
 			return
 		}
 		rollback.run()
-		t := k.SetTermination(kernel.Termination{Reason: "failed-to-create", ExitCode: -1})
-		_ = k.Transition(kernel.Terminated, "failed-to-create")
+		reason := ReasonFailedToCreate
+		if stage == stageStarted {
+			reason = ReasonFailedToStart
+		}
+		t := k.SetTermination(kernel.Termination{Reason: reason, ExitCode: -1})
+		_ = k.Transition(kernel.Terminated, reason)
 		a.unregister(kernelID, k)
-		log.Warn("kernel creation failed", "error", err)
-		a.events.Publish(context.WithoutCancel(ctx), "kernel_terminated", map[string]any{
-			"kernel_id": kernelID, "session_id": sessionID, "reason": t.Reason, "exit_code": t.ExitCode,
-		})
+		if stage == stagePrepare {
+			log.Warn("kernel creation refused before any container existed; nothing is left", "error", err)
+			return
+		}
+		log.Warn("kernel creation failed", "error", err, "reason", reason)
+		a.events.Publish(context.WithoutCancel(ctx), event.KernelTerminated{KernelID: kernelID, SessionID: sessionID, Reason: t.Reason, ExitCode: t.ExitCode})
 	}()
 
 	select {
@@ -139,22 +159,36 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	a.events.Publish(ctx, "kernel_preparing", map[string]any{"kernel_id": kernelID, "session_id": sessionID, "reason": ""})
+	lc := event.KernelLifecycle{KernelID: kernelID, SessionID: sessionID}
+	a.events.Publish(ctx, event.KernelPreparing{KernelLifecycle: lc})
 
-	// Image: must be present locally until image pulls arrive with the
-	// events issue; the error says so.
-	imgName := cfg.Image.Canonical
-	if imgName == "" {
-		imgName = ref.Canonical()
+	// Image: by the name Docker knows it by (the short name of a local
+	// image), pulled first when the auto_pull policy says so.
+	imgName := image.DockerName(ref)
+	if ref.Architecture != "" && image.NormalizeArch(ref.Architecture) != Architecture() {
+		return nil, kernelErr(kernelID, fmt.Errorf("%w: cannot run %s image on %s machine", ErrUnsupportedArch, ref.Architecture, Architecture()))
 	}
-	img, err := a.be.InspectImage(ctx, imgName)
+	img, need, err := a.checkImage(ctx, ref, cfg.Image.Digest, policy)
 	if err != nil {
-		if errors.Is(err, backend.ErrNotFound) {
-			return nil, kernelErr(kernelID, fmt.Errorf("%w: %s is not present on this node (image pulls are not implemented yet; load it with docker load/import)", ErrImageNotAvailable, imgName))
-		}
 		return nil, kernelErr(kernelID, err)
 	}
-	if img.Architecture != "" && normalizeArch(img.Architecture) != Architecture() {
+	if need {
+		if err := k.Transition(kernel.Pulling, "pulling "+ref.Canonical()); err != nil {
+			return nil, err
+		}
+		a.events.Publish(ctx, event.KernelPulling{KernelLifecycle: event.KernelLifecycle{KernelID: kernelID, SessionID: sessionID, Reason: ref.Canonical()}})
+		log.Info("pulling image", "image", ref.Canonical())
+		if err := a.pullImage(ctx, ref, cfg.Image.Registry, nil); err != nil {
+			return nil, kernelErr(kernelID, err)
+		}
+		ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
+		img, err = a.be.InspectImage(ictx, imgName)
+		cancel()
+		if err != nil {
+			return nil, kernelErr(kernelID, fmt.Errorf("inspect pulled image %s: %w", imgName, err))
+		}
+	}
+	if img.Architecture != "" && image.NormalizeArch(img.Architecture) != Architecture() {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: image %s is %s, this node is %s", ErrUnsupportedArch, imgName, img.Architecture, Architecture()))
 	}
 	info0, err := image.Parse(img.Labels, a.slotTypes)
@@ -167,7 +201,7 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	if err := k.Transition(kernel.Creating, "image ready"); err != nil {
 		return nil, err
 	}
-	a.events.Publish(ctx, "kernel_creating", map[string]any{"kernel_id": kernelID, "session_id": sessionID, "reason": ""})
+	a.events.Publish(ctx, event.KernelCreating{KernelLifecycle: lc})
 
 	// Validate everything that can be refused before taking anything.
 	slots, err := a.alloc.Normalize(cfg.ResourceSlots)
@@ -194,7 +228,8 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	for _, m := range cfg.Mounts {
 		mreqs = append(mreqs, vfolder.Request{Name: m.Name, HostPath: m.HostPath, KernelPath: m.KernelPath, Perm: m.MountPerm})
 	}
-	mounts, err := a.mounts.Validate(mreqs)
+	prevent, _ := cfg.InternalData["prevent_vfolder_mounts"].(bool)
+	mounts, err := a.mounts.Validate(vfolder.Filter(mreqs, prevent))
 	if err != nil {
 		return nil, kernelErr(kernelID, err)
 	}
@@ -232,9 +267,9 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	// Allocation.
 	alloc, err := a.alloc.Allocate(slots)
 	if err != nil {
-		if errors.Is(err, resource.ErrInsufficient) {
-			a.events.Publish(ctx, "do_agent_resource_check", map[string]any{"agent_id": a.id})
-		}
+		// As the Python agent: any allocation failure asks the manager to
+		// re-read this agent's capacity.
+		a.events.Publish(ctx, event.DoAgentResourceCheck{AgentID: a.id})
 		return nil, kernelErr(kernelID, err)
 	}
 	rollback.push(func() { a.alloc.Free(alloc) })
@@ -283,6 +318,7 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	}
 
 	cspec := a.containerSpec(k, cluster, mounts)
+	stage = stageContainer
 	cid, err := a.be.Create(ctx, cspec)
 	if err != nil {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: %v", ErrCreationFailed, err))
@@ -319,9 +355,7 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	}
 	rollback = nil
 	info = a.kernelInfo(k)
-	a.events.Publish(ctx, "kernel_started", map[string]any{
-		"kernel_id": kernelID, "session_id": sessionID, "reason": "", "creation_info": a.creationInfo(k),
-	})
+	a.events.Publish(ctx, event.KernelStarted{KernelLifecycle: lc, CreationInfo: a.creationInfo(k)})
 	log.Info("kernel started", "container_id", cid, "cpuset", cspec.CpusetCpus, "memory", cspec.Memory)
 	if !ins.Running {
 		a.requestSync()
@@ -711,26 +745,34 @@ func publicServices(sp []image.ServicePort) []image.ServicePort {
 	return out
 }
 
-func (a *Agent) creationInfo(k *Kernel) map[string]any {
-	units := map[string]any{}
+// creationInfo is kernel_started's KernelCreationInfo. Intrinsic slots
+// (cpu, mem) carry null model/processing/memory figures, as upstream's
+// UsedDevice.from_model_info without a device model.
+func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
+	units := map[string]map[string]event.UsedDevice{}
 	for _, p := range a.plugins {
-		per := map[string]any{}
+		per := map[string]event.UsedDevice{}
 		for _, s := range p.Slots() {
 			for id, v := range k.Allocation[s.Name] {
 				if !v.IsPositive() {
 					continue
 				}
-				per[string(id)] = map[string]any{"model_name": "", "used": map[string]any{string(s.Name): resource.FormatAmount(v)}, "processing_units": 0, "memory_size": 0}
+				u, ok := per[string(id)]
+				if !ok {
+					u = event.UsedDevice{Used: map[string]string{}}
+				}
+				u.Used[string(s.Name)] = resource.FormatAmount(v)
+				per[string(id)] = u
 			}
 		}
 		units[string(p.Key())] = per
 	}
-	sp := make([]any, 0)
+	sp := make([]event.ServicePortInfo, 0)
 	for _, s := range publicServices(k.Services) {
-		sp = append(sp, servicePortWire(s))
+		sp = append(sp, event.ServicePortInfo(s))
 	}
-	return map[string]any{
-		"container_id": k.ContainerID(), "kernel_host": a.kernelHost(), "repl_in_port": k.ReplIn, "repl_out_port": k.ReplOut,
-		"service_ports": sp, "used_devices": map[string]any{"units": units},
+	return event.CreationInfo{
+		ContainerID: k.ContainerID(), KernelHost: a.kernelHost(), ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut,
+		ServicePorts: sp, UsedDevices: event.UsedDevices{Units: units},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 )
 
@@ -20,6 +21,7 @@ const (
 	ReasonContainerNotFound = "container-not-found"
 	ReasonUnknownContainer  = "terminated-unknown-container"
 	ReasonFailedToCreate    = "failed-to-create"
+	ReasonFailedToStart     = "failed-to-start"
 	ReasonRestarting        = "restarting"
 	ReasonResumingOperation = "resuming-agent-operation"
 	cleanTimeout            = 90 * time.Second
@@ -35,9 +37,7 @@ func (a *Agent) DestroyKernel(ctx context.Context, kernelID, sessionID, reason s
 	k, ok := a.Kernel(kernelID)
 	if !ok {
 		if !suppressEvents {
-			a.events.Publish(ctx, "kernel_terminated", map[string]any{
-				"kernel_id": kernelID, "session_id": sessionID, "reason": ReasonAlreadyTerminated, "exit_code": -1,
-			})
+			a.events.Publish(ctx, event.KernelTerminated{KernelID: kernelID, SessionID: sessionID, Reason: ReasonAlreadyTerminated, ExitCode: -1})
 		}
 		return nil
 	}
@@ -121,15 +121,13 @@ func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error
 	a.unregister(k.ID, k)
 	a.remember(k.ID, t)
 	log.Info("kernel terminated", "reason", t.Reason, "exit_code", t.ExitCode, "oom_killed", t.OOMKilled, "shm_exhausted", t.ShmExhausted)
+	if a.onGone != nil {
+		a.onGone(k.ID)
+	}
 	if !suppressEvents {
-		a.events.Publish(ctx, "kernel_terminated", terminatedPayload(k, t))
+		a.events.Publish(ctx, event.KernelTerminated{KernelID: k.ID, SessionID: k.SessionID, Reason: t.Reason, ExitCode: t.ExitCode})
 	}
 	return nil
-}
-
-func terminatedPayload(k *Kernel, t kernel.Termination) map[string]any {
-	p := map[string]any{"kernel_id": k.ID, "session_id": k.SessionID, "reason": t.Reason, "exit_code": t.ExitCode}
-	return p
 }
 
 // onContainerExit handles a die event or a dead container found by the
@@ -230,8 +228,8 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 	if err := k.Transition(kernel.Running, "restarted"); err != nil {
 		return nil, err
 	}
-	a.events.Publish(ctx, "kernel_started", map[string]any{
-		"kernel_id": k.ID, "session_id": k.SessionID, "reason": ReasonRestarting, "creation_info": a.creationInfo(k),
+	a.events.Publish(ctx, event.KernelStarted{
+		KernelLifecycle: event.KernelLifecycle{KernelID: k.ID, SessionID: k.SessionID, Reason: ReasonRestarting}, CreationInfo: a.creationInfo(k),
 	})
 	return &RestartInfo{ContainerID: cid, ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut, ServicePorts: publicServices(k.Services)}, nil
 }
@@ -245,9 +243,7 @@ func (a *Agent) SyncKernelRegistry(ctx context.Context, pairs [][2]string) error
 	for _, p := range pairs {
 		inManager[p[0]] = true
 		if _, ok := a.Kernel(p[0]); !ok {
-			a.events.Publish(ctx, "kernel_terminated", map[string]any{
-				"kernel_id": p[0], "session_id": p[1], "reason": ReasonAlreadyTerminated, "exit_code": -1,
-			})
+			a.events.Publish(ctx, event.KernelTerminated{KernelID: p[0], SessionID: p[1], Reason: ReasonAlreadyTerminated, ExitCode: -1})
 		}
 	}
 	var errs []error

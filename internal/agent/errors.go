@@ -17,6 +17,7 @@ var (
 	ErrUnsupportedArch    = errors.New("unsupported image architecture")
 	ErrAgentShuttingDown  = errors.New("agent is shutting down")
 	ErrRestartUnsupported = errors.New("kernel cannot be restarted")
+	ErrPullTimeout        = errors.New("image pull timeout")
 )
 
 func kernelErr(id string, err error) error { return fmt.Errorf("kernel %s: %w", id, err) }

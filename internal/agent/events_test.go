@@ -12,6 +12,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/bgtask"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 )
 
@@ -41,7 +42,7 @@ func TestEventStreamReconnectsAndResyncs(t *testing.T) {
 	f := &flakyEvents{}
 	cfg := config.Defaults()
 	cfg.Agent.SyncContainerLifecycles.Interval = 3600 // only requested syncs run
-	a := &Agent{cfg: cfg, id: "i-x", be: f, log: slog.New(slog.NewTextHandler(io.Discard, nil)), kernels: map[string]*Kernel{}, syncCh: make(chan struct{}, 1), closed: make(chan struct{}), recent: map[string]kernel.Termination{}, tasks: bgtask.New(func(context.Context, string, map[string]any) {})}
+	a := &Agent{cfg: cfg, id: "i-x", be: f, log: slog.New(slog.NewTextHandler(io.Discard, nil)), kernels: map[string]*Kernel{}, syncCh: make(chan struct{}, 1), closed: make(chan struct{}), recent: map[string]kernel.Termination{}, tasks: bgtask.New(func(context.Context, event.Event) {})}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.bg.Add(2)
 	go a.watchEvents(ctx)

@@ -18,7 +18,10 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/bgtask"
+	"github.com/bai-agent/bai-agent/internal/event"
+	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/wire"
 )
 
 // ErrUnsupported means the runtime lacks an optional ability.
@@ -41,102 +44,170 @@ func registryAuth(r RegistryInfo) string {
 	return base64.URLEncoding.EncodeToString(js)
 }
 
-// imageNeedsPull applies the auto_pull policy to a local image (or its
-// absence): digest pulls unless the local id equals the digest, tag pulls
-// only when missing, none never pulls.
-func imageNeedsPull(local *backend.Image, ic ImageConfig) (bool, error) {
-	switch ic.AutoPull {
-	case "none":
+// inspectTimeout bounds one image or container inspection.
+const inspectTimeout = 30 * time.Second
+
+// Auto-pull policies (AutoPullBehavior).
+const (
+	AutoPullDigest = "digest"
+	AutoPullTag    = "tag"
+	AutoPullNone   = "none"
+)
+
+// ValidateAutoPull checks an auto_pull value ("" means digest).
+func ValidateAutoPull(v string) error {
+	switch v {
+	case "", AutoPullDigest, AutoPullTag, AutoPullNone:
+		return nil
+	}
+	return fmt.Errorf("%w: unknown auto_pull %q (one of digest, tag, none)", ErrInvalidArgument, v)
+}
+
+// ImageRefOf builds the manager's ImageRef from an ImageConfig (as
+// ImageRef.from_image_config does); a malformed one is ErrInvalidArgument.
+func ImageRefOf(ic ImageConfig) (wire.ImageRef, error) {
+	ref, err := image.ParseRef(ic.Canonical, ic.Project, ic.Registry.Name, ic.Architecture, ic.IsLocal)
+	if err != nil {
+		return ref, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	return ref, nil
+}
+
+// checkImage looks the image up under the name Docker knows it by and
+// applies the auto_pull policy: digest pulls unless the local id equals the
+// digest, tag pulls only when missing, none never pulls. A local image
+// (is_local) has no registry to pull from: present means usable, absent
+// is ErrImageNotAvailable.
+func (a *Agent) checkImage(ctx context.Context, ref wire.ImageRef, digest, policy string) (local *backend.Image, need bool, err error) {
+	name := image.DockerName(ref)
+	ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
+	defer cancel()
+	local, err = a.be.InspectImage(ictx, name)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		local = nil
+	case err != nil:
+		return nil, false, fmt.Errorf("inspect image %s: %w", name, err)
+	}
+	if ref.IsLocal {
 		if local == nil {
-			return false, fmt.Errorf("%w: %s is not present and auto_pull is none", ErrImageNotAvailable, ic.Canonical)
+			return nil, false, fmt.Errorf("%w: local image %s is not on this node (local images cannot be pulled)", ErrImageNotAvailable, name)
 		}
-		return false, nil
-	case "tag":
-		return local == nil, nil
+		return local, false, nil
+	}
+	switch policy {
+	case AutoPullNone:
+		if local == nil {
+			return nil, false, fmt.Errorf("%w: %s is not present and auto_pull is none", ErrImageNotAvailable, name)
+		}
+		return local, false, nil
+	case AutoPullTag:
+		return local, local == nil, nil
 	default: // digest
-		if local == nil {
-			return true, nil
-		}
-		return ic.Digest != "" && local.ID != ic.Digest, nil
+		return local, local == nil || (digest != "" && local.ID != digest), nil
 	}
 }
 
-// CheckAndPull starts one background task per image that checks it and
-// pulls it when the policy says so; concurrent requests for the same
-// canonical name share one pull. It returns {name: task id}.
-func (a *Agent) CheckAndPull(ctx context.Context, configs map[string]ImageConfig) (map[string]string, error) {
+// pullImage pulls a (non-local) image under the pull timeout.
+func (a *Agent) pullImage(ctx context.Context, ref wire.ImageRef, reg RegistryInfo, progress func(cur, total int64)) error {
 	im, err := a.images()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := map[string]string{}
+	name := image.DockerName(ref)
+	pctx, cancel := context.WithTimeout(ctx, a.pullTime)
+	defer cancel()
+	err = im.PullImage(pctx, name, registryAuth(reg), progress)
+	if err != nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: pull of %s timed out after %s (api.pull-timeout): %v", ErrPullTimeout, name, a.pullTime, err)
+	}
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", name, err)
+	}
+	return nil
+}
+
+func nowTimestamp() float64 { return float64(time.Now().UnixNano()) / 1e9 }
+
+// CheckAndPull starts one background task per image that checks it and
+// pulls it when the policy says so, publishing image_pull_started and
+// image_pull_finished/failed as the Python agent does (finished with
+// "Image already exists" when nothing is pulled: the manager moves
+// kernels to PREPARED only on that event). Concurrent requests for the
+// same canonical name share one task. Malformed configs are refused
+// before any task starts. It returns {name: task id as 32 hex digits}.
+func (a *Agent) CheckAndPull(ctx context.Context, configs map[string]ImageConfig) (map[string]string, error) {
 	names := make([]string, 0, len(configs))
-	for n := range configs {
+	refs := map[string]wire.ImageRef{}
+	for n, ic := range configs {
 		names = append(names, n)
+		if ic.Canonical == "" {
+			ic.Canonical = n
+			configs[n] = ic
+		}
+		ref, err := ImageRefOf(ic)
+		if err != nil {
+			return nil, fmt.Errorf("image_configs[%q]: %w", n, err)
+		}
+		if err := ValidateAutoPull(ic.AutoPull); err != nil {
+			return nil, fmt.Errorf("image_configs[%q]: %w", n, err)
+		}
+		refs[n] = ref
 	}
 	sort.Strings(names)
+	out := map[string]string{}
 	for _, name := range names {
-		ic := configs[name]
-		if ic.Canonical == "" {
-			ic.Canonical = name
-		}
+		ic, ref := configs[name], refs[name]
+		canonical := ref.Canonical()
 		a.pullMu.Lock()
-		if id, ok := a.pulling[ic.Canonical]; ok {
+		if id, ok := a.pulling[canonical]; ok {
 			a.pullMu.Unlock()
-			out[name] = id
+			out[name] = bgtask.Hex(id)
 			continue
 		}
-		id := a.tasks.Start("check_and_pull "+ic.Canonical, func(tctx context.Context, r bgtask.Reporter) (string, error) {
+		id := a.tasks.Start("check_and_pull "+canonical, func(tctx context.Context, r bgtask.Reporter) (string, error) {
 			defer func() {
 				a.pullMu.Lock()
-				delete(a.pulling, ic.Canonical)
+				delete(a.pulling, canonical)
 				a.pullMu.Unlock()
 			}()
-			return a.checkAndPullOne(tctx, im, ic, r)
+			return a.checkAndPullOne(tctx, ic, ref, r)
 		})
-		a.pulling[ic.Canonical] = id
+		a.pulling[canonical] = id
 		a.pullMu.Unlock()
-		out[name] = id
+		out[name] = bgtask.Hex(id)
 	}
 	return out, nil
 }
 
-func (a *Agent) checkAndPullOne(ctx context.Context, im backend.Images, ic ImageConfig, r bgtask.Reporter) (string, error) {
-	local, err := a.be.InspectImage(ctx, ic.Canonical)
-	if err != nil && !errors.Is(err, backend.ErrNotFound) {
+func (a *Agent) checkAndPullOne(ctx context.Context, ic ImageConfig, ref wire.ImageRef, r bgtask.Reporter) (string, error) {
+	canonical := ref.Canonical()
+	evRef := event.RefOf(ref)
+	failed := func(err error) (string, error) {
+		a.events.Publish(context.WithoutCancel(ctx), event.ImagePullFailed{Image: canonical, AgentID: a.id, Msg: err.Error(), ImageRef: evRef})
 		return "", err
 	}
-	if errors.Is(err, backend.ErrNotFound) {
-		local = nil
-	}
-	need, err := imageNeedsPull(local, ic)
+	_, need, err := a.checkImage(ctx, ref, ic.Digest, ic.AutoPull)
 	if err != nil {
-		a.events.Publish(ctx, "image_pull_failed", map[string]any{"image": ic.Canonical, "agent_id": a.id, "msg": err.Error(), "image_ref": nil})
-		return "", err
+		return failed(err)
 	}
 	if !need {
-		r.Update(1, 1, "image already present")
-		return "image already present", nil
+		r.Update(1, 1, event.MsgImageAlreadyExists)
+		a.events.Publish(ctx, event.ImagePullFinished{Image: canonical, AgentID: a.id, Timestamp: nowTimestamp(), Msg: event.StrPtr(event.MsgImageAlreadyExists), ImageRef: evRef})
+		return event.MsgImageAlreadyExists, nil
 	}
-	a.events.Publish(ctx, "image_pull_started", map[string]any{"image": ic.Canonical, "agent_id": a.id, "timestamp": float64(time.Now().UnixNano()) / 1e9, "image_ref": nil})
-	timeout := a.pullTime
-	pctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	a.events.Publish(ctx, event.ImagePullStarted{Image: canonical, AgentID: a.id, Timestamp: nowTimestamp(), ImageRef: evRef})
 	var lastTotal int64
-	err = im.PullImage(pctx, ic.Canonical, registryAuth(ic.Registry), func(cur, total int64) {
+	err = a.pullImage(ctx, ref, ic.Registry, func(cur, total int64) {
 		lastTotal = total
-		r.Update(cur, total, "pulling "+ic.Canonical)
+		r.Update(cur, total, "pulling "+canonical)
 	})
 	if err != nil {
-		if errors.Is(pctx.Err(), context.DeadlineExceeded) {
-			err = fmt.Errorf("pull of %s timed out after %s: %w", ic.Canonical, timeout, err)
-		}
-		a.events.Publish(ctx, "image_pull_failed", map[string]any{"image": ic.Canonical, "agent_id": a.id, "msg": err.Error(), "image_ref": nil})
-		return "", err
+		return failed(err)
 	}
-	r.Update(lastTotal, lastTotal, "pulled "+ic.Canonical)
-	a.events.Publish(ctx, "image_pull_finished", map[string]any{"image": ic.Canonical, "agent_id": a.id, "timestamp": float64(time.Now().UnixNano()) / 1e9, "image_ref": nil})
-	return "pulled " + ic.Canonical, nil
+	r.Update(lastTotal, lastTotal, "pulled "+canonical)
+	a.events.Publish(ctx, event.ImagePullFinished{Image: canonical, AgentID: a.id, Timestamp: nowTimestamp(), ImageRef: evRef})
+	return "pulled " + canonical, nil
 }
 
 // IsPulling reports whether an image is being pulled (check_pulling).
@@ -155,6 +226,18 @@ func safeName(kind, s string) error {
 		return fmt.Errorf("%w: %s %q must be a plain name", ErrPermission, kind, s)
 	}
 	return nil
+}
+
+// CommittingKernels lists the kernels with a commit lock file
+// ({image-commit-path}/*/lock/{kernel id}), as upstream's
+// report_all_kernel_commit_status_map scans them.
+func (a *Agent) CommittingKernels() []string {
+	locks, _ := filepath.Glob(filepath.Join(a.cfg.Agent.ImageCommitPath, "*", "lock", "*"))
+	out := make([]string, 0, len(locks))
+	for _, l := range locks {
+		out = append(out, filepath.Base(l))
+	}
+	return out
 }
 
 func (a *Agent) commitLock(subdir, kernelID string) string {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/resource"
 )
@@ -109,9 +110,7 @@ func (a *Agent) destroyStray(ctx context.Context, kid string, c *backend.Contain
 	if err := a.scratch.Remove(ctx, kid); err != nil {
 		a.log.Error("remove stray scratch", "kernel_id", kid, "error", err)
 	}
-	a.events.Publish(ctx, "kernel_terminated", map[string]any{
-		"kernel_id": kid, "session_id": c.Labels[LabelSessionID], "reason": reason, "exit_code": exit,
-	})
+	a.events.Publish(ctx, event.KernelTerminated{KernelID: kid, SessionID: c.Labels[LabelSessionID], Reason: reason, ExitCode: exit})
 }
 
 // adopt re-registers a running kernel with the same allocation, ports and
@@ -210,8 +209,8 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		return err
 	}
 	a.log.Info("kernel adopted", "kernel_id", kid, "container_id", c.ID, "cpuset", c.CpusetCpus)
-	a.events.Publish(ctx, "kernel_started", map[string]any{
-		"kernel_id": kid, "session_id": k.SessionID, "reason": ReasonResumingOperation, "creation_info": a.creationInfo(k),
+	a.events.Publish(ctx, event.KernelStarted{
+		KernelLifecycle: event.KernelLifecycle{KernelID: kid, SessionID: k.SessionID, Reason: ReasonResumingOperation}, CreationInfo: a.creationInfo(k),
 	})
 	return nil
 }

@@ -46,6 +46,7 @@ type CreationConfig struct {
 	OwnerUserID        string            `json:"owner_user_id"`
 	OwnerProjectID     string            `json:"owner_project_id"`
 	NetworkID          string            `json:"network_id"`
+	AutoPull           string            `json:"auto_pull"`
 	SessionType        string            `json:"session_type"`
 	ClusterMode        string            `json:"cluster_mode"`
 	ClusterRole        string            `json:"cluster_role"`

@@ -23,6 +23,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
 	"github.com/bai-agent/bai-agent/internal/events"
+	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/metrics"
 	"github.com/bai-agent/bai-agent/internal/monitor"
 	"github.com/bai-agent/bai-agent/internal/rpc"
@@ -170,7 +171,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		logs = stateRef
 	}
 	am := metrics.NewAgent()
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, PullTimeout: pullTimeout, OnSync: func(err error) {
+	var onGone func(string)
+	if prod != nil {
+		onGone = stateRef.forgetKernel
+	}
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelGone: onGone, PullTimeout: pullTimeout, OnSync: func(err error) {
 		am.SyncTrigger.Inc(cfg.Agent.ID)
 		if err != nil {
 			am.SyncFailure.Inc(cfg.Agent.ID, "SyncError")
@@ -226,17 +231,23 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			Kernels: func() []string {
 				var ids []string
 				for _, k := range a.Kernels() {
-					ids = append(ids, k.ID)
+					if k.State() == kernel.Running {
+						ids = append(ids, k.ID)
+					}
 				}
 				return ids
 			},
 			ContainerCount: func() int { return len(a.Kernels()) },
 			Images:         a.Images,
+			Committing:     a.CommittingKernels,
 			Metadata:       md,
-			DiscoveryID:    uuid.NewSHA1(uuid.NameSpaceOID, []byte("bai-agent/"+a.ID())).String(),
-			Discovery: map[string]string{
-				"display_name": "agent-" + a.ID(), "service_group": "agent", "version": agent.Version,
-				"endpoint": fmt.Sprintf(`{"address": %q, "port": %d, "protocol": "http", "prometheus_address": %q}`, cfg.Agent.AnnounceInternalAddr.Host, cfg.Agent.AnnounceInternalAddr.Port, cfg.Agent.AnnounceInternalAddr.String()),
+			Discovery: &events.Discovery{
+				// A stable id per agent id, so a restart replaces its own
+				// entry instead of adding one.
+				ID:          uuid.NewSHA1(uuid.NameSpaceOID, []byte("bai-agent/"+a.ID())).String(),
+				DisplayName: "agent-" + a.ID(), Version: agent.Version,
+				Address: cfg.Agent.AnnounceInternalAddr.String(), Port: cfg.Agent.AnnounceInternalAddr.Port,
+				Registered: time.Now(),
 			},
 			Producer: prod,
 		})
@@ -308,6 +319,19 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // stateLogs hands CLEAN's container logs to the state writer once it runs.
 type stateLogs struct {
 	w atomic.Pointer[events.StateWriter]
+}
+
+// forgetKernel removes an ended kernel's presence key in the background.
+func (s *stateLogs) forgetKernel(kernelID string) {
+	w := s.w.Load()
+	if w == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = w.ForgetKernel(ctx, kernelID)
+	}()
 }
 
 func (s *stateLogs) CollectLogs(ctx context.Context, kernelID, containerID string, logs []byte) error {

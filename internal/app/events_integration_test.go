@@ -195,6 +195,46 @@ func (s *stack) readEvents(timeout time.Duration, stop func([]event) bool) []eve
 	return evs
 }
 
+// broadcasts subscribes to events_all and returns a function that waits
+// for the next broadcast of the given name and returns its payload; it
+// fails the test when none arrives in time.
+func (s *stack) broadcasts() func(name string, timeout time.Duration) map[string]any {
+	s.t.Helper()
+	sub := s.rdb.Subscribe(context.Background(), "events_all")
+	s.t.Cleanup(func() { sub.Close() })
+	if _, err := sub.Receive(context.Background()); err != nil { // the subscription confirmation
+		s.t.Fatalf("subscribe events_all: %v", err)
+	}
+	return func(name string, timeout time.Duration) map[string]any {
+		s.t.Helper()
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			msg, err := sub.ReceiveTimeout(context.Background(), time.Until(deadline))
+			if err != nil {
+				break
+			}
+			m, ok := msg.(*redis.Message)
+			if !ok {
+				continue
+			}
+			var b struct{ Name, Source, Payload string }
+			if err := json.Unmarshal([]byte(m.Payload), &b); err != nil {
+				s.t.Fatalf("broadcast is not JSON: %s", m.Payload)
+			}
+			if b.Name != name {
+				continue
+			}
+			var p map[string]any
+			if err := json.Unmarshal([]byte(b.Payload), &p); err != nil {
+				s.t.Fatalf("payload of broadcast %s is not JSON: %s", name, b.Payload)
+			}
+			return p
+		}
+		s.t.Fatalf("no %s broadcast within %s", name, timeout)
+		return nil
+	}
+}
+
 func kernelEvents(evs []event, kid string) []string {
 	var out []string
 	for _, e := range evs {
@@ -400,6 +440,7 @@ func TestVolumeEvents_Integration(t *testing.T) {
 	s := newStack(t, "")
 	s.start()
 	ctx := context.Background()
+	wait := s.broadcasts()
 	payload, _ := json.Marshal(map[string]any{"dir_name": "vol1", "volume_backend_name": "nfs", "quota_scope_id": "user:1", "fs_location": "/srv", "fs_type": "nfs", "cmd_options": "", "scaling_group": "default", "edit_fstab": false, "fstab_path": "/etc/fstab"})
 	msg, _ := json.Marshal(map[string]any{"name": "do_volume_mount", "source": "i-mgr", "payload": string(payload)})
 	testutil.Eventually(t, 10*time.Second, "agent subscribed", func() bool {
@@ -409,16 +450,11 @@ func TestVolumeEvents_Integration(t *testing.T) {
 	if err := s.rdb.Publish(ctx, "events_all", string(msg)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	evs := s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_mounted") > 0 })
-	for _, e := range evs {
-		if e.Name == "volume_mounted" {
-			if e.Payload["node_id"] != s.id || e.Payload["node_type"] != "agent" || e.Payload["err_msg"] != "" {
-				t.Fatalf("volume_mounted: %v", e.Payload)
-			}
-			return
-		}
+	// Broadcast, as the Python agent's handle_volume_mount does.
+	p := wait("volume_mounted", 10*time.Second)
+	if p["node_id"] != s.id || p["node_type"] != "agent" || p["err_msg"] != nil {
+		t.Fatalf("volume_mounted: %v", p)
 	}
-	t.Fatal("no volume_mounted")
 }
 
 // check_and_pull from a local docker-registry: byte progress, image_pull_*
@@ -527,6 +563,7 @@ func TestVolumeMountLocal_Integration(t *testing.T) {
 	s := newStack(t, "cohabiting-storage-proxy = false")
 	s.start()
 	ctx := context.Background()
+	wait := s.broadcasts()
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "marker"), []byte("vol"), 0o644); err != nil {
 		t.Fatal(err)
@@ -543,33 +580,24 @@ func TestVolumeMountLocal_Integration(t *testing.T) {
 		}
 	}
 	send("do_volume_mount", map[string]any{"dir_name": "vol2", "volume_backend_name": "local", "quota_scope_id": "user:1", "fs_location": src, "fs_type": "none", "cmd_options": ""})
-	evs := s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_mounted") > 0 })
-	var mp string
-	for _, e := range evs {
-		if e.Name == "volume_mounted" {
-			if e.Payload["err_msg"] != "" {
-				t.Fatalf("mount failed: %v", e.Payload)
-			}
-			mp, _ = e.Payload["mount_path"].(string)
-		}
+	p := wait("volume_mounted", 10*time.Second)
+	if p["err_msg"] != nil {
+		t.Fatalf("mount failed: %v", p)
 	}
+	mp, _ := p["mount_path"].(string)
 	if b, err := os.ReadFile(filepath.Join(mp, "marker")); err != nil || string(b) != "vol" {
 		t.Fatalf("volume not mounted at %q: %v", mp, err)
 	}
 	send("do_volume_unmount", map[string]any{"dir_name": "vol2", "volume_backend_name": "local", "quota_scope_id": "user:1"})
-	evs = s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_unmounted") > 0 })
-	if countName(evs, "volume_unmounted") == 0 {
-		t.Fatal("no volume_unmounted")
+	if p := wait("volume_unmounted", 10*time.Second); p["err_msg"] != nil {
+		t.Fatalf("unmount failed: %v", p)
 	}
 	if _, err := os.Stat(filepath.Join(mp, "marker")); err == nil {
 		t.Fatal("still mounted after unmount")
 	}
 	send("do_volume_mount", map[string]any{"dir_name": "../escape", "fs_location": src})
-	evs = s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "volume_mounted") > 0 })
-	for _, e := range evs {
-		if e.Name == "volume_mounted" && e.Payload["err_msg"] == "" {
-			t.Fatalf("escaping dir_name accepted: %v", e.Payload)
-		}
+	if p := wait("volume_mounted", 10*time.Second); p["err_msg"] == nil {
+		t.Fatalf("escaping dir_name accepted: %v", p)
 	}
 }
 

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/bai-agent/bai-agent/internal/event"
 )
 
 // Publisher receives the task events.
-type Publisher func(ctx context.Context, name string, payload map[string]any)
+type Publisher func(ctx context.Context, ev event.Event)
 
 // Status of a task.
 type Status string
@@ -65,8 +67,24 @@ func New(p Publisher) *Manager {
 	return &Manager{publish: p, ctx: ctx, cancel: cancel, tasks: map[string]*Task{}}
 }
 
-// NewID returns a fresh task id: 32 hex digits, no dashes.
-func NewID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
+// NewID returns a fresh task id as str(uuid.UUID) renders it (dashed):
+// the form of bgtask events, their cache keys and the bgtask_id of
+// commit/push_image replies. check_and_pull replies with Hex(id).
+func NewID() string { return uuid.NewString() }
+
+// Hex renders a task id as uuid.UUID.hex (32 digits, no dashes), the
+// form check_and_pull replies with.
+func Hex(id string) string { return strings.ReplaceAll(id, "-", "") }
+
+// Normalize accepts a task id in either form and returns the dashed one
+// ("" when it is not a UUID).
+func Normalize(id string) string {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return ""
+	}
+	return u.String()
+}
 
 type reporter struct {
 	m  *Manager
@@ -84,9 +102,7 @@ func (r *reporter) Update(current, total int64, message string) {
 		return
 	}
 	r.last = time.Now()
-	r.m.publish(r.m.ctx, "bgtask_updated", map[string]any{
-		"task_id": r.id, "current_progress": float64(current), "total_progress": float64(total), "message": message,
-	})
+	r.m.publish(r.m.ctx, event.BgtaskUpdated{TaskID: r.id, CurrentProgress: float64(current), TotalProgress: float64(total), Message: &message})
 }
 
 // Start runs fn in the background and returns its task id.
@@ -96,24 +112,36 @@ func (m *Manager) Start(name string, fn Func) string {
 	m.tasks[id] = &Task{ID: id, Name: name, Status: Running, Started: time.Now()}
 	m.order = append(m.order, id)
 	m.mu.Unlock()
+	// As upstream's BackgroundTaskManager.start: a first update before the
+	// task runs, so that the cache key exists as soon as the id is known.
+	started := "Task started"
+	m.publish(m.ctx, event.BgtaskUpdated{TaskID: id, Message: &started})
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		msg, err := fn(m.ctx, &reporter{m: m, id: id})
-		status, event := Done, "bgtask_done"
+		status := Done
 		switch {
 		case err == nil:
 		case errors.Is(err, context.Canceled):
-			status, event, msg = Cancelled, "bgtask_cancelled", "cancelled"
+			status, msg = Cancelled, "Task cancelled"
 		default:
-			status, event, msg = Failed, "bgtask_failed", err.Error()
+			status, msg = Failed, err.Error()
+		}
+		res := event.BgtaskResult{TaskID: id, Message: &msg}
+		var ev event.Event = event.BgtaskDone{BgtaskResult: res}
+		switch status {
+		case Cancelled:
+			ev = event.BgtaskCancelled{BgtaskResult: res}
+		case Failed:
+			ev = event.BgtaskFailed{BgtaskResult: res}
 		}
 		m.mu.Lock()
 		t := m.tasks[id]
 		t.Status, t.Message, t.Finished = status, msg, time.Now()
 		m.gcLocked()
 		m.mu.Unlock()
-		m.publish(context.WithoutCancel(m.ctx), event, map[string]any{"task_id": id, "message": msg})
+		m.publish(context.WithoutCancel(m.ctx), ev)
 	}()
 	return id
 }
@@ -129,8 +157,11 @@ func (m *Manager) gcLocked() {
 	}
 }
 
-// Get returns a task snapshot.
+// Get returns a task snapshot; id may be dashed or 32-hex.
 func (m *Manager) Get(id string) (Task, bool) {
+	if n := Normalize(id); n != "" {
+		id = n
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tasks[id]

@@ -6,14 +6,22 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bai-agent/bai-agent/internal/event"
 )
 
 func TestTaskLifecycle(t *testing.T) {
 	var mu sync.Mutex
 	var events []string
-	m := New(func(_ context.Context, name string, p map[string]any) {
+	var first event.Event
+	m := New(func(_ context.Context, ev event.Event) {
 		mu.Lock()
-		events = append(events, name)
+		if first == nil {
+			first = ev
+		}
+		events = append(events, ev.EventName())
 		mu.Unlock()
 	})
 	ok := m.Start("ok", func(ctx context.Context, r Reporter) (string, error) {
@@ -21,8 +29,16 @@ func TestTaskLifecycle(t *testing.T) {
 		r.Update(2, 2, "all")
 		return "fine", nil
 	})
-	if len(ok) != 32 {
-		t.Fatalf("id %q is not 32 hex digits", ok)
+	if u, err := uuid.Parse(ok); err != nil || u.String() != ok {
+		t.Fatalf("id %q is not a dashed UUID", ok)
+	}
+	mu.Lock()
+	if up, isUp := first.(event.BgtaskUpdated); !isUp || up.TaskID != ok || up.Message == nil || *up.Message != "Task started" || up.CacheKey() != "bgtask."+ok {
+		t.Errorf("first event %#v, want bgtask_updated \"Task started\" for %s", first, ok)
+	}
+	mu.Unlock()
+	if _, found := m.Get(Hex(ok)); !found {
+		t.Errorf("Get(%s) by its hex form found nothing", Hex(ok))
 	}
 	bad := m.Start("bad", func(ctx context.Context, r Reporter) (string, error) { return "", errors.New("boom") })
 	slow := m.Start("slow", func(ctx context.Context, r Reporter) (string, error) {

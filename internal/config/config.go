@@ -147,6 +147,14 @@ type ContainerConfig struct {
 	ScratchReadBps          Size     `toml:"scratch-read-bps"`
 	ScratchWriteBps         Size     `toml:"scratch-write-bps"`
 	AllowedKernelMountRoots []string `toml:"allowed-kernel-mount-roots"`
+	// VFolderMountPolicy is "compat" (default: the manager is the
+	// authority; any host path and absolute kernel path except the deny
+	// list) or "strict" (host paths under mount-path/extra-mount-roots,
+	// kernel paths under allowed-kernel-mount-roots).
+	VFolderMountPolicy string `toml:"vfolder-mount-policy"`
+	// VFolderDenyPaths are host paths never mounted into a kernel, in
+	// either policy ("/" only itself, the others with what is below).
+	VFolderDenyPaths []string `toml:"vfolder-deny-paths"`
 }
 
 // ResourceConfig is [resource].
@@ -260,6 +268,8 @@ func Defaults() *Config {
 		ScratchRoot:             "./scratches",
 		PidsLimit:               8192,
 		AllowedKernelMountRoots: []string{"/home/work", "/data", "/mnt"},
+		VFolderMountPolicy:      "compat",
+		VFolderDenyPaths:        []string{"/", "/etc", "/proc", "/sys", "/dev", "/var/run/docker.sock", "/run/docker.sock"},
 	}
 	c.Resource = ResourceConfig{
 		ReservedCPU:     1,
@@ -473,6 +483,14 @@ func (c *Config) validate(b *binder) error {
 	for i, r := range c.Container.AllowedKernelMountRoots {
 		if !filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/" {
 			return b.errorf(fmt.Sprintf("container.allowed-kernel-mount-roots[%d]", i), "%q must be a clean absolute path other than /", r)
+		}
+	}
+	if err := oneOf(b, "container.vfolder-mount-policy", c.Container.VFolderMountPolicy, "compat", "strict"); err != nil {
+		return err
+	}
+	for i, r := range c.Container.VFolderDenyPaths {
+		if !filepath.IsAbs(r) {
+			return b.errorf(fmt.Sprintf("container.vfolder-deny-paths[%d]", i), "%q must be an absolute path", r)
 		}
 	}
 	if c.Resource.ReservedCPU < 0 {

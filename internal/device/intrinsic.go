@@ -182,7 +182,7 @@ func (p *MemPlugin) Version() string { return Version }
 func (p *MemPlugin) Metadata() map[string]any {
 	return map[string]any{
 		"slot_name": "ram", "description": "Memory", "human_readable_name": "RAM", "display_unit": "GiB",
-		"number_format": map[string]any{"binary": true, "round_length": 0}, "display_icon": "cpu",
+		"number_format": map[string]any{"binary": true, "round_length": 0}, "display_icon": "ram",
 	}
 }
 

@@ -10,10 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/bai-agent/bai-agent/internal/wire"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
 
@@ -33,33 +32,6 @@ const (
 	BroadcastKey = "events_all"
 	streamMaxLen = 128
 )
-
-// Delivery of each event name: anycast (stream), broadcast (channel), or
-// both. Kernel lifecycle events and session results go both ways;
-// background-task events are broadcast with a cache key.
-type route struct{ anycast, broadcast, bgtask bool }
-
-var routes = map[string]route{
-	"kernel_preparing":       {true, true, false},
-	"kernel_pulling":         {true, true, false},
-	"kernel_creating":        {true, true, false},
-	"kernel_started":         {true, true, false},
-	"kernel_terminated":      {true, true, false},
-	"session_success":        {true, true, false},
-	"session_failure":        {true, true, false},
-	"bgtask_updated":         {false, true, true},
-	"bgtask_done":            {false, true, true},
-	"bgtask_partial_success": {false, true, true},
-	"bgtask_failed":          {false, true, true},
-	"bgtask_cancelled":       {false, true, true},
-}
-
-func routeOf(name string) route {
-	if r, ok := routes[name]; ok {
-		return r
-	}
-	return route{anycast: true}
-}
 
 // Options configure a Producer.
 type Options struct {
@@ -130,8 +102,9 @@ func (p *Producer) Stats() Stats {
 
 // Publish queues an event (implements the agent's EventSink). It never
 // blocks on Redis.
-func (p *Producer) Publish(_ context.Context, name string, payload map[string]any) {
-	rec, err := p.record(name, payload)
+func (p *Producer) Publish(_ context.Context, ev event.Event) {
+	name := ev.EventName()
+	rec, err := p.record(ev)
 	if err != nil {
 		p.log.Error("cannot encode event", "name", name, "error", err)
 		return
@@ -146,23 +119,21 @@ func (p *Producer) Publish(_ context.Context, name string, payload map[string]an
 	}
 }
 
-func (p *Producer) record(name string, payload map[string]any) (*Record, error) {
-	r := routeOf(name)
-	rec := &Record{Name: name, Source: p.o.AgentID, Anycast: r.anycast, Broadcast: r.broadcast, Time: time.Now().UnixNano()}
-	if r.bgtask {
-		if id, ok := payload["task_id"].(string); ok {
-			rec.CacheKey = "bgtask." + id
-		}
+func (p *Producer) record(ev event.Event) (*Record, error) {
+	d := ev.Delivery()
+	rec := &Record{Name: ev.EventName(), Source: p.o.AgentID, Anycast: d&event.Anycast != 0, Broadcast: d&event.Broadcast != 0, Time: time.Now().UnixNano()}
+	if c, ok := ev.(event.Cached); ok {
+		rec.CacheKey = c.CacheKey()
 	}
 	if p.o.Legacy {
-		args, err := msgpack.Marshal(legacyArgs(name, payload))
+		args, err := msgpack.Marshal(ev.LegacyArgs())
 		if err != nil {
 			return nil, err
 		}
 		rec.Args = args
 		return rec, nil
 	}
-	b, err := json.Marshal(payload)
+	b, err := json.Marshal(ev)
 	if err != nil {
 		return nil, err
 	}
@@ -249,63 +220,4 @@ func (p *Producer) deliverLoop(ctx context.Context) {
 		}
 		p.delivered.Add(uint64(len(recs)))
 	}
-}
-
-// legacyArgs lays out an event's fields positionally, as managers up to
-// 26.8.1 expect, with enums, UUIDs and Decimals as pickled extensions.
-func legacyArgs(name string, p map[string]any) []any {
-	id := func(k string) any {
-		if s, ok := p[k].(string); ok {
-			if u, err := uuid.Parse(s); err == nil {
-				return u[:]
-			}
-			return s
-		}
-		return p[k]
-	}
-	reason := func() any {
-		s, _ := p["reason"].(string)
-		return wire.Enum{Class: "ai.backend.common.events.event_types.kernel.types.KernelLifecycleEventReason", Value: s}
-	}
-	uuidExt := func(k string) any {
-		if b, ok := id(k).([]byte); ok {
-			return msgpack.Ext{Code: wire.ExtUUID, Data: b}
-		}
-		return p[k]
-	}
-	switch name {
-	case "kernel_preparing", "kernel_pulling", "kernel_creating", "kernel_started":
-		return []any{uuidExt("kernel_id"), uuidExt("session_id"), reason(), p["creation_info"]}
-	case "kernel_terminated":
-		return []any{uuidExt("kernel_id"), uuidExt("session_id"), reason(), p["exit_code"]}
-	case "agent_started", "agent_terminated":
-		return []any{p["reason"]}
-	case "agent_error":
-		return []any{p["message"], p["traceback"], p["user"], p["context_env"], p["severity"]}
-	case "agent_heartbeat":
-		return []any{p["agent_info"]}
-	case "session_success", "session_failure":
-		return []any{uuidExt("session_id"), reason(), p["exit_code"]}
-	case "execution_started", "execution_finished", "execution_timeout", "execution_cancelled":
-		return []any{uuidExt("session_id")}
-	case "image_pull_started":
-		return []any{p["image"], p["agent_id"], p["timestamp"]}
-	case "image_pull_finished":
-		return []any{p["image"], p["agent_id"], p["timestamp"], p["msg"], p["image_ref"]}
-	case "image_pull_failed":
-		return []any{p["image"], p["agent_id"], p["msg"]}
-	case "do_sync_kernel_logs":
-		return []any{uuidExt("kernel_id"), p["container_id"]}
-	case "volume_mounted", "volume_unmounted":
-		return []any{p["node_id"], p["node_type"], p["mount_path"], p["quota_scope_id"], p["err_msg"]}
-	case "agent_installed_images_remove":
-		return []any{p["scanned_images"]}
-	case "do_agent_resource_check":
-		return []any{p["agent_id"]}
-	case "bgtask_updated":
-		return []any{p["task_id"], p["current_progress"], p["total_progress"], p["message"]}
-	case "bgtask_done", "bgtask_failed", "bgtask_cancelled", "bgtask_partial_success":
-		return []any{p["task_id"], p["message"]}
-	}
-	return []any{p}
 }

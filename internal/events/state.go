@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bai-agent/bai-agent/internal/event"
 )
 
 // StateOptions configure the StateWriter.
@@ -22,15 +24,18 @@ type StateOptions struct {
 	Log      *slog.Logger
 	Interval time.Duration // installed images (the heartbeat interval)
 	// Callbacks; each must be cheap and must not block on Redis.
+	// Kernels lists the running kernels (kernel:presence:{id}).
 	Kernels        func() []string
 	ContainerCount func() int
 	Images         func(ctx context.Context) ([]map[string]any, error)
-	Metadata       map[string]any    // computer.metadata fields
-	Discovery      map[string]string // service_discovery.agent.{uuid} fields
-	DiscoveryID    string
-	Producer       interface {
-		Publish(ctx context.Context, name string, payload map[string]any)
-	}
+	// Committing lists the kernels whose commit is in progress
+	// (kernel.{id}.commit).
+	Committing func() []string
+	Metadata   map[string]any // computer.metadata fields
+	// Discovery is this agent's service_discovery.agent.{id} entry; nil
+	// writes none.
+	Discovery *Discovery
+	Producer  event.Sink
 	ChunkSize int // container log chunk (64 KiB)
 }
 
@@ -44,7 +49,24 @@ type StateWriter struct {
 	clog   *redis.Client
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// presenceMu guards present: the kernels whose presence key the last
+	// pass wrote, so that ended kernels' keys are removed.
+	presenceMu sync.Mutex
+	present    map[string]bool
 }
+
+// Redis key lifetimes the manager relies on (upstream's
+// KERNEL_HEALTH_TTL_SEC, COMMIT_STATUS_EXPIRE and the service discovery
+// TTL).
+const (
+	presenceTTL       = 300 * time.Second
+	presenceInterval  = 60 * time.Second
+	commitStatusTTL   = 13 * time.Second
+	commitInterval    = 7 * time.Second
+	discoveryTTL      = 180 * time.Second
+	discoveryInterval = 60 * time.Second
+)
 
 func clientFor(o *redis.Options, db int) *redis.Client {
 	ro := *o
@@ -57,14 +79,15 @@ func StartState(o StateOptions) *StateWriter {
 	if o.ChunkSize == 0 {
 		o.ChunkSize = 64 << 10
 	}
-	s := &StateWriter{o: o, stat: clientFor(o.Redis, DBStat), live: clientFor(o.Redis, DBLive), image: clientFor(o.Redis, DBImage), clog: clientFor(o.Redis, DBContainerLog)}
+	s := &StateWriter{o: o, stat: clientFor(o.Redis, DBStat), live: clientFor(o.Redis, DBLive), image: clientFor(o.Redis, DBImage), clog: clientFor(o.Redis, DBContainerLog), present: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.every(ctx, "computer.metadata", time.Minute, s.writeMetadata)
-	s.every(ctx, "kernel presence", time.Minute, s.writePresence)
+	s.every(ctx, "kernel presence", presenceInterval, s.writePresence)
 	s.every(ctx, "container count", 10*time.Second, s.writeContainerCount)
 	s.every(ctx, "installed images", o.Interval, s.writeImages)
-	s.every(ctx, "service discovery", time.Minute, s.writeDiscovery)
+	s.every(ctx, "service discovery", discoveryInterval, s.writeDiscovery)
+	s.every(ctx, "commit status", commitInterval, s.writeCommitStatus)
 	return s
 }
 
@@ -118,19 +141,69 @@ func (s *StateWriter) writeMetadata(ctx context.Context) error {
 	return s.stat.HSet(ctx, "computer.metadata", vals).Err()
 }
 
+// writePresence refreshes kernel:presence:{id} for every running kernel
+// as upstream's update_kernel_presence_batch does: presence "1" and
+// last_presence as integer seconds of the Redis server's clock (the
+// manager parses it with int()), TTL 300 s. Keys of kernels that are no
+// longer running are deleted.
 func (s *StateWriter) writePresence(ctx context.Context) error {
 	now, err := s.live.Time(ctx).Result()
 	if err != nil {
 		return err
 	}
-	ts := strconv.FormatFloat(float64(now.UnixNano())/1e9, 'f', 6, 64)
+	ts := strconv.FormatInt(now.Unix(), 10)
+	running := map[string]bool{}
 	pipe := s.live.Pipeline()
 	for _, k := range s.o.Kernels() {
-		key := "kernel:presence:" + k
+		running[k] = true
+		key := PresenceKey(k)
 		pipe.HSet(ctx, key, "presence", "1", "last_presence", ts)
-		pipe.Expire(ctx, key, 300*time.Second)
+		pipe.Expire(ctx, key, presenceTTL)
 	}
-	_, err = pipe.Exec(ctx)
+	s.presenceMu.Lock()
+	for k := range s.present {
+		if !running[k] {
+			pipe.Del(ctx, PresenceKey(k))
+		}
+	}
+	s.presenceMu.Unlock()
+	if _, err = pipe.Exec(ctx); err != nil {
+		return err
+	}
+	s.presenceMu.Lock()
+	s.present = running
+	s.presenceMu.Unlock()
+	return nil
+}
+
+// PresenceKey is a kernel's presence hash in the live database.
+func PresenceKey(kernelID string) string { return "kernel:presence:" + kernelID }
+
+// ForgetKernel removes an ended kernel's presence key at once (the
+// periodic pass would do it within a minute).
+func (s *StateWriter) ForgetKernel(ctx context.Context, kernelID string) error {
+	s.presenceMu.Lock()
+	delete(s.present, kernelID)
+	s.presenceMu.Unlock()
+	return s.live.Del(ctx, PresenceKey(kernelID)).Err()
+}
+
+// writeCommitStatus marks kernels being committed as upstream's
+// update_kernel_commit_statuses does: kernel.{id}.commit = "ongoing",
+// expiring 13 s after the last 7-s pass that saw the commit lock.
+func (s *StateWriter) writeCommitStatus(ctx context.Context) error {
+	if s.o.Committing == nil {
+		return nil
+	}
+	ids := s.o.Committing()
+	if len(ids) == 0 {
+		return nil
+	}
+	pipe := s.stat.Pipeline()
+	for _, id := range ids {
+		pipe.Set(ctx, "kernel."+id+".commit", "ongoing", commitStatusTTL)
+	}
+	_, err := pipe.Exec(ctx)
 	return err
 }
 
@@ -153,18 +226,57 @@ func (s *StateWriter) writeImages(ctx context.Context) error {
 	return s.image.Set(ctx, "installed_image:"+s.o.AgentID, string(b), 0).Err()
 }
 
+// Discovery is the agent's ServiceMetadata in Redis service discovery.
+type Discovery struct {
+	ID          string
+	DisplayName string
+	Version     string
+	// Address is host:port of the internal HTTP server (str(HostPortPair)).
+	Address string
+	Port    int
+	Labels  map[string]string
+	// Registered is the registration time (health_status.registration_time).
+	Registered time.Time
+}
+
+// Key is service_discovery.agent.{id}.
+func (d *Discovery) Key() string { return "service_discovery.agent." + d.ID }
+
+// Fields renders the hash exactly as upstream's RedisServiceDiscovery
+// writes ServiceMetadata.model_dump(): every field value is JSON.
+func (d *Discovery) Fields(now time.Time) map[string]any {
+	js := func(v any) string {
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	labels := d.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	return map[string]any{
+		"id":            js(d.ID),
+		"display_name":  js(d.DisplayName),
+		"service_group": js("agent"),
+		"version":       js(d.Version),
+		"endpoint": js(map[string]any{
+			"address": d.Address, "port": d.Port, "protocol": "http", "prometheus_address": d.Address,
+		}),
+		"health_status": js(map[string]float64{
+			"registration_time": float64(d.Registered.UnixNano()) / 1e9,
+			"last_heartbeat":    float64(now.UnixNano()) / 1e9,
+		}),
+		"labels": js(labels),
+	}
+}
+
 func (s *StateWriter) writeDiscovery(ctx context.Context) error {
-	if s.o.DiscoveryID == "" {
+	d := s.o.Discovery
+	if d == nil {
 		return nil
 	}
-	key := "service_discovery.agent." + s.o.DiscoveryID
-	vals := map[string]any{}
-	for k, v := range s.o.Discovery {
-		vals[k] = v
-	}
 	pipe := s.stat.Pipeline()
-	pipe.HSet(ctx, key, vals)
-	pipe.Expire(ctx, key, 180*time.Second)
+	pipe.HSet(ctx, d.Key(), d.Fields(time.Now()))
+	pipe.Expire(ctx, d.Key(), discoveryTTL)
 	_, err := pipe.Exec(ctx)
 	return err
 }
@@ -195,6 +307,6 @@ func (s *StateWriter) CollectLogs(ctx context.Context, kernelID, containerID str
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("store container logs of %s: %w", containerID, err)
 	}
-	s.o.Producer.Publish(ctx, "do_sync_kernel_logs", map[string]any{"kernel_id": kernelID, "container_id": containerID})
+	s.o.Producer.Publish(ctx, event.DoSyncKernelLogs{KernelID: kernelID, ContainerID: containerID})
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bai-agent/bai-agent/internal/event"
+
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
@@ -38,9 +40,7 @@ type Subscriber struct {
 
 // Subscribe listens on events_all (go-redis re-subscribes after a
 // disconnect) and answers volume requests through the producer.
-func Subscribe(o *redis.Options, agentID string, log *slog.Logger, handle VolumeHandler, prod interface {
-	Publish(ctx context.Context, name string, payload map[string]any)
-}) *Subscriber {
+func Subscribe(o *redis.Options, agentID string, log *slog.Logger, handle VolumeHandler, prod event.Sink) *Subscriber {
 	ro := *o
 	ro.DB = DBStream
 	c := redis.NewClient(&ro)
@@ -63,12 +63,16 @@ func Subscribe(o *redis.Options, agentID string, log *slog.Logger, handle Volume
 					continue
 				}
 				path, errMsg := handle(ctx, req)
-				name := "volume_unmounted"
-				if req.Mount {
-					name = "volume_mounted"
+				vm := event.VolumeMount{NodeID: agentID, NodeType: "agent", MountPath: path, QuotaScopeID: req.QuotaScopeID}
+				if errMsg != "" {
+					vm.ErrMsg = &errMsg
 				}
-				log.Info("volume request handled", "name", name, "dir_name", req.DirName, "mount_path", path, "err_msg", errMsg)
-				prod.Publish(ctx, name, map[string]any{"node_id": agentID, "node_type": "agent", "mount_path": path, "quota_scope_id": req.QuotaScopeID, "err_msg": errMsg})
+				var ev event.Event = event.VolumeUnmounted{VolumeMount: vm}
+				if req.Mount {
+					ev = event.VolumeMounted{VolumeMount: vm}
+				}
+				log.Info("volume request handled", "name", ev.EventName(), "dir_name", req.DirName, "mount_path", path, "err_msg", errMsg)
+				prod.Publish(ctx, ev)
 			}
 		}
 	}()

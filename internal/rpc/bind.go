@@ -103,6 +103,11 @@ func bindImageConfig(v any, path string) (agent.ImageConfig, error) {
 	f.str("repo_digest", &ic.RepoDigest)
 	f.boolean("is_local", &ic.IsLocal)
 	f.str("auto_pull", &ic.AutoPull)
+	if f.err == nil {
+		if err := agent.ValidateAutoPull(ic.AutoPull); err != nil {
+			f.err = fmt.Errorf("%s.auto_pull: %w", path, err)
+		}
+	}
 	f.strMap("labels", &ic.Labels)
 	if rv, ok := f.get("registry"); ok && rv != nil {
 		rm, err := asMap(rv, path+".registry")
@@ -140,6 +145,12 @@ func bindCreationConfig(v any, path string) (agent.CreationConfig, error) {
 	f.str("owner_user_id", &c.OwnerUserID)
 	f.str("owner_project_id", &c.OwnerProjectID)
 	f.str("network_id", &c.NetworkID)
+	f.str("auto_pull", &c.AutoPull)
+	if f.err == nil {
+		if err := agent.ValidateAutoPull(c.AutoPull); err != nil {
+			f.err = fmt.Errorf("%s.auto_pull: %w", path, err)
+		}
+	}
 	f.str("session_type", &c.SessionType)
 	f.str("cluster_mode", &c.ClusterMode)
 	f.str("cluster_role", &c.ClusterRole)

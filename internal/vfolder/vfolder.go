@@ -22,15 +22,38 @@ type Request struct {
 	Perm       string // ro, rw, wd (rw-delete)
 }
 
+// Mount policies.
+const (
+	// Compat mounts what the manager sends, as the Python agent does: the
+	// manager is authenticated (CURVE) and owns the vfolder layout, so
+	// any existing host path and any absolute kernel path are accepted,
+	// except what can never be right (see Validate) and the deny list.
+	Compat = "compat"
+	// Strict additionally confines host paths to HostRoots and kernel
+	// paths to KernelRoots.
+	Strict = "strict"
+)
+
 // Policy says where mounts may come from and go to.
 type Policy struct {
-	// HostRoots are the directories vfolders may live under.
+	// Mode is Compat ("" too) or Strict.
+	Mode string
+	// HostRoots are the directories vfolders may live under (Strict).
 	HostRoots []string
-	// KernelRoots are the in-container directories mounts may go under.
+	// KernelRoots are the in-container directories mounts may go under
+	// (Strict).
 	KernelRoots []string
+	// Deny are host paths never mounted: "/" itself, and each other entry
+	// with everything below it. Symlinks are resolved on both sides.
+	Deny []string
 }
 
-const workDir = "/home/work"
+const (
+	workDir   = "/home/work"
+	configDir = "/home/config"
+	// LogsVFolder is the one vfolder mounted under prevent_vfolder_mounts.
+	LogsVFolder = ".logs"
+)
 
 func fail(r Request, format string, args ...any) error {
 	return fmt.Errorf("%w %q: %s", ErrInvalidMount, r.Name, fmt.Sprintf(format, args...))
@@ -46,7 +69,10 @@ func hasDotDot(p string) bool {
 }
 
 // Validate checks every request and returns the mounts to apply, or the
-// first error. Nothing on disk is changed.
+// first error. Nothing on disk is changed. Whatever the mode it refuses
+// relative host paths, ".." components, paths with ':', ',' or newlines,
+// missing host paths, denied host paths, kernel paths that would hide
+// /home/work or /home/config, and two mounts on one kernel path.
 func (p Policy) Validate(reqs []Request) ([]resource.Mount, error) {
 	var out []resource.Mount
 	seen := map[string]string{}
@@ -62,6 +88,31 @@ func (p Policy) Validate(reqs []Request) ([]resource.Mount, error) {
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// Filter applies prevent_vfolder_mounts: only the .logs vfolder stays.
+func Filter(reqs []Request, prevent bool) []Request {
+	if !prevent {
+		return reqs
+	}
+	var out []Request
+	for _, r := range reqs {
+		if r.Name == LogsVFolder {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func within(p, root string) bool {
+	return p == root || strings.HasPrefix(p, strings.TrimSuffix(root, "/")+"/")
+}
+
+func resolve(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
 }
 
 func (p Policy) validateOne(r Request) (resource.Mount, error) {
@@ -82,33 +133,33 @@ func (p Policy) validateOne(r Request) (resource.Mount, error) {
 	if strings.ContainsAny(r.HostPath, ":,\n") {
 		return resource.Mount{}, fail(r, "host path %q contains ':', ',' or a newline", r.HostPath)
 	}
-	if len(p.HostRoots) == 0 {
-		return resource.Mount{}, fail(r, "no vfolder mount root is configured ([agent] mount-path)")
-	}
 	real, err := filepath.EvalSymlinks(r.HostPath)
 	if err != nil {
 		return resource.Mount{}, fail(r, "host path %q: %v", r.HostPath, err)
 	}
-	st, err := os.Stat(real)
-	if err != nil {
+	if _, err := os.Stat(real); err != nil {
 		return resource.Mount{}, fail(r, "host path %q: %v", r.HostPath, err)
 	}
-	if !st.IsDir() {
-		return resource.Mount{}, fail(r, "host path %q is not a directory", r.HostPath)
-	}
-	inside := false
-	for _, root := range p.HostRoots {
-		rr, err := filepath.EvalSymlinks(root)
-		if err != nil {
-			continue
-		}
-		if real == rr || strings.HasPrefix(real, rr+string(os.PathSeparator)) {
-			inside = true
-			break
+	for _, d := range p.Deny {
+		dr := resolve(d)
+		if real == dr || (dr != "/" && within(real, dr)) {
+			return resource.Mount{}, fail(r, "host path %q (resolved %q) is denied by container.vfolder-deny-paths (%s)", r.HostPath, real, d)
 		}
 	}
-	if !inside {
-		return resource.Mount{}, fail(r, "host path %q (resolved %q) is outside the mount roots %v", r.HostPath, real, p.HostRoots)
+	if p.Mode == Strict {
+		if len(p.HostRoots) == 0 {
+			return resource.Mount{}, fail(r, "no vfolder mount root is configured ([agent] mount-path) and container.vfolder-mount-policy is strict")
+		}
+		inside := false
+		for _, root := range p.HostRoots {
+			if rr, err := filepath.EvalSymlinks(root); err == nil && within(real, rr) {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			return resource.Mount{}, fail(r, "host path %q (resolved %q) is outside the mount roots %v (container.vfolder-mount-policy is strict)", r.HostPath, real, p.HostRoots)
+		}
 	}
 	kp := r.KernelPath
 	if kp == "" {
@@ -124,18 +175,20 @@ func (p Policy) validateOne(r Request) (resource.Mount, error) {
 		kp = path.Join(workDir, kp)
 	}
 	kp = path.Clean(kp)
-	if kp == workDir || kp == "/home/config" || strings.HasPrefix(kp, "/home/config/") {
+	if kp == "/" || kp == workDir || within(kp, configDir) {
 		return resource.Mount{}, fail(r, "kernel path %q would hide the kernel's own %s", kp, kp)
 	}
-	ok := false
-	for _, root := range p.KernelRoots {
-		if kp != root && strings.HasPrefix(kp, root+"/") {
-			ok = true
-			break
+	if p.Mode == Strict {
+		ok := false
+		for _, root := range p.KernelRoots {
+			if kp != root && within(kp, root) {
+				ok = true
+				break
+			}
 		}
-	}
-	if !ok {
-		return resource.Mount{}, fail(r, "kernel path %q is outside the allowed roots %v", kp, p.KernelRoots)
+		if !ok {
+			return resource.Mount{}, fail(r, "kernel path %q is outside the allowed roots %v (container.vfolder-mount-policy is strict)", kp, p.KernelRoots)
+		}
 	}
 	return resource.Mount{Source: real, Target: kp, Perm: perm}, nil
 }

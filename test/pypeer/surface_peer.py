@@ -113,7 +113,7 @@ def main():
         project, _, img = path.partition("/")
         push_ref = g.ImageRef(name=img, project=project, tag=tg, registry=reg_host, architecture="x86_64", is_local=False)
         t, pr = p.invoke("push_image", [push_ref, {"name": reg_host, "url": "http://" + reg_host, "username": None, "password": None}])
-        check(t == RESULT and pr["canonical"] == tag and len(pr["bgtask_id"]) == 32, f"push_image result {pr}")
+        check(t == RESULT and pr["canonical"] == tag and len(pr["bgtask_id"]) == 36, f"push_image result {pr}")
         import urllib.request
         ok = False
         for _ in range(300):
