@@ -245,7 +245,13 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		syncCh:    make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 	}
-	a.tasks = bgtask.New(a.events.Publish)
+	a.tasks = bgtask.New(func(ctx context.Context, ev event.Event) {
+		a.events.Publish(ctx, ev)
+		if f, ok := ev.(event.BgtaskFailed); ok && f.Message != nil {
+			// A failed background task is an agent error too.
+			a.events.Publish(ctx, event.NewAgentError(*f.Message, "background task "+f.TaskID))
+		}
+	})
 	var maps []*resource.AllocMap
 	avail := resource.Slots{}
 	for _, p := range a.plugins {
@@ -282,6 +288,9 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 	a.mounts = vfolder.Policy{Mode: cfg.Container.VFolderMountPolicy, HostRoots: roots, KernelRoots: cfg.Container.AllowedKernelMountRoots, Deny: cfg.Container.VFolderDenyPaths}
 	return a, nil
 }
+
+// Log returns the agent's logger.
+func (a *Agent) Log() *slog.Logger { return a.log }
 
 // ID returns the agent id.
 func (a *Agent) ID() string { return a.id }

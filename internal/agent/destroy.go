@@ -251,7 +251,12 @@ func (a *Agent) SyncKernelRegistry(ctx context.Context, pairs [][2]string) error
 		if inManager[k.ID] {
 			continue
 		}
-		if s := k.State(); s != kernel.Running {
+		// As the Python agent: every registered kernel the manager does
+		// not list is destroyed quietly. A kernel still being created is
+		// not in the Python agent's registry yet (it enters it just before
+		// its container starts), so it is left to its creation.
+		switch k.State() {
+		case kernel.Preparing, kernel.Pulling, kernel.Creating, kernel.Terminated:
 			continue
 		}
 		if err := a.DestroyKernel(ctx, k.ID, k.SessionID, ReasonNotFoundInManager, true); err != nil {

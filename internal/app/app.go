@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -22,10 +24,12 @@ import (
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/events"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/metrics"
 	"github.com/bai-agent/bai-agent/internal/monitor"
+	"github.com/bai-agent/bai-agent/internal/redisconn"
 	"github.com/bai-agent/bai-agent/internal/rpc"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 	"github.com/bai-agent/bai-agent/internal/stats"
@@ -112,15 +116,19 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		sink        agent.EventSink = agent.LogSink{Log: log}
 		logs        agent.LogCollector
 		ec          *etcdconfig.Client
-		redisOpt    *redis.Options
+		redisOpt    *redisconn.Conn
 		prod        *events.Producer
 	)
 	if cfg.Agent.ControlPlane == "etcd" {
 		var endpoints []string
 		for _, hp := range cfg.Etcd.Addr {
-			endpoints = append(endpoints, "http://"+hp.String())
+			endpoints = append(endpoints, hp.String())
 		}
-		ec, err = etcdconfig.Dial(ctx, etcdconfig.Options{Endpoints: endpoints, Namespace: cfg.Etcd.Namespace, User: cfg.Etcd.User, Password: cfg.Etcd.Password})
+		etls, err := etcdTLS(cfg.Etcd)
+		if err != nil {
+			return &ConfigError{Err: err}
+		}
+		ec, err = etcdconfig.Dial(ctx, etcdconfig.Options{Endpoints: endpoints, Namespace: cfg.Etcd.Namespace, User: cfg.Etcd.User, Password: cfg.Etcd.Password, TLS: etls})
 		if err != nil {
 			return fmt.Errorf("etcd (needed to find Redis and the manager; set [agent] control-plane = \"none\" for a standalone node): %w", err)
 		}
@@ -144,7 +152,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if err := ec.Register(ctx, cfg.Agent.ID, "starting", cfg.Agent.RPCListenAddr.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
 			return err
 		}
-		redisOpt = &redis.Options{Addr: global.Redis.Addr, Password: global.Redis.Password, DialTimeout: 3 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second}
+		if redisOpt, err = redisconn.New(global.Redis); err != nil {
+			return &ConfigError{Err: err}
+		}
+		log.Info("redis", "target", global.Redis.Describe())
 		prod, err = events.NewProducer(events.Options{
 			AgentID: cfg.Agent.ID, Redis: redisOpt, OutboxDir: filepath.Join(cfg.Agent.VarBasePath, "outbox", cfg.Agent.ID),
 			OutboxMax: int64(cfg.Agent.OutboxMaxSize), Legacy: cfg.Agent.ManagerCompat == "26.8.1", Log: log.With("component", "events"),
@@ -192,7 +203,29 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer a.Close()
 	srv := rpc.NewServer(log.With("component", "rpc"), a.ID())
 	srv.SetObserver(am)
-	rpc.AgentMethods(srv, a, be)
+	srv.SetErrorHook(func(method, exc string, err error) {
+		// As collect_error: every failed RPC becomes agent_error.
+		sink.Publish(context.Background(), event.NewAgentError(exc+": "+err.Error(), "rpc method "+method+" (raised by bai-agent)"))
+	})
+	// Health checks, named as upstream's HealthProbe names them; the RPC
+	// health methods and the HTTP /health endpoint share them.
+	hchecks := []rpc.HealthCheck{{Group: "container", Component: "docker", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
+	if redisOpt != nil {
+		hchecks = append(hchecks, rpc.HealthCheck{Group: "etcd", Component: "etcd", Probe: func(ctx context.Context) error { _, _, err := ec.Get(ctx, "config/redis/addr"); return err }})
+		for _, c := range []struct {
+			id, role string
+			db       int
+		}{{"stat", redisconn.RoleStatistics, events.DBStat}, {"stream", redisconn.RoleStream, events.DBStream}, {"bgtask", redisconn.RoleBgtask, events.DBBgtask}, {"container_log", redisconn.RoleContainerLog, events.DBContainerLog}} {
+			rc := redisOpt.Client(c.role, c.db, func(o *redis.Options) { o.PoolSize = 1 })
+			defer rc.Close()
+			hchecks = append(hchecks, rpc.HealthCheck{Group: "redis", Component: c.id, Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
+		}
+	}
+	checks := make([]metrics.Check, 0, len(hchecks))
+	for _, hc := range hchecks {
+		checks = append(checks, metrics.Check{Name: hc.Component, Group: hc.Group, Probe: hc.Probe})
+	}
+	rpc.AgentMethods(srv, a, be, hchecks...)
 	tr, err := zmq.Listen(ctx, log.With("component", "rpc"), cfg.Agent.RPCListenAddr.String(), srv, curve)
 	if err != nil {
 		return err
@@ -260,14 +293,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if err := ec.Register(ctx, a.ID(), "running", cfg.Agent.RPCListenAddr.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
 			log.Warn("etcd registration", "error", err)
 		}
-	}
-	checks := []metrics.Check{{Name: "docker", Group: "container", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
-	if redisOpt != nil {
-		ro := *redisOpt
-		rc := redis.NewClient(&ro)
-		defer rc.Close()
-		checks = append(checks, metrics.Check{Name: "redis", Group: "valkey", Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
-		checks = append(checks, metrics.Check{Name: "etcd", Group: "etcd", Probe: func(ctx context.Context) error { _, _, err := ec.Get(ctx, "config/redis/addr"); return err }})
 	}
 	var cert, key string
 	if cfg.Agent.SSLEnabled {
@@ -340,6 +365,33 @@ func (s *stateLogs) CollectLogs(ctx context.Context, kernelID, containerID strin
 		return errors.New("redis state writer not started")
 	}
 	return w.CollectLogs(ctx, kernelID, containerID, logs)
+}
+
+// etcdTLS builds the TLS settings of [etcd] (nil without tls = true).
+func etcdTLS(c config.EtcdConfig) (*tls.Config, error) {
+	if !c.TLS {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.TLSSkipVerify} //nolint:gosec // operator's choice (etcd.tls-skip-verify)
+	if c.TLSCACert != "" {
+		pem, err := os.ReadFile(c.TLSCACert)
+		if err != nil {
+			return nil, fmt.Errorf("etcd.tls-ca-cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcd.tls-ca-cert: %s holds no PEM certificate", c.TLSCACert)
+		}
+		tc.RootCAs = pool
+	}
+	if c.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("etcd.tls-cert/tls-key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 func writePIDFile(path string) error {

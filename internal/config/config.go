@@ -39,6 +39,13 @@ type EtcdConfig struct {
 	Addr      HostPortList `toml:"addr"`
 	User      string       `toml:"user"`
 	Password  string       `toml:"password"`
+	// TLS speaks HTTPS to etcd; TLSCACert verifies its certificate (the
+	// system roots otherwise), TLSCert/TLSKey authenticate the agent.
+	TLS           bool   `toml:"tls"`
+	TLSCACert     string `toml:"tls-ca-cert"`
+	TLSCert       string `toml:"tls-cert"`
+	TLSKey        string `toml:"tls-key"`
+	TLSSkipVerify bool   `toml:"tls-skip-verify"`
 }
 
 // SyncLifecycles is [agent.sync-container-lifecycles].
@@ -484,6 +491,9 @@ func (c *Config) validate(b *binder) error {
 		if !filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/" {
 			return b.errorf(fmt.Sprintf("container.allowed-kernel-mount-roots[%d]", i), "%q must be a clean absolute path other than /", r)
 		}
+	}
+	if (c.Etcd.TLSCert == "") != (c.Etcd.TLSKey == "") {
+		return b.errorf("etcd.tls-cert", "tls-cert and tls-key must be set together")
 	}
 	if err := oneOf(b, "container.vfolder-mount-policy", c.Container.VFolderMountPolicy, "compat", "strict"); err != nil {
 		return err

@@ -3,6 +3,7 @@ package etcdconfig
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,10 +11,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bai-agent/bai-agent/internal/redisconn"
 )
 
 // Client is a namespaced etcd client. It speaks etcd's v3 JSON gateway
@@ -27,8 +31,11 @@ type Client struct {
 	prefix    string
 	user      string
 	password  string
+	scheme    string
+	refresh   time.Duration
 	mu        sync.Mutex
 	token     string
+	tokenAt   time.Time
 }
 
 // Options connect a Client.
@@ -38,6 +45,12 @@ type Options struct {
 	User      string
 	Password  string
 	Timeout   time.Duration
+	// TLS, if set, speaks HTTPS to the endpoints.
+	TLS *tls.Config
+	// TokenRefresh is the age after which the auth token is renewed before
+	// the next call (default 60 s, well under etcd's default 300-s
+	// --auth-token-ttl). A call answered "unauthenticated" renews it too.
+	TokenRefresh time.Duration
 }
 
 // Dial checks that an endpoint answers (and authenticates when a user is
@@ -46,7 +59,16 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
-	c := &Client{http: &http.Client{Timeout: o.Timeout}, endpoints: o.Endpoints, prefix: "/sorna/" + o.Namespace + "/", user: o.User, password: o.Password}
+	if o.TokenRefresh == 0 {
+		o.TokenRefresh = 60 * time.Second
+	}
+	hc := &http.Client{Timeout: o.Timeout}
+	scheme := "http://"
+	if o.TLS != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: o.TLS, Proxy: nil}
+		scheme = "https://"
+	}
+	c := &Client{http: hc, endpoints: o.Endpoints, prefix: "/sorna/" + o.Namespace + "/", user: o.User, password: o.Password, scheme: scheme, refresh: o.TokenRefresh}
 	var st struct {
 		Version string `json:"version"`
 	}
@@ -83,11 +105,24 @@ func (c *Client) authenticate(ctx context.Context, base string) error {
 	if out.Token == "" {
 		return fmt.Errorf("etcd authentication as %q failed: %s", c.user, out.Error)
 	}
-	c.token = out.Token
+	c.token, c.tokenAt = out.Token, time.Now()
 	return nil
 }
 
-// call POSTs a gateway request to the first endpoint that answers.
+// grpcUnauthenticated is the gRPC status code the gateway reports for an
+// expired or invalid auth token.
+const grpcUnauthenticated = 16
+
+// gatewayError is the JSON body of a failed gateway call.
+type gatewayError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// call POSTs a gateway request to the first endpoint that answers. With
+// a user it authenticates first, renews the token once it is older than
+// the refresh age, and renews it and retries once when the server says the
+// token is no longer valid.
 func (c *Client) call(ctx context.Context, path string, in, out any) error {
 	body, err := json.Marshal(in)
 	if err != nil {
@@ -97,44 +132,69 @@ func (c *Client) call(ctx context.Context, path string, in, out any) error {
 	for _, ep := range c.endpoints {
 		base := strings.TrimSuffix(ep, "/")
 		if !strings.Contains(base, "://") {
-			base = "http://" + base
+			base = c.scheme + base
 		}
-		c.mu.Lock()
-		if c.user != "" && c.token == "" {
-			if err := c.authenticate(ctx, base); err != nil {
-				c.mu.Unlock()
+		for attempt := 0; attempt < 2; attempt++ {
+			token, err := c.tokenFor(ctx, base, attempt > 0)
+			if err != nil {
 				lastErr = err
-				continue
+				break
+			}
+			retry, err := c.post(ctx, base, path, token, body, out)
+			if err == nil {
+				return nil
+			}
+			lastErr = err
+			if !retry {
+				break
 			}
 		}
-		token := c.token
-		c.mu.Unlock()
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", token)
-		}
-		resp, err := c.http.Do(req)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		resp.Body.Close()
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		if resp.StatusCode != http.StatusOK {
-			lastErr = fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(data)))
-			continue
-		}
-		return json.Unmarshal(data, out)
 	}
 	return lastErr
+}
+
+// tokenFor returns the auth token to send ("" without a user), renewing
+// it when it is missing, old, or force is set.
+func (c *Client) tokenFor(ctx context.Context, base string, force bool) (string, error) {
+	if c.user == "" {
+		return "", nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if force || c.token == "" || time.Since(c.tokenAt) > c.refresh {
+		if err := c.authenticate(ctx, base); err != nil {
+			return "", err
+		}
+	}
+	return c.token, nil
+}
+
+// post sends one request; retry reports an unauthenticated answer to a
+// request that carried a token.
+func (c *Client) post(ctx context.Context, base, path, token string, body []byte, out any) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false, err
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	resp.Body.Close()
+	if err != nil {
+		return false, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var ge gatewayError
+		_ = json.Unmarshal(data, &ge)
+		return token != "" && ge.Code == grpcUnauthenticated, fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	return false, json.Unmarshal(data, out)
 }
 
 type kv struct {
@@ -241,19 +301,61 @@ func (c *Client) Put(ctx context.Context, k, v string) error {
 	return nil
 }
 
-// RedisConfig is config/redis.
-type RedisConfig struct {
-	Addr     string
-	Password string
-	// Sentinel and service name are accepted and reported; sentinel mode is
-	// not implemented yet.
-	Sentinel    string
-	ServiceName string
+// parseRedisTarget reads one Redis target (config/redis or one of its
+// override_configs) as upstream's redis_config_iv accepts it: addr as
+// "host:port" or {host, port}; sentinel as "h1:p1,h2:p2" or a list;
+// use_tls / tls_skip_verify as booleans or their strings.
+func parseRedisTarget(m map[string]any, prefix string) (redisconn.Target, error) {
+	var t redisconn.Target
+	t.Addr = asString(m["addr"])
+	if hp, ok := m["addr"].(map[string]any); ok {
+		t.Addr = asString(hp["host"]) + ":" + asString(hp["port"])
+	}
+	switch v := m["sentinel"].(type) {
+	case nil:
+	case string:
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				t.Sentinel = append(t.Sentinel, s)
+			}
+		}
+	case map[string]any: // a list stored as keys 0, 1, ...
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { a, _ := strconv.Atoi(keys[i]); b, _ := strconv.Atoi(keys[j]); return a < b })
+		for _, k := range keys {
+			t.Sentinel = append(t.Sentinel, asString(v[k]))
+		}
+	default:
+		return t, fmt.Errorf("%ssentinel: %v is neither \"host:port,...\" nor a list", prefix, v)
+	}
+	t.ServiceName = asString(m["service_name"])
+	if t.ServiceName == "" {
+		t.ServiceName = asString(m["service-name"])
+	}
+	t.Username = asString(m["username"])
+	t.Password = asString(m["password"])
+	t.SentinelPassword = asString(m["sentinel_password"])
+	for _, b := range []struct {
+		key string
+		dst *bool
+	}{{"use_tls", &t.TLS}, {"tls_skip_verify", &t.TLSSkipVerify}} {
+		switch v := strings.ToLower(asString(m[b.key])); v {
+		case "", "false", "0", "no":
+		case "true", "1", "yes":
+			*b.dst = true
+		default:
+			return t, fmt.Errorf("%s%s: %q is not a boolean", prefix, b.key, v)
+		}
+	}
+	return t, nil
 }
 
 // Global is what the agent reads from etcd at start-up.
 type Global struct {
-	Redis           RedisConfig
+	Redis           redisconn.Config
 	Volumes         map[string]any
 	API             map[string]any
 	ContainerLogs   map[string]any
@@ -283,25 +385,25 @@ func (c *Client) Load(ctx context.Context) (*Global, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.Redis.Addr = asString(red["addr"])
-	if g.Redis.Addr == "" {
-		if hp, ok := red["addr"].(map[string]any); ok {
-			g.Redis.Addr = asString(hp["host"]) + ":" + asString(hp["port"])
+	if g.Redis.Target, err = parseRedisTarget(red, c.prefix+"config/redis/"); err != nil {
+		return nil, err
+	}
+	if ov, ok := red["override_configs"].(map[string]any); ok {
+		g.Redis.Overrides = map[string]redisconn.Target{}
+		for role, v := range ov {
+			m, _ := v.(map[string]any)
+			t, err := parseRedisTarget(m, c.prefix+"config/redis/override_configs/"+role+"/")
+			if err != nil {
+				return nil, err
+			}
+			g.Redis.Overrides[role] = t
 		}
 	}
-	g.Redis.Password = asString(red["password"])
-	if s, ok := red["sentinel"]; ok {
-		b, _ := json.Marshal(s)
-		g.Redis.Sentinel = string(b)
+	if g.Redis.Addr == "" && len(g.Redis.Sentinel) == 0 {
+		return nil, fmt.Errorf("%w: %sconfig/redis/addr (the Redis address, e.g. 127.0.0.1:6379; or config/redis/sentinel with service_name)", ErrMissing, c.prefix)
 	}
-	g.Redis.ServiceName = asString(red["service_name"])
-	if g.Redis.Addr == "" && g.Redis.Sentinel == "" {
-		return nil, fmt.Errorf("%w: %sconfig/redis/addr (the Redis address, e.g. 127.0.0.1:6379)", ErrMissing, c.prefix)
-	}
-	if g.Redis.Addr != "" {
-		if _, port, ok := strings.Cut(g.Redis.Addr, ":"); !ok || port == "" {
-			return nil, fmt.Errorf("%sconfig/redis/addr: %q is not host:port", c.prefix, g.Redis.Addr)
-		}
+	if err := g.Redis.Validate(); err != nil {
+		return nil, fmt.Errorf("%w (under %s)", err, c.prefix)
 	}
 	if g.Volumes, err = c.GetPrefix(ctx, "volumes"); err != nil {
 		return nil, err

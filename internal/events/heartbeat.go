@@ -10,13 +10,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bai-agent/bai-agent/internal/redisconn"
+
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
 
 // HeartbeatOptions configure the heartbeat.
 type HeartbeatOptions struct {
 	AgentID  string
-	Redis    *redis.Options
+	Redis    *redisconn.Conn
 	Interval time.Duration
 	// Info builds agent_info; it must not block on I/O.
 	Info   func() map[string]any
@@ -38,11 +40,10 @@ type Heartbeat struct {
 
 // StartHeartbeat starts beating at once and then every interval.
 func StartHeartbeat(o HeartbeatOptions) *Heartbeat {
-	ro := *o.Redis
-	ro.DB = DBStream
-	ro.PoolSize = 1
-	ro.MaxRetries = -1 // a late beat is worthless; the next one replaces it
-	h := &Heartbeat{o: o, client: redis.NewClient(&ro)}
+	h := &Heartbeat{o: o, client: o.Redis.Client(redisconn.RoleStream, DBStream, func(ro *redis.Options) {
+		ro.PoolSize = 1
+		ro.MaxRetries = -1 // a late beat is worthless; the next one replaces it
+	})}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.wg.Add(1)

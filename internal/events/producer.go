@@ -12,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bai-agent/bai-agent/internal/redisconn"
+
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
@@ -36,7 +38,7 @@ const (
 // Options configure a Producer.
 type Options struct {
 	AgentID   string
-	Redis     *redis.Options // DB is set per use
+	Redis     *redisconn.Conn
 	OutboxDir string
 	// OutboxMax bounds the undelivered events on disk (bytes).
 	OutboxMax int64
@@ -69,9 +71,7 @@ func NewProducer(o Options) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ro := *o.Redis
-	ro.DB = DBStream
-	p := &Producer{o: o, outbox: ob, stream: redis.NewClient(&ro), log: o.Log}
+	p := &Producer{o: o, outbox: ob, stream: o.Redis.Client(redisconn.RoleStream, DBStream, nil), log: o.Log}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.wg.Add(1)

@@ -14,13 +14,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bai-agent/bai-agent/internal/redisconn"
+
 	"github.com/bai-agent/bai-agent/internal/event"
 )
 
 // StateOptions configure the StateWriter.
 type StateOptions struct {
 	AgentID  string
-	Redis    *redis.Options
+	Redis    *redisconn.Conn
 	Log      *slog.Logger
 	Interval time.Duration // installed images (the heartbeat interval)
 	// Callbacks; each must be cheap and must not block on Redis.
@@ -68,18 +70,16 @@ const (
 	discoveryInterval = 60 * time.Second
 )
 
-func clientFor(o *redis.Options, db int) *redis.Client {
-	ro := *o
-	ro.DB = db
-	return redis.NewClient(&ro)
-}
-
 // StartState starts the periodic writers.
 func StartState(o StateOptions) *StateWriter {
 	if o.ChunkSize == 0 {
 		o.ChunkSize = 64 << 10
 	}
-	s := &StateWriter{o: o, stat: clientFor(o.Redis, DBStat), live: clientFor(o.Redis, DBLive), image: clientFor(o.Redis, DBImage), clog: clientFor(o.Redis, DBContainerLog), present: map[string]bool{}}
+	s := &StateWriter{
+		o: o, stat: o.Redis.Client(redisconn.RoleStatistics, DBStat, nil), live: o.Redis.Client(redisconn.RoleLive, DBLive, nil),
+		image: o.Redis.Client(redisconn.RoleImage, DBImage, nil), clog: o.Redis.Client(redisconn.RoleContainerLog, DBContainerLog, nil),
+		present: map[string]bool{},
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.every(ctx, "computer.metadata", time.Minute, s.writeMetadata)

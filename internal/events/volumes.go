@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bai-agent/bai-agent/internal/redisconn"
+
 	"github.com/bai-agent/bai-agent/internal/event"
 
 	"github.com/bai-agent/bai-agent/internal/wire"
@@ -40,10 +42,8 @@ type Subscriber struct {
 
 // Subscribe listens on events_all (go-redis re-subscribes after a
 // disconnect) and answers volume requests through the producer.
-func Subscribe(o *redis.Options, agentID string, log *slog.Logger, handle VolumeHandler, prod event.Sink) *Subscriber {
-	ro := *o
-	ro.DB = DBStream
-	c := redis.NewClient(&ro)
+func Subscribe(o *redisconn.Conn, agentID string, log *slog.Logger, handle VolumeHandler, prod event.Sink) *Subscriber {
+	c := o.Client(redisconn.RoleStream, DBStream, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Subscriber{client: c, ps: c.Subscribe(ctx, BroadcastKey), cancel: cancel}
 	s.wg.Add(1)

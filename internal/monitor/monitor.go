@@ -12,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bai-agent/bai-agent/internal/redisconn"
+
 	"github.com/bai-agent/bai-agent/internal/metrics"
 	"github.com/bai-agent/bai-agent/internal/stats"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
@@ -23,7 +25,7 @@ type Options struct {
 	Collector         *stats.Collector
 	Targets           func() []stats.Target
 	Metrics           *metrics.Agent
-	Redis             *redis.Options // nil: no Redis keys
+	Redis             *redisconn.Conn // nil: no Redis keys
 	NodeInterval      time.Duration
 	ContainerInterval time.Duration
 	ProcessInterval   time.Duration
@@ -54,9 +56,7 @@ type Monitor struct {
 func Start(o Options) *Monitor {
 	m := &Monitor{o: o}
 	if o.Redis != nil {
-		ro := *o.Redis
-		ro.DB = 0
-		m.rdb = redis.NewClient(&ro)
+		m.rdb = o.Redis.Client(redisconn.RoleStatistics, 0, nil)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -15,9 +16,20 @@ import (
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
 
-// AgentMethods registers the agent's RPC methods on s.
-func AgentMethods(s *Server, a *agent.Agent, be backend.Backend) {
-	m := &methods{a: a, be: be}
+// HealthCheck is one connectivity check of health/health_v2, named as
+// upstream's HealthProbe names them (service group and component id).
+type HealthCheck struct {
+	Group, Component string
+	Probe            func(ctx context.Context) error
+}
+
+// AgentMethods registers the agent's RPC methods on s. checks are the
+// health probes (Docker alone when none are given).
+func AgentMethods(s *Server, a *agent.Agent, be backend.Backend, checks ...HealthCheck) {
+	if len(checks) == 0 {
+		checks = []HealthCheck{{Group: "container", Component: "docker", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
+	}
+	m := &methods{a: a, be: be, checks: checks}
 	s.RegisterInline("ping", m.ping)
 	s.Register("create_kernels", m.createKernels)
 	s.Register("destroy_kernel", m.destroyKernel)
@@ -53,9 +65,10 @@ func AgentMethods(s *Server, a *agent.Agent, be backend.Backend) {
 	s.Register("bai_status", m.baiStatus)
 	s.Register("bai_images", m.baiImages)
 	s.RegisterInline("bai_task", m.baiTask)
-	for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "start_service", "shutdown_service", "trigger_batch_execution", "ping_kernel"} {
+	for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "start_service", "trigger_batch_execution", "ping_kernel"} {
 		s.Register(name, runnerMissing(name))
 	}
+	s.Register("shutdown_service", m.shutdownService)
 }
 
 // runnerMissing answers methods that need the in-container kernel runner,
@@ -67,8 +80,9 @@ func runnerMissing(name string) Handler {
 }
 
 type methods struct {
-	a  *agent.Agent
-	be backend.Backend
+	a      *agent.Agent
+	be     backend.Backend
+	checks []HealthCheck
 }
 
 func (m *methods) ping(_ context.Context, c *Call) (any, error) {
@@ -174,23 +188,41 @@ func (m *methods) getLocalConfig(_ context.Context, c *Call) (any, error) {
 	}, nil
 }
 
+// health answers health and health_v2 (HealthResponse): every check
+// runs concurrently under its own 5-s deadline, so one stuck dependency
+// cannot hold the reply.
 func (m *methods) health(ctx context.Context, _ *Call) (any, error) {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	check := map[string]any{"service_group": "container", "component_id": "docker", "is_healthy": true, "last_checked_at": now, "error_message": nil}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := m.be.Ping(pctx); err != nil {
-		check["is_healthy"] = false
-		check["error_message"] = err.Error()
+	results := make([]any, len(m.checks))
+	healthy := make([]bool, len(m.checks))
+	var wg sync.WaitGroup
+	for i, hc := range m.checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			check := map[string]any{"service_group": hc.Group, "component_id": hc.Component, "is_healthy": true, "last_checked_at": now, "error_message": nil}
+			healthy[i] = true
+			if err := hc.Probe(pctx); err != nil {
+				check["is_healthy"], check["error_message"] = false, err.Error()
+				healthy[i] = false
+			}
+			results[i] = check
+		}()
 	}
-	healthy := check["is_healthy"].(bool)
+	wg.Wait()
+	all := true
+	for _, h := range healthy {
+		all = all && h
+	}
 	status := "ok"
-	if !healthy {
+	if !all {
 		status = "degraded"
 	}
 	return map[string]any{
 		"status": status, "version": agent.Version, "component": "agent",
-		"connectivity": map[string]any{"overall_healthy": healthy, "connectivity_checks": []any{check}, "timestamp": now},
+		"connectivity": map[string]any{"overall_healthy": all, "connectivity_checks": results, "timestamp": now},
 	}, nil
 }
 
@@ -545,6 +577,17 @@ func (m *methods) resetAgent(ctx context.Context, _ *Call) (any, error) {
 }
 
 // shutdownAgent is a no-op, as in the Python agent.
+// shutdownService never fails, as the Python agent's (which logs and
+// returns None): the manager calls it to stop an app and does not expect
+// an error. Without the kernel runner no service runs, so there is
+// nothing to stop.
+func (m *methods) shutdownService(_ context.Context, c *Call) (any, error) {
+	kid, _ := c.Arg(0, "kernel_id")
+	svc, _ := c.Arg(1, "service")
+	m.a.Log().Info("shutdown_service: no kernel runner, nothing to stop", "kernel_id", fmt.Sprint(kid), "service", fmt.Sprint(svc))
+	return nil, nil
+}
+
 func (m *methods) shutdownAgent(context.Context, *Call) (any, error) { return nil, nil }
 
 // legacyResourceSpec rewrites resource_spec for managers <= 26.8.1, which

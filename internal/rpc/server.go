@@ -30,6 +30,7 @@ type Server struct {
 	methods  map[string]Handler
 	inline   map[string]bool
 	observer Observer
+	onError  func(method, exception string, err error)
 
 	mu       sync.Mutex
 	inflight map[string]context.CancelFunc
@@ -60,6 +61,11 @@ func (s *Server) IsInline(hdrFrame []byte) bool {
 	h, ok, _ := DecodeHeader(hdrFrame)
 	return ok && h.Type == TypeFunction && s.inline[h.MethodName()]
 }
+
+// SetErrorHook installs a hook told about every failed call, after the
+// failure reply is built (the agent publishes agent_error there, as the
+// Python agent's collect_error does). It must not block.
+func (s *Server) SetErrorHook(f func(method, exception string, err error)) { s.onError = f }
 
 // SetObserver installs a metrics hook.
 func (s *Server) SetObserver(o Observer) { s.observer = o }
@@ -173,6 +179,9 @@ func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyF
 		}
 		exc = ExceptionName(err)
 		s.log.Info("rpc failure", "method", call.Method, "exception", exc, "error", err)
+		if s.onError != nil {
+			s.onError(call.Method, exc, err)
+		}
 		return s.reply(h, TypeFailure, failureMeta(err), nil)
 	}
 	payload, err := msgpack.Marshal(result)
