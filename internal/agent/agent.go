@@ -125,6 +125,7 @@ type Agent struct {
 	logs      LogCollector
 	onSync    func(error)
 	onGone    func(kernelID string)
+	khost     string
 	sem       chan struct{}
 	bindHost  string
 	stopTime  time.Duration
@@ -163,6 +164,9 @@ type Options struct {
 	Logs LogCollector
 	// OnSync, if set, is called after each sync pass with its error.
 	OnSync func(error)
+	// KernelHost is kernel_host in creation results (where service ports
+	// are dialled); "" derives it from [container] and [agent] alone.
+	KernelHost string
 	// OnKernelGone, if set, is called once a kernel has been cleaned (its
 	// Redis presence key is removed there). It must not block.
 	OnKernelGone func(kernelID string)
@@ -175,8 +179,8 @@ type Options struct {
 	// StopTimeout is how long destroy waits for a kernel to stop before
 	// SIGKILL (Docker's default is 10 s).
 	StopTimeout time.Duration
-	// PullTimeout bounds an image pull (etcd config/agent/api/pull-timeout,
-	// default 7200 s).
+	// PullTimeout bounds an image pull (default: [api] pull-timeout, which
+	// etcd config/agent/api overrides).
 	PullTimeout time.Duration
 }
 
@@ -197,7 +201,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		o.StopTimeout = 10 * time.Second
 	}
 	if o.PullTimeout == 0 {
-		o.PullTimeout = 7200 * time.Second
+		o.PullTimeout = time.Duration(float64(cfg.API.PullTimeout) * float64(time.Second))
 	}
 	var host device.Host
 	if o.Host != nil {
@@ -236,6 +240,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		logs:      o.Logs,
 		onSync:    o.OnSync,
 		onGone:    o.OnKernelGone,
+		khost:     o.KernelHost,
 		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
 		kernels:   map[string]*Kernel{},
 		recent:    map[string]kernel.Termination{},

@@ -333,10 +333,13 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	if err := writeFileAtomic(filepath.Join(sd.Config, "resource.txt"), spec.Marshal(a.slotTypes), 0o644); err != nil {
 		return nil, kernelErr(kernelID, err)
 	}
-	if err := a.be.Start(ctx, cid); err != nil {
+	// [kernel-lifecycles] init-timeout-sec bounds bringing the kernel up.
+	sctx, scancel := context.WithTimeout(ctx, time.Duration(float64(a.cfg.KernelLifecycles.InitTimeoutSec)*float64(time.Second)))
+	defer scancel()
+	if err := a.be.Start(sctx, cid); err != nil {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: %v", ErrCreationFailed, err))
 	}
-	ins, err := a.be.Inspect(ctx, cid)
+	ins, err := a.be.Inspect(sctx, cid)
 	if err != nil {
 		return nil, kernelErr(kernelID, err)
 	}
@@ -609,14 +612,15 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 			{Name: "nofile", Soft: hostLimit(unix.RLIMIT_NOFILE, 1048576), Hard: hostLimit(unix.RLIMIT_NOFILE, 1048576)},
 			{Name: "memlock", Soft: hostLimit(unix.RLIMIT_MEMLOCK, -1), Hard: hostLimit(unix.RLIMIT_MEMLOCK, -1)},
 		},
-		CpusetCpus:     cpuset,
-		Memory:         memory,
-		ShmSize:        cfg.ShmSize,
-		PidsLimit:      a.cfg.Container.PidsLimit,
-		Mounts:         ms,
-		Ports:          pb,
-		LogDriver:      "local",
-		LogOpts:        map[string]string{"max-size": "2097152", "max-file": "5", "compress": "false"},
+		CpusetCpus: cpuset,
+		Memory:     memory,
+		ShmSize:    cfg.ShmSize,
+		PidsLimit:  a.cfg.Container.PidsLimit,
+		Mounts:     ms,
+		Ports:      pb,
+		// [container-logs]: the total split over 5 rotated files.
+		LogDriver:      a.cfg.ContainerLogs.Driver,
+		LogOpts:        map[string]string{"max-size": strconv.FormatInt(int64(a.cfg.ContainerLogs.MaxLength)/5, 10), "max-file": "5", "compress": "false"},
 		NetworkAliases: nil,
 	}
 	quota := a.cfg.Container.CPUQuota
@@ -666,6 +670,9 @@ func abs(p string) string {
 }
 
 func (a *Agent) kernelHost() string {
+	if a.khost != "" {
+		return a.khost
+	}
 	if a.cfg.Container.AdvertisedHost != "" {
 		return a.cfg.Container.AdvertisedHost
 	}

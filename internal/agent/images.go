@@ -18,6 +18,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/bgtask"
+	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/resource"
@@ -42,6 +43,14 @@ func registryAuth(r RegistryInfo) string {
 	}
 	js, _ := json.Marshal(map[string]string{"username": r.Username, "password": r.Password, "serveraddress": strings.TrimPrefix(strings.TrimPrefix(r.URL, "https://"), "http://")})
 	return base64.URLEncoding.EncodeToString(js)
+}
+
+// withSeconds bounds ctx by an [api] timeout in seconds (0: no bound).
+func withSeconds(ctx context.Context, secs config.Duration) (context.Context, context.CancelFunc) {
+	if secs <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Duration(float64(secs)*float64(time.Second)))
 }
 
 // inspectTimeout bounds one image or container inspection.
@@ -291,6 +300,8 @@ func (a *Agent) Commit(ctx context.Context, kernelID, subdir, canonical, filenam
 	cid := k.ContainerID()
 	taskID := a.tasks.Start("commit "+kernelID, func(tctx context.Context, r bgtask.Reporter) (string, error) {
 		defer os.Remove(lock)
+		tctx, cancel := withSeconds(tctx, a.cfg.API.CommitTimeout)
+		defer cancel()
 		ref := canonical
 		if ref == "" && filename != "" {
 			ref = "bai-commit-tmp/" + kernelID + ":" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
@@ -354,12 +365,19 @@ func (a *Agent) CommitStatus(kernelID, subdir string) (map[string]any, error) {
 }
 
 // PushImage pushes an image to a registry in the background.
-func (a *Agent) PushImage(ctx context.Context, canonical string, reg RegistryInfo) (string, error) {
+// A local image (isLocal) has no registry: the task succeeds at once, as
+// the Python agent's push_image returns for one.
+func (a *Agent) PushImage(ctx context.Context, canonical string, isLocal bool, reg RegistryInfo) (string, error) {
 	im, err := a.images()
 	if err != nil {
 		return "", err
 	}
 	return a.tasks.Start("push "+canonical, func(tctx context.Context, r bgtask.Reporter) (string, error) {
+		if isLocal {
+			return "local image, nothing to push", nil
+		}
+		tctx, cancel := withSeconds(tctx, a.cfg.API.PushTimeout)
+		defer cancel()
 		if err := im.PushImage(tctx, canonical, registryAuth(reg), func(cur, total int64) { r.Update(cur, total, "pushing "+canonical) }); err != nil {
 			return "", err
 		}

@@ -18,6 +18,7 @@ import (
 
 // InfoOptions are the parts of agent_info that come from the RPC side.
 type InfoOptions struct {
+	IP        string // the advertised host ("" : rpc-listen-addr's)
 	Addr      string // tcp://host:port the manager connects to
 	PublicKey string // Z85 CURVE public key, "" without CURVE
 	Legacy    bool   // <= 26.8.1 shapes (pickled ResourceSlot, SlotName keys, enum values)
@@ -47,7 +48,10 @@ func (a *Agent) AgentInfo(o InfoOptions) map[string]any {
 		}
 		plugins[string(p.Key())] = info
 	}
-	host := a.cfg.Agent.RPCListenAddr.Host
+	host := o.IP
+	if host == "" {
+		host = a.cfg.Agent.RPCListenAddr.Host
+	}
 	info := map[string]any{
 		"ip":                            host,
 		"region":                        a.cfg.Agent.Region,

@@ -93,6 +93,7 @@ func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	cfg.Agent.Region = detectRegion(cfg.Agent.Region)
 	var curve *zmq.Curve
 	if cfg.Agent.RPCAuthAgentKeypair != "" {
 		c, err := zmq.LoadCurve(cfg.Agent.RPCAuthAgentKeypair, cfg.Agent.RPCAuthManagerPublicKey)
@@ -112,12 +113,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer be.Close()
 
 	var (
-		pullTimeout time.Duration
-		sink        agent.EventSink = agent.LogSink{Log: log}
-		logs        agent.LogCollector
-		ec          *etcdconfig.Client
-		redisOpt    *redisconn.Conn
-		prod        *events.Producer
+		sink                         agent.EventSink = agent.LogSink{Log: log}
+		subnetAgent, subnetContainer string
+		logs                         agent.LogCollector
+		ec                           *etcdconfig.Client
+		redisOpt                     *redisconn.Conn
+		prod                         *events.Producer
 	)
 	if cfg.Agent.ControlPlane == "etcd" {
 		var endpoints []string
@@ -137,7 +138,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if err != nil {
 			return &ConfigError{Err: err}
 		}
-		pullTimeout = global.PullTimeout
+		if err := cfg.ApplyEtcd(global.ContainerLogs, global.KernelLifecycle, global.API); err != nil {
+			return &ConfigError{Err: err}
+		}
+		subnetAgent, subnetContainer = global.SubnetAgent, global.SubnetContainer
 		if global.KernelUID != nil {
 			cfg.Container.KernelUID = *global.KernelUID
 		}
@@ -149,7 +153,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 				return err
 			}
 		}
-		if err := ec.Register(ctx, cfg.Agent.ID, "starting", cfg.Agent.RPCListenAddr.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
+		if err := ec.Register(ctx, cfg.Agent.ID, "starting", advertisedHost(cfg, subnetAgent, log), cfg.Watcher.ServiceAddr.Port); err != nil {
 			return err
 		}
 		if redisOpt, err = redisconn.New(global.Redis); err != nil {
@@ -186,7 +190,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if prod != nil {
 		onGone = stateRef.forgetKernel
 	}
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelGone: onGone, PullTimeout: pullTimeout, OnSync: func(err error) {
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelGone: onGone, KernelHost: kernelHost(cfg, subnetAgent, subnetContainer, log), OnSync: func(err error) {
 		am.SyncTrigger.Inc(cfg.Agent.ID)
 		if err != nil {
 			am.SyncFailure.Inc(cfg.Agent.ID, "SyncError")
@@ -236,6 +240,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if cfg.Agent.AdvertisedRPCAddr != nil {
 			advertised = *cfg.Agent.AdvertisedRPCAddr
 		}
+		advertised.Host = advertisedHost(cfg, subnetAgent, log)
 		pub := ""
 		if curve != nil {
 			pub = curve.AgentPublic
@@ -245,7 +250,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		hb := events.StartHeartbeat(events.HeartbeatOptions{
 			AgentID: a.ID(), Redis: redisOpt, Interval: interval, Legacy: legacy, Log: log.With("component", "heartbeat"),
 			Info: func() map[string]any {
-				return a.AgentInfo(agent.InfoOptions{Addr: "tcp://" + advertised.String(), PublicKey: pub, Legacy: legacy})
+				return a.AgentInfo(agent.InfoOptions{IP: advertised.Host, Addr: "tcp://" + advertised.String(), PublicKey: pub, Legacy: legacy})
 			},
 			OnSent: func() {
 				am.Heartbeat.Inc(a.ID())
@@ -282,7 +287,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 				Address: cfg.Agent.AnnounceInternalAddr.String(), Port: cfg.Agent.AnnounceInternalAddr.Port,
 				Registered: time.Now(),
 			},
-			Producer: prod,
+			Producer:  prod,
+			ChunkSize: int(cfg.ContainerLogs.ChunkSize),
 		})
 		stateRef.w.Store(state)
 		defer state.Close()
@@ -290,7 +296,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return a.HandleVolume(ctx, r.Mount, r.DirName, r.FSLocation, r.FSType, r.CmdOptions)
 		}, prod)
 		defer sub.Close()
-		if err := ec.Register(ctx, a.ID(), "running", cfg.Agent.RPCListenAddr.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
+		if err := ec.Register(ctx, a.ID(), "running", advertised.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
 			log.Warn("etcd registration", "error", err)
 		}
 	}
@@ -365,6 +371,47 @@ func (s *stateLogs) CollectLogs(ctx context.Context, kernelID, containerID strin
 		return errors.New("redis state writer not started")
 	}
 	return w.CollectLogs(ctx, kernelID, containerID, logs)
+}
+
+// advertisedHost is the host the manager dials (heartbeat ip and addr,
+// etcd nodes/agents/{id}/ip): [agent] advertised-rpc-addr, else
+// rpc-listen-addr, and when that names no address (0.0.0.0), the local
+// address in etcd's config/network/subnet/agent or the host name's.
+func advertisedHost(cfg *config.Config, subnetAgent string, log *slog.Logger) string {
+	host := cfg.Agent.RPCListenAddr.Host
+	if cfg.Agent.AdvertisedRPCAddr != nil {
+		host = cfg.Agent.AdvertisedRPCAddr.Host
+	}
+	if !unspecified(host) {
+		return host
+	}
+	h, err := detectHost(subnetAgent, "")
+	if err != nil {
+		log.Warn("cannot detect the agent's address; advertising the host name's", "error", err)
+		h, _ = detectHost("", "")
+	}
+	return h
+}
+
+// kernelHost is the kernel_host of creation results, where an app proxy
+// dials a kernel's service ports: [container] advertised-host, else
+// bind-host (alias kernel-host), else the local address in etcd's
+// config/network/subnet/container, else the agent's advertised host.
+func kernelHost(cfg *config.Config, subnetAgent, subnetContainer string, log *slog.Logger) string {
+	if cfg.Container.AdvertisedHost != "" {
+		return cfg.Container.AdvertisedHost
+	}
+	if !unspecified(cfg.Container.BindHost) {
+		return cfg.Container.BindHost
+	}
+	if subnetContainer != "" {
+		if h, err := detectHost(subnetContainer, ""); err == nil {
+			return h
+		} else {
+			log.Warn("config/network/subnet/container names no local address; using the agent's", "error", err)
+		}
+	}
+	return advertisedHost(cfg, subnetAgent, log)
 }
 
 // etcdTLS builds the TLS settings of [etcd] (nil without tls = true).

@@ -22,6 +22,11 @@ type Config struct {
 	Logging   LoggingConfig   `toml:"logging"`
 	Debug     DebugConfig     `toml:"debug"`
 	Watcher   WatcherConfig   `toml:"watcher"`
+	// [container-logs], [kernel-lifecycles] and [api] are also read from
+	// etcd (config/agent/...), which wins, as with the Python agent.
+	ContainerLogs    ContainerLogsConfig    `toml:"container-logs"`
+	KernelLifecycles KernelLifecyclesConfig `toml:"kernel-lifecycles"`
+	API              APIConfig              `toml:"api"`
 
 	// Sections the agent accepts without interpreting yet.
 	Pyroscope        any `toml:"pyroscope,raw"`
@@ -31,6 +36,115 @@ type Config struct {
 
 	// Source is the file the config came from ("" for the embedded default).
 	Source string `toml:"-"`
+}
+
+// ContainerLogsConfig is [container-logs]: the kernels' Docker log
+// driver and its size (split over 5 rotated files, as upstream), and the
+// chunk size of the logs kept in Redis for the manager.
+type ContainerLogsConfig struct {
+	Driver    string `toml:"driver"`
+	MaxLength Size   `toml:"max-length"`
+	ChunkSize Size   `toml:"chunk-size"`
+}
+
+// KernelLifecyclesConfig is [kernel-lifecycles]: how long a new kernel may
+// take to come up (the runner handshake polls init-polling-attempt times
+// within init-polling-timeout-sec; init-timeout-sec bounds the whole
+// start).
+type KernelLifecyclesConfig struct {
+	InitPollingAttempt    int      `toml:"init-polling-attempt"`
+	InitPollingTimeoutSec Duration `toml:"init-polling-timeout-sec"`
+	InitTimeoutSec        Duration `toml:"init-timeout-sec"`
+}
+
+// APIConfig is [api]: timeouts of image operations (0: none for commit
+// and push).
+type APIConfig struct {
+	PullTimeout   Duration `toml:"pull-timeout"`
+	CommitTimeout Duration `toml:"commit-timeout"`
+	PushTimeout   Duration `toml:"push-timeout"`
+}
+
+// ApplyEtcd overlays etcd's config/agent/{container-logs,kernel-lifecycles,api}
+// values (strings, as etcd holds them) on the three sections, naming the
+// key of a value that does not parse.
+func (c *Config) ApplyEtcd(containerLogs, kernelLifecycles, api map[string]any) error {
+	str := func(m map[string]any, k string) (string, bool) {
+		v, ok := m[k].(string)
+		if !ok {
+			v, ok = m[strings.ReplaceAll(k, "-", "_")].(string)
+		}
+		return strings.TrimSpace(v), ok && strings.TrimSpace(v) != ""
+	}
+	size := func(m map[string]any, k, where string, dst *Size) error {
+		if v, ok := str(m, k); ok {
+			if err := dst.SetConfigValue(v); err != nil {
+				return fmt.Errorf("etcd %s/%s: %q: %w", where, k, v, err)
+			}
+		}
+		return nil
+	}
+	secs := func(m map[string]any, k, where string, dst *Duration) error {
+		if v, ok := str(m, k); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 {
+				return fmt.Errorf("etcd %s/%s: %q is not a number of seconds", where, k, v)
+			}
+			*dst = Duration(f)
+		}
+		return nil
+	}
+	const cl, kl, ap = "config/agent/container-logs", "config/agent/kernel-lifecycles", "config/agent/api"
+	if v, ok := str(containerLogs, "driver"); ok {
+		c.ContainerLogs.Driver = v
+	}
+	for _, err := range []error{
+		size(containerLogs, "max-length", cl, &c.ContainerLogs.MaxLength),
+		size(containerLogs, "chunk-size", cl, &c.ContainerLogs.ChunkSize),
+		secs(kernelLifecycles, "init-polling-timeout-sec", kl, &c.KernelLifecycles.InitPollingTimeoutSec),
+		secs(kernelLifecycles, "init-timeout-sec", kl, &c.KernelLifecycles.InitTimeoutSec),
+		secs(api, "pull-timeout", ap, &c.API.PullTimeout),
+		secs(api, "commit-timeout", ap, &c.API.CommitTimeout),
+		secs(api, "push-timeout", ap, &c.API.PushTimeout),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if v, ok := str(kernelLifecycles, "init-polling-attempt"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("etcd %s/init-polling-attempt: %q is not a positive integer", kl, v)
+		}
+		c.KernelLifecycles.InitPollingAttempt = n
+	}
+	return c.validateLifecycleSections(func(key, format string, args ...any) error {
+		return fmt.Errorf("etcd config/agent/%s: %s", key, fmt.Sprintf(format, args...))
+	})
+}
+
+// validateLifecycleSections checks the three sections (from the file or
+// from etcd).
+func (c *Config) validateLifecycleSections(errorf func(key, format string, args ...any) error) error {
+	if c.ContainerLogs.Driver != "local" && c.ContainerLogs.Driver != "json-file" {
+		return errorf("container-logs.driver", "%q is not local or json-file", c.ContainerLogs.Driver)
+	}
+	if c.ContainerLogs.MaxLength < 5*1024 {
+		return errorf("container-logs.max-length", "must be at least 5K (it is split over 5 files)")
+	}
+	if c.ContainerLogs.ChunkSize < 1024 {
+		return errorf("container-logs.chunk-size", "must be at least 1K")
+	}
+	if c.KernelLifecycles.InitPollingAttempt < 1 {
+		return errorf("kernel-lifecycles.init-polling-attempt", "must be at least 1")
+	}
+	if c.KernelLifecycles.InitTimeoutSec <= 0 || c.KernelLifecycles.InitPollingTimeoutSec <= 0 {
+		return errorf("kernel-lifecycles.init-timeout-sec", "timeouts must be positive")
+	}
+	if c.API.PullTimeout <= 0 {
+		return errorf("api.pull-timeout", "must be positive")
+	}
+	return nil
 }
 
 // EtcdConfig is [etcd].
@@ -74,7 +188,7 @@ type AgentConfig struct {
 	RPCListenAddr                   HostPort  `toml:"rpc-listen-addr"`
 	AdvertisedRPCAddr               *HostPort `toml:"advertised-rpc-addr"`
 	InternalAddr                    HostPort  `toml:"internal-addr" alias:"service-addr"`
-	AnnounceInternalAddr            HostPort  `toml:"announce-internal-addr"`
+	AnnounceInternalAddr            HostPort  `toml:"announce-internal-addr" alias:"announce-addr"`
 	SSLEnabled                      bool      `toml:"ssl-enabled"`
 	SSLCert                         string    `toml:"ssl-cert"`
 	SSLKey                          string    `toml:"ssl-key"`
@@ -141,7 +255,7 @@ type ContainerConfig struct {
 	ScratchNFSOptions    string    `toml:"scratch-nfs-options"`
 	AlternativeBridge    string    `toml:"alternative-bridge"`
 	SwarmEnabled         bool      `toml:"swarm-enabled"`
-	BindHost             string    `toml:"bind-host"`
+	BindHost             string    `toml:"bind-host" alias:"kernel-host"`
 	AdvertisedHost       string    `toml:"advertised-host"`
 	KrunnerVolumes       any       `toml:"krunner-volumes,raw"`
 	PidsLimit            int64     `toml:"pids-limit"`
@@ -294,6 +408,9 @@ func Defaults() *Config {
 	c.Debug.Coredump.Path = "./coredumps"
 	c.Debug.Coredump.BackupCount = 10
 	c.Debug.Coredump.SizeLimit = 64 << 20
+	c.ContainerLogs = ContainerLogsConfig{Driver: "local", MaxLength: 10 << 20, ChunkSize: 64 << 10}
+	c.KernelLifecycles = KernelLifecyclesConfig{InitPollingAttempt: 10, InitPollingTimeoutSec: 60, InitTimeoutSec: 60}
+	c.API = APIConfig{PullTimeout: 7200}
 	c.Watcher = WatcherConfig{
 		ServiceAddr:   HostPort{Host: "0.0.0.0", Port: 6009},
 		TargetService: "backendai-agent.service",
@@ -430,6 +547,9 @@ func oneOf(b *binder, key, v string, allowed ...string) error {
 }
 
 func (c *Config) validate(b *binder) error {
+	if err := c.validateLifecycleSections(func(key, format string, args ...any) error { return b.errorf(key, format, args...) }); err != nil {
+		return err
+	}
 	if c.Agent.ScalingGroup != nil {
 		return b.errorf("agent.scaling-group", "the scaling-group key was removed; use initial-resource-group-name")
 	}

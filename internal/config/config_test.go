@@ -88,6 +88,10 @@ func TestInvalidValues(t *testing.T) {
 		{"scratch size", "[agent]\nbackend = \"docker\"\n[container]\nscratch-type = \"hostfile\"\n", "container.scratch-size"},
 		{"scaling-group", "[agent]\nbackend = \"docker\"\nscaling-group = \"default\"\n", "agent.scaling-group"},
 		{"syntax", "[agent\n", ""},
+		{"log driver", "[agent]\nbackend = \"docker\"\n[container-logs]\ndriver = \"syslog\"\n", "container-logs.driver"},
+		{"polling attempts", "[agent]\nbackend = \"docker\"\n[kernel-lifecycles]\ninit-polling-attempt = 0\n", "kernel-lifecycles.init-polling-attempt"},
+		{"vfolder policy", "[agent]\nbackend = \"docker\"\n[container]\nvfolder-mount-policy = \"lax\"\n", "container.vfolder-mount-policy"},
+		{"etcd tls pair", "[agent]\nbackend = \"docker\"\n[etcd]\ntls-cert = \"/a\"\n", "etcd.tls-cert"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load("b.toml", []byte(tc.doc), noEnv)
@@ -120,5 +124,72 @@ func TestEnvOverrides(t *testing.T) {
 	env["BACKEND_AGENT_PORT"] = "x"
 	if _, err := Load("c.toml", []byte("[agent]\nbackend = \"docker\"\n"), func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err == nil {
 		t.Fatal("bad BACKEND_AGENT_PORT accepted")
+	}
+}
+
+func TestAliasesAndLifecycleSections(t *testing.T) {
+	doc := `[agent]
+backend = "docker"
+announce-addr = "10.0.0.1:6003"
+[container]
+kernel-host = "10.0.0.2"
+[container-logs]
+driver = "json-file"
+max-length = "20M"
+chunk-size = "128K"
+[kernel-lifecycles]
+init-polling-attempt = 5
+init-timeout-sec = 30
+[api]
+pull-timeout = 600
+push-timeout = 60
+`
+	res, err := Load("a.toml", []byte(doc), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 0 {
+		t.Fatalf("warnings: %v", res.Warnings)
+	}
+	c := res.Config
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"announce-addr alias", c.Agent.AnnounceInternalAddr.String(), "10.0.0.1:6003"},
+		{"kernel-host alias", c.Container.BindHost, "10.0.0.2"},
+		{"log driver", c.ContainerLogs.Driver, "json-file"},
+		{"log max length", int64(c.ContainerLogs.MaxLength), int64(20 << 20)},
+		{"chunk size", int64(c.ContainerLogs.ChunkSize), int64(128 << 10)},
+		{"polling attempts", c.KernelLifecycles.InitPollingAttempt, 5},
+		{"polling timeout default", float64(c.KernelLifecycles.InitPollingTimeoutSec), 60.0},
+		{"init timeout", float64(c.KernelLifecycles.InitTimeoutSec), 30.0},
+		{"pull timeout", float64(c.API.PullTimeout), 600.0},
+		{"push timeout", float64(c.API.PushTimeout), 60.0},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	// etcd's config/agent/... wins over the file.
+	if err := c.ApplyEtcd(map[string]any{"max-length": "5M"}, map[string]any{"init_polling_attempt": "3"}, map[string]any{"pull-timeout": "30"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.ContainerLogs.MaxLength != 5<<20 || c.KernelLifecycles.InitPollingAttempt != 3 || c.API.PullTimeout != 30 || c.ContainerLogs.Driver != "json-file" {
+		t.Fatalf("after etcd: %+v %+v %+v", c.ContainerLogs, c.KernelLifecycles, c.API)
+	}
+	for _, bad := range []struct {
+		cl, kl, api map[string]any
+		want        string
+	}{
+		{map[string]any{"max-length": "lots"}, nil, nil, "config/agent/container-logs/max-length"},
+		{nil, map[string]any{"init-timeout-sec": "-1"}, nil, "config/agent/kernel-lifecycles/init-timeout-sec"},
+		{nil, nil, map[string]any{"pull-timeout": "soon"}, "config/agent/api/pull-timeout"},
+		{map[string]any{"driver": "syslog"}, nil, nil, "container-logs.driver"},
+	} {
+		if err := c.ApplyEtcd(bad.cl, bad.kl, bad.api); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("got %v, want %q", err, bad.want)
+		}
 	}
 }

@@ -365,7 +365,6 @@ type Global struct {
 	Accelerators    map[string]any
 	SubnetAgent     string
 	SubnetContainer string
-	PullTimeout     time.Duration
 }
 
 // ErrMissing is wrapped when a required key is absent.
@@ -380,7 +379,7 @@ func asString(v any) string {
 
 // Load reads the global configuration.
 func (c *Client) Load(ctx context.Context) (*Global, error) {
-	g := &Global{PullTimeout: 7200 * time.Second}
+	g := &Global{}
 	red, err := c.GetPrefix(ctx, "config/redis")
 	if err != nil {
 		return nil, err
@@ -410,13 +409,6 @@ func (c *Client) Load(ctx context.Context) (*Global, error) {
 	}
 	if g.API, err = c.GetPrefix(ctx, "config/agent/api"); err != nil {
 		return nil, err
-	}
-	if v := asString(g.API["pull-timeout"]); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 {
-			return nil, fmt.Errorf("%sconfig/agent/api/pull-timeout: %q is not a positive number of seconds", c.prefix, v)
-		}
-		g.PullTimeout = time.Duration(f * float64(time.Second))
 	}
 	if g.ContainerLogs, err = c.GetPrefix(ctx, "config/agent/container-logs"); err != nil {
 		return nil, err

@@ -36,7 +36,7 @@ func TestLoadAndRegister_Integration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.Redis.Addr != "127.0.0.1:6379" || g.PullTimeout != 30*time.Second || *g.KernelUID != 1000 || g.Volumes["_mount"] != "/mnt" || g.SubnetAgent != "10.0.0.0/8" {
+	if g.Redis.Addr != "127.0.0.1:6379" || g.API["pull-timeout"] != "30" || *g.KernelUID != 1000 || g.Volumes["_mount"] != "/mnt" || g.SubnetAgent != "10.0.0.0/8" {
 		t.Fatalf("loaded %+v", g)
 	}
 	e.Put(t, "/sorna/t1/config/container/kernel-gid", "nobody")

@@ -455,9 +455,10 @@ func (m *methods) pushImage(ctx context.Context, c *Call) (any, error) {
 		return nil, err
 	}
 	var canonical string
+	var isLocal bool
 	switch x := v.(type) {
 	case wire.ImageRef:
-		canonical = x.Canonical()
+		canonical, isLocal = x.Canonical(), x.IsLocal
 	default:
 		if canonical, err = asStr(v, "image_ref"); err != nil {
 			return nil, wrongType("image_ref", "ImageRef", v)
@@ -478,7 +479,7 @@ func (m *methods) pushImage(ctx context.Context, c *Call) (any, error) {
 			return nil, f.err
 		}
 	}
-	id, err := m.a.PushImage(ctx, canonical, reg)
+	id, err := m.a.PushImage(ctx, canonical, isLocal, reg)
 	if err != nil {
 		return nil, err
 	}
