@@ -124,7 +124,7 @@ type Agent struct {
 	events    EventSink
 	logs      LogCollector
 	onSync    func(error)
-	onGone    func(kernelID string)
+	onChange  func(kernelID string, running bool)
 	khost     string
 	sem       chan struct{}
 	bindHost  string
@@ -167,15 +167,16 @@ type Options struct {
 	// KernelHost is kernel_host in creation results (where service ports
 	// are dialled); "" derives it from [container] and [agent] alone.
 	KernelHost string
-	// OnKernelGone, if set, is called once a kernel has been cleaned (its
-	// Redis presence key is removed there). It must not block.
-	OnKernelGone func(kernelID string)
-	Config       *config.Config
-	Backend      backend.Backend
-	Log          *slog.Logger
-	Events       EventSink
-	Host         *device.Host // nil: scan this machine
-	Getenv       func(string) string
+	// OnKernelChange, if set, is called when a kernel starts running
+	// (running true) and once it has been cleaned (false); the Redis
+	// presence keys follow there. It must not block.
+	OnKernelChange func(kernelID string, running bool)
+	Config         *config.Config
+	Backend        backend.Backend
+	Log            *slog.Logger
+	Events         EventSink
+	Host           *device.Host // nil: scan this machine
+	Getenv         func(string) string
 	// StopTimeout is how long destroy waits for a kernel to stop before
 	// SIGKILL (Docker's default is 10 s).
 	StopTimeout time.Duration
@@ -239,7 +240,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		events:    o.Events,
 		logs:      o.Logs,
 		onSync:    o.OnSync,
-		onGone:    o.OnKernelGone,
+		onChange:  o.OnKernelChange,
 		khost:     o.KernelHost,
 		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
 		kernels:   map[string]*Kernel{},

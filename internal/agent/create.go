@@ -359,6 +359,9 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	rollback = nil
 	info = a.kernelInfo(k)
 	a.events.Publish(ctx, event.KernelStarted{KernelLifecycle: lc, CreationInfo: a.creationInfo(k)})
+	if a.onChange != nil {
+		a.onChange(kernelID, true)
+	}
 	log.Info("kernel started", "container_id", cid, "cpuset", cspec.CpusetCpus, "memory", cspec.Memory)
 	if !ins.Running {
 		a.requestSync()

@@ -121,8 +121,8 @@ func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error
 	a.unregister(k.ID, k)
 	a.remember(k.ID, t)
 	log.Info("kernel terminated", "reason", t.Reason, "exit_code", t.ExitCode, "oom_killed", t.OOMKilled, "shm_exhausted", t.ShmExhausted)
-	if a.onGone != nil {
-		a.onGone(k.ID)
+	if a.onChange != nil {
+		a.onChange(k.ID, false)
 	}
 	if !suppressEvents {
 		a.events.Publish(ctx, event.KernelTerminated{KernelID: k.ID, SessionID: k.SessionID, Reason: t.Reason, ExitCode: t.ExitCode})

@@ -186,11 +186,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		logs = stateRef
 	}
 	am := metrics.NewAgent()
-	var onGone func(string)
+	var onChange func(string, bool)
 	if prod != nil {
-		onGone = stateRef.forgetKernel
+		onChange = stateRef.kernelChanged
 	}
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelGone: onGone, KernelHost: kernelHost(cfg, subnetAgent, subnetContainer, log), OnSync: func(err error) {
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelChange: onChange, KernelHost: kernelHost(cfg, subnetAgent, subnetContainer, log), OnSync: func(err error) {
 		am.SyncTrigger.Inc(cfg.Agent.ID)
 		if err != nil {
 			am.SyncFailure.Inc(cfg.Agent.ID, "SyncError")
@@ -352,10 +352,15 @@ type stateLogs struct {
 	w atomic.Pointer[events.StateWriter]
 }
 
-// forgetKernel removes an ended kernel's presence key in the background.
-func (s *stateLogs) forgetKernel(kernelID string) {
+// kernelChanged refreshes the presence keys when a kernel starts and
+// removes an ended kernel's key, in the background.
+func (s *stateLogs) kernelChanged(kernelID string, running bool) {
 	w := s.w.Load()
 	if w == nil {
+		return
+	}
+	if running {
+		w.RefreshPresence()
 		return
 	}
 	go func() {

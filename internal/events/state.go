@@ -56,6 +56,8 @@ type StateWriter struct {
 	// pass wrote, so that ended kernels' keys are removed.
 	presenceMu sync.Mutex
 	present    map[string]bool
+	// presenceKick asks for a presence pass now (a kernel started).
+	presenceKick chan struct{}
 }
 
 // Redis key lifetimes the manager relies on (upstream's
@@ -78,12 +80,12 @@ func StartState(o StateOptions) *StateWriter {
 	s := &StateWriter{
 		o: o, stat: o.Redis.Client(redisconn.RoleStatistics, DBStat, nil), live: o.Redis.Client(redisconn.RoleLive, DBLive, nil),
 		image: o.Redis.Client(redisconn.RoleImage, DBImage, nil), clog: o.Redis.Client(redisconn.RoleContainerLog, DBContainerLog, nil),
-		present: map[string]bool{},
+		present: map[string]bool{}, presenceKick: make(chan struct{}, 1),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.every(ctx, "computer.metadata", time.Minute, s.writeMetadata)
-	s.every(ctx, "kernel presence", presenceInterval, s.writePresence)
+	s.everyOrKick(ctx, "kernel presence", presenceInterval, s.presenceKick, s.writePresence)
 	s.every(ctx, "container count", 10*time.Second, s.writeContainerCount)
 	s.every(ctx, "installed images", o.Interval, s.writeImages)
 	s.every(ctx, "service discovery", discoveryInterval, s.writeDiscovery)
@@ -101,6 +103,11 @@ func (s *StateWriter) Close() {
 }
 
 func (s *StateWriter) every(ctx context.Context, what string, interval time.Duration, job func(context.Context) error) {
+	s.everyOrKick(ctx, what, interval, nil, job)
+}
+
+// everyOrKick runs job every interval, and at once when kick fires.
+func (s *StateWriter) everyOrKick(ctx context.Context, what string, interval time.Duration, kick <-chan struct{}, job func(context.Context) error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -124,9 +131,20 @@ func (s *StateWriter) every(ctx context.Context, what string, interval time.Dura
 			case <-ctx.Done():
 				return
 			case <-time.After(interval):
+			case <-kick:
 			}
 		}
 	}()
+}
+
+// RefreshPresence writes the presence keys now instead of at the next
+// minute (a kernel has just started; the manager's stale-kernel sweep must
+// find its key). It never blocks.
+func (s *StateWriter) RefreshPresence() {
+	select {
+	case s.presenceKick <- struct{}{}:
+	default:
+	}
 }
 
 func (s *StateWriter) writeMetadata(ctx context.Context) error {
