@@ -125,6 +125,8 @@ type Agent struct {
 	logs      LogCollector
 	onSync    func(error)
 	onChange  func(kernelID string, running bool)
+	// imageArch remembers each image id's architecture (image id -> string).
+	imageArch sync.Map
 	khost     string
 	sem       chan struct{}
 	bindHost  string

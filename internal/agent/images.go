@@ -394,7 +394,15 @@ func (a *Agent) PurgeImages(ctx context.Context, names []string, force, noPrune 
 	out := make([]map[string]any, 0, len(names))
 	for _, n := range names {
 		var e any
-		if err := im.RemoveImage(ctx, n, force, noPrune); err != nil {
+		target := n
+		// The manager names a local image local/project/name:tag; Docker
+		// knows it as project/name:tag.
+		if rest, ok := strings.CutPrefix(n, "local/"); ok {
+			if _, err := a.be.InspectImage(ctx, n); errors.Is(err, backend.ErrNotFound) {
+				target = rest
+			}
+		}
+		if err := im.RemoveImage(ctx, target, force, noPrune); err != nil {
 			e = err.Error()
 		}
 		out = append(out, map[string]any{"image": n, "error": e})

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
@@ -106,7 +107,10 @@ func sortedSlotNames(m map[resource.SlotName]resource.SlotType) []resource.SlotN
 	return out
 }
 
-// Images lists the kernel images on the node for installed_image:{id}.
+// Images lists the kernel images on the node for installed_image:{id}
+// as upstream's scan_images does: every tag as Docker knows it (a local
+// image is reported by its short name), kernelspec 1-1, with the image's
+// own architecture (inspected once per image id and remembered).
 func (a *Agent) Images(ctx context.Context) ([]map[string]any, error) {
 	imgs, err := a.ListImages(ctx)
 	if err != nil {
@@ -114,8 +118,28 @@ func (a *Agent) Images(ctx context.Context) ([]map[string]any, error) {
 	}
 	out := make([]map[string]any, 0, len(imgs))
 	for _, i := range imgs {
+		if ks := i.Labels["ai.backend.kernelspec"]; ks != "" && ks != "1" {
+			continue
+		}
+		arch, ok := a.imageArch.Load(i.ID)
+		if !ok {
+			ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
+			full, err := a.be.InspectImage(ictx, i.ID)
+			cancel()
+			if err != nil {
+				continue // removed meanwhile; the next pass sees the truth
+			}
+			arch = image.NormalizeArch(full.Architecture)
+			if arch == "" {
+				arch = "x86_64"
+			}
+			a.imageArch.Store(i.ID, arch)
+		}
 		for _, t := range i.Tags {
-			out = append(out, map[string]any{"canonical": t, "digest": i.ID, "architecture": Architecture()})
+			if strings.HasSuffix(t, "<none>") {
+				continue
+			}
+			out = append(out, map[string]any{"canonical": t, "digest": i.ID, "architecture": arch})
 		}
 	}
 	return out, nil

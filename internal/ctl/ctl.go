@@ -360,8 +360,14 @@ func (o *options) createCmd() *cobra.Command {
 			}
 			sid, kid := uuid.NewString(), uuid.NewString()
 			env["BACKENDAI_SESSION_ID"] = sid
+			// A node-local image, named as Docker knows it or as the manager
+			// names it (local/project/name:tag).
+			regName := ""
+			if strings.HasPrefix(img, "local/") {
+				regName = "local"
+			}
 			cfg := map[string]any{
-				"image":            map[string]any{"canonical": img, "is_local": true, "auto_pull": "none", "registry": map[string]any{"name": "", "url": ""}, "labels": map[string]any{}},
+				"image":            map[string]any{"canonical": img, "is_local": true, "auto_pull": "none", "registry": map[string]any{"name": regName, "url": ""}, "labels": map[string]any{}},
 				"kernel_id":        kid,
 				"session_id":       sid,
 				"owner_user_id":    "",

@@ -66,7 +66,7 @@ func (h *Heartbeat) loop(ctx context.Context) {
 		switch {
 		case err != nil && !down:
 			down = true
-			h.o.Log.Warn("heartbeat not delivered; retrying every interval", "error", err)
+			h.o.Log.Warn("heartbeat not delivered; retrying every interval", "target", h.o.Redis.Config().For(redisconn.RoleStream).Describe(), "error", err)
 		case err == nil && down:
 			down = false
 			h.o.Log.Info("heartbeat delivered again")

@@ -199,7 +199,7 @@ func (p *Producer) deliverLoop(ctx context.Context) {
 		if err != nil {
 			p.failures.Add(1)
 			if p.connected.Swap(false) {
-				p.log.Warn("redis unreachable; events are kept in the outbox", "error", err, "pending_bytes", p.outbox.Pending())
+				p.log.Warn("redis unreachable; events are kept in the outbox", "target", p.o.Redis.Config().For(redisconn.RoleStream).Describe(), "error", err, "pending_bytes", p.outbox.Pending())
 			}
 			select {
 			case <-ctx.Done():

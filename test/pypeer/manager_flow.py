@@ -202,6 +202,10 @@ def main():
     check(hb["ip"] and hb["ip"] != "0.0.0.0" and hb["addr"].startswith("tcp://"), f"heartbeat ip {hb['ip']} addr {hb['addr']}")
     check(hb["region"], f"heartbeat region {hb['region']!r}")
     check_discovery(stat)
+    t, h = p.invoke("health_v2", [], {"req": {}, "agent_id": AGENT_ID})
+    comps = {(c["service_group"], c["component_id"]): c["is_healthy"] for c in h["connectivity"]["connectivity_checks"]}
+    want = {("container", "docker"), ("etcd", "etcd"), ("redis", "stat"), ("redis", "stream"), ("redis", "bgtask"), ("redis", "container_log")}
+    check(t == RESULT and set(comps) == want and all(comps.values()) and h["status"] == "ok", f"health_v2 probes Docker, etcd and Redis ({sorted(comps)})")
 
     # --- Session A: an image already on the node, named as a local image.
     project, name, tag = split_name(local_image)
