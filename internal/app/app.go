@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -169,9 +170,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		defer func() {
 			// Give queued events (agent_terminated among them) a moment to
-			// leave; what does not stays on disk for the next start.
+			// leave while Redis answers; what does not stays on disk for the
+			// next start.
 			deadline := time.Now().Add(3 * time.Second)
-			for prod.Stats().PendingBytes > 0 && time.Now().Before(deadline) {
+			for prod.Stats().Connected && prod.Stats().PendingBytes > 0 && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			prod.Close()
@@ -258,7 +260,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 				am.OutboxPendingBytes.Set(float64(st.PendingBytes), a.ID())
 			},
 		})
-		defer hb.Close()
+		// The Redis writers close together: each may take up to its grace
+		// period when Redis is unreachable, and the agent must stop promptly.
+		var closers []func()
+		defer func() { closeAll(closers...) }()
+		closers = append(closers, hb.Close)
 		md := map[string]any{}
 		for _, p := range a.Plugins() {
 			m := p.Metadata()
@@ -291,11 +297,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			ChunkSize: int(cfg.ContainerLogs.ChunkSize),
 		})
 		stateRef.w.Store(state)
-		defer state.Close()
+		closers = append(closers, state.Close)
 		sub := events.Subscribe(redisOpt, a.ID(), log.With("component", "volumes"), func(ctx context.Context, r events.VolumeRequest) (string, string) {
 			return a.HandleVolume(ctx, r.Mount, r.DirName, r.FSLocation, r.FSType, r.CmdOptions)
 		}, prod)
-		defer sub.Close()
+		closers = append(closers, sub.Close)
 		if err := ec.Register(ctx, a.ID(), "running", advertised.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
 			log.Warn("etcd registration", "error", err)
 		}
@@ -345,6 +351,19 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	<-ctx.Done()
 	log.Info("agent stopping; kernels keep running")
 	return nil
+}
+
+// closeAll runs close functions concurrently and waits for all of them.
+func closeAll(fs ...func()) {
+	var wg sync.WaitGroup
+	for _, f := range fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	}
+	wg.Wait()
 }
 
 // stateLogs hands CLEAN's container logs to the state writer once it runs.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -99,4 +101,33 @@ func TestRedisSentinelFailover_Integration(t *testing.T) {
 	})
 	// And the agent still answers.
 	s.ctl("ping")
+}
+
+// A Sentinel nobody answers: the agent starts, keeps serving RPC, keeps
+// the events in its outbox, and says which target it cannot reach.
+func TestUnreachableSentinel_Integration(t *testing.T) {
+	s := newStack(t, "")
+	ns := strings.Split(readNS(t, s.cfg), "\n")[0]
+	dead := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/sentinel", dead)
+	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/service_name", "nomaster")
+	s.start()
+	testutil.Eventually(t, 30*time.Second, "a warning naming the sentinel", func() bool {
+		b, _ := os.ReadFile(s.logf.Name())
+		return strings.Contains(string(b), "sentinel "+dead+" master nomaster")
+	})
+	s.ctl("ping")
+	t0 := time.Now()
+	// And a malformed sentinel list stops start-up, naming the key.
+	s.stop()
+	// It was 22 s before the Redis writers closed within a grace period
+	// (go-redis keeps re-dialling an unreachable Sentinel).
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Fatalf("SIGTERM with Redis unreachable took %s", d)
+	}
+	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/sentinel", "no-port")
+	out, err := exec.Command(s.bin, "start-server", "-f", s.cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "config/redis/sentinel[0]") {
+		t.Fatalf("malformed sentinel: %v\n%s", err, out)
+	}
 }

@@ -54,8 +54,10 @@ func StartHeartbeat(o HeartbeatOptions) *Heartbeat {
 // Close stops the heartbeat.
 func (h *Heartbeat) Close() {
 	h.cancel()
-	h.wg.Wait()
-	h.client.Close()
+	closeWithin(func() {
+		h.wg.Wait()
+		h.client.Close()
+	})
 }
 
 func (h *Heartbeat) loop(ctx context.Context) {

@@ -83,9 +83,12 @@ func NewProducer(o Options) (*Producer, error) {
 // connection.
 func (p *Producer) Close() {
 	p.cancel()
-	p.wg.Wait()
-	p.stream.Close()
-	p.outbox.Close()
+	// The outbox is durable as written; closing it late loses nothing.
+	closeWithin(func() {
+		p.wg.Wait()
+		p.stream.Close()
+		p.outbox.Close()
+	})
 }
 
 // Stats reports delivery counters.

@@ -96,10 +96,12 @@ func StartState(o StateOptions) *StateWriter {
 // Close stops the writers.
 func (s *StateWriter) Close() {
 	s.cancel()
-	s.wg.Wait()
-	for _, c := range []*redis.Client{s.stat, s.live, s.image, s.clog} {
-		c.Close()
-	}
+	closeWithin(func() {
+		s.wg.Wait()
+		for _, c := range []*redis.Client{s.stat, s.live, s.image, s.clog} {
+			c.Close()
+		}
+	})
 }
 
 func (s *StateWriter) every(ctx context.Context, what string, interval time.Duration, job func(context.Context) error) {

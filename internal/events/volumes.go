@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -79,12 +80,37 @@ func Subscribe(o *redisconn.Conn, agentID string, log *slog.Logger, handle Volum
 	return s
 }
 
-// Close unsubscribes.
+// Close unsubscribes. go-redis's PubSub.Close waits for a reconnection
+// in progress (with an unreachable Redis or Sentinel, for seconds), so it
+// gets a bounded time: the agent is stopping and must stop promptly.
 func (s *Subscriber) Close() {
 	s.cancel()
-	_ = s.ps.Close()
-	s.wg.Wait()
-	s.client.Close()
+	closeWithin(func() {
+		_ = s.ps.Close()
+		s.wg.Wait()
+		s.client.Close()
+	})
+}
+
+// closeGrace bounds how long closing a Redis component may take at
+// shutdown.
+const closeGrace = 2 * time.Second
+
+// closeWithin runs a close step for at most closeGrace. go-redis does not
+// always honour a cancelled context while it is (re)dialling, notably
+// through an unreachable Sentinel, so a stuck call could otherwise hold
+// the agent's shutdown for many seconds; the agent is exiting, and what
+// is left behind is a goroutine of a process about to end.
+func closeWithin(f func()) {
+	done := make(chan struct{})
+	go func() {
+		f()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeGrace):
+	}
 }
 
 // parseVolumeEvent reads a broadcast message in either format.

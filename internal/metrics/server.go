@@ -79,7 +79,6 @@ func Start(reg *Registry, o Options) (*Server, error) {
 	s.ln = ln
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.runChecks(ctx)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -89,6 +88,9 @@ func Start(reg *Registry, o Options) (*Server, error) {
 	}()
 	go func() {
 		defer s.wg.Done()
+		// The first round runs here, not in Start: an unreachable
+		// dependency must not hold up the agent's start.
+		s.runChecks(ctx)
 		t := time.NewTicker(o.Interval)
 		defer t.Stop()
 		for {
@@ -115,19 +117,27 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// runChecks runs every check concurrently, each under its own 5-s
+// deadline, so one stuck dependency delays no other.
 func (s *Server) runChecks(ctx context.Context) {
+	var wg sync.WaitGroup
 	for _, c := range s.checks {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := c.Probe(cctx)
-		cancel()
-		r := checkResult{ok: err == nil, at: time.Now().UTC()}
-		if err != nil {
-			r.err = err.Error()
-		}
-		s.mu.Lock()
-		s.results[c.Name] = r
-		s.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := c.Probe(cctx)
+			cancel()
+			r := checkResult{ok: err == nil, at: time.Now().UTC()}
+			if err != nil {
+				r.err = err.Error()
+			}
+			s.mu.Lock()
+			s.results[c.Group+"/"+c.Name] = r
+			s.mu.Unlock()
+		}()
 	}
+	wg.Wait()
 }
 
 func cors(h http.Handler) http.Handler {
@@ -148,7 +158,7 @@ func (s *Server) healthBody() (map[string]any, bool) {
 	overall := true
 	var checks []any
 	for _, c := range s.checks {
-		r := s.results[c.Name]
+		r := s.results[c.Group+"/"+c.Name]
 		overall = overall && r.ok
 		var msg any
 		if r.err != "" {
