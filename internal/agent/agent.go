@@ -128,10 +128,14 @@ type Agent struct {
 	// imageArch remembers each image id's architecture (image id -> string).
 	imageArch sync.Map
 	khost     string
-	sem       chan struct{}
-	bindHost  string
-	stopTime  time.Duration
-	pullTime  time.Duration
+	stepFail  func(op, step string)
+	// createPlan is createSteps; tests substitute a plan with a failing
+	// step.
+	createPlan []step[*createJob]
+	sem        chan struct{}
+	bindHost   string
+	stopTime   time.Duration
+	pullTime   time.Duration
 
 	mu      sync.Mutex // guards kernels only; never held across I/O
 	kernels map[string]*Kernel
@@ -166,6 +170,12 @@ type Options struct {
 	Logs LogCollector
 	// OnSync, if set, is called after each sync pass with its error.
 	OnSync func(error)
+	// Timeouts bound the container-runtime calls (zero fields: defaults).
+	Timeouts Timeouts
+	// OnStepFailure, if set, hears the operation ("create", "clean",
+	// "restart") and step name of every failed step (the
+	// backendai_kernel_create_step_failures_total metric).
+	OnStepFailure func(op, step string)
 	// KernelHost is kernel_host in creation results (where service ports
 	// are dialled); "" derives it from [container] and [agent] alone.
 	KernelHost string
@@ -233,25 +243,27 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		return nil, fmt.Errorf("resource.reserved-mem: %w", err)
 	}
 	a := &Agent{
-		cfg:       cfg,
-		id:        cfg.Agent.ID,
-		log:       o.Log.With("agent_id", cfg.Agent.ID),
-		be:        o.Backend,
-		plugins:   []device.Plugin{cpu, mem},
-		slotTypes: map[resource.SlotName]resource.SlotType{},
-		events:    o.Events,
-		logs:      o.Logs,
-		onSync:    o.OnSync,
-		onChange:  o.OnKernelChange,
-		khost:     o.KernelHost,
-		sem:       make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
-		kernels:   map[string]*Kernel{},
-		recent:    map[string]kernel.Termination{},
-		pulling:   map[string]string{},
-		stopTime:  o.StopTimeout,
-		pullTime:  o.PullTimeout,
-		syncCh:    make(chan struct{}, 1),
-		closed:    make(chan struct{}),
+		cfg:        cfg,
+		id:         cfg.Agent.ID,
+		log:        o.Log.With("agent_id", cfg.Agent.ID),
+		be:         &timedBackend{inner: o.Backend, t: o.Timeouts.withDefaults()},
+		plugins:    []device.Plugin{cpu, mem},
+		slotTypes:  map[resource.SlotName]resource.SlotType{},
+		events:     o.Events,
+		logs:       o.Logs,
+		onSync:     o.OnSync,
+		onChange:   o.OnKernelChange,
+		khost:      o.KernelHost,
+		stepFail:   o.OnStepFailure,
+		createPlan: createSteps,
+		sem:        make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
+		kernels:    map[string]*Kernel{},
+		recent:     map[string]kernel.Termination{},
+		pulling:    map[string]string{},
+		stopTime:   o.StopTimeout,
+		pullTime:   o.PullTimeout,
+		syncCh:     make(chan struct{}, 1),
+		closed:     make(chan struct{}),
 	}
 	a.tasks = bgtask.New(func(ctx context.Context, ev event.Event) {
 		a.events.Publish(ctx, ev)
@@ -295,6 +307,14 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 	}
 	a.mounts = vfolder.Policy{Mode: cfg.Container.VFolderMountPolicy, HostRoots: roots, KernelRoots: cfg.Container.AllowedKernelMountRoots, Deny: cfg.Container.VFolderDenyPaths}
 	return a, nil
+}
+
+// onStepFail reports a failed step to the OnStepFailure hook.
+func (a *Agent) onStepFail(op, step string) {
+	a.log.Warn("kernel operation step failed", "op", op, "step", step)
+	if a.stepFail != nil {
+		a.stepFail(op, step)
+	}
 }
 
 // Log returns the agent's logger.

@@ -53,9 +53,6 @@ func withSeconds(ctx context.Context, secs config.Duration) (context.Context, co
 	return context.WithTimeout(ctx, time.Duration(float64(secs)*float64(time.Second)))
 }
 
-// inspectTimeout bounds one image or container inspection.
-const inspectTimeout = 30 * time.Second
-
 // Auto-pull policies (AutoPullBehavior).
 const (
 	AutoPullDigest = "digest"
@@ -89,9 +86,7 @@ func ImageRefOf(ic ImageConfig) (wire.ImageRef, error) {
 // is ErrImageNotAvailable.
 func (a *Agent) checkImage(ctx context.Context, ref wire.ImageRef, digest, policy string) (local *backend.Image, need bool, err error) {
 	name := image.DockerName(ref)
-	ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
-	defer cancel()
-	local, err = a.be.InspectImage(ictx, name)
+	local, err = a.be.InspectImage(ctx, name)
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
 		local = nil

@@ -123,9 +123,7 @@ func (a *Agent) Images(ctx context.Context) ([]map[string]any, error) {
 		}
 		arch, ok := a.imageArch.Load(i.ID)
 		if !ok {
-			ictx, cancel := context.WithTimeout(ctx, inspectTimeout)
-			full, err := a.be.InspectImage(ictx, i.ID)
-			cancel()
+			full, err := a.be.InspectImage(ctx, i.ID)
 			if err != nil {
 				continue // removed meanwhile; the next pass sees the truth
 			}

@@ -192,14 +192,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if prod != nil {
 		onChange = stateRef.kernelChanged
 	}
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelChange: onChange, KernelHost: kernelHost(cfg, subnetAgent, subnetContainer, log), OnSync: func(err error) {
-		am.SyncTrigger.Inc(cfg.Agent.ID)
-		if err != nil {
-			am.SyncFailure.Inc(cfg.Agent.ID, "SyncError")
-		} else {
-			am.SyncSuccess.Inc(cfg.Agent.ID)
-		}
-	}})
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelChange: onChange, KernelHost: kernelHost(cfg, subnetAgent, subnetContainer, log),
+		OnStepFailure: func(op, step string) {
+			if op == "create" {
+				am.CreateStepFailures.Inc(cfg.Agent.ID, step)
+			} else {
+				am.OpStepFailures.Inc(cfg.Agent.ID, op, step)
+			}
+		}, OnSync: func(err error) {
+			am.SyncTrigger.Inc(cfg.Agent.ID)
+			if err != nil {
+				am.SyncFailure.Inc(cfg.Agent.ID, "SyncError")
+			} else {
+				am.SyncSuccess.Inc(cfg.Agent.ID)
+			}
+		}})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,8 @@ type Agent struct {
 	SyncTrigger        *Family
 	SyncSuccess        *Family
 	SyncFailure        *Family
+	CreateStepFailures *Family
+	OpStepFailures     *Family
 	StatTrigger        *Family
 	StatSuccess        *Family
 	StatFailure        *Family
@@ -46,6 +48,8 @@ func NewAgent() *Agent {
 		SyncTrigger:        r.NewCounter("backendai_sync_container_lifecycle_trigger_count", "Number of container lifecycle sync passes started.", "agent_id"),
 		SyncSuccess:        r.NewCounter("backendai_sync_container_lifecycle_success_count", "Number of container lifecycle sync passes that succeeded.", "agent_id"),
 		SyncFailure:        r.NewCounter("backendai_sync_container_lifecycle_failure_count", "Number of container lifecycle sync passes that failed.", "agent_id", "exception"),
+		CreateStepFailures: r.NewCounter("backendai_kernel_create_step_failures_total", "Number of kernel creations that failed, by the step that failed.", "agent_id", "step"),
+		OpStepFailures:     r.NewCounter("backendai_kernel_lifecycle_step_failures_total", "Number of other kernel operations (clean, restart) that failed, by operation and step.", "agent_id", "op", "step"),
 		StatTrigger:        r.NewCounter("backendai_stat_task_trigger_count", "Number of stat collection tasks started.", "agent_id", "stat_scope"),
 		StatSuccess:        r.NewCounter("backendai_stat_task_success_count", "Number of stat collection tasks that succeeded.", "agent_id", "stat_scope"),
 		StatFailure:        r.NewCounter("backendai_stat_task_failure_count", "Number of stat collection tasks that failed.", "agent_id", "stat_scope", "exception"),

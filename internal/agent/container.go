@@ -1,0 +1,321 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/shopspring/decimal"
+	"golang.org/x/sys/unix"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/image"
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/scratch"
+)
+
+func checkPorts(ins *backend.Container, want []backend.PortBinding) error {
+	got := map[int]int{}
+	for _, p := range ins.Ports {
+		got[p.ContainerPort] = p.HostPort
+	}
+	for _, w := range want {
+		if got[w.ContainerPort] != w.HostPort {
+			return fmt.Errorf("container port %d is bound to host port %d, expected %d", w.ContainerPort, got[w.ContainerPort], w.HostPort)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resource.Allocation) map[string]string {
+	env := map[string]string{}
+	for k, v := range cfg.Environ {
+		env[k] = v
+	}
+	uid, gid := a.cfg.Container.KernelUID, a.cfg.Container.KernelGID
+	if uid == -1 {
+		uid = os.Getuid()
+	}
+	if gid == -1 {
+		gid = os.Getgid()
+	}
+	if cfg.UID != nil {
+		env["LOCAL_USER_ID"] = strconv.Itoa(*cfg.UID)
+	} else if info.HasFeature("uid-match") {
+		env["LOCAL_USER_ID"] = strconv.Itoa(uid)
+	}
+	if cfg.MainGID != nil {
+		env["LOCAL_GROUP_ID"] = strconv.Itoa(*cfg.MainGID)
+	} else if info.HasFeature("uid-match") {
+		env["LOCAL_GROUP_ID"] = strconv.Itoa(gid)
+	}
+	gids := append([]int{}, cfg.SupplementaryGIDs...)
+	if cfg.MainGID != nil && info.HasFeature("uid-match") {
+		gids = append(gids, gid)
+	}
+	if len(gids) > 0 {
+		parts := make([]string, len(gids))
+		for i, g := range gids {
+			parts[i] = strconv.Itoa(g)
+		}
+		env["ADDITIONAL_GIDS"] = strings.Join(parts, ",")
+	}
+	cores := strconv.Itoa(device.CoreCount(alloc))
+	for _, name := range info.CorecountEnvs {
+		if _, set := env[name]; !set {
+			env[name] = cores
+		}
+	}
+	env["GPU_COUNT"] = "0"
+	env["N_GPUS"] = "0"
+	if _, ok := env["BACKENDAI_KERNEL_ID"]; !ok {
+		env["BACKENDAI_KERNEL_ID"] = cfg.KernelID
+	}
+	var persistent []string
+	for _, m := range cfg.Mounts {
+		persistent = append(persistent, m.KernelPath)
+	}
+	if len(persistent) > 0 {
+		env["BACKENDAI_PERSISTENT_PATHS"] = strings.Join(persistent, ":")
+	}
+	return env
+}
+
+func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
+	cfgDir := k.Scratch.Config
+	if err := writeFileAtomic(filepath.Join(cfgDir, "environ.txt"), environText(k.Environ), 0o644); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(cfgDir, "environ_base.txt"), environText(k.Environ), 0o644); err != nil {
+		return err
+	}
+	rt := k.Spec.Marshal(a.slotTypes)
+	if err := writeFileAtomic(filepath.Join(cfgDir, "resource.txt"), rt, 0o644); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(cfgDir, "resource_base.txt"), rt, 0o644); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(cfgDir, "recovery.json"), a.recoveryData(k, cluster)); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(cfgDir, kconfigFile), kconfig{Config: k.Config, Cluster: *cluster, ImageRef: k.ImageRef, ImageName: k.ImageName, HostPorts: k.HostPorts}); err != nil {
+		return err
+	}
+	if k.Config.BootstrapScript != "" {
+		if err := writeFileAtomic(filepath.Join(k.Scratch.Work, "bootstrap.sh"), []byte(k.Config.BootstrapScript), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *Agent) recoveryData(k *Kernel, cluster *ClusterInfo) *RecoveryData {
+	driver := "bridge"
+	if cluster.NetworkMode != "" {
+		driver = cluster.NetworkMode
+	}
+	st := k.Config.SessionType
+	if st == "" {
+		st = "interactive"
+	}
+	return &RecoveryData{
+		KernelType: "docker",
+		ID:         k.ID,
+		AgentID:    a.id,
+		ImageRef:   k.ImageRef,
+		Version:    k.Kernelspec,
+		OwnershipData: OwnershipData{
+			KernelID: k.ID, SessionID: k.SessionID, AgentID: a.id,
+			OwnerUserID: strPtr(k.Config.OwnerUserID), OwnerProjectID: strPtr(k.Config.OwnerProjectID),
+		},
+		NetworkID:           k.Config.NetworkID,
+		NetworkDriver:       driver,
+		SessionType:         st,
+		BlockServicePorts:   k.Config.BlockServicePorts,
+		DomainSocketProxies: []any{},
+		ServicePorts:        k.Services,
+		ReplInPort:          k.ReplIn,
+		ReplOutPort:         k.ReplOut,
+	}
+}
+
+// hostLimit clamps a container ulimit to the agent's own hard limit:
+// runc refuses to raise a limit above what the daemon may grant, and the
+// agent usually runs with the same limits as dockerd. want -1 means
+// unlimited.
+func hostLimit(res int, want int64) int64 {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(res, &r); err != nil || r.Max == unix.RLIM_INFINITY {
+		return want
+	}
+	if want < 0 || int64(r.Max) < want {
+		return int64(r.Max)
+	}
+	return want
+}
+
+func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource.Mount) *backend.ContainerSpec {
+	cfg := &k.Config
+	var cpuset string
+	var memory int64
+	for _, p := range a.plugins {
+		r := p.Reserve(k.Allocation)
+		if r.CpusetCpus != "" {
+			cpuset = r.CpusetCpus
+		}
+		if r.Memory > 0 {
+			memory = r.Memory
+		}
+	}
+	env := make([]string, 0, len(k.Environ))
+	for _, line := range strings.Split(strings.TrimSpace(string(environText(k.Environ))), "\n") {
+		if line != "" {
+			env = append(env, line)
+		}
+	}
+	block := "0"
+	if cfg.BlockServicePorts {
+		block = "1"
+	}
+	var spLabel []string
+	for _, sp := range k.Services {
+		if sp.Name == "sshd" || sp.Name == "ttyd" || sp.Protocol == "internal" {
+			continue
+		}
+		if len(sp.ContainerPorts) == 1 {
+			spLabel = append(spLabel, fmt.Sprintf("%s:%s:%d", sp.Name, sp.Protocol, sp.ContainerPorts[0]))
+		} else {
+			ps := make([]string, len(sp.ContainerPorts))
+			for i, p := range sp.ContainerPorts {
+				ps[i] = strconv.Itoa(p)
+			}
+			spLabel = append(spLabel, fmt.Sprintf("%s:%s:[%s]", sp.Name, sp.Protocol, strings.Join(ps, ",")))
+		}
+	}
+	labels := map[string]string{
+		LabelAgentID:           a.id,
+		LabelKernelID:          k.ID,
+		LabelSessionID:         k.SessionID,
+		LabelOwnerUserID:       cfg.OwnerUserID,
+		LabelOwnerProjectID:    cfg.OwnerProjectID,
+		LabelOwner:             a.id,
+		LabelBlockServicePorts: block,
+		LabelServicePorts:      strings.Join(spLabel, ","),
+	}
+	ms := []backend.Mount{
+		{Type: "bind", Source: abs(k.Scratch.Config), Target: "/home/config", ReadOnly: true},
+		{Type: "bind", Source: abs(k.Scratch.Work), Target: "/home/work"},
+	}
+	if k.Scratch.Tmp != "" {
+		ms = append(ms, backend.Mount{Type: "bind", Source: abs(k.Scratch.Tmp), Target: "/tmp"})
+	}
+	for _, f := range []string{"/etc/localtime", "/etc/timezone"} {
+		if _, err := os.Stat(f); err == nil {
+			ms = append(ms, backend.Mount{Type: "bind", Source: f, Target: f, ReadOnly: true})
+		}
+	}
+	for _, m := range mounts {
+		t := "bind"
+		if m.IsVolume() {
+			t = "volume"
+		}
+		ms = append(ms, backend.Mount{Type: t, Source: m.Source, Target: m.Target, ReadOnly: m.Perm == resource.PermRO})
+	}
+	var pb []backend.PortBinding
+	pb = append(pb,
+		backend.PortBinding{ContainerPort: replInContainerPort, Protocol: "tcp", HostIP: "127.0.0.1", HostPort: k.ReplIn},
+		backend.PortBinding{ContainerPort: replOutContainerPort, Protocol: "tcp", HostIP: "127.0.0.1", HostPort: k.ReplOut},
+	)
+	for _, sp := range k.Services {
+		hostIP := a.bindHost
+		if sp.Name == "ttyd" && a.cfg.Agent.ScalingGroupType == "storage" {
+			hostIP = "127.0.0.1"
+		}
+		for i, cp := range sp.ContainerPorts {
+			pb = append(pb, backend.PortBinding{ContainerPort: cp, Protocol: "tcp", HostIP: hostIP, HostPort: sp.HostPorts[i]})
+		}
+	}
+	hostname := cfg.ClusterHostname
+	if hostname == "" {
+		role := cfg.ClusterRole
+		if role == "" {
+			role = "main"
+		}
+		hostname = fmt.Sprintf("%s%d", role, cfg.ClusterIdx)
+	}
+	spec := &backend.ContainerSpec{
+		Name:       fmt.Sprintf("kernel.%s.%s", k.ImageRef.ShortName(), k.ID),
+		Image:      k.ImageName,
+		Labels:     labels,
+		Env:        env,
+		WorkingDir: "/home/work",
+		Hostname:   hostname,
+		Tty:        kernelTTY,
+		OpenStdin:  true,
+		StopSignal: "SIGINT",
+		Init:       true,
+		CapAdd:     []string{"IPC_LOCK", "SYS_NICE"},
+		Ulimits: []backend.Ulimit{
+			{Name: "nofile", Soft: hostLimit(unix.RLIMIT_NOFILE, 1048576), Hard: hostLimit(unix.RLIMIT_NOFILE, 1048576)},
+			{Name: "memlock", Soft: hostLimit(unix.RLIMIT_MEMLOCK, -1), Hard: hostLimit(unix.RLIMIT_MEMLOCK, -1)},
+		},
+		CpusetCpus: cpuset,
+		Memory:     memory,
+		ShmSize:    cfg.ShmSize,
+		PidsLimit:  a.cfg.Container.PidsLimit,
+		Mounts:     ms,
+		Ports:      pb,
+		// [container-logs]: the total split over 5 rotated files.
+		LogDriver:      a.cfg.ContainerLogs.Driver,
+		LogOpts:        map[string]string{"max-size": strconv.FormatInt(int64(a.cfg.ContainerLogs.MaxLength)/5, 10), "max-file": "5", "compress": "false"},
+		NetworkAliases: nil,
+	}
+	quota := a.cfg.Container.CPUQuota
+	if cfg.CPUQuota != nil {
+		quota = *cfg.CPUQuota
+	}
+	if quota {
+		cpus := k.Allocation.Total("cpu")
+		spec.NanoCPUs = cpus.Mul(decimal.NewFromInt(1e9)).IntPart()
+	}
+	rbps, wbps := int64(a.cfg.Container.ScratchReadBps), int64(a.cfg.Container.ScratchWriteBps)
+	if cfg.IOReadBps > 0 {
+		rbps = cfg.IOReadBps
+	}
+	if cfg.IOWriteBps > 0 {
+		wbps = cfg.IOWriteBps
+	}
+	if rbps > 0 || wbps > 0 {
+		if dev := scratch.BlockDevice(k.Scratch.Work); dev != "" {
+			if rbps > 0 {
+				spec.ReadBps = []backend.Throttle{{Path: dev, Rate: uint64(rbps)}}
+			}
+			if wbps > 0 {
+				spec.WriteBps = []backend.Throttle{{Path: dev, Rate: uint64(wbps)}}
+			}
+		} else {
+			a.log.Warn("scratch is not on a block device; I/O throttling not applied", "kernel_id", k.ID, "scratch", k.Scratch.Work)
+		}
+	}
+	if cluster.NetworkName != "" && (cluster.NetworkMode == "" || cluster.NetworkMode == "bridge") {
+		spec.Network = cluster.NetworkName
+		spec.NetworkAliases = []string{hostname}
+	}
+	if k.Config.StartupCommand != "" && k.Config.SessionType == "batch" {
+		// Until the in-container runner exists, a batch kernel runs its
+		// startup command as the container command.
+		spec.Cmd = []string{"/bin/sh", "-c", k.Config.StartupCommand}
+	}
+	return spec
+}
+
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}

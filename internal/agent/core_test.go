@@ -1,0 +1,570 @@
+package agent
+
+// The core's unit tier: the agent against the in-memory runtime
+// (internal/backend/fake), no Docker. Every creation step is made to fail
+// in turn and nothing may be left behind; every runtime call is made to
+// hang in turn and the operation must fail in time while the agent keeps
+// serving.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/backend/fake"
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/resource"
+)
+
+const fakeImage = "bai-test/kernel:fake"
+
+var fakeImageLabels = map[string]string{
+	"ai.backend.kernelspec":       "1",
+	"ai.backend.features":         "uid-match",
+	"ai.backend.service-ports":    "jupyter:http:8080",
+	"ai.backend.resource.min.cpu": "1",
+	"ai.backend.resource.min.mem": "32m",
+}
+
+var fakePorts = struct {
+	sync.Mutex
+	next int
+}{next: 47000}
+
+type core struct {
+	t      *testing.T
+	be     *fake.Backend
+	cfg    *config.Config
+	events *recorder
+	agent  *Agent
+	steps  sync.Map // "op/step" -> *atomic.Int32
+	opts   Options
+}
+
+// newCore builds an agent on a fresh in-memory runtime with its own
+// scratch root and host-port range.
+func newCore(t *testing.T, mutate func(*config.Config), tune func(*Options)) *core {
+	t.Helper()
+	root := t.TempDir()
+	fakePorts.Lock()
+	first := fakePorts.next
+	fakePorts.next += 20
+	fakePorts.Unlock()
+	doc := fmt.Sprintf(`
+[agent]
+backend = "docker"
+id = "i-core-%s"
+image-commit-path = %q
+[agent.sync-container-lifecycles]
+interval = 3600
+[container]
+port-range = [%d, %d]
+port-reuse-cooldown-sec = 0
+bind-host = "127.0.0.1"
+scratch-root = %q
+[resource]
+reserved-cpu = 0
+reserved-mem = "64M"
+`, uuid.NewString()[:8], filepath.Join(root, "commit"), first, first+19, filepath.Join(root, "scratches"))
+	res, err := config.Load("", []byte(doc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mutate != nil {
+		mutate(res.Config)
+	}
+	be := fake.New()
+	be.AddImage(backend.Image{ID: "sha256:fake", Tags: []string{fakeImage}, Labels: fakeImageLabels, Architecture: "amd64"})
+	c := &core{t: t, be: be, cfg: res.Config, events: &recorder{}}
+	c.opts = Options{
+		Config: res.Config, Backend: be, Events: c.events, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Host:        &device.Host{Cores: []int{0, 1, 2, 3}, NUMANode: map[int]int{}, MemTotal: 8 << 30},
+		StopTimeout: 100 * time.Millisecond,
+		OnStepFailure: func(op, step string) {
+			n, _ := c.steps.LoadOrStore(op+"/"+step, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+		},
+	}
+	if tune != nil {
+		tune(&c.opts)
+	}
+	c.agent = c.start()
+	t.Cleanup(func() { c.agent.Close() })
+	return c
+}
+
+func (c *core) start() *Agent {
+	c.t.Helper()
+	a, err := New(context.Background(), c.opts)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+	return a
+}
+
+func fakeRequest(kid string, mutate func(*CreationConfig)) *CreateRequest {
+	sid := uuid.NewString()
+	cfg := CreationConfig{
+		Image:         ImageConfig{Canonical: fakeImage, Architecture: "x86_64", IsLocal: true, AutoPull: "none"},
+		KernelID:      kid,
+		SessionID:     sid,
+		SessionType:   "interactive",
+		ClusterRole:   "main",
+		ResourceSlots: map[string]string{"cpu": "1", "mem": "134217728"},
+		Environ:       map[string]string{"BACKENDAI_SESSION_ID": sid},
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return &CreateRequest{SessionID: sid, KernelIDs: []string{kid}, Configs: []CreationConfig{cfg}}
+}
+
+func (c *core) create(mutate func(*CreationConfig)) (*KernelInfo, error) {
+	kid := uuid.NewString()
+	res, err := c.agent.CreateKernels(context.Background(), fakeRequest(kid, mutate))
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// assertNothingTaken fails when any allocation, host port, scratch dir,
+// container or registry entry is left.
+func (c *core) assertNothingTaken(what string) {
+	c.t.Helper()
+	for s, v := range c.agent.Allocator().Used() {
+		if !v.IsZero() {
+			c.t.Errorf("%s: slot %s still allocated: %s", what, s, v)
+		}
+	}
+	if n := c.agent.Ports().InUse(); n != 0 {
+		c.t.Errorf("%s: %d host ports still taken", what, n)
+	}
+	if ents, _ := os.ReadDir(c.cfg.Container.ScratchRoot); len(ents) != 0 {
+		c.t.Errorf("%s: scratch dirs left: %v", what, ents)
+	}
+	if cs := c.be.Containers(); len(cs) != 0 {
+		c.t.Errorf("%s: containers left: %d", what, len(cs))
+	}
+	if ks := c.agent.Kernels(); len(ks) != 0 {
+		c.t.Errorf("%s: kernels still registered: %d", what, len(ks))
+	}
+}
+
+func (c *core) stepFailures(op, step string) int {
+	n, ok := c.steps.Load(op + "/" + step)
+	if !ok {
+		return 0
+	}
+	return int(n.(*atomic.Int32).Load())
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The Docker client of the integration tier keeps idle HTTP
+		// connections for the life of the process.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+func TestCreateAndDestroy_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, ok := c.agent.Kernel(info.ID)
+	if !ok || k.State() != kernel.Running {
+		t.Fatalf("kernel not running: %v", ok)
+	}
+	cs := c.be.Containers()
+	if len(cs) != 1 || !cs[0].Running || cs[0].Labels[LabelKernelID] != info.ID || cs[0].Image != fakeImage {
+		t.Fatalf("containers: %+v", cs)
+	}
+	if cs[0].CpusetCpus == "" || cs[0].Memory != 134217728 {
+		t.Fatalf("limits not applied: cpuset %q memory %d", cs[0].CpusetCpus, cs[0].Memory)
+	}
+	if got := c.events.names(info.ID); strings.Join(got, ",") != "kernel_preparing,kernel_creating,kernel_started" {
+		t.Fatalf("events %v", got)
+	}
+	if len(info.ServicePorts) != 3 || info.ReplInPort == 0 {
+		t.Fatalf("result %+v", info)
+	}
+	if err := c.agent.DestroyKernel(context.Background(), info.ID, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	ev, ok := c.events.find("kernel_terminated", info.ID)
+	if !ok || ev["reason"] != ReasonUserRequested {
+		t.Fatalf("kernel_terminated %v", ev)
+	}
+	c.assertNothingTaken("after destroy")
+}
+
+// Each step of creation fails in turn: the steps before it are undone in
+// reverse, nothing is left, the failed step is reported, and only a
+// failure once the container exists tells the manager the kernel
+// terminated.
+func TestCreateStepFailures_Fake(t *testing.T) {
+	injected := errors.New("injected failure")
+	terminatedAfter := map[string]bool{"container": true, "start": true, "wait-ready": true, "publish": true}
+	for _, s := range createSteps {
+		t.Run(s.name, func(t *testing.T) {
+			c := newCore(t, nil, nil)
+			plan := append([]step[*createJob](nil), createSteps...)
+			for i := range plan {
+				if plan[i].name == s.name {
+					plan[i].do = func(*createJob, context.Context) error { return injected }
+				}
+			}
+			c.agent.createPlan = plan
+			kid := uuid.NewString()
+			_, err := c.agent.CreateKernels(context.Background(), fakeRequest(kid, nil))
+			var se *StepError
+			if !errors.As(err, &se) || se.Step != s.name || !errors.Is(err, injected) {
+				t.Fatalf("error %v, want a StepError of %s", err, s.name)
+			}
+			if n := c.stepFailures("create", s.name); n != 1 {
+				t.Errorf("step failure reported %d times", n)
+			}
+			c.assertNothingTaken("after the failure")
+			if _, got := c.events.find("kernel_terminated", kid); got != terminatedAfter[s.name] {
+				t.Errorf("kernel_terminated published: %v, want %v", got, terminatedAfter[s.name])
+			}
+			// The agent still creates kernels.
+			c.agent.createPlan = createSteps
+			if _, err := c.create(nil); err != nil {
+				t.Fatalf("create after the failure: %v", err)
+			}
+		})
+	}
+}
+
+// Real failures of the steps that take something, each with its cause.
+func TestCreateRealFailures_Fake(t *testing.T) {
+	for _, tc := range []struct {
+		name, step, want string
+		mutate          func(*config.Config)
+		prepare         func(*core)
+		request         func(*CreationConfig)
+	}{
+		{name: "image missing", step: "image", want: "is not on this node", request: func(r *CreationConfig) { r.Image.Canonical = "bai-test/none:1" }},
+		{name: "image inspect fails", step: "image", want: "engine down", prepare: func(c *core) {
+			c.be.Inject(fake.CallInspectImage, &fake.Fault{Err: errors.New("engine down")})
+		}},
+		{name: "no such slot", step: "validate", want: "not available", request: func(r *CreationConfig) { r.ResourceSlots["cuda.device"] = "1" }},
+		{name: "over-allocation", step: "allocate", want: "requested 100", request: func(r *CreationConfig) { r.ResourceSlots["cpu"] = "100" }},
+		{name: "port pool exhausted", step: "ports", want: "need 5", mutate: func(c *config.Config) {
+			c.Container.PortRange = config.PortRange{c.Container.PortRange[0], c.Container.PortRange[0] + 2}
+		}},
+		{name: "scratch root gone", step: "scratch", want: "not a directory", prepare: func(c *core) {
+			// The scratch root turns into a file under the running agent.
+			root := c.cfg.Container.ScratchRoot
+			if err := os.RemoveAll(root); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.WriteFile(root, nil, 0o644); err != nil {
+				c.t.Fatal(err)
+			}
+			c.t.Cleanup(func() { _ = os.Remove(root); _ = os.MkdirAll(root, 0o755) })
+		}},
+		{name: "create refused", step: "container", want: "no space", prepare: func(c *core) {
+			c.be.Inject(fake.CallCreate, &fake.Fault{Err: errors.New("no space"), Times: 1})
+		}},
+		{name: "start refused", step: "start", want: "port is already allocated", prepare: func(c *core) {
+			c.be.Inject(fake.CallStart, &fake.Fault{Err: errors.New("port is already allocated"), Times: 1})
+		}},
+		{name: "inspect after start fails", step: "wait-ready", want: "gone", prepare: func(c *core) {
+			c.be.Inject(fake.CallInspect, &fake.Fault{Err: errors.New("gone"), Times: 1})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCore(t, tc.mutate, nil)
+			if tc.prepare != nil {
+				tc.prepare(c)
+			}
+			_, err := c.create(tc.request)
+			var se *StepError
+			if !errors.As(err, &se) || se.Step != tc.step || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want step %s with %q", err, tc.step, tc.want)
+			}
+			if tc.name == "scratch root gone" {
+				_ = os.Remove(c.cfg.Container.ScratchRoot)
+				_ = os.MkdirAll(c.cfg.Container.ScratchRoot, 0o755)
+			}
+			c.assertNothingTaken("after " + tc.name)
+		})
+	}
+}
+
+// Each runtime call hangs in turn: the operation fails with a timeout
+// naming the call, in about the configured time, and the agent keeps
+// creating other kernels meanwhile.
+func TestHangingRuntimeCalls_Fake(t *testing.T) {
+	short := Timeouts{Inspect: 300 * time.Millisecond, Create: 300 * time.Millisecond, Start: 300 * time.Millisecond,
+		Stop: 300 * time.Millisecond, Remove: 300 * time.Millisecond, List: 300 * time.Millisecond, Logs: 300 * time.Millisecond}
+	for _, tc := range []struct {
+		call, op, want string
+	}{
+		{fake.CallInspectImage, "create", "image inspect did not answer"},
+		{fake.CallCreate, "create", "create did not answer"},
+		{fake.CallStart, "create", "start did not answer"},
+		{fake.CallInspect, "create", "inspect did not answer"},
+		// A stop that does not answer is logged and the container removed
+		// by force: the destroy succeeds, in bounded time.
+		{fake.CallStop, "destroy", ""},
+		{fake.CallRemove, "destroy", "remove did not answer"},
+	} {
+		t.Run(tc.call, func(t *testing.T) {
+			c := newCore(t, nil, func(o *Options) { o.Timeouts = short })
+			var victim *KernelInfo
+			if tc.op == "destroy" {
+				var err error
+				if victim, err = c.create(nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.be.Inject(tc.call, &fake.Fault{Hang: true, Times: 1})
+			done := make(chan error, 1)
+			t0 := time.Now()
+			go func() {
+				if tc.op == "create" {
+					_, err := c.create(nil)
+					done <- err
+					return
+				}
+				k, _ := c.agent.Kernel(victim.ID)
+				done <- c.agent.DestroyKernel(context.Background(), victim.ID, k.SessionID, "", false)
+			}()
+			// Meanwhile another kernel comes up (the fault hit once).
+			time.Sleep(50 * time.Millisecond)
+			other, err := c.create(nil)
+			if err != nil {
+				t.Fatalf("another kernel while %s hangs: %v", tc.call, err)
+			}
+			select {
+			case err := <-done:
+				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+					t.Fatalf("error %v, want %q", err, tc.want)
+				}
+				if d := time.Since(t0); d > 5*time.Second {
+					t.Fatalf("failed only after %s", d)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s with a hanging %s never returned", tc.op, tc.call)
+			}
+			k, ok := c.agent.Kernel(other.ID)
+			if !ok || k.State() != kernel.Running {
+				t.Fatal("the other kernel is not running")
+			}
+		})
+	}
+}
+
+// A container that exits is noticed through the event stream: the kernel
+// is cleaned with its exit code and everything is released.
+func TestContainerExit_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.be.Exit(info.ContainerID, 3, false)
+	waitFor(t, 5*time.Second, "kernel cleaned after exit", func() bool {
+		_, ok := c.agent.Kernel(info.ID)
+		return !ok
+	})
+	ev, ok := c.events.find("kernel_terminated", info.ID)
+	if !ok || ev["reason"] != ReasonSelfTerminated || ev["exit_code"] != float64(3) {
+		t.Fatalf("kernel_terminated %v", ev)
+	}
+	c.assertNothingTaken("after exit")
+}
+
+// An OOM-killed container is reported as 137 with the OOM recorded.
+func TestOOMExit_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.be.Exit(info.ContainerID, 137, true)
+	waitFor(t, 5*time.Second, "termination recorded", func() bool {
+		_, ok := c.agent.LastTermination(info.ID)
+		return ok
+	})
+	term, _ := c.agent.LastTermination(info.ID)
+	if term.ExitCode != 137 || !term.OOMKilled {
+		t.Fatalf("termination %+v", term)
+	}
+}
+
+// After the agent stops (kernels keep running) a new agent re-adopts the
+// running kernel with the same allocation and ports, and cleans one whose
+// container died meanwhile.
+func TestRecovery_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	keep, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := c.agent.Allocator().Used()
+	c.agent.Close()
+	c.be.Exit(lost.ContainerID, 1, false)
+	c.events = &recorder{}
+	c.opts.Events = c.events
+	c.agent = c.start()
+	k, ok := c.agent.Kernel(keep.ID)
+	if !ok || k.State() != kernel.Running || k.ReplIn != keep.ReplInPort || k.ContainerID() != keep.ContainerID {
+		t.Fatalf("kernel not re-adopted as it was: %v %+v", ok, k)
+	}
+	if _, ok := c.events.find("kernel_started", keep.ID); !ok {
+		t.Fatal("no kernel_started on re-adoption")
+	}
+	if _, ok := c.agent.Kernel(lost.ID); ok {
+		t.Fatal("the dead kernel was adopted")
+	}
+	if _, ok := c.events.find("kernel_terminated", lost.ID); !ok {
+		t.Fatal("no kernel_terminated for the kernel that died while the agent was away")
+	}
+	// Two equal kernels were running; the adopted one holds half.
+	after := c.agent.Allocator().Used()
+	for _, s := range []resource.SlotName{"cpu", "mem"} {
+		if !after[s].Add(after[s]).Equal(used[s]) {
+			t.Fatalf("%s allocated after recovery %s, before %s (two kernels)", s, after[s], used[s])
+		}
+	}
+	if err := c.agent.DestroyKernel(context.Background(), keep.ID, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	c.assertNothingTaken("after recovery and destroy")
+}
+
+// A container removed behind the agent's back is found by the sync pass.
+func TestSyncFindsVanishedContainer_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Remove it without the agent seeing the events: faults nothing, but
+	// the agent's event stream is a separate subscriber; to be sure the
+	// sync pass (not the event) does the work, stop the watcher first.
+	c.agent.cancel()
+	c.agent.bg.Wait()
+	if err := c.be.Remove(context.Background(), info.ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.agent.SyncOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.agent.Kernel(info.ID); ok {
+		t.Fatal("kernel of a vanished container still registered")
+	}
+	c.assertNothingTaken("after sync")
+}
+
+// restart_kernel keeps the kernel's ports and allocation with a new
+// container.
+func TestRestart_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := c.agent.Kernel(info.ID)
+	used := c.agent.Allocator().Used()
+	ri, err := c.agent.RestartKernel(context.Background(), k.SessionID, info.ID, map[string]string{"NEW": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri.ContainerID == info.ContainerID || ri.ReplInPort != info.ReplInPort {
+		t.Fatalf("restart result %+v (was %s, %d)", ri, info.ContainerID, info.ReplInPort)
+	}
+	if cs := c.be.Containers(); len(cs) != 1 || cs[0].ID != ri.ContainerID {
+		t.Fatalf("containers after restart: %d", len(cs))
+	}
+	for s, v := range c.agent.Allocator().Used() {
+		if !v.Equal(used[s]) {
+			t.Fatalf("allocation changed on restart: %s %s -> %s", s, used[s], v)
+		}
+	}
+	if err := c.agent.DestroyKernel(context.Background(), info.ID, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	c.assertNothingTaken("after restart and destroy")
+}
+
+// check_and_pull through the fake registry: a present image answers
+// "Image already exists", a pullable one is pulled, and create_kernels
+// pulls a missing image itself.
+func TestPulls_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	c.be.AddRegistryImage("reg.example:5000/bai/pulled:1", backend.Image{ID: "sha256:pulled", Labels: fakeImageLabels, Architecture: "amd64"})
+	ids, err := c.agent.CheckAndPull(context.Background(), map[string]ImageConfig{
+		"reg.example:5000/bai/pulled:1": {Canonical: "reg.example:5000/bai/pulled:1", Project: "bai", Registry: RegistryInfo{Name: "reg.example:5000"}, AutoPull: "tag"},
+	})
+	if err != nil || len(ids["reg.example:5000/bai/pulled:1"]) != 32 {
+		t.Fatalf("check_and_pull: %v %v", ids, err)
+	}
+	waitFor(t, 5*time.Second, "image_pull_finished", func() bool { return c.events.has("image_pull_finished") })
+	if !c.events.has("image_pull_started") {
+		t.Fatal("no image_pull_started for a pull")
+	}
+	c.be.AddRegistryImage("reg.example:5000/bai/other:1", backend.Image{ID: "sha256:other", Labels: fakeImageLabels, Architecture: "amd64"})
+	info, err := c.create(func(r *CreationConfig) {
+		r.Image = ImageConfig{Canonical: "reg.example:5000/bai/other:1", Project: "bai", Registry: RegistryInfo{Name: "reg.example:5000"}, Architecture: "x86_64", AutoPull: "digest"}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.events.names(info.ID), ","); got != "kernel_preparing,kernel_pulling,kernel_creating,kernel_started" {
+		t.Fatalf("events %s", got)
+	}
+}
+
+func (r *recorder) names(kernelID string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.events {
+		if e.Payload["kernel_id"] == kernelID {
+			out = append(out, e.Name)
+		}
+	}
+	return out
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

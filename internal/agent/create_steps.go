@@ -1,0 +1,339 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/event"
+	"github.com/bai-agent/bai-agent/internal/image"
+	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/scratch"
+	"github.com/bai-agent/bai-agent/internal/vfolder"
+	"github.com/bai-agent/bai-agent/internal/wire"
+)
+
+// createStage says how far a creation got, for what a failure tells the
+// manager (createFailed).
+type createStage int
+
+const (
+	stagePrepare   createStage = iota // nothing exists outside the agent
+	stageContainer                    // the container exists
+	stageStarted                      // the container runs
+)
+
+// createJob is what one kernel's creation carries from step to step.
+type createJob struct {
+	a       *Agent
+	k       *Kernel
+	cfg     *CreationConfig
+	cluster *ClusterInfo
+	ref     wire.ImageRef
+	policy  string
+	lc      event.KernelLifecycle
+	log     *slog.Logger
+	stage   createStage
+
+	img      *backend.Image
+	labels   *image.Info
+	slots    resource.Slots
+	mounts   []resource.Mount
+	services []image.ServicePort
+	alloc    resource.Allocation
+	ports    []int
+	scratch  scratch.Dir
+	spec     *backend.ContainerSpec
+	cid      string
+	inspect  *backend.Container
+	info     *KernelInfo
+}
+
+// createSteps is a kernel's creation, in order. A step that takes
+// something gives it back in its undo; a later step (the kernel runner's
+// handshake, accelerator devices) is one more entry here.
+var createSteps = []step[*createJob]{
+	{name: "image", do: (*createJob).image},
+	{name: "validate", do: (*createJob).validate},
+	{name: "allocate", do: (*createJob).allocate, undo: (*createJob).free},
+	{name: "ports", do: (*createJob).takePorts, undo: (*createJob).releasePorts},
+	{name: "scratch", do: (*createJob).makeScratch, undo: (*createJob).removeScratch},
+	{name: "files", do: (*createJob).writeFiles},
+	{name: "container", mark: func(j *createJob) { j.stage = stageContainer }, do: (*createJob).createContainer, undo: (*createJob).removeContainer},
+	{name: "start", do: (*createJob).start},
+	{name: "wait-ready", do: (*createJob).waitReady},
+	{name: "publish", do: (*createJob).publish},
+}
+
+// image finds the image under the name Docker knows it by (the short name
+// of a local image), pulls it first when the auto_pull policy says so,
+// and parses its labels.
+func (j *createJob) image(ctx context.Context) error {
+	a, k, ref := j.a, j.k, j.ref
+	a.events.Publish(ctx, event.KernelPreparing{KernelLifecycle: j.lc})
+	name := image.DockerName(ref)
+	if ref.Architecture != "" && image.NormalizeArch(ref.Architecture) != Architecture() {
+		return fmt.Errorf("%w: cannot run %s image on %s machine", ErrUnsupportedArch, ref.Architecture, Architecture())
+	}
+	img, need, err := a.checkImage(ctx, ref, j.cfg.Image.Digest, j.policy)
+	if err != nil {
+		return err
+	}
+	if need {
+		if err := k.Transition(kernel.Pulling, "pulling "+ref.Canonical()); err != nil {
+			return err
+		}
+		a.events.Publish(ctx, event.KernelPulling{KernelLifecycle: event.KernelLifecycle{KernelID: k.ID, SessionID: k.SessionID, Reason: ref.Canonical()}})
+		j.log.Info("pulling image", "image", ref.Canonical())
+		if err := a.pullImage(ctx, ref, j.cfg.Image.Registry, nil); err != nil {
+			return err
+		}
+		if img, err = a.be.InspectImage(ctx, name); err != nil {
+			return fmt.Errorf("inspect pulled image %s: %w", name, err)
+		}
+	}
+	if img.Architecture != "" && image.NormalizeArch(img.Architecture) != Architecture() {
+		return fmt.Errorf("%w: image %s is %s, this node is %s", ErrUnsupportedArch, name, img.Architecture, Architecture())
+	}
+	labels, err := image.Parse(img.Labels, a.slotTypes)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalidImage, name, err)
+	}
+	j.img, j.labels = img, labels
+	k.ImageName = name
+	k.Kernelspec = labels.Kernelspec
+	if err := k.Transition(kernel.Creating, "image ready"); err != nil {
+		return err
+	}
+	a.events.Publish(ctx, event.KernelCreating{KernelLifecycle: j.lc})
+	return nil
+}
+
+// validate checks everything that can be refused before anything is
+// taken: slots, shared memory, mounts, service ports.
+func (j *createJob) validate(context.Context) error {
+	a, cfg := j.a, j.cfg
+	slots, err := a.alloc.Normalize(cfg.ResourceSlots)
+	if err != nil {
+		return err
+	}
+	for _, s := range []resource.SlotName{"cpu", "mem"} {
+		if !slots[s].IsPositive() {
+			return fmt.Errorf("%w: resource slot %q is required and must be positive", resource.ErrInvalidArgument, s)
+		}
+	}
+	for s, min := range j.labels.ResourceMin {
+		if have, ok := slots[s]; ok && have.LessThan(min) {
+			return fmt.Errorf("%w: %s=%s is below the image's minimum %s", resource.ErrInvalidArgument, s, resource.FormatAmount(have), resource.FormatAmount(min))
+		}
+	}
+	if cfg.ShmSize < 0 {
+		return fmt.Errorf("%w: resource_opts.shmem must not be negative", resource.ErrInvalidArgument)
+	}
+	if cfg.ShmSize > 0 && decimal.NewFromInt(cfg.ShmSize).GreaterThan(slots["mem"]) {
+		return fmt.Errorf("%w: resource_opts.shmem (%d bytes) is larger than the memory slot (%s bytes)", resource.ErrInvalidArgument, cfg.ShmSize, resource.FormatAmount(slots["mem"]))
+	}
+	var mreqs []vfolder.Request
+	for _, m := range cfg.Mounts {
+		mreqs = append(mreqs, vfolder.Request{Name: m.Name, HostPath: m.HostPath, KernelPath: m.KernelPath, Perm: m.MountPerm})
+	}
+	prevent, _ := cfg.InternalData["prevent_vfolder_mounts"].(bool)
+	mounts, err := a.mounts.Validate(vfolder.Filter(mreqs, prevent))
+	if err != nil {
+		return err
+	}
+	services, err := servicePorts(cfg, j.labels)
+	if err != nil {
+		return err
+	}
+	j.slots, j.mounts, j.services = slots, mounts, services
+	return nil
+}
+
+// servicePorts lists a kernel's services: the built-in sshd and ttyd, and
+// on the main kernel the image's labelled services and the preopen ports.
+func servicePorts(cfg *CreationConfig, labels *image.Info) ([]image.ServicePort, error) {
+	services := []image.ServicePort{
+		{Name: "sshd", Protocol: "tcp", ContainerPorts: []int{2200}},
+		{Name: "ttyd", Protocol: "http", ContainerPorts: []int{7681}},
+	}
+	if cfg.ClusterRole != "" && cfg.ClusterRole != "main" && cfg.ClusterRole != "master" {
+		return services, nil
+	}
+	for _, sp := range labels.ServicePorts {
+		for _, p := range sp.ContainerPorts {
+			if p == 2200 || p == 7681 {
+				return nil, fmt.Errorf("%w: service %s conflicts with a built-in port", ErrInvalidImage, sp.Name)
+			}
+		}
+		services = append(services, sp)
+	}
+	for _, p := range cfg.PreopenPorts {
+		if p == replInContainerPort || p == replOutContainerPort {
+			return nil, fmt.Errorf("%w: preopen port %d is reserved for the kernel runner", ErrInvalidArgument, p)
+		}
+		for _, sp := range services {
+			for _, cp := range sp.ContainerPorts {
+				if cp == p {
+					return nil, fmt.Errorf("%w: preopen port %d conflicts with service %s", ErrInvalidArgument, p, sp.Name)
+				}
+			}
+		}
+		if p <= 1024 || p >= 65535 {
+			return nil, fmt.Errorf("%w: preopen port %d is out of range", ErrInvalidArgument, p)
+		}
+		services = append(services, image.ServicePort{Name: strconv.Itoa(p), Protocol: "preopen", ContainerPorts: []int{p}})
+	}
+	return services, nil
+}
+
+// allocate takes the kernel's slots (all or nothing). Any allocation
+// failure asks the manager to re-read this agent's capacity, as the
+// Python agent does.
+func (j *createJob) allocate(ctx context.Context) error {
+	alloc, err := j.a.alloc.Allocate(j.slots)
+	if err != nil {
+		j.a.events.Publish(ctx, event.DoAgentResourceCheck{AgentID: j.a.id})
+		return err
+	}
+	j.alloc = alloc
+	j.k.Allocation = alloc
+	return nil
+}
+
+func (j *createJob) free(context.Context) { j.a.alloc.Free(j.alloc) }
+
+// takePorts takes two host ports for the REPL plus one per service
+// container port.
+func (j *createJob) takePorts(context.Context) error {
+	n := 2
+	for _, sp := range j.services {
+		n += len(sp.ContainerPorts)
+	}
+	hostPorts, err := j.a.ports.Take(n)
+	if err != nil {
+		return err
+	}
+	j.ports = hostPorts
+	k := j.k
+	k.HostPorts = hostPorts
+	k.ReplIn, k.ReplOut = hostPorts[0], hostPorts[1]
+	next := 2
+	for i := range j.services {
+		j.services[i].HostPorts = nil
+		for range j.services[i].ContainerPorts {
+			j.services[i].HostPorts = append(j.services[i].HostPorts, hostPorts[next])
+			next++
+		}
+	}
+	k.Services = j.services
+	return nil
+}
+
+func (j *createJob) releasePorts(context.Context) { j.a.ports.Release(j.ports...) }
+
+func (j *createJob) makeScratch(ctx context.Context) error {
+	sd, err := j.a.scratch.Create(ctx, j.k.ID)
+	if err != nil {
+		return err
+	}
+	j.scratch = sd
+	j.k.Scratch = sd
+	return nil
+}
+
+func (j *createJob) removeScratch(ctx context.Context) {
+	if err := j.a.scratch.Remove(ctx, j.k.ID); err != nil {
+		j.log.Error("scratch cleanup after failed creation", "error", err)
+	}
+}
+
+// writeFiles writes the kernel's config files (environ, resource spec,
+// recovery data) into its scratch; the scratch's undo removes them.
+func (j *createJob) writeFiles(context.Context) error {
+	a, k := j.a, j.k
+	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc)
+	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts}
+	return a.writeKernelFiles(k, j.cluster)
+}
+
+func (j *createJob) createContainer(ctx context.Context) error {
+	a, k := j.a, j.k
+	j.spec = a.containerSpec(k, j.cluster, j.mounts)
+	cid, err := a.be.Create(ctx, j.spec)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
+	}
+	j.cid = cid
+	k.setContainerID(cid)
+	k.Spec.ContainerID = cid
+	return writeFileAtomic(filepath.Join(j.scratch.Config, "resource.txt"), k.Spec.Marshal(a.slotTypes), 0o644)
+}
+
+func (j *createJob) removeContainer(ctx context.Context) {
+	if err := j.a.be.Remove(ctx, j.cid); err != nil {
+		j.log.Error("container cleanup after failed creation", "container_id", j.cid, "error", err)
+	}
+}
+
+// start starts the container within [kernel-lifecycles] init-timeout-sec.
+func (j *createJob) start(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, seconds(j.a.cfg.KernelLifecycles.InitTimeoutSec))
+	defer cancel()
+	if err := j.a.be.Start(sctx, j.cid); err != nil {
+		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
+	}
+	return nil
+}
+
+// waitReady reads the started container back and checks its host ports.
+// (The kernel runner's handshake joins here, after stage = stageStarted.)
+func (j *createJob) waitReady(ctx context.Context) error {
+	ins, err := j.a.be.Inspect(ctx, j.cid)
+	if err != nil {
+		return err
+	}
+	j.k.setPid(ins.Pid)
+	if err := checkPorts(ins, j.spec.Ports); err != nil {
+		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
+	}
+	if !ins.Running {
+		// It exited already: creation succeeded, the kernel died at once.
+		// It is reported as started and the die event cleans it up, as the
+		// Python agent does.
+		j.log.Warn("kernel exited right after start", "exit_code", ins.ExitCode)
+	}
+	j.inspect = ins
+	return nil
+}
+
+// publish makes the kernel RUNNING and tells the manager.
+func (j *createJob) publish(ctx context.Context) error {
+	a, k := j.a, j.k
+	if err := k.Transition(kernel.Running, "container started"); err != nil {
+		return err
+	}
+	j.info = a.kernelInfo(k)
+	a.events.Publish(ctx, event.KernelStarted{KernelLifecycle: j.lc, CreationInfo: a.creationInfo(k)})
+	if a.onChange != nil {
+		a.onChange(k.ID, true)
+	}
+	j.log.Info("kernel started", "container_id", j.cid, "cpuset", j.spec.CpusetCpus, "memory", j.spec.Memory)
+	if !j.inspect.Running {
+		a.requestSync()
+	}
+	return nil
+}
+
+// seconds converts a config duration.
+func seconds(d config.Duration) time.Duration {
+	return time.Duration(float64(d) * float64(time.Second))
+}

@@ -1,0 +1,61 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// step is one named stage of a kernel operation (creation, cleaning): do
+// takes something or changes something, undo gives it back. A step
+// without undo takes nothing. Adding a stage to an operation is adding
+// one step to its list; runSteps does the bookkeeping.
+// The functions take the job first so that a step can name a method
+// expression ((*createJob).allocate).
+type step[J any] struct {
+	name string
+	// mark, if set, runs before do: it records how far the operation got
+	// (what a failure of this step or a later one reports).
+	mark func(j J)
+	do   func(j J, ctx context.Context) error
+	undo func(j J, ctx context.Context)
+}
+
+// StepError says which step of an operation failed.
+type StepError struct {
+	Op, Step string
+	Err      error
+}
+
+func (e *StepError) Error() string { return fmt.Sprintf("%s step %q: %v", e.Op, e.Step, e.Err) }
+func (e *StepError) Unwrap() error { return e.Err }
+
+// undoTimeout bounds all undos of one failed operation together: they
+// run after the caller may have given up, so they get their own time.
+const undoTimeout = 60 * time.Second
+
+// runSteps runs steps in order. When one fails, the undos of the steps
+// that succeeded run in reverse (on a context that outlives a cancelled
+// caller), onFail hears the failed step's name, and the error is a
+// *StepError wrapping the step's own.
+func runSteps[J any](ctx context.Context, op string, steps []step[J], j J, onFail func(op, step string)) error {
+	for i, s := range steps {
+		if s.mark != nil {
+			s.mark(j)
+		}
+		if err := s.do(j, ctx); err != nil {
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+			for k := i - 1; k >= 0; k-- {
+				if steps[k].undo != nil {
+					steps[k].undo(j, uctx)
+				}
+			}
+			cancel()
+			if onFail != nil {
+				onFail(op, s.name)
+			}
+			return &StepError{Op: op, Step: s.name, Err: err}
+		}
+	}
+	return nil
+}
