@@ -263,9 +263,9 @@ func TestCreateStepFailures_Fake(t *testing.T) {
 func TestCreateRealFailures_Fake(t *testing.T) {
 	for _, tc := range []struct {
 		name, step, want string
-		mutate          func(*config.Config)
-		prepare         func(*core)
-		request         func(*CreationConfig)
+		mutate           func(*config.Config)
+		prepare          func(*core)
+		request          func(*CreationConfig)
 	}{
 		{name: "image missing", step: "image", want: "is not on this node", request: func(r *CreationConfig) { r.Image.Canonical = "bai-test/none:1" }},
 		{name: "image inspect fails", step: "image", want: "engine down", prepare: func(c *core) {
