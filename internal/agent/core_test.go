@@ -568,3 +568,55 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A restart whose new container does not start leaves a dead kernel
+// cleaned, not a half-restarted one.
+func TestRestartFailure_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := c.agent.Kernel(info.ID)
+	c.be.Inject(fake.CallStart, &fake.Fault{Err: errors.New("exec format error"), Times: 1})
+	_, err = c.agent.RestartKernel(context.Background(), k.SessionID, info.ID, nil)
+	var se *StepError
+	if !errors.As(err, &se) || se.Op != "restart" || se.Step != "start" {
+		t.Fatalf("error %v, want the restart's start step", err)
+	}
+	if c.stepFailures("restart", "start") != 1 {
+		t.Fatal("restart step failure not reported")
+	}
+	if _, ok := c.events.find("kernel_terminated", info.ID); !ok {
+		t.Fatal("no kernel_terminated after a failed restart")
+	}
+	c.assertNothingTaken("after a failed restart")
+}
+
+// A container that cannot be removed keeps its kernel registered (and
+// everything it holds) so that a later pass retries; the retry frees all.
+func TestCleanRetriesRemoval_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := c.agent.Kernel(info.ID)
+	c.be.Inject(fake.CallRemove, &fake.Fault{Err: errors.New("device or resource busy"), Times: 1})
+	err = c.agent.DestroyKernel(context.Background(), info.ID, k.SessionID, "", false)
+	var se *StepError
+	if !errors.As(err, &se) || se.Op != "clean" || se.Step != "remove-container" {
+		t.Fatalf("error %v, want the clean's remove-container step", err)
+	}
+	if _, ok := c.agent.Kernel(info.ID); !ok || c.agent.Ports().InUse() == 0 {
+		t.Fatal("kernel released while its container may still exist")
+	}
+	if err := c.agent.SyncOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the retry cleans the kernel", func() bool {
+		_, ok := c.agent.Kernel(info.ID)
+		return !ok
+	})
+	c.assertNothingTaken("after the retry")
+}

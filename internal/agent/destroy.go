@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -69,50 +70,106 @@ func (a *Agent) DestroyKernel(ctx context.Context, kernelID, sessionID, reason s
 	return a.clean(context.WithoutCancel(ctx), k, suppressEvents)
 }
 
-// clean is the CLEAN phase: read the exit status, remove the container,
-// scratch, ports and allocation, drop the registry entry, publish
-// kernel_terminated. The caller holds the kernel's lock. It is idempotent.
+// cleanJob is what the CLEAN phase carries from step to step.
+type cleanJob struct {
+	a              *Agent
+	k              *Kernel
+	log            *slog.Logger
+	suppressEvents bool
+}
+
+// cleanSteps is the CLEAN phase. Only removing the container can fail the
+// phase: the registry entry then stays and the sync loop retries, and
+// nothing is released while the container may still hold it. Other
+// failures are logged.
+var cleanSteps = []step[*cleanJob]{
+	{name: "exit-status", do: (*cleanJob).exitStatus},
+	{name: "logs", do: (*cleanJob).keepLogs},
+	{name: "remove-container", do: (*cleanJob).removeContainer},
+	{name: "scratch", do: (*cleanJob).removeScratch},
+	{name: "release", do: (*cleanJob).release},
+	{name: "publish", do: (*cleanJob).publish},
+}
+
+// clean is the CLEAN phase: read the exit status, keep the logs, remove
+// the container, scratch, ports and allocation, drop the registry entry,
+// publish kernel_terminated. The caller holds the kernel's lock. It is
+// idempotent.
 func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error {
 	if k.cleaned.Load() {
 		return nil
 	}
-	log := a.log.With("kernel_id", k.ID, "session_id", k.SessionID)
 	ctx, cancel := context.WithTimeout(ctx, cleanTimeout)
 	defer cancel()
-	if k.ContainerID() != "" {
-		if ins, err := a.be.Inspect(ctx, k.ContainerID()); err == nil {
-			if !ins.Running {
-				t := kernel.ClassifyExit(ins.ExitCode, ins.OOMKilled)
-				t.Reason = ReasonSelfTerminated
-				k.SetTermination(t)
-			}
-		} else if !errors.Is(err, backend.ErrNotFound) {
-			log.Warn("inspect before clean", "error", err)
-		}
-		if a.logs != nil {
-			// Logs first: they are gone with the container.
-			lctx, lcancel := context.WithTimeout(ctx, 60*time.Second)
-			if b, err := a.be.Logs(lctx, k.ContainerID(), kernelTTY, 0); err == nil {
-				if err := a.logs.CollectLogs(lctx, k.ID, k.ContainerID(), b); err != nil {
-					log.Warn("container logs not kept", "error", err)
-				}
-			}
-			lcancel()
-		}
-		if !a.cfg.Debug.SkipContainerDeletion {
-			if err := a.be.Remove(ctx, k.ContainerID()); err != nil {
-				// Keep the entry so the sync loop retries; nothing is
-				// released while the container may still hold it.
-				return kernelErr(k.ID, fmt.Errorf("remove container: %w", err))
-			}
-		}
+	j := &cleanJob{a: a, k: k, log: a.log.With("kernel_id", k.ID, "session_id", k.SessionID), suppressEvents: suppressEvents}
+	if err := runSteps(ctx, "clean", cleanSteps, j, a.onStepFail); err != nil {
+		return kernelErr(k.ID, err)
 	}
-	if err := a.scratch.Remove(ctx, k.ID); err != nil {
-		log.Error("remove scratch", "error", err)
+	return nil
+}
+
+func (j *cleanJob) exitStatus(ctx context.Context) error {
+	cid := j.k.ContainerID()
+	if cid == "" {
+		return nil
 	}
-	a.ports.Release(k.HostPorts...)
-	a.alloc.Free(k.Allocation)
-	k.cleaned.Store(true)
+	ins, err := j.a.be.Inspect(ctx, cid)
+	switch {
+	case err == nil && !ins.Running:
+		t := kernel.ClassifyExit(ins.ExitCode, ins.OOMKilled)
+		t.Reason = ReasonSelfTerminated
+		j.k.SetTermination(t)
+	case err != nil && !errors.Is(err, backend.ErrNotFound):
+		j.log.Warn("inspect before clean", "error", err)
+	}
+	return nil
+}
+
+// keepLogs hands the container's logs to the control plane first: they
+// are gone with the container.
+func (j *cleanJob) keepLogs(ctx context.Context) error {
+	cid := j.k.ContainerID()
+	if cid == "" || j.a.logs == nil {
+		return nil
+	}
+	b, err := j.a.be.Logs(ctx, cid, kernelTTY, 0)
+	if err != nil {
+		j.log.Warn("container logs not read", "error", err)
+		return nil
+	}
+	if err := j.a.logs.CollectLogs(ctx, j.k.ID, cid, b); err != nil {
+		j.log.Warn("container logs not kept", "error", err)
+	}
+	return nil
+}
+
+func (j *cleanJob) removeContainer(ctx context.Context) error {
+	cid := j.k.ContainerID()
+	if cid == "" || j.a.cfg.Debug.SkipContainerDeletion {
+		return nil
+	}
+	if err := j.a.be.Remove(ctx, cid); err != nil {
+		return fmt.Errorf("remove container: %w", err)
+	}
+	return nil
+}
+
+func (j *cleanJob) removeScratch(ctx context.Context) error {
+	if err := j.a.scratch.Remove(ctx, j.k.ID); err != nil {
+		j.log.Error("remove scratch", "error", err)
+	}
+	return nil
+}
+
+func (j *cleanJob) release(context.Context) error {
+	j.a.ports.Release(j.k.HostPorts...)
+	j.a.alloc.Free(j.k.Allocation)
+	j.k.cleaned.Store(true)
+	return nil
+}
+
+func (j *cleanJob) publish(ctx context.Context) error {
+	a, k := j.a, j.k
 	t := k.SetTermination(kernel.Termination{Reason: ReasonSelfTerminated, ExitCode: -1})
 	if k.State() != kernel.Terminating {
 		_ = k.Transition(kernel.Terminating, t.Reason)
@@ -120,11 +177,11 @@ func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error
 	_ = k.Transition(kernel.Terminated, t.Reason)
 	a.unregister(k.ID, k)
 	a.remember(k.ID, t)
-	log.Info("kernel terminated", "reason", t.Reason, "exit_code", t.ExitCode, "oom_killed", t.OOMKilled, "shm_exhausted", t.ShmExhausted)
+	j.log.Info("kernel terminated", "reason", t.Reason, "exit_code", t.ExitCode, "oom_killed", t.OOMKilled, "shm_exhausted", t.ShmExhausted)
 	if a.onChange != nil {
 		a.onChange(k.ID, false)
 	}
-	if !suppressEvents {
+	if !j.suppressEvents {
 		a.events.Publish(ctx, event.KernelTerminated{KernelID: k.ID, SessionID: k.SessionID, Reason: t.Reason, ExitCode: t.ExitCode})
 	}
 	return nil
@@ -183,7 +240,8 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 	}
 	k.restarting.Store(true)
 	defer func() { k.restarting.Store(false) }()
-	fail := func(err error) (*RestartInfo, error) {
+	j := &restartJob{a: a, k: k, kc: &kc, updated: updated}
+	if err := runSteps(ctx, "restart", restartSteps, j, a.onStepFail); err != nil {
 		// The old container is gone; without a new one the kernel is dead.
 		k.SetTermination(kernel.Termination{Reason: "restart-timeout", ExitCode: -1})
 		_ = k.Transition(kernel.Terminating, "restart failed")
@@ -193,45 +251,88 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 		}
 		return nil, kernelErr(kernelID, err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := a.be.Stop(sctx, k.ContainerID(), a.stopTime); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		return fail(fmt.Errorf("stop for restart: %w", err))
+	return j.result, nil
+}
+
+// restartJob is what a restart carries from step to step.
+type restartJob struct {
+	a       *Agent
+	k       *Kernel
+	kc      *kconfig
+	updated map[string]string
+	spec    *backend.ContainerSpec
+	result  *RestartInfo
+}
+
+// restartSteps recreate a kernel's container; a failure cleans the kernel
+// (its old container is gone).
+var restartSteps = []step[*restartJob]{
+	{name: "stop", do: (*restartJob).stop},
+	{name: "remove", do: (*restartJob).remove},
+	{name: "environ", do: (*restartJob).environ},
+	{name: "container", do: (*restartJob).createContainer},
+	{name: "start", do: (*restartJob).start},
+	{name: "publish", do: (*restartJob).publish},
+}
+
+func (j *restartJob) stop(ctx context.Context) error {
+	if err := j.a.be.Stop(ctx, j.k.ContainerID(), j.a.stopTime); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("stop for restart: %w", err)
 	}
-	if err := a.be.Remove(sctx, k.ContainerID()); err != nil {
-		return fail(fmt.Errorf("remove for restart: %w", err))
+	return nil
+}
+
+func (j *restartJob) remove(ctx context.Context) error {
+	if err := j.a.be.Remove(ctx, j.k.ContainerID()); err != nil {
+		return fmt.Errorf("remove for restart: %w", err)
 	}
-	for key, v := range updated {
+	return nil
+}
+
+func (j *restartJob) environ(context.Context) error {
+	k := j.k
+	for key, v := range j.updated {
 		k.Environ[key] = v
 		k.Config.Environ[key] = v
 	}
-	if err := writeFileAtomic(k.Scratch.Config+"/environ.txt", environText(k.Environ), 0o644); err != nil {
-		return fail(err)
-	}
-	cspec := a.containerSpec(k, &kc.Cluster, k.Spec.Mounts)
-	cid, err := a.be.Create(ctx, cspec)
+	return writeFileAtomic(k.Scratch.Config+"/environ.txt", environText(k.Environ), 0o644)
+}
+
+func (j *restartJob) createContainer(ctx context.Context) error {
+	a, k := j.a, j.k
+	j.spec = a.containerSpec(k, &j.kc.Cluster, k.Spec.Mounts)
+	cid, err := a.be.Create(ctx, j.spec)
 	if err != nil {
-		return fail(fmt.Errorf("%w: %v", ErrCreationFailed, err))
+		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
 	k.setContainerID(cid)
 	k.Spec.ContainerID = cid
-	if err := writeFileAtomic(k.Scratch.Config+"/resource.txt", k.Spec.Marshal(a.slotTypes), 0o644); err != nil {
-		return fail(err)
+	return writeFileAtomic(k.Scratch.Config+"/resource.txt", k.Spec.Marshal(a.slotTypes), 0o644)
+}
+
+func (j *restartJob) start(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, seconds(j.a.cfg.KernelLifecycles.InitTimeoutSec))
+	defer cancel()
+	if err := j.a.be.Start(sctx, j.k.ContainerID()); err != nil {
+		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
-	if err := a.be.Start(ctx, cid); err != nil {
-		return fail(fmt.Errorf("%w: %v", ErrCreationFailed, err))
+	if ins, err := j.a.be.Inspect(sctx, j.k.ContainerID()); err == nil {
+		j.k.setPid(ins.Pid)
 	}
-	if ins, err := a.be.Inspect(ctx, cid); err == nil {
-		k.setPid(ins.Pid)
-	}
+	return nil
+}
+
+func (j *restartJob) publish(ctx context.Context) error {
+	a, k := j.a, j.k
 	k.ClearTermination()
 	if err := k.Transition(kernel.Running, "restarted"); err != nil {
-		return nil, err
+		return err
 	}
 	a.events.Publish(ctx, event.KernelStarted{
 		KernelLifecycle: event.KernelLifecycle{KernelID: k.ID, SessionID: k.SessionID, Reason: ReasonRestarting}, CreationInfo: a.creationInfo(k),
 	})
-	return &RestartInfo{ContainerID: cid, ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut, ServicePorts: publicServices(k.Services)}, nil
+	j.result = &RestartInfo{ContainerID: k.ContainerID(), ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut, ServicePorts: publicServices(k.Services)}
+	return nil
 }
 
 // SyncKernelRegistry reconciles with the manager's list of (kernel,
