@@ -7,13 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
-	"github.com/bai-agent/bai-agent/internal/resource"
-	"github.com/bai-agent/bai-agent/internal/wire"
-	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,12 +19,10 @@ type InfoOptions struct {
 	IP        string // the advertised host ("" : rpc-listen-addr's)
 	Addr      string // tcp://host:port the manager connects to
 	PublicKey string // Z85 CURVE public key, "" without CURVE
-	Legacy    bool   // <= 26.8.1 shapes (pickled ResourceSlot, SlotName keys, enum values)
 }
 
 // AgentInfo builds the heartbeat's agent_info. It does no I/O.
-func (a *Agent) AgentInfo(o InfoOptions) map[string]any {
-	avail := a.alloc.Available()
+func (a *Agent) AgentInfo(o InfoOptions) event.AgentInfo {
 	publicHost := a.cfg.Agent.PublicHost
 	if publicHost == "" {
 		publicHost = a.cfg.Container.AdvertisedHost
@@ -35,76 +30,24 @@ func (a *Agent) AgentInfo(o InfoOptions) map[string]any {
 	if publicHost == "" {
 		publicHost = a.cfg.Container.BindHost
 	}
-	var scalingGroup any
-	if g := a.cfg.Agent.InitialResourceGroupName; g != "" {
-		scalingGroup = g
-	}
-	plugins := map[string]any{}
+	plugins := map[string]event.PluginInfo{}
 	for _, p := range a.plugins {
-		info := map[string]any{"version": p.Version()}
+		pi := event.PluginInfo{Version: p.Version()}
 		if p.Key() == "cpu" {
-			info["agent_version"] = Version
-			info["machine"] = Architecture()
-			info["os_type"] = runtime.GOOS
+			pi.Extra = map[string]string{"agent_version": Version, "machine": Architecture(), "os_type": runtime.GOOS}
 		}
-		plugins[string(p.Key())] = info
+		plugins[string(p.Key())] = pi
 	}
-	host := o.IP
-	if host == "" {
-		host = a.cfg.Agent.RPCListenAddr.Host
+	ip := o.IP
+	if ip == "" {
+		ip = a.cfg.Agent.RPCListenAddr.Host
 	}
-	info := map[string]any{
-		"ip":                            host,
-		"region":                        a.cfg.Agent.Region,
-		"scaling_group":                 scalingGroup,
-		"addr":                          o.Addr,
-		"public_host":                   publicHost,
-		"version":                       Version,
-		"compute_plugins":               plugins,
-		"architecture":                  Architecture(),
-		"auto_terminate_abusing_kernel": a.cfg.Agent.ForceTerminateAbusingContainers,
+	return event.AgentInfo{
+		IP: ip, Region: a.cfg.Agent.Region, ScalingGroup: a.cfg.Agent.InitialResourceGroupName, Addr: o.Addr,
+		PublicKey: o.PublicKey, PublicHost: publicHost, Version: Version, Architecture: Architecture(),
+		Plugins: plugins, Available: a.alloc.Available(), SlotTypes: a.slotTypes,
+		AutoTerminateAbusing: a.cfg.Agent.ForceTerminateAbusingContainers,
 	}
-	if o.PublicKey != "" {
-		info["public_key"] = o.PublicKey
-	} else {
-		info["public_key"] = nil
-	}
-	if o.Legacy {
-		rs := wire.ResourceSlot{}
-		for s, v := range avail {
-			rs[string(s)] = v
-		}
-		info["available_resource_slots"] = rs
-		units := msgpack.Map{}
-		for _, s := range sortedSlotNames(a.slotTypes) {
-			units = append(units, msgpack.KV{Key: wire.SlotName(s), Val: wire.Enum{Class: "ai.backend.common.types.SlotTypes", Value: string(a.slotTypes[s])}})
-		}
-		info["slot_key_and_units"] = units
-		if o.PublicKey != "" {
-			info["public_key"] = []byte(o.PublicKey)
-		}
-	} else {
-		var slots []any
-		for _, s := range avail.Names() {
-			slots = append(slots, map[string]any{"resource_type": string(s), "quantity": resource.FormatAmount(avail[s])})
-		}
-		info["available_resource_slots"] = slots
-		units := map[string]any{}
-		for s, t := range a.slotTypes {
-			units[string(s)] = string(t)
-		}
-		info["slot_key_and_units"] = units
-	}
-	return info
-}
-
-func sortedSlotNames(m map[resource.SlotName]resource.SlotType) []resource.SlotName {
-	out := make([]resource.SlotName, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
 }
 
 // Images lists the kernel images on the node for installed_image:{id}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/resource"
@@ -22,60 +23,26 @@ func (a *Agent) kernelHost() string {
 	return "127.0.0.1"
 }
 
-func (a *Agent) attachedDevices(alloc resource.Allocation) map[string]any {
-	out := map[string]any{}
+func (a *Agent) attachedDevices(alloc resource.Allocation) map[string][]device.AttachedDevice {
+	out := map[string][]device.AttachedDevice{}
 	for _, p := range a.plugins {
-		var devs []any
-		for _, d := range p.AttachedDevices(alloc) {
-			devs = append(devs, map[string]any{"device_id": d.DeviceID, "model_name": d.ModelName, "data": d.Data})
-		}
-		if devs == nil {
-			devs = []any{}
-		}
-		out[string(p.Key())] = devs
+		out[string(p.Key())] = p.AttachedDevices(alloc)
 	}
 	return out
 }
 
-// resourceSpecWire is KernelResourceSpec.to_json_serializable_dict().
-func (a *Agent) resourceSpecWire(k *Kernel) map[string]any {
-	slots := map[string]any{}
-	for s, v := range k.Spec.Slots {
-		slots[string(s)] = resource.FormatAmount(v)
-	}
-	allocs := map[string]any{}
-	for s, per := range k.Allocation {
-		devName := string(s.DeviceName())
-		dm, _ := allocs[devName].(map[string]any)
-		if dm == nil {
-			dm = map[string]any{}
-			allocs[devName] = dm
-		}
-		pd := map[string]any{}
-		for id, v := range per {
-			pd[string(id)] = resource.FormatAmount(v)
-		}
-		dm[string(s)] = pd
-	}
-	ms := make([]any, len(k.Spec.Mounts))
-	for i, m := range k.Spec.Mounts {
-		ms[i] = m.String()
-	}
-	return map[string]any{"container_id": k.ContainerID(), "slots": slots, "allocations": allocs, "scratch_disk_size": k.Spec.ScratchSize, "mounts": ms}
-}
-
 func (a *Agent) kernelInfo(k *Kernel) *KernelInfo {
 	return &KernelInfo{
-		ID:              k.ID,
-		KernelHost:      a.kernelHost(),
-		ReplInPort:      k.ReplIn,
-		ReplOutPort:     k.ReplOut,
-		ServicePorts:    publicServices(k.Services),
-		ContainerID:     k.ContainerID(),
-		ResourceSpec:    a.resourceSpecWire(k),
-		AttachedDevices: a.attachedDevices(k.Allocation),
-		AgentAddr:       k.Config.AgentAddr,
-		ScalingGroup:    k.Config.ScalingGroup,
+		ID:           k.ID,
+		KernelHost:   a.kernelHost(),
+		ReplInPort:   k.ReplIn,
+		ReplOutPort:  k.ReplOut,
+		ServicePorts: publicServices(k.Services),
+		ContainerID:  k.ContainerID(),
+		Spec:         k.Spec,
+		Attached:     a.attachedDevices(k.Allocation),
+		AgentAddr:    k.Config.AgentAddr,
+		ScalingGroup: k.Config.ScalingGroup,
 	}
 }
 

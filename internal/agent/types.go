@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/image"
+	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/wire"
 )
 
@@ -99,52 +101,23 @@ type CreateRequest struct {
 	ImageRefs map[string]wire.ImageRef
 }
 
-// KernelInfo is one element of create_kernels' result list.
+// KernelInfo is one kernel of create_kernels' result (the rpc package
+// renders it as the manager's dict).
 type KernelInfo struct {
-	ID              string
-	KernelHost      string
-	ReplInPort      int
-	ReplOutPort     int
-	ServicePorts    []image.ServicePort
-	ContainerID     string
-	ResourceSpec    map[string]any
-	AttachedDevices map[string]any
-	AgentAddr       string
-	ScalingGroup    string
-}
-
-// Wire renders the result dict exactly as the Python agent returns it.
-func (k *KernelInfo) Wire() map[string]any {
-	sp := make([]any, 0, len(k.ServicePorts))
-	for _, p := range k.ServicePorts {
-		sp = append(sp, servicePortWire(p))
-	}
-	return map[string]any{
-		"id":               k.ID,
-		"kernel_host":      k.KernelHost,
-		"repl_in_port":     k.ReplInPort,
-		"repl_out_port":    k.ReplOutPort,
-		"stdin_port":       0,
-		"stdout_port":      0,
-		"service_ports":    sp,
-		"container_id":     k.ContainerID,
-		"resource_spec":    k.ResourceSpec,
-		"attached_devices": k.AttachedDevices,
-		"agent_addr":       k.AgentAddr,
-		"scaling_group":    k.ScalingGroup,
-	}
-}
-
-func servicePortWire(p image.ServicePort) map[string]any {
-	cp := make([]any, len(p.ContainerPorts))
-	for i, v := range p.ContainerPorts {
-		cp[i] = v
-	}
-	hp := make([]any, len(p.HostPorts))
-	for i, v := range p.HostPorts {
-		hp[i] = v
-	}
-	return map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": cp, "host_ports": hp, "is_inference": p.IsInference}
+	ID           string
+	KernelHost   string
+	ReplInPort   int
+	ReplOutPort  int
+	ServicePorts []image.ServicePort
+	ContainerID  string
+	// Spec is the kernel's resource spec (slots, allocations, scratch
+	// size, mounts).
+	Spec *resource.Spec
+	// Attached lists each plugin's devices in the allocation, by plugin
+	// key.
+	Attached     map[string][]device.AttachedDevice
+	AgentAddr    string
+	ScalingGroup string
 }
 
 // RestartInfo is restart_kernel's result.
@@ -153,13 +126,4 @@ type RestartInfo struct {
 	ReplInPort   int
 	ReplOutPort  int
 	ServicePorts []image.ServicePort
-}
-
-// Wire renders the result dict.
-func (r *RestartInfo) Wire() map[string]any {
-	sp := make([]any, 0, len(r.ServicePorts))
-	for _, p := range r.ServicePorts {
-		sp = append(sp, servicePortWire(p))
-	}
-	return map[string]any{"container_id": r.ContainerID, "repl_in_port": r.ReplInPort, "repl_out_port": r.ReplOutPort, "stdin_port": 0, "stdout_port": 0, "service_ports": sp}
 }

@@ -163,7 +163,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		log.Info("redis", "target", global.Redis.Describe())
 		prod, err = events.NewProducer(events.Options{
 			AgentID: cfg.Agent.ID, Redis: redisOpt, OutboxDir: filepath.Join(cfg.Agent.VarBasePath, "outbox", cfg.Agent.ID),
-			OutboxMax: int64(cfg.Agent.OutboxMaxSize), Legacy: cfg.Agent.ManagerCompat == "26.8.1", Log: log.With("component", "events"),
+			OutboxMax: int64(cfg.Agent.OutboxMaxSize), Legacy: cfg.Agent.LegacyWire(), Log: log.With("component", "events"),
 		})
 		if err != nil {
 			return err
@@ -254,12 +254,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if curve != nil {
 			pub = curve.AgentPublic
 		}
-		legacy := cfg.Agent.ManagerCompat == "26.8.1"
+		legacy := cfg.Agent.LegacyWire()
 		interval := time.Duration(float64(cfg.Debug.HeartbeatInterval) * float64(time.Second))
 		hb := events.StartHeartbeat(events.HeartbeatOptions{
 			AgentID: a.ID(), Redis: redisOpt, Interval: interval, Legacy: legacy, Log: log.With("component", "heartbeat"),
-			Info: func() map[string]any {
-				return a.AgentInfo(agent.InfoOptions{IP: advertised.Host, Addr: "tcp://" + advertised.String(), PublicKey: pub, Legacy: legacy})
+			Info: func() event.AgentInfo {
+				return a.AgentInfo(agent.InfoOptions{IP: advertised.Host, Addr: "tcp://" + advertised.String(), PublicKey: pub})
 			},
 			OnSent: func() {
 				am.Heartbeat.Inc(a.ID())

@@ -147,6 +147,12 @@ func (c *Config) validateLifecycleSections(errorf func(key, format string, args 
 	return nil
 }
 
+// LegacyWire reports whether the manager is 26.8.1 or older
+// (manager-compat = "26.8.1"): positional msgpack event args, pickled
+// Decimals and ResourceSlots. It is the one place that decides; the event
+// producer, the heartbeat and the RPC results follow it.
+func (a *AgentConfig) LegacyWire() bool { return a.ManagerCompat == "26.8.1" }
+
 // EtcdConfig is [etcd].
 type EtcdConfig struct {
 	Namespace string       `toml:"namespace"`

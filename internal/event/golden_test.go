@@ -8,8 +8,10 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
+	"github.com/shopspring/decimal"
 )
 
 const (
@@ -40,11 +42,17 @@ func goldenCases() map[string]Event {
 	vmErr := vm
 	vmErr.ErrMsg = StrPtr("umount: busy")
 	return map[string]Event{
-		"agent_started":              AgentStarted{Reason: "self-started"},
-		"agent_terminated":           AgentTerminated{Reason: "shutdown"},
-		"agent_error":                NewAgentError("ValueError: bad argument", `File "x", line 1`),
-		"agent_error_minimal":        NewAgentError("RuntimeError: boom", ""),
-		"do_agent_resource_check":    DoAgentResourceCheck{AgentID: agent},
+		"agent_started":           AgentStarted{Reason: "self-started"},
+		"agent_terminated":        AgentTerminated{Reason: "shutdown"},
+		"agent_error":             NewAgentError("ValueError: bad argument", `File "x", line 1`),
+		"agent_error_minimal":     NewAgentError("RuntimeError: boom", ""),
+		"do_agent_resource_check": DoAgentResourceCheck{AgentID: agent},
+		"agent_heartbeat": AgentHeartbeat{Info: AgentInfo{
+			IP: "10.0.0.5", Region: "local", Addr: "tcp://10.0.0.5:6011", PublicHost: "10.0.0.5", Version: "26.8.0", Architecture: "x86_64",
+			Available: resource.Slots{"cpu": decimal.NewFromInt(4), "mem": decimal.NewFromInt(8589934592)},
+			SlotTypes: map[resource.SlotName]resource.SlotType{"cpu": "count", "mem": "bytes"},
+			Plugins:   map[string]PluginInfo{"cpu": {Version: "1.0", Extra: map[string]string{"agent_version": "26.8.0", "machine": "x86_64", "os_type": "linux"}}, "mem": {Version: "1.0"}},
+		}},
 		"kernel_preparing":           KernelPreparing{lc},
 		"kernel_pulling":             KernelPulling{KernelLifecycle{KernelID: kid, SessionID: sid, Reason: "cr.backend.ai/stable/python:3.11-ubuntu22.04"}},
 		"kernel_creating":            KernelCreating{lc},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/redisconn"
 
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
@@ -21,7 +22,7 @@ type HeartbeatOptions struct {
 	Redis    *redisconn.Conn
 	Interval time.Duration
 	// Info builds agent_info; it must not block on I/O.
-	Info   func() map[string]any
+	Info   func() event.AgentInfo
 	Legacy bool
 	Log    *slog.Logger
 	// OnSent, if set, is called after each delivered beat.
@@ -89,16 +90,16 @@ func (h *Heartbeat) beat(ctx context.Context) (err error) {
 			err = fmt.Errorf("heartbeat panicked: %v", r)
 		}
 	}()
-	info := h.o.Info()
-	vals := map[string]any{"name": "agent_heartbeat", "source": h.o.AgentID}
+	ev := event.AgentHeartbeat{Info: h.o.Info()}
+	vals := map[string]any{"name": ev.EventName(), "source": h.o.AgentID}
 	if h.o.Legacy {
-		b, err := msgpack.Marshal([]any{info})
+		b, err := msgpack.Marshal(ev.LegacyArgs())
 		if err != nil {
 			return err
 		}
 		vals["args"] = b
 	} else {
-		b, err := json.Marshal(map[string]any{"agent_info": info})
+		b, err := json.Marshal(ev)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
+	"github.com/shopspring/decimal"
+
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
@@ -25,17 +29,17 @@ func readGolden(t *testing.T, name string) []byte {
 // The manager-shaped create_kernels request, as Python's msgpack and
 // pickle wrote it, binds to the typed request with every field intact.
 func TestBindGoldenCreateKernels(t *testing.T) {
-	h, _, err := DecodeHeader(readGolden(t, "create_kernels.header.bin"))
+	h, _, err := callosum.DecodeHeader(readGolden(t, "create_kernels.header.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Type != TypeFunction || h.MethodName() != "create_kernels" {
+	if h.Type != callosum.TypeFunction || h.MethodName() != "create_kernels" {
 		t.Fatalf("header %+v", h)
 	}
 	if _, isBin := h.Okey.([]byte); !isBin {
 		t.Fatalf("okey decoded as %T, want bin", h.Okey)
 	}
-	body, err := DecodeBody(readGolden(t, "create_kernels.body.bin"), h.Zip)
+	body, err := callosum.DecodeBody(readGolden(t, "create_kernels.body.bin"), h.Zip)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,8 +84,8 @@ func TestBindGoldenCreateKernels(t *testing.T) {
 
 func TestBindRejectsWrongTypes(t *testing.T) {
 	base := func() *Call {
-		h, _, _ := DecodeHeader(readGolden(t, "create_kernels.header.bin"))
-		body, _ := DecodeBody(readGolden(t, "create_kernels.body.bin"), h.Zip)
+		h, _, _ := callosum.DecodeHeader(readGolden(t, "create_kernels.header.bin"))
+		body, _ := callosum.DecodeBody(readGolden(t, "create_kernels.body.bin"), h.Zip)
 		v, _ := wire.Decode(body.Payload)
 		m := v.(msgpack.Map)
 		args, _ := m.Get("args")
@@ -112,11 +116,11 @@ func TestServerRepliesToBadInput(t *testing.T) {
 	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-x")
 	s.Register("ping", func(_ context.Context, c *Call) (any, error) { return c.Args[0], nil })
 	hdr := func(meth any, okey any) []byte {
-		b, _ := EncodeHeader(Header{Type: TypeFunction, Meth: meth, Okey: okey, Seq: int64(1)})
+		b, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: meth, Okey: okey, Seq: int64(1)})
 		return b
 	}
 	payload, _ := msgpack.Marshal(map[string]any{"args": []any{"hi"}, "kwargs": map[string]any{}})
-	good := EncodeBody([]byte{}, payload)
+	good := callosum.EncodeBody([]byte{}, payload)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name      string
@@ -124,9 +128,9 @@ func TestServerRepliesToBadInput(t *testing.T) {
 		wantType  int64
 		wantName  string
 	}{
-		{"ping bin okey", hdr("ping", []byte{}), good, TypeResult, ""},
-		{"unknown method", hdr("nosuch", []byte{}), good, TypeError, "KeyError"},
-		{"body not msgpack", hdr("ping", ""), []byte{0xc1}, TypeError, "ValueError"},
+		{"ping bin okey", hdr("ping", []byte{}), good, callosum.TypeResult, ""},
+		{"unknown method", hdr("nosuch", []byte{}), good, callosum.TypeError, "KeyError"},
+		{"body not msgpack", hdr("ping", ""), []byte{0xc1}, callosum.TypeError, "ValueError"},
 		{"undecodable header", []byte{0xc1}, good, -1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,21 +141,21 @@ func TestServerRepliesToBadInput(t *testing.T) {
 				}
 				return
 			}
-			rh, _, err := DecodeHeader(out[1])
+			rh, _, err := callosum.DecodeHeader(out[1])
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rh.Type != tc.wantType {
 				t.Fatalf("type %d, want %d", rh.Type, tc.wantType)
 			}
-			ih, _, _ := DecodeHeader(tc.hdr)
+			ih, _, _ := callosum.DecodeHeader(tc.hdr)
 			if _, ok := ih.Okey.(string); ok {
 				if _, ok := rh.Okey.(string); !ok {
 					t.Fatal("str okey echoed with another type")
 				}
 			}
 			if tc.wantName != "" {
-				b, _ := DecodeBody(out[2], false)
+				b, _ := callosum.DecodeBody(out[2], false)
 				meta, _ := msgpack.Unmarshal(b.Meta, nil)
 				if meta.([]any)[0] != tc.wantName {
 					t.Fatalf("meta %v", meta)
@@ -162,35 +166,61 @@ func TestServerRepliesToBadInput(t *testing.T) {
 	_ = agent.Version
 }
 
-func TestLegacyResourceSpec(t *testing.T) {
-	res := map[string]any{"resource_spec": map[string]any{
-		"slots":       map[string]any{"cpu": "1", "mem": "268435456"},
-		"allocations": map[string]any{"cpu": map[string]any{"cpu": map[string]any{"0": "1"}}},
-	}}
-	legacyResourceSpec(res)
-	b, err := msgpack.Marshal(res)
-	if err != nil {
-		t.Fatal(err)
+// The resource spec in both wire forms: decimal strings for current
+// managers, a pickled ResourceSlot and Decimals for 26.8.1 and older.
+func TestResourceSpecWire(t *testing.T) {
+	spec := &resource.Spec{
+		Slots:       resource.Slots{"cpu": decimal.NewFromInt(1), "mem": decimal.NewFromInt(268435456)},
+		Allocation:  resource.Allocation{"cpu": {"0": decimal.NewFromInt(1)}, "mem": {"root": decimal.NewFromInt(268435456)}},
+		ScratchSize: 1 << 30,
 	}
-	v, err := wire.Decode(b)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name   string
+		legacy bool
+		check  func(slots, cpu0 any) bool
+	}{
+		{"current", false, func(slots, cpu0 any) bool {
+			s, ok := slots.(msgpack.Map)
+			mem, _ := s.Get("mem")
+			return ok && mem == "268435456" && cpu0 == "1"
+		}},
+		{"legacy", true, func(slots, cpu0 any) bool {
+			s, ok := slots.(wire.ResourceSlot)
+			d, isDec := cpu0.(decimal.Decimal) // the pickled Decimal decodes back
+			return ok && s["mem"].IntPart() == 268435456 && isDec && d.IntPart() == 1
+		}},
 	}
-	rs, _ := v.(msgpack.Map).Get("resource_spec")
-	slots, _ := rs.(msgpack.Map).Get("slots")
-	if s, ok := slots.(wire.ResourceSlot); !ok || s["mem"].IntPart() != 268435456 {
-		t.Fatalf("slots not a ResourceSlot: %#v", slots)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := msgpack.Marshal(resourceSpecWire(spec, "cid", tt.legacy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := wire.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := v.(msgpack.Map)
+			slots, _ := rs.Get("slots")
+			allocs, _ := rs.Get("allocations")
+			cpuDev, _ := allocs.(msgpack.Map).Get("cpu")
+			cpuSlot, _ := cpuDev.(msgpack.Map).Get("cpu")
+			cpu0, _ := cpuSlot.(msgpack.Map).Get("0")
+			if !tt.check(slots, cpu0) {
+				t.Fatalf("slots %#v, cpu[0] %#v", slots, cpu0)
+			}
+		})
 	}
 }
 
 func TestOversizedBodyRefused(t *testing.T) {
 	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-x")
 	s.Register("upload_file", func(context.Context, *Call) (any, error) { return nil, nil })
-	h, _ := EncodeHeader(Header{Type: TypeFunction, Meth: "upload_file", Okey: []byte{}, Seq: int64(3)})
-	big := EncodeBody([]byte{}, make([]byte, MaxBodySize+1))
+	h, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: "upload_file", Okey: []byte{}, Seq: int64(3)})
+	big := callosum.EncodeBody([]byte{}, make([]byte, callosum.MaxBodySize+1))
 	out := s.HandleMessage(context.Background(), []byte("p"), h, big)
-	rh, _, err := DecodeHeader(out[1])
-	if err != nil || rh.Type != TypeError {
+	rh, _, err := callosum.DecodeHeader(out[1])
+	if err != nil || rh.Type != callosum.TypeError {
 		t.Fatalf("oversized body: %+v %v", rh, err)
 	}
 }

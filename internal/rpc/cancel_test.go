@@ -8,19 +8,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
+
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
 
 func call(t *testing.T, s *Server, meth string, seq int64, arg any) ([]byte, []byte) {
 	t.Helper()
-	h, _ := EncodeHeader(Header{Type: TypeFunction, Meth: meth, Okey: []byte{}, Seq: seq})
+	h, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: meth, Okey: []byte{}, Seq: seq})
 	p, _ := msgpack.Marshal(map[string]any{"args": []any{arg}, "kwargs": map[string]any{}})
-	return h, EncodeBody([]byte{}, p)
+	return h, callosum.EncodeBody([]byte{}, p)
 }
 
 func replyType(t *testing.T, out [][]byte) int64 {
 	t.Helper()
-	h, _, err := DecodeHeader(out[1])
+	h, _, err := callosum.DecodeHeader(out[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +61,8 @@ func TestCancelAndConcurrency(t *testing.T) {
 		<-started
 	}
 	// Cancel the long one (seq 2).
-	ch, _ := EncodeHeader(Header{Type: TypeCancel, Meth: "sleep", Okey: []byte{}, Seq: int64(2)})
-	if out := s.HandleMessage(ctx, []byte("peer"), ch, EncodeBody([]byte{0x90}, nil)); out != nil {
+	ch, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeCancel, Meth: "sleep", Okey: []byte{}, Seq: int64(2)})
+	if out := s.HandleMessage(ctx, []byte("peer"), ch, callosum.EncodeBody([]byte{0x90}, nil)); out != nil {
 		t.Fatal("CANCEL itself got a reply")
 	}
 	wg.Wait()
@@ -69,7 +71,7 @@ func TestCancelAndConcurrency(t *testing.T) {
 	for r := range results {
 		got[r[0].(int64)] = r[1].(int64)
 	}
-	if got[0] != TypeResult || got[1] != TypeResult || got[2] != TypeCancelled {
+	if got[0] != callosum.TypeResult || got[1] != callosum.TypeResult || got[2] != callosum.TypeCancelled {
 		t.Fatalf("reply types %v", got)
 	}
 	if el := time.Since(start); el > 2*time.Second {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
+
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/ports"
@@ -113,5 +115,5 @@ func failureMeta(err error) []byte {
 	msg := errMessage(err)
 	repr := name + "(" + PyRepr(msg) + ")"
 	tb := "Traceback (most recent call last):\n  (raised by bai-agent)\n" + name + ": " + msg + "\n"
-	return ErrorMeta(name, repr, tb)
+	return callosum.ErrorMeta(name, repr, tb)
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+
+	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
 )
 
 // FuzzHandleMessage feeds arbitrary header and body frames to the
@@ -15,8 +17,8 @@ func FuzzHandleMessage(f *testing.F) {
 	h, _ := os.ReadFile("../wire/testdata/create_kernels.header.bin")
 	b, _ := os.ReadFile("../wire/testdata/create_kernels.body.bin")
 	f.Add(h, b)
-	ph, _ := EncodeHeader(Header{Type: TypeFunction, Meth: "ping", Okey: []byte{}, Seq: int64(0)})
-	f.Add(ph, EncodeBody([]byte{}, []byte{0x82, 0xa4, 'a', 'r', 'g', 's', 0x91, 0xa1, 'x', 0xa6, 'k', 'w', 'a', 'r', 'g', 's', 0x80}))
+	ph, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: "ping", Okey: []byte{}, Seq: int64(0)})
+	f.Add(ph, callosum.EncodeBody([]byte{}, []byte{0x82, 0xa4, 'a', 'r', 'g', 's', 0x91, 0xa1, 'x', 0xa6, 'k', 'w', 'a', 'r', 'g', 's', 0x80}))
 	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-fuzz")
 	s.Register("ping", func(_ context.Context, c *Call) (any, error) {
 		v, err := c.Required(0, "msg")
@@ -37,10 +39,10 @@ func FuzzHandleMessage(f *testing.F) {
 		if len(out) != 3 {
 			t.Fatalf("reply has %d frames", len(out))
 		}
-		if _, _, err := DecodeHeader(out[1]); err != nil {
+		if _, _, err := callosum.DecodeHeader(out[1]); err != nil {
 			t.Fatalf("reply header does not decode: %v", err)
 		}
-		if _, err := DecodeBody(out[2], false); err != nil {
+		if _, err := callosum.DecodeBody(out[2], false); err != nil {
 			t.Fatalf("reply body does not decode: %v", err)
 		}
 	})

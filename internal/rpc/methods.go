@@ -3,14 +3,16 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/shopspring/decimal"
-
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/bgtask"
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
@@ -23,9 +25,68 @@ type HealthCheck struct {
 	Probe            func(ctx context.Context) error
 }
 
+// Kernels is the kernel lifecycle the manager drives.
+type Kernels interface {
+	CreateKernels(ctx context.Context, req *agent.CreateRequest) ([]*agent.KernelInfo, error)
+	DestroyKernel(ctx context.Context, kernelID, sessionID, reason string, suppressEvents bool) error
+	RestartKernel(ctx context.Context, sessionID, kernelID string, updated map[string]string) (*agent.RestartInfo, error)
+	SyncKernelRegistry(ctx context.Context, pairs [][2]string) error
+	ResetAgent(ctx context.Context) error
+	IsCreating(id string) bool
+	IsRunning(id string) bool
+	Kernels() []*agent.Kernel
+	Logs(ctx context.Context, kernelID string) (string, error)
+}
+
+// Images is image handling: pulls, commits, pushes, purges.
+type Images interface {
+	CheckAndPull(ctx context.Context, configs map[string]agent.ImageConfig) (map[string]string, error)
+	IsPulling(name string) bool
+	Commit(ctx context.Context, kernelID, subdir, canonical, filename string, extraLabels map[string]string) (map[string]any, error)
+	CommitStatus(kernelID, subdir string) (map[string]any, error)
+	PushImage(ctx context.Context, canonical string, isLocal bool, reg agent.RegistryInfo) (string, error)
+	PurgeImages(ctx context.Context, names []string, force, noPrune bool) ([]map[string]any, error)
+	ListImages(ctx context.Context) ([]backend.Image, error)
+	Task(id string) (bgtask.Task, bool)
+}
+
+// Files is the host-side access to a kernel's /home/work.
+type Files interface {
+	UploadFile(ctx context.Context, kernelID, filename string, data []byte) error
+	DownloadFile(ctx context.Context, kernelID, p string) ([]byte, error)
+	DownloadSingle(ctx context.Context, kernelID, p string) ([]byte, error)
+	ListFiles(ctx context.Context, kernelID, p string) (map[string]any, error)
+}
+
+// Node is the node's own resources: networks, ports, devices, config.
+type Node interface {
+	ID() string
+	Config() *config.Config
+	Log() *slog.Logger
+	Allocator() *resource.Allocator
+	SlotTypes() map[resource.SlotName]resource.SlotType
+	Plugins() []device.Plugin
+	CreateLocalNetwork(ctx context.Context, name string) error
+	DestroyLocalNetwork(ctx context.Context, name string) error
+	AssignPort() (int, error)
+	ReleasePort(p int)
+	ScanGPUAllocMap() map[string]string
+}
+
+// Core is everything the RPC methods call; *agent.Agent implements it,
+// and tests may give another.
+type Core interface {
+	Kernels
+	Images
+	Files
+	Node
+}
+
+var _ Core = (*agent.Agent)(nil)
+
 // AgentMethods registers the agent's RPC methods on s. checks are the
 // health probes (Docker alone when none are given).
-func AgentMethods(s *Server, a *agent.Agent, be backend.Backend, checks ...HealthCheck) {
+func AgentMethods(s *Server, a Core, be backend.Backend, checks ...HealthCheck) {
 	if len(checks) == 0 {
 		checks = []HealthCheck{{Group: "container", Component: "docker", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
 	}
@@ -80,7 +141,7 @@ func runnerMissing(name string) Handler {
 }
 
 type methods struct {
-	a      *agent.Agent
+	a      Core
 	be     backend.Backend
 	checks []HealthCheck
 }
@@ -108,11 +169,7 @@ func (m *methods) createKernels(ctx context.Context, c *Call) (any, error) {
 	}
 	out := make([]any, len(infos))
 	for i, in := range infos {
-		w := in.Wire()
-		if m.a.Config().Agent.ManagerCompat == "26.8.1" {
-			legacyResourceSpec(w)
-		}
-		out[i] = w
+		out[i] = kernelInfoWire(in, m.a.Config().Agent.LegacyWire())
 	}
 	return out, nil
 }
@@ -168,7 +225,7 @@ func (m *methods) restartKernel(ctx context.Context, c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ri.Wire(), nil
+	return restartInfoWire(ri), nil
 }
 
 func (m *methods) getLocalConfig(_ context.Context, c *Call) (any, error) {
@@ -590,37 +647,6 @@ func (m *methods) shutdownService(_ context.Context, c *Call) (any, error) {
 }
 
 func (m *methods) shutdownAgent(context.Context, *Call) (any, error) { return nil, nil }
-
-// legacyResourceSpec rewrites resource_spec for managers <= 26.8.1, which
-// unpickle it: slots as a ResourceSlot of Decimals, per-device amounts as
-// Decimals.
-func legacyResourceSpec(result map[string]any) {
-	rs, ok := result["resource_spec"].(map[string]any)
-	if !ok {
-		return
-	}
-	if slots, ok := rs["slots"].(map[string]any); ok {
-		out := wire.ResourceSlot{}
-		for k, v := range slots {
-			if d, err := decimal.NewFromString(fmt.Sprint(v)); err == nil {
-				out[k] = d
-			}
-		}
-		rs["slots"] = out
-	}
-	if allocs, ok := rs["allocations"].(map[string]any); ok {
-		for _, dev := range allocs {
-			for _, per := range dev.(map[string]any) {
-				pm := per.(map[string]any)
-				for id, v := range pm {
-					if d, err := decimal.NewFromString(fmt.Sprint(v)); err == nil {
-						pm[id] = wire.PyDecimal{Decimal: d}
-					}
-				}
-			}
-		}
-	}
-}
 
 func (m *methods) baiStatus(context.Context, *Call) (any, error) {
 	avail, used := m.a.Allocator().Available(), m.a.Allocator().Used()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
+
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
@@ -58,8 +60,8 @@ func (s *Server) IsInline(hdrFrame []byte) bool {
 	if len(s.inline) == 0 {
 		return false
 	}
-	h, ok, _ := DecodeHeader(hdrFrame)
-	return ok && h.Type == TypeFunction && s.inline[h.MethodName()]
+	h, ok, _ := callosum.DecodeHeader(hdrFrame)
+	return ok && h.Type == callosum.TypeFunction && s.inline[h.MethodName()]
 }
 
 // SetErrorHook installs a hook told about every failed call, after the
@@ -70,27 +72,27 @@ func (s *Server) SetErrorHook(f func(method, exception string, err error)) { s.o
 // SetObserver installs a metrics hook.
 func (s *Server) SetObserver(o Observer) { s.observer = o }
 
-func reqKey(peer []byte, h *Header) string {
+func reqKey(peer []byte, h *callosum.Header) string {
 	return fmt.Sprintf("%x|%v|%T:%v|%v", peer, h.Meth, h.Okey, h.Okey, h.Seq)
 }
 
-func (s *Server) reply(h Header, typ int64, meta, payload []byte) [][]byte {
+func (s *Server) reply(h callosum.Header, typ int64, meta, payload []byte) [][]byte {
 	h.Type = typ
 	h.Zip = false
-	hb, err := EncodeHeader(h)
+	hb, err := callosum.EncodeHeader(h)
 	if err != nil {
 		// meth/okey/seq came from a decoded frame, so they re-encode.
 		s.log.Error("encode reply header", "error", err)
 		return nil
 	}
-	return [][]byte{[]byte("UPPER"), hb, EncodeBody(meta, payload)}
+	return [][]byte{[]byte("UPPER"), hb, callosum.EncodeBody(meta, payload)}
 }
 
-func (s *Server) errorReply(h Header, name, msg string) [][]byte {
+func (s *Server) errorReply(h callosum.Header, name, msg string) [][]byte {
 	// callosum's RPCInternalError shows the name and the traceback text,
 	// not the repr, so the message goes in both.
 	tb := "Traceback (most recent call last):\n  (raised by bai-agent)\n" + name + ": " + msg + "\n"
-	return s.reply(h, TypeError, ErrorMeta(name, name+"("+PyRepr(msg)+")", tb), nil)
+	return s.reply(h, callosum.TypeError, callosum.ErrorMeta(name, name+"("+PyRepr(msg)+")", tb), nil)
 }
 
 // HandleMessage processes one UPPER message from peer and returns the
@@ -98,7 +100,7 @@ func (s *Server) errorReply(h Header, name, msg string) [][]byte {
 // It blocks for as long as the handler runs; transports call it on a
 // goroutine of its own.
 func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyFrame []byte) [][]byte {
-	h, addressable, err := DecodeHeader(hdrFrame)
+	h, addressable, err := callosum.DecodeHeader(hdrFrame)
 	if err != nil {
 		if addressable {
 			return s.errorReply(h, "ValueError", err.Error())
@@ -107,8 +109,8 @@ func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyF
 		return nil
 	}
 	switch h.Type {
-	case TypeFunction:
-	case TypeCancel:
+	case callosum.TypeFunction:
+	case callosum.TypeCancel:
 		s.mu.Lock()
 		cancel, ok := s.inflight[reqKey(peer, &h)]
 		s.mu.Unlock()
@@ -119,10 +121,10 @@ func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyF
 	default:
 		return s.errorReply(h, "ValueError", fmt.Sprintf("unexpected message type %d", h.Type))
 	}
-	if len(bodyFrame) > MaxBodySize {
-		return s.errorReply(h, "ValueError", fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", len(bodyFrame), MaxBodySize))
+	if len(bodyFrame) > callosum.MaxBodySize {
+		return s.errorReply(h, "ValueError", fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", len(bodyFrame), callosum.MaxBodySize))
 	}
-	body, err := DecodeBody(bodyFrame, h.Zip)
+	body, err := callosum.DecodeBody(bodyFrame, h.Zip)
 	if err != nil {
 		return s.errorReply(h, "ValueError", err.Error())
 	}
@@ -175,21 +177,21 @@ func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyF
 	if err != nil {
 		if errors.Is(err, context.Canceled) && cctx.Err() != nil && ctx.Err() == nil {
 			exc = "CancelledError"
-			return s.reply(h, TypeCancelled, emptyArrayMeta, nil)
+			return s.reply(h, callosum.TypeCancelled, callosum.EmptyArrayMeta, nil)
 		}
 		exc = ExceptionName(err)
 		s.log.Info("rpc failure", "method", call.Method, "exception", exc, "error", err)
 		if s.onError != nil {
 			s.onError(call.Method, exc, err)
 		}
-		return s.reply(h, TypeFailure, failureMeta(err), nil)
+		return s.reply(h, callosum.TypeFailure, failureMeta(err), nil)
 	}
 	payload, err := msgpack.Marshal(result)
 	if err != nil {
 		exc = "TypeError"
 		return s.errorReply(h, "TypeError", "cannot serialize the result: "+err.Error())
 	}
-	return s.reply(h, TypeResult, emptyArrayMeta, payload)
+	return s.reply(h, callosum.TypeResult, callosum.EmptyArrayMeta, payload)
 }
 
 func (s *Server) invoke(ctx context.Context, h Handler, c *Call) (res any, err error) {

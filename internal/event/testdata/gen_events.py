@@ -79,6 +79,35 @@ class DoAgentResourceCheckEvent:
     NAME = "do_agent_resource_check"
 
 
+# common/data/agent/types.py AgentInfo and the heartbeat event
+@dataclass
+class ResourceSlotEntry:
+    resource_type: str
+    quantity: str
+
+
+@dataclass
+class AgentInfo:
+    ip: str
+    region: Optional[str]
+    scaling_group: Optional[str]
+    addr: str
+    public_key: Optional[str]
+    public_host: str
+    available_resource_slots: list
+    slot_key_and_units: dict
+    version: str
+    compute_plugins: dict
+    architecture: str
+    auto_terminate_abusing_kernel: bool
+
+
+@dataclass
+class AgentHeartbeatEvent:
+    agent_info: AgentInfo
+    NAME = "agent_heartbeat"
+
+
 # --- kernel/anycast.py (the broadcast twins have the same fields)
 @dataclass
 class KernelLifecycleEvent:
@@ -320,6 +349,13 @@ CASES = {
     "agent_error": AgentErrorEvent(message="ValueError: bad argument", traceback='File "x", line 1'),
     "agent_error_minimal": AgentErrorEvent(message="RuntimeError: boom"),
     "do_agent_resource_check": DoAgentResourceCheckEvent(agent_id=AGENT),
+    "agent_heartbeat": AgentHeartbeatEvent(AgentInfo(
+        ip="10.0.0.5", region="local", scaling_group=None, addr="tcp://10.0.0.5:6011", public_key=None,
+        public_host="10.0.0.5",
+        available_resource_slots=[ResourceSlotEntry("cpu", "4"), ResourceSlotEntry("mem", "8589934592")],
+        slot_key_and_units={"cpu": "count", "mem": "bytes"}, version="26.8.0",
+        compute_plugins={"cpu": {"version": "1.0", "agent_version": "26.8.0", "machine": "x86_64", "os_type": "linux"}, "mem": {"version": "1.0"}},
+        architecture="x86_64", auto_terminate_abusing_kernel=False)),
     "kernel_preparing": KernelPreparingAnycastEvent(KID, SID),
     "kernel_pulling": KernelPullingAnycastEvent(KID, SID, reason="cr.backend.ai/stable/python:3.11-ubuntu22.04"),
     "kernel_creating": KernelCreatingAnycastEvent(KID, SID),

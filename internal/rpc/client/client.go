@@ -10,9 +10,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
+
 	zmq4 "github.com/pebbe/zmq4"
 
-	"github.com/bai-agent/bai-agent/internal/rpc"
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
@@ -97,8 +98,8 @@ func (c *Client) recv(timeout time.Duration) ([][]byte, error) {
 func (c *Client) Call(ctx context.Context, meth string, args []any, kwargs map[string]any) (any, error) {
 	seq := int64(c.seq)
 	c.seq++
-	h := rpc.Header{Type: rpc.TypeFunction, Meth: meth, Okey: []byte{}, Seq: seq}
-	hb, err := rpc.EncodeHeader(h)
+	h := callosum.Header{Type: callosum.TypeFunction, Meth: meth, Okey: []byte{}, Seq: seq}
+	hb, err := callosum.EncodeHeader(h)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +113,7 @@ func (c *Client) Call(ctx context.Context, meth string, args []any, kwargs map[s
 	if err != nil {
 		return nil, fmt.Errorf("encode %s arguments: %w", meth, err)
 	}
-	if _, err := c.sock.SendMessage("UPPER", hb, rpc.EncodeBody([]byte{}, payload)); err != nil {
+	if _, err := c.sock.SendMessage("UPPER", hb, callosum.EncodeBody([]byte{}, payload)); err != nil {
 		return nil, err
 	}
 	for {
@@ -126,9 +127,9 @@ func (c *Client) Call(ctx context.Context, meth string, args []any, kwargs map[s
 		frames, err := c.recv(wait)
 		if errors.Is(err, context.DeadlineExceeded) {
 			if ctx.Err() != nil {
-				h.Type = rpc.TypeCancel
-				if cb, e := rpc.EncodeHeader(h); e == nil {
-					_, _ = c.sock.SendMessage("UPPER", cb, rpc.EncodeBody([]byte{0x90}, nil))
+				h.Type = callosum.TypeCancel
+				if cb, e := callosum.EncodeHeader(h); e == nil {
+					_, _ = c.sock.SendMessage("UPPER", cb, callosum.EncodeBody([]byte{0x90}, nil))
 				}
 				return nil, ctx.Err()
 			}
@@ -140,21 +141,21 @@ func (c *Client) Call(ctx context.Context, meth string, args []any, kwargs map[s
 		if len(frames) < 3 {
 			continue
 		}
-		rh, _, err := rpc.DecodeHeader(frames[len(frames)-2])
+		rh, _, err := callosum.DecodeHeader(frames[len(frames)-2])
 		if err != nil {
 			return nil, err
 		}
 		if rh.MethodName() != meth || fmt.Sprint(rh.Seq) != fmt.Sprint(seq) {
 			continue // a late reply to an earlier, cancelled call
 		}
-		body, err := rpc.DecodeBody(frames[len(frames)-1], rh.Zip)
+		body, err := callosum.DecodeBody(frames[len(frames)-1], rh.Zip)
 		if err != nil {
 			return nil, err
 		}
 		switch rh.Type {
-		case rpc.TypeResult:
+		case callosum.TypeResult:
 			return wire.Decode(body.Payload)
-		case rpc.TypeCancelled:
+		case callosum.TypeCancelled:
 			return nil, context.Canceled
 		default:
 			re := &RemoteError{Type: rh.Type}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
+
 	zmq4 "github.com/pebbe/zmq4"
 
 	"github.com/bai-agent/bai-agent/internal/rpc"
@@ -129,14 +131,14 @@ func BenchmarkPing(b *testing.B) {
 				b.Fatal(err)
 			}
 			payload, _ := msgpack.Marshal(map[string]any{"args": []any{"ping"}, "kwargs": map[string]any{}})
-			body := rpc.EncodeBody([]byte{}, payload)
+			body := callosum.EncodeBody([]byte{}, payload)
 			const window = 64
 			sent, recvd := 0, 0
 			b.ResetTimer()
 			t0 := time.Now()
 			for recvd < b.N {
 				for sent < b.N && sent-recvd < window {
-					h, _ := rpc.EncodeHeader(rpc.Header{Type: rpc.TypeFunction, Meth: "ping", Okey: []byte{}, Seq: int64(sent)})
+					h, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: "ping", Okey: []byte{}, Seq: int64(sent)})
 					if _, err := sock.SendMessage("UPPER", h, body); err != nil {
 						b.Fatal(err)
 					}

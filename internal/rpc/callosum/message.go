@@ -1,4 +1,4 @@
-package rpc
+package callosum
 
 import (
 	"errors"
@@ -176,9 +176,9 @@ func EncodeBody(meta []byte, payload []byte) []byte {
 	return e.Bytes()
 }
 
-// emptyArrayMeta is msgpack of an empty array, the meta of RESULT, CANCEL
+// EmptyArrayMeta is msgpack of an empty array, the meta of RESULT, CANCEL
 // and CANCELLED.
-var emptyArrayMeta = []byte{0x90}
+var EmptyArrayMeta = []byte{0x90}
 
 // ErrorMeta encodes [name, repr, traceback].
 func ErrorMeta(name, repr, tb string) []byte {
