@@ -197,6 +197,36 @@ type Options struct {
 	PullTimeout time.Duration
 }
 
+// KernelView is what a kernel shows to readers outside its lifecycle
+// (ctl's status, listings).
+type KernelView struct {
+	ID, SessionID string
+	State         kernel.State
+	// The rest is known once the kernel runs; before, it is empty.
+	ImageName   string
+	ContainerID string
+	Allocation  resource.Allocation
+	ReplIn      int
+	ReplOut     int
+	Services    []image.ServicePort
+	CreatedAt   time.Time
+}
+
+// View returns the kernel as readers may see it. The fields the creation
+// steps fill in are read only once the kernel has left creation: the
+// state machine's lock orders those reads after the writes (a kernel
+// still being created shows its id and state only).
+func (k *Kernel) View() KernelView {
+	v := KernelView{ID: k.ID, SessionID: k.SessionID, State: k.State(), CreatedAt: k.CreatedAt}
+	switch v.State {
+	case kernel.Preparing, kernel.Pulling, kernel.Creating:
+		return v
+	}
+	v.ImageName, v.ContainerID, v.Allocation = k.ImageName, k.ContainerID(), k.Allocation
+	v.ReplIn, v.ReplOut, v.Services = k.ReplIn, k.ReplOut, k.Services
+	return v
+}
+
 // New builds the agent: plugins, allocator, scratch, ports. It does not
 // touch containers; Start does.
 func New(ctx context.Context, o Options) (*Agent, error) {
@@ -433,67 +463,6 @@ func (a *Agent) IsRunning(id string) bool {
 
 // Architecture returns the host architecture in Backend.AI's spelling.
 func Architecture() string { return image.NormalizeArch(runtime.GOARCH) }
-
-// keyedMutex serializes lifecycle work per kernel id.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	ch   chan struct{}
-	refs int
-}
-
-// ref returns key's entry with one more reference.
-func (m *keyedMutex) ref(key string) *keyedEntry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.locks == nil {
-		m.locks = map[string]*keyedEntry{}
-	}
-	e, ok := m.locks[key]
-	if !ok {
-		e = &keyedEntry{ch: make(chan struct{}, 1)}
-		m.locks[key] = e
-	}
-	e.refs++
-	return e
-}
-
-// unref drops a reference; the last one removes the entry.
-func (m *keyedMutex) unref(key string, e *keyedEntry) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e.refs--
-	if e.refs == 0 {
-		delete(m.locks, key)
-	}
-}
-
-// tryLock takes the lock only if it is free (the sync loop skips a kernel
-// that lifecycle work holds, rather than wait behind it).
-func (m *keyedMutex) tryLock(key string) (func(), bool) {
-	e := m.ref(key)
-	select {
-	case e.ch <- struct{}{}:
-		return func() { <-e.ch; m.unref(key, e) }, true
-	default:
-		m.unref(key, e)
-		return nil, false
-	}
-}
-
-func (m *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
-	e := m.ref(key)
-	select {
-	case e.ch <- struct{}{}:
-		return func() { <-e.ch; m.unref(key, e) }, nil
-	case <-ctx.Done():
-		m.unref(key, e)
-		return nil, ctx.Err()
-	}
-}
 
 // maxRecent bounds how many terminated kernels are remembered.
 const maxRecent = 256

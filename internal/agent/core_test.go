@@ -620,3 +620,47 @@ func TestCleanRetriesRemoval_Fake(t *testing.T) {
 	})
 	c.assertNothingTaken("after the retry")
 }
+
+// Readers of the registry (ctl's status) see kernels while they are
+// being created without racing the creation steps (run with -race).
+func TestViewDuringCreation_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	c.be.Inject(fake.CallCreate, &fake.Fault{Delay: 20 * time.Millisecond})
+	stop := make(chan struct{})
+	var seen atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, k := range c.agent.Kernels() {
+				v := k.View()
+				if v.State == kernel.Running && (v.ContainerID == "" || v.ReplIn == 0) {
+					t.Errorf("running kernel without its details: %+v", v)
+				}
+				seen.Add(1)
+			}
+		}
+	}()
+	var cwg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			if _, err := c.create(nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	cwg.Wait()
+	close(stop)
+	wg.Wait()
+	if seen.Load() == 0 {
+		t.Fatal("the reader never saw a kernel")
+	}
+}

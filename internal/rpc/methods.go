@@ -655,7 +655,8 @@ func (m *methods) baiStatus(context.Context, *Call) (any, error) {
 		slots[string(s)] = map[string]any{"available": resource.FormatAmount(v), "used": resource.FormatAmount(used[s]), "type": string(m.a.SlotTypes()[s])}
 	}
 	var kernels []any
-	for _, k := range m.a.Kernels() {
+	for _, kk := range m.a.Kernels() {
+		k := kk.View()
 		sp := make([]any, 0, len(k.Services))
 		for _, s := range k.Services {
 			sp = append(sp, map[string]any{"name": s.Name, "protocol": s.Protocol, "container_ports": intsAny(s.ContainerPorts), "host_ports": intsAny(s.HostPorts)})
@@ -665,8 +666,8 @@ func (m *methods) baiStatus(context.Context, *Call) (any, error) {
 			cpus = append(cpus, string(d))
 		}
 		kernels = append(kernels, map[string]any{
-			"id": k.ID, "session_id": k.SessionID, "state": string(k.State()), "image": k.ImageName,
-			"container_id": k.ContainerID(), "cpu_cores": cpus, "mem": resource.FormatAmount(k.Allocation.Total("mem")),
+			"id": k.ID, "session_id": k.SessionID, "state": string(k.State), "image": k.ImageName,
+			"container_id": k.ContainerID, "cpu_cores": cpus, "mem": resource.FormatAmount(k.Allocation.Total("mem")),
 			"repl_in_port": k.ReplIn, "repl_out_port": k.ReplOut, "service_ports": sp, "created_at": k.CreatedAt.Unix(),
 		})
 	}

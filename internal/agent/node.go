@@ -1,0 +1,62 @@
+// Node resources outside a kernel's own: session networks, host ports
+// handed to the manager, and the accelerator allocation map.
+
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/shopspring/decimal"
+)
+
+// CreateLocalNetwork creates a bridge network for a single-node
+// multi-container session (idempotent).
+func (a *Agent) CreateLocalNetwork(ctx context.Context, name string) error {
+	nw, ok := a.be.(backend.Networks)
+	if !ok {
+		return fmt.Errorf("networks: %w", ErrUnsupported)
+	}
+	return nw.CreateNetwork(ctx, name, map[string]string{"ai.backend.cluster-network": "1"})
+}
+
+// DestroyLocalNetwork removes it; a missing network is fine.
+func (a *Agent) DestroyLocalNetwork(ctx context.Context, name string) error {
+	nw, ok := a.be.(backend.Networks)
+	if !ok {
+		return fmt.Errorf("networks: %w", ErrUnsupported)
+	}
+	return nw.RemoveNetwork(ctx, name)
+}
+
+// AssignPort takes a host port, skipping the reuse cooldown.
+func (a *Agent) AssignPort() (int, error) {
+	p, err := a.ports.TakeNoCooldown(1)
+	if err != nil {
+		return 0, err
+	}
+	return p[0], nil
+}
+
+// ReleasePort returns a port taken with AssignPort.
+func (a *Agent) ReleasePort(p int) { a.ports.Release(p) }
+
+// ScanGPUAllocMap sums cuda.device and cuda.shares per device over the
+// live kernels.
+func (a *Agent) ScanGPUAllocMap() map[string]string {
+	sum := map[resource.DeviceID]decimal.Decimal{}
+	for _, k := range a.Kernels() {
+		for _, s := range []resource.SlotName{"cuda.device", "cuda.shares"} {
+			for id, v := range k.Allocation[s] {
+				sum[id] = sum[id].Add(v)
+			}
+		}
+	}
+	out := map[string]string{}
+	for id, v := range sum {
+		out[string(id)] = resource.FormatAmount(v)
+	}
+	return out
+}
