@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,10 +31,34 @@ func exitCode(err error) int {
 	if errors.As(err, &cerr) {
 		return ctl.ExitCode(err)
 	}
-	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "flag") || strings.Contains(err.Error(), "arg(s)") {
+	var ue usageError
+	if errors.As(err, &ue) {
 		return 2
 	}
 	return 1
+}
+
+// usageError marks a command line cobra refused (unknown command, bad
+// flag, wrong arguments): exit status 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// markUsage makes every command report its flag and argument errors as
+// usageErrors.
+func markUsage(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if orig := c.Args; orig != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := orig(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sc := range c.Commands() {
+		markUsage(sc)
+	}
 }
 
 func run() int {
@@ -67,7 +90,13 @@ func run() int {
 			fmt.Fprintf(cmd.OutOrStdout(), "bai-agent %s (Backend.AI agent protocol 26.8)\n", agent.Version)
 		},
 	}
-	cfgCmd := &cobra.Command{Use: "config", Short: "Configuration tools"}
+	cfgCmd := &cobra.Command{Use: "config", Short: "Configuration tools", Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
+			}
+			return cmd.Help()
+		}}
 	check := &cobra.Command{
 		Use:   "check FILE",
 		Short: "Validate a config file and list unknown keys",
@@ -96,6 +125,13 @@ func run() int {
 		},
 	}
 	root.AddCommand(start, version, cfgCmd, keygen, ctl.Command())
+	markUsage(root)
+	// An unknown command is found before cobra runs anything: Find fails
+	// only on the command path itself.
+	if _, _, err := root.Find(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "bai-agent: %v\n", err)
+		return 2
+	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "bai-agent: %v\n", err)
 		return exitCode(err)

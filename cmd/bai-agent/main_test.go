@@ -47,6 +47,10 @@ func TestCommands(t *testing.T) {
 		{"start-server missing key file", []string{"start-server", "-f", nokey}, 2, []string{"missing.key_secret"}},
 		{"missing config file", []string{"start-server", "-f", filepath.Join(dir, "nope.toml")}, 2, []string{"nope.toml"}},
 		{"keygen", []string{"keygen", dir, "agent"}, 0, []string{"agent.key_secret"}},
+		{"unknown command", []string{"frobnicate"}, 2, []string{"unknown command"}},
+		{"unknown flag", []string{"version", "--nope"}, 2, []string{"--nope"}},
+		{"wrong arguments", []string{"keygen", dir}, 2, []string{"accepts 2 arg(s)"}},
+		{"unknown subcommand", []string{"config", "nope"}, 2, []string{"nope"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := runBin(t, tc.args...)

@@ -29,6 +29,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
 const fakeImage = "bai-test/kernel:fake"
@@ -343,6 +344,7 @@ func TestHangingRuntimeCalls_Fake(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			calls := c.be.CallCount(tc.call)
 			c.be.Inject(tc.call, &fake.Fault{Hang: true, Times: 1})
 			done := make(chan error, 1)
 			t0 := time.Now()
@@ -355,8 +357,9 @@ func TestHangingRuntimeCalls_Fake(t *testing.T) {
 				k, _ := c.agent.Kernel(victim.ID)
 				done <- c.agent.DestroyKernel(context.Background(), victim.ID, k.SessionID, "", false)
 			}()
-			// Meanwhile another kernel comes up (the fault hit once).
-			time.Sleep(50 * time.Millisecond)
+			// Once the call hangs, another kernel comes up meanwhile (the
+			// fault hits one call only).
+			waitFor(t, 5*time.Second, tc.call+" entered", func() bool { return c.be.CallCount(tc.call) >= calls+1 })
 			other, err := c.create(nil)
 			if err != nil {
 				t.Fatalf("another kernel while %s hangs: %v", tc.call, err)
@@ -366,7 +369,7 @@ func TestHangingRuntimeCalls_Fake(t *testing.T) {
 				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 					t.Fatalf("error %v, want %q", err, tc.want)
 				}
-				if d := time.Since(t0); d > 5*time.Second {
+				if d := time.Since(t0); d > testutil.Slow(5*time.Second) {
 					t.Fatalf("failed only after %s", d)
 				}
 			case <-time.After(10 * time.Second):

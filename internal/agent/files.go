@@ -91,11 +91,30 @@ func (a *Agent) runningKernel(id string) (*Kernel, error) {
 	return k, nil
 }
 
+// errPathEscapes is the error os.Root gives for a path that leaves the
+// root (unexported in package os): taken once from a real escape, so that
+// errors are compared by identity, never by text.
+var errPathEscapes = func() error {
+	r, err := os.OpenRoot(os.TempDir())
+	if err != nil {
+		return errors.New("os.Root unavailable")
+	}
+	defer r.Close()
+	_, err = r.Stat("../bai-agent-probe")
+	for u := errors.Unwrap(err); u != nil; u = errors.Unwrap(u) {
+		err = u
+	}
+	if err == nil {
+		return errors.New("os.Root did not refuse an escaping path")
+	}
+	return err
+}()
+
 func fileErr(p string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: %s", ErrFileNotFound, p)
 	}
-	if errors.Is(err, fs.ErrPermission) || strings.Contains(err.Error(), "path escapes") {
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, errPathEscapes) {
 		return fmt.Errorf("%w: %s: %v", ErrPermission, p, err)
 	}
 	return fmt.Errorf("%s: %w", p, err)

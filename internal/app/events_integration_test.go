@@ -161,7 +161,8 @@ type event struct {
 }
 
 // readEvents consumes the stream as the manager does (consumer group
-// "manager", JSON payload) until stop says enough or the timeout passes.
+// "manager", JSON payload) until stop says enough; it fails the test when
+// the timeout passes first.
 func (s *stack) readEvents(timeout time.Duration, stop func([]event) bool) []event {
 	s.t.Helper()
 	var evs []event
@@ -189,10 +190,15 @@ func (s *stack) readEvents(timeout time.Duration, stop func([]event) bool) []eve
 			}
 		}
 		if stop(evs) {
-			break
+			return evs
 		}
 	}
-	return evs
+	names := make([]string, 0, len(evs))
+	for _, e := range evs {
+		names = append(names, e.Name)
+	}
+	s.t.Fatalf("timed out after %s waiting for events; saw %v", timeout, names)
+	return nil
 }
 
 // broadcasts subscribes to events_all and returns a function that waits
@@ -316,7 +322,7 @@ func TestEventsHeartbeatAndState_Integration(t *testing.T) {
 		}
 	}
 	for i := 1; i < len(beats); i++ {
-		if gap := beats[i].Sub(beats[i-1]); gap < 700*time.Millisecond || gap > 2500*time.Millisecond {
+		if gap := beats[i].Sub(beats[i-1]); gap < 700*time.Millisecond || gap > testutil.Slow(2500*time.Millisecond) {
 			t.Fatalf("heartbeat gap %s, want about 1 s", gap)
 		}
 	}
@@ -351,7 +357,10 @@ func TestEventsHeartbeatAndState_Integration(t *testing.T) {
 }
 
 func readNS(t *testing.T, cfg string) string {
-	b, _ := os.ReadFile(cfg)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, "namespace") {
 			v := strings.TrimSpace(strings.SplitN(line, "=", 2)[1])
@@ -430,7 +439,7 @@ func TestRedisOutage_Integration(t *testing.T) {
 			}
 		}
 	}
-	if firstBeat.IsZero() || firstBeat.Sub(back) > 3*time.Second {
+	if firstBeat.IsZero() || firstBeat.Sub(back) > testutil.Slow(3*time.Second) {
 		t.Fatalf("heartbeat did not resume within an interval (+ reconnect): %v", firstBeat.Sub(back))
 	}
 	t.Logf("outage %s; %d events delivered after Redis came back", outage, len(evs))
@@ -610,7 +619,7 @@ func TestGracefulShutdown_Integration(t *testing.T) {
 	kid := s.createKernel(img)
 	t0 := time.Now()
 	s.stop()
-	if el := time.Since(t0); el > 15*time.Second {
+	if el := time.Since(t0); el > testutil.Slow(15*time.Second) {
 		t.Fatalf("shutdown took %s", el)
 	}
 	evs := s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "agent_terminated") > 0 })

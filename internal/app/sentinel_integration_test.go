@@ -122,7 +122,7 @@ func TestUnreachableSentinel_Integration(t *testing.T) {
 	s.stop()
 	// It was 22 s before the Redis writers closed within a grace period
 	// (go-redis keeps re-dialling an unreachable Sentinel).
-	if d := time.Since(t0); d > 10*time.Second {
+	if d := time.Since(t0); d > testutil.Slow(10*time.Second) {
 		t.Fatalf("SIGTERM with Redis unreachable took %s", d)
 	}
 	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/sentinel", "no-port")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
+	"github.com/bai-agent/bai-agent/internal/testutil"
 
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
@@ -74,7 +75,7 @@ func TestCancelAndConcurrency(t *testing.T) {
 	if got[0] != callosum.TypeResult || got[1] != callosum.TypeResult || got[2] != callosum.TypeCancelled {
 		t.Fatalf("reply types %v", got)
 	}
-	if el := time.Since(start); el > 2*time.Second {
+	if el := time.Since(start); el > testutil.Slow(2*time.Second) {
 		t.Fatalf("calls did not run concurrently (%s)", el)
 	}
 }

@@ -14,10 +14,19 @@ import (
 // dispatcher: it must never panic, and every reply must be a well-formed
 // header the client can decode.
 func FuzzHandleMessage(f *testing.F) {
-	h, _ := os.ReadFile("../wire/testdata/create_kernels.header.bin")
-	b, _ := os.ReadFile("../wire/testdata/create_kernels.body.bin")
+	h, err := os.ReadFile("../wire/testdata/create_kernels.header.bin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	b, err := os.ReadFile("../wire/testdata/create_kernels.body.bin")
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(h, b)
-	ph, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: "ping", Okey: []byte{}, Seq: int64(0)})
+	ph, err := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: "ping", Okey: []byte{}, Seq: int64(0)})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(ph, callosum.EncodeBody([]byte{}, []byte{0x82, 0xa4, 'a', 'r', 'g', 's', 0x91, 0xa1, 'x', 0xa6, 'k', 'w', 'a', 'r', 'g', 's', 0x80}))
 	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-fuzz")
 	s.Register("ping", func(_ context.Context, c *Call) (any, error) {

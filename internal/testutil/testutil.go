@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -282,4 +283,31 @@ func ImportRandomImage(t testing.TB, be *docker.Backend, ref string, size int) {
 	}
 	_, _ = io.Copy(io.Discard, res)
 	res.Close()
+}
+
+// slowdown is BAI_TEST_SLOWDOWN (default 1): how much slower than the
+// 2-core reference machine this one is.
+var slowdown = func() float64 {
+	if v, err := strconv.ParseFloat(os.Getenv("BAI_TEST_SLOWDOWN"), 64); err == nil && v >= 1 {
+		return v
+	}
+	return 1
+}()
+
+// Slow scales a wall-clock upper bound by the machine's slowdown factor
+// (BAI_TEST_SLOWDOWN), so that one setting relaxes every timing bound on a
+// slower machine instead of each test guessing.
+func Slow(d time.Duration) time.Duration { return time.Duration(float64(d) * slowdown) }
+
+// Consistently fails the test if cond is false at any poll during d: an
+// assertion that something does not happen, without a bare sleep.
+func Consistently(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if !cond() {
+			t.Fatalf("%s stopped holding", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

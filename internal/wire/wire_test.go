@@ -77,7 +77,10 @@ func TestExtValuesFromPython(t *testing.T) {
 }
 
 func TestImageRefFields(t *testing.T) {
-	raw, _ := os.ReadFile("testdata/ext_values.bin")
+	raw, err := os.ReadFile("testdata/ext_values.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
 	v, err := Decode(raw)
 	if err != nil {
 		t.Fatal(err)

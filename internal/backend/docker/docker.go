@@ -3,7 +3,6 @@ package docker
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/blkiodev"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
@@ -172,8 +172,16 @@ func (b *Backend) Remove(ctx context.Context, id string) error {
 	if err != nil && cerrdefs.IsNotFound(err) {
 		return nil
 	}
-	if err != nil && cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress") {
-		return nil
+	if err != nil && cerrdefs.IsConflict(err) {
+		// A forced removal conflicts only with another removal in
+		// progress; it is done once the container is gone or dying.
+		ins, ierr := b.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if cerrdefs.IsNotFound(ierr) {
+			return nil
+		}
+		if ierr == nil && ins.Container.State != nil && (ins.Container.State.Status == "removing" || ins.Container.State.Status == "dead") {
+			return nil
+		}
 	}
 	return mapErr(err, "remove container "+id)
 }
@@ -340,18 +348,11 @@ func (b *Backend) Logs(ctx context.Context, id string, tty bool, limit int64) ([
 	return out, nil
 }
 
-// demux strips Docker's 8-byte stream headers.
+// demux splits Docker's multiplexed stdout/stderr stream into one
+// buffer, in order (a truncated last frame is dropped).
 func demux(raw []byte) []byte {
 	var buf bytes.Buffer
-	for len(raw) >= 8 {
-		n := int(binary.BigEndian.Uint32(raw[4:8]))
-		raw = raw[8:]
-		if n > len(raw) {
-			n = len(raw)
-		}
-		buf.Write(raw[:n])
-		raw = raw[n:]
-	}
+	_, _ = stdcopy.StdCopy(&buf, &buf, bytes.NewReader(raw))
 	return buf.Bytes()
 }
 

@@ -97,7 +97,7 @@ func (b *Backend) Inject(call string, f *Fault) {
 	b.faults[call] = &c
 }
 
-// Calls returns how often a call was made.
+// CallCount returns how often a call was made.
 func (b *Backend) CallCount(call string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -124,6 +124,11 @@ func (c *Client) Call(ctx context.Context, meth string, args []any, kwargs map[s
 		if wait > 200*time.Millisecond {
 			wait = 200 * time.Millisecond
 		}
+		if wait <= 0 {
+			// A negative poll timeout means "forever" to ZeroMQ: a call whose
+			// deadline passed while it waited would never return.
+			wait = time.Millisecond
+		}
 		frames, err := c.recv(wait)
 		if errors.Is(err, context.DeadlineExceeded) {
 			if ctx.Err() != nil {

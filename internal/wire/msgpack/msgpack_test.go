@@ -65,7 +65,10 @@ func TestRejects(t *testing.T) {
 
 func FuzzUnmarshal(f *testing.F) {
 	for _, s := range []string{"c0", "82a46d657461c400a4626f6479c412", "91c70503800595", "dc0001c0", "d8011111111111111111111111111111111111"} {
-		b, _ := hex.DecodeString(s)
+		b, err := hex.DecodeString(s)
+		if err != nil {
+			f.Fatalf("seed %q: %v", s, err)
+		}
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

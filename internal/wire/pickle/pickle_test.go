@@ -49,7 +49,10 @@ func TestRefusesOutsideSubset(t *testing.T) {
 }
 
 func FuzzLoads(f *testing.F) {
-	b, _ := hex.DecodeString(decimalPickle)
+	b, err := hex.DecodeString(decimalPickle)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(b)
 	f.Add([]byte("\x80\x05}\x94(\x8c\x01a\x94K\x01u."))
 	f.Add([]byte("\x80\x05]\x94(K\x01K\x02e."))
