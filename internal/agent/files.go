@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -274,34 +273,41 @@ type FileEntry struct {
 	Filename string  `json:"filename"`
 }
 
-// ListFiles lists a directory under /home/work, returning the manager's
-// shape {"files": "<JSON list>", "errors": "...", "abspath": path}. It
-// reads the host side of the kernel's mounts, so it works on any image
-// (the Python agent runs Python inside the container).
-func (a *Agent) ListFiles(_ context.Context, kernelID, p string) (map[string]any, error) {
-	result := map[string]any{"files": "[]", "errors": "", "abspath": p}
+// Listing is list_files' answer: the entries, or the error text the
+// Python agent reports in "errors" (the call itself succeeds).
+type Listing struct {
+	Files   []FileEntry
+	Error   string
+	Abspath string
+}
+
+// ListFiles lists a directory under /home/work. It reads the host side of
+// the kernel's mounts, so it works on any image (the Python agent runs
+// Python inside the container). An unknown kernel or a path outside
+// /home/work is an error; anything else goes into Listing.Error.
+func (a *Agent) ListFiles(_ context.Context, kernelID, p string) (*Listing, error) {
+	l := &Listing{Abspath: p}
 	root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		if errors.Is(err, ErrKernelNotFound) || errors.Is(err, ErrPermission) {
 			return nil, err
 		}
-		result["errors"] = err.Error()
-		return result, nil
+		l.Error = err.Error()
+		return l, nil
 	}
 	defer root.Close()
 	f, err := root.Open(rel)
 	if err != nil {
-		result["errors"] = fileErr(p, err).Error()
-		return result, nil
+		l.Error = fileErr(p, err).Error()
+		return l, nil
 	}
 	ents, err := f.ReadDir(-1)
 	f.Close()
 	if err != nil {
-		result["errors"] = fileErr(p, err).Error()
-		return result, nil
+		l.Error = fileErr(p, err).Error()
+		return l, nil
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	var out []string
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil {
@@ -314,27 +320,9 @@ func (a *Agent) ListFiles(_ context.Context, kernelID, p string) (map[string]any
 			fe.Ctime = float64(time.Unix(st.Ctim.Unix()).UnixNano()) / 1e9
 			fe.Atime = float64(time.Unix(st.Atim.Unix()).UnixNano()) / 1e9
 		}
-		out = append(out, pyJSONEntry(fe))
+		l.Files = append(l.Files, fe)
 	}
-	result["files"] = "[" + strings.Join(out, ", ") + "]"
-	return result, nil
-}
-
-// pyJSONEntry writes an entry as Python's json.dumps does (", " and ": "
-// separators, floats in repr form).
-func pyJSONEntry(e FileEntry) string {
-	name, _ := json.Marshal(e.Filename)
-	mode, _ := json.Marshal(e.Mode)
-	return fmt.Sprintf(`{"mode": %s, "size": %d, "ctime": %s, "mtime": %s, "atime": %s, "filename": %s}`,
-		mode, e.Size, pyFloat(e.Ctime), pyFloat(e.Mtime), pyFloat(e.Atime), name)
-}
-
-func pyFloat(f float64) string {
-	s := strconv.FormatFloat(f, 'f', -1, 64)
-	if !strings.ContainsAny(s, ".eE") {
-		s += ".0"
-	}
-	return s
+	return l, nil
 }
 
 // FileMode renders a mode like Python's stat.filemode ("drwxr-xr-x").

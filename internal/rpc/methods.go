@@ -55,7 +55,7 @@ type Files interface {
 	UploadFile(ctx context.Context, kernelID, filename string, data []byte) error
 	DownloadFile(ctx context.Context, kernelID, p string) ([]byte, error)
 	DownloadSingle(ctx context.Context, kernelID, p string) ([]byte, error)
-	ListFiles(ctx context.Context, kernelID, p string) (map[string]any, error)
+	ListFiles(ctx context.Context, kernelID, p string) (*agent.Listing, error)
 }
 
 // Node is the node's own resources: networks, ports, devices, config.
@@ -470,7 +470,11 @@ func (m *methods) listFiles(ctx context.Context, c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.a.ListFiles(ctx, kid, p)
+	l, err := m.a.ListFiles(ctx, kid, p)
+	if err != nil {
+		return nil, err
+	}
+	return listingWire(l), nil
 }
 
 func (m *methods) commit(ctx context.Context, c *Call) (any, error) {

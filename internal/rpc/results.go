@@ -1,6 +1,11 @@
 package rpc
 
 import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/image"
@@ -103,6 +108,29 @@ func attachedDevicesWire(att map[string][]device.AttachedDevice) map[string]any 
 		out[key] = l
 	}
 	return out
+}
+
+// listingWire is list_files' dict: "files" is a JSON string laid out as
+// Python's json.dumps writes it (", " and ": " separators, floats with a
+// decimal point), as the manager passes it on unparsed.
+func listingWire(l *agent.Listing) map[string]any {
+	parts := make([]string, 0, len(l.Files))
+	for _, e := range l.Files {
+		name, _ := json.Marshal(e.Filename)
+		mode, _ := json.Marshal(e.Mode)
+		parts = append(parts, fmt.Sprintf(`{"mode": %s, "size": %d, "ctime": %s, "mtime": %s, "atime": %s, "filename": %s}`,
+			mode, e.Size, pyFloat(e.Ctime), pyFloat(e.Mtime), pyFloat(e.Atime), name))
+	}
+	return map[string]any{"files": "[" + strings.Join(parts, ", ") + "]", "errors": l.Error, "abspath": l.Abspath}
+}
+
+// pyFloat formats a float as Python's repr does for these values.
+func pyFloat(f float64) string {
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.ContainsAny(s, ".eE") {
+		s += ".0"
+	}
+	return s
 }
 
 // restartInfoWire is restart_kernel's result.
