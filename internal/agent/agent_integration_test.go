@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/moby/moby/client"
 
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
@@ -646,5 +647,63 @@ func TestCgroupLimits_Integration(t *testing.T) {
 	}
 	if el := time.Since(t0); el < 2*time.Second {
 		t.Fatalf("6 MiB at 2 MiB/s took only %s: throttle not applied", el)
+	}
+}
+
+// Kernels are locked down (hardening issue, item 4): inspected, and tried
+// from inside.
+func TestLockedDownKernel_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	info := e.create(nil)
+	res, err := e.be.Client().ContainerInspect(ctx, info.ContainerID, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := res.Container.HostConfig
+	if hc.Privileged {
+		t.Error("kernel container is privileged")
+	}
+	var caps []string
+	for _, c := range hc.CapAdd {
+		caps = append(caps, strings.TrimPrefix(c, "CAP_")) // newer engines add the prefix
+	}
+	if fmt.Sprint(caps) != "[IPC_LOCK SYS_NICE]" {
+		t.Errorf("added capabilities %v, want only IPC_LOCK and SYS_NICE", hc.CapAdd)
+	}
+	if fmt.Sprint(hc.SecurityOpt) != "[no-new-privileges:true]" {
+		t.Errorf("security options %v, want no-new-privileges (and Docker's default seccomp profile)", hc.SecurityOpt)
+	}
+	for _, m := range res.Container.Mounts {
+		if m.Destination == "/home/config" && m.RW {
+			t.Error("/home/config is writable")
+		}
+		if strings.Contains(m.Source, "docker.sock") {
+			t.Errorf("the Docker socket is mounted at %s", m.Destination)
+		}
+	}
+	// From inside: each classic escape fails.
+	for _, tc := range []struct{ name, cmd string }{
+		{"mount a filesystem", "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m"},
+		{"write to /home/config", "echo x > /home/config/environ.txt"},
+		{"reach the Docker socket", "ls /var/run/docker.sock || ls /run/docker.sock"},
+		{"raw disk access", "ls /dev/sda /dev/vda /dev/nvme0n1 2>/dev/null | grep -q ."},
+	} {
+		code, out, err := e.be.Exec(ctx, info.ContainerID, []string{"/bin/sh", "-c", tc.cmd})
+		if err != nil {
+			t.Fatalf("%s: exec: %v", tc.name, err)
+		}
+		if code == 0 {
+			t.Errorf("%s succeeded inside the kernel: %s", tc.name, out)
+		}
+	}
+	// With sudo_session_enabled, setuid is allowed (no no-new-privileges).
+	sudo := e.create(func(c *CreationConfig) { c.InternalData = map[string]any{"sudo_session_enabled": true} })
+	res, err = e.be.Client().ContainerInspect(ctx, sudo.ContainerID, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Container.HostConfig.SecurityOpt) != 0 {
+		t.Errorf("sudo session security options %v", res.Container.HostConfig.SecurityOpt)
 	}
 }

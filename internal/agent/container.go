@@ -247,18 +247,28 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 		}
 		hostname = fmt.Sprintf("%s%d", role, cfg.ClusterIdx)
 	}
+	// Kernels are locked down: Docker's default seccomp profile and
+	// capabilities plus only the two upstream adds (IPC_LOCK for
+	// hugepages/RDMA, SYS_NICE for GPUDirect Storage), never privileged,
+	// and no privilege gain through setuid binaries unless the session
+	// enables sudo.
+	var secOpt []string
+	if sudo, _ := cfg.InternalData["sudo_session_enabled"].(bool); !sudo {
+		secOpt = append(secOpt, "no-new-privileges:true")
+	}
 	spec := &backend.ContainerSpec{
-		Name:       fmt.Sprintf("kernel.%s.%s", k.ImageRef.ShortName(), k.ID),
-		Image:      k.ImageName,
-		Labels:     labels,
-		Env:        env,
-		WorkingDir: "/home/work",
-		Hostname:   hostname,
-		Tty:        kernelTTY,
-		OpenStdin:  true,
-		StopSignal: "SIGINT",
-		Init:       true,
-		CapAdd:     []string{"IPC_LOCK", "SYS_NICE"},
+		Name:        fmt.Sprintf("kernel.%s.%s", k.ImageRef.ShortName(), k.ID),
+		Image:       k.ImageName,
+		Labels:      labels,
+		Env:         env,
+		WorkingDir:  "/home/work",
+		Hostname:    hostname,
+		Tty:         kernelTTY,
+		OpenStdin:   true,
+		StopSignal:  "SIGINT",
+		Init:        true,
+		CapAdd:      []string{"IPC_LOCK", "SYS_NICE"},
+		SecurityOpt: secOpt,
 		Ulimits: []backend.Ulimit{
 			{Name: "nofile", Soft: hostLimit(unix.RLIMIT_NOFILE, 1048576), Hard: hostLimit(unix.RLIMIT_NOFILE, 1048576)},
 			{Name: "memlock", Soft: hostLimit(unix.RLIMIT_MEMLOCK, -1), Hard: hostLimit(unix.RLIMIT_MEMLOCK, -1)},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,6 +96,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg.Agent.Region = detectRegion(cfg.Agent.Region)
+	if cfg.Agent.SoftMemoryLimit > 0 {
+		// The heap is given back under this limit; a burst of large RPC
+		// messages must not leave the agent big (see also the transport's
+		// trimmer).
+		debug.SetMemoryLimit(int64(cfg.Agent.SoftMemoryLimit))
+	}
 	var curve *zmq.Curve
 	if cfg.Agent.RPCAuthAgentKeypair != "" {
 		c, err := zmq.LoadCurve(cfg.Agent.RPCAuthAgentKeypair, cfg.Agent.RPCAuthManagerPublicKey)
@@ -216,6 +223,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer a.Close()
 	srv := rpc.NewServer(log.With("component", "rpc"), a.ID())
 	srv.SetObserver(am)
+	srv.SetMaxBodySize(int(cfg.Agent.RPCMaxMessageSize))
 	srv.SetErrorHook(func(method, exc string, err error) {
 		// As collect_error: every failed RPC becomes agent_error.
 		sink.Publish(context.Background(), event.NewAgentError(exc+": "+err.Error(), "rpc method "+method+" (raised by bai-agent)"))

@@ -237,7 +237,12 @@ type AgentConfig struct {
 	// are logged).
 	ControlPlane string `toml:"control-plane"`
 	// OutboxMaxSize bounds undelivered events kept on disk.
-	OutboxMaxSize           Size              `toml:"event-outbox-max-size"`
+	OutboxMaxSize Size `toml:"event-outbox-max-size"`
+	// RPCMaxMessageSize bounds an inbound RPC body (upload_file carries a
+	// whole file); a bigger one gets a ValueError reply, undecoded.
+	RPCMaxMessageSize Size `toml:"rpc-max-message-size"`
+	// SoftMemoryLimit is the Go runtime's soft memory limit (0: none).
+	SoftMemoryLimit         Size              `toml:"soft-memory-limit"`
 	SyncContainerLifecycles SyncLifecycles    `toml:"sync-container-lifecycles"`
 	UtilizationMetric       UtilizationMetric `toml:"utilization-metric"`
 
@@ -377,6 +382,8 @@ func Defaults() *Config {
 		ManagerCompat:             "main",
 		ControlPlane:              "etcd",
 		OutboxMaxSize:             64 << 20,
+		RPCMaxMessageSize:         10 << 20,
+		SoftMemoryLimit:           256 << 20,
 		SyncContainerLifecycles:   SyncLifecycles{Enabled: true, Interval: 10},
 		UtilizationMetric: UtilizationMetric{
 			Node:      UtilizationScope{Enable: true, Interval: 30},
@@ -582,6 +589,12 @@ func (c *Config) validate(b *binder) error {
 	}
 	if err := oneOf(b, "agent.control-plane", c.Agent.ControlPlane, "etcd", "none"); err != nil {
 		return err
+	}
+	if c.Agent.RPCMaxMessageSize < 64<<10 {
+		return b.errorf("agent.rpc-max-message-size", "must be at least 64K")
+	}
+	if c.Agent.SoftMemoryLimit != 0 && c.Agent.SoftMemoryLimit < 32<<20 {
+		return b.errorf("agent.soft-memory-limit", "must be 0 (none) or at least 32M")
 	}
 	if c.Agent.OutboxMaxSize < 1<<20 {
 		return b.errorf("agent.event-outbox-max-size", "must be at least 1M")

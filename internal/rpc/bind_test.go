@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -222,5 +223,29 @@ func TestOversizedBodyRefused(t *testing.T) {
 	rh, _, err := callosum.DecodeHeader(out[1])
 	if err != nil || rh.Type != callosum.TypeError {
 		t.Fatalf("oversized body: %+v %v", rh, err)
+	}
+}
+
+func TestConfiguredBodyLimit(t *testing.T) {
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-x")
+	s.SetMaxBodySize(1024)
+	s.Register("upload_file", func(context.Context, *Call) (any, error) { return nil, nil })
+	h, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: "upload_file", Okey: []byte{}, Seq: int64(1)})
+	for _, tc := range []struct {
+		size int
+		want int64
+	}{{512, callosum.TypeResult}, {2048, callosum.TypeError}} {
+		payload, _ := msgpack.Marshal(map[string]any{"args": []any{"k", "f", make([]byte, tc.size)}, "kwargs": map[string]any{}})
+		out := s.HandleMessage(context.Background(), []byte("p"), h, callosum.EncodeBody([]byte{}, payload))
+		rh, _, err := callosum.DecodeHeader(out[1])
+		if err != nil || rh.Type != tc.want {
+			t.Fatalf("%d-byte body: reply type %d (%v), want %d", tc.size, rh.Type, err, tc.want)
+		}
+		if tc.want == callosum.TypeError {
+			b, _ := callosum.DecodeBody(out[2], false)
+			if !bytes.Contains(b.Meta, []byte("agent.rpc-max-message-size")) {
+				t.Fatalf("error does not name the setting: %q", b.Meta)
+			}
+		}
 	}
 }

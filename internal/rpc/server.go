@@ -33,6 +33,8 @@ type Server struct {
 	inline   map[string]bool
 	observer Observer
 	onError  func(method, exception string, err error)
+	// maxBodySize bounds a request body; checked before decoding.
+	maxBodySize int
 
 	mu       sync.Mutex
 	inflight map[string]context.CancelFunc
@@ -68,6 +70,16 @@ func (s *Server) IsInline(hdrFrame []byte) bool {
 // failure reply is built (the agent publishes agent_error there, as the
 // Python agent's collect_error does). It must not block.
 func (s *Server) SetErrorHook(f func(method, exception string, err error)) { s.onError = f }
+
+// SetMaxBodySize sets the inbound body limit (default callosum.MaxBodySize).
+func (s *Server) SetMaxBodySize(n int) { s.maxBodySize = n }
+
+func (s *Server) maxBody() int {
+	if s.maxBodySize > 0 {
+		return s.maxBodySize
+	}
+	return callosum.MaxBodySize
+}
 
 // SetObserver installs a metrics hook.
 func (s *Server) SetObserver(o Observer) { s.observer = o }
@@ -121,8 +133,8 @@ func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyF
 	default:
 		return s.errorReply(h, "ValueError", fmt.Sprintf("unexpected message type %d", h.Type))
 	}
-	if len(bodyFrame) > callosum.MaxBodySize {
-		return s.errorReply(h, "ValueError", fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", len(bodyFrame), callosum.MaxBodySize))
+	if limit := s.maxBody(); len(bodyFrame) > limit {
+		return s.errorReply(h, "ValueError", fmt.Sprintf("body of %d bytes exceeds the %d-byte limit (agent.rpc-max-message-size)", len(bodyFrame), limit))
 	}
 	body, err := callosum.DecodeBody(bodyFrame, h.Zip)
 	if err != nil {

@@ -30,6 +30,7 @@ type Transport struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
 	curve   *Curve
+	trim    trimmer
 }
 
 // Listen binds addr ("host:port") and starts serving. With curve set the
@@ -91,8 +92,12 @@ func Listen(ctx context.Context, log *slog.Logger, addr string, srv *rpc.Server,
 		return nil, err
 	}
 	ctx, t.cancel = context.WithCancel(ctx)
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.sendLoop(ctx, push)
+	go func() {
+		defer t.wg.Done()
+		t.trim.run(ctx)
+	}()
 	go t.serve(ctx)
 	return t, nil
 }
@@ -180,6 +185,13 @@ func (t *Transport) serve(ctx context.Context) {
 
 // incoming handles one message from the ROUTER: [peer..., kind, header, body].
 func (t *Transport) incoming(ctx context.Context, frames [][]byte) {
+	size := 0
+	for _, f := range frames {
+		size += len(f)
+	}
+	if size >= largeMessage {
+		t.trim.sawLarge()
+	}
 	n := len(frames)
 	if n < 4 {
 		// Fewer than identity + 3 frames: callosum ignores these too.
