@@ -125,6 +125,7 @@ type Agent struct {
 	logs      LogCollector
 	onSync    func(error)
 	onChange  func(kernelID string, running bool)
+	engine    engineState
 	// imageArch remembers each image id's architecture (image id -> string).
 	imageArch sync.Map
 	khost     string
@@ -389,6 +390,8 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.bg.Add(1)
 		go a.syncLoop(ctx)
 	}
+	a.bg.Add(1)
+	go a.watchEngine(ctx)
 	a.events.Publish(ctx, event.AgentStarted{Reason: "self-started"})
 	return nil
 }

@@ -667,3 +667,63 @@ func TestViewDuringCreation_Fake(t *testing.T) {
 		t.Fatal("the reader never saw a kernel")
 	}
 }
+
+// The engine goes away and its containers stop with it: when it is back,
+// those kernels are cleaned at once with a reason that says an anomaly
+// (not the kernel itself) ended them, and creations meanwhile fail
+// without leaving anything.
+func TestCreateWhileEngineDown_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := fmt.Errorf("ping: %w: connection refused", backend.ErrUnavailable)
+	c.be.Inject(fake.CallPing, &fake.Fault{Err: down})
+	waitFor(t, 10*time.Second, "the agent notices the engine is down", func() bool { return !c.agent.EngineAvailable() })
+	c.be.Inject(fake.CallInspectImage, &fake.Fault{Err: fmt.Errorf("inspect: %w", backend.ErrUnavailable)})
+	if _, err := c.create(nil); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("create while the engine is down: %v", err)
+	}
+	c.be.Inject(fake.CallInspectImage, nil)
+	// The engine stops the container as it goes; nobody sees the die event.
+	c.agent.cancel()
+	c.agent.bg.Wait()
+	c.be.Exit(info.ContainerID, 143, false)
+	c.be.Inject(fake.CallPing, nil)
+	c.agent.Close()
+	c.events = &recorder{}
+	c.opts.Events = c.events
+	c.agent = c.start()
+	_ = c.agent.SyncOnce(context.Background())
+	// The new agent never saw the outage: the container simply exited.
+	if ev, ok := c.events.find("kernel_terminated", info.ID); !ok || ev["reason"] != ReasonSelfTerminated {
+		t.Fatalf("after a restart of the agent too: %v", ev)
+	}
+}
+
+// With the agent running through the outage, the exit is attributed to
+// the engine.
+func TestEngineRestartReason_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.be.Inject(fake.CallPing, &fake.Fault{Err: fmt.Errorf("%w: connection refused", backend.ErrUnavailable)})
+	waitFor(t, 10*time.Second, "the agent notices the engine is down", func() bool { return !c.agent.EngineAvailable() })
+	c.be.Exit(info.ContainerID, 143, false)
+	c.be.Inject(fake.CallPing, nil)
+	waitFor(t, 10*time.Second, "kernel cleaned after the outage", func() bool {
+		_, ok := c.agent.Kernel(info.ID)
+		return !ok
+	})
+	ev, ok := c.events.find("kernel_terminated", info.ID)
+	if !ok || ev["reason"] != ReasonAnomalyDetected {
+		t.Fatalf("kernel_terminated %v, want reason %s", ev, ReasonAnomalyDetected)
+	}
+	if !c.agent.EngineAvailable() {
+		waitFor(t, 10*time.Second, "engine seen back", c.agent.EngineAvailable)
+	}
+	c.assertNothingTaken("after the outage")
+}

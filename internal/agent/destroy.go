@@ -20,6 +20,10 @@ const (
 	ReasonNotFoundInManager = "not-found-in-manager"
 	ReasonSelfTerminated    = "self-terminated"
 	ReasonContainerNotFound = "container-not-found"
+	// ReasonAnomalyDetected is sent for a kernel whose container the
+	// container engine stopped when it went down or restarted (upstream's
+	// enum has no closer value).
+	ReasonAnomalyDetected   = "anomaly-detected"
 	ReasonUnknownContainer  = "terminated-unknown-container"
 	ReasonFailedToCreate    = "failed-to-create"
 	ReasonFailedToStart     = "failed-to-start"
@@ -191,7 +195,7 @@ func (j *cleanJob) publish(ctx context.Context) error {
 // sync loop.
 // containerID names the container that exited: an event about a previous
 // container of the kernel (replaced by a restart) is ignored.
-func (a *Agent) onContainerExit(ctx context.Context, kernelID, containerID string, exitCode int, oom bool) {
+func (a *Agent) onContainerExit(ctx context.Context, kernelID, containerID string, exitCode int, oom bool, finished time.Time) {
 	k, ok := a.Kernel(kernelID)
 	if !ok {
 		return
@@ -209,6 +213,12 @@ func (a *Agent) onContainerExit(ctx context.Context, kernelID, containerID strin
 	}
 	t := kernel.ClassifyExit(exitCode, oom)
 	t.Reason = ReasonSelfTerminated
+	if a.exitedWithEngine(finished) {
+		// The engine stopped or restarted under the kernel (without
+		// live-restore it stops every container).
+		t.Reason = ReasonAnomalyDetected
+		a.log.Warn("kernel's container stopped with the container engine", "kernel_id", kernelID, "exit_code", exitCode)
+	}
 	k.SetTermination(t)
 	if err := a.clean(ctx, k, false); err != nil {
 		a.log.Error("clean exited kernel", "kernel_id", kernelID, "error", err)

@@ -83,11 +83,11 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 			a.destroyStray(ctx, kid, ins, reason)
 		case k.State() == kernel.Running && !k.restarting.Load() && c.ID == k.ContainerID() && !(&c).Alive():
 			ins, err := a.be.Inspect(ctx, c.ID)
-			code, oom := -1, false
+			code, oom, finished := -1, false, time.Time{}
 			if err == nil {
-				code, oom = ins.ExitCode, ins.OOMKilled
+				code, oom, finished = ins.ExitCode, ins.OOMKilled, ins.FinishedAt
 			}
-			a.onContainerExit(ctx, kid, c.ID, code, oom)
+			a.onContainerExit(ctx, kid, c.ID, code, oom, finished)
 		}
 	}
 	for _, k := range a.Kernels() {

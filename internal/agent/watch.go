@@ -69,13 +69,23 @@ func (a *Agent) handleEvent(ctx context.Context, ev backend.Event) {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
-			oom := false
+			oom, finished := false, ev.Time
 			ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if ins, err := a.be.Inspect(ictx, ev.ContainerID); err == nil {
 				oom = ins.OOMKilled
+				if !ins.FinishedAt.IsZero() {
+					finished = ins.FinishedAt
+				}
 			}
 			cancel()
-			a.onContainerExit(context.WithoutCancel(ctx), kid, ev.ContainerID, ev.ExitCode, oom)
+			if !oom {
+				// An engine that shuts down stops every container first
+				// (their processes may well exit 0) and only then stops
+				// answering: give it a moment to show it, so that the
+				// manager hears why the kernel ended.
+				a.awaitEngineVerdict(ctx)
+			}
+			a.onContainerExit(context.WithoutCancel(ctx), kid, ev.ContainerID, ev.ExitCode, oom, finished)
 		}()
 	case "oom":
 		if k, ok := a.Kernel(kid); ok && k.ContainerID() == ev.ContainerID {

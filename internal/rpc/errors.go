@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/rpc/callosum"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
@@ -54,6 +55,8 @@ var exceptionTable = []struct {
 	{agent.ErrAgentShuttingDown, "RuntimeError"},
 	{kernel.ErrIllegalTransition, "RuntimeError"},
 	{context.DeadlineExceeded, "TimeoutError"},
+	// What aiodocker raises when dockerd does not answer.
+	{backend.ErrUnavailable, "DockerError"},
 }
 
 // ExceptionName returns the Python exception name for err.

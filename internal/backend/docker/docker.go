@@ -39,6 +39,15 @@ func New() (*Backend, error) {
 	return &Backend{cli: cli}, nil
 }
 
+// NewHost connects to the engine at host (a DOCKER_HOST value).
+func NewHost(host string) (*Backend, error) {
+	cli, err := client.New(client.WithHost(host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", host, err)
+	}
+	return &Backend{cli: cli}, nil
+}
+
 // Client exposes the underlying client for tools and tests that measure
 // the raw API (benchmarks compare against it).
 func (b *Backend) Client() *client.Client { return b.cli }

@@ -1,0 +1,121 @@
+// The container engine's availability: a dockerd that stops or restarts is
+// noticed, kernels whose containers it stopped are cleaned with a reason
+// that says so, and the registry is reconciled as soon as it is back.
+
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// enginePoll is how often the engine is pinged.
+const enginePoll = 2 * time.Second
+
+// engineState remembers the engine's last outage.
+type engineState struct {
+	mu     sync.Mutex
+	down   bool
+	downAt time.Time // start of the last outage
+	backAt time.Time // end of the last outage (zero while down)
+}
+
+// watchEngine pings the engine and logs its outages; when it is back, a
+// sync pass reconciles every kernel at once.
+func (a *Agent) watchEngine(ctx context.Context) {
+	defer a.bg.Done()
+	t := time.NewTicker(enginePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := a.be.Ping(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			a.markEngineDown(err)
+			continue
+		}
+		a.engine.mu.Lock()
+		switch {
+		case a.engine.down:
+			a.engine.down, a.engine.backAt = false, time.Now()
+			outage := a.engine.backAt.Sub(a.engine.downAt)
+			a.engine.mu.Unlock()
+			a.log.Warn("container engine is back; reconciling kernels", "outage", outage.Round(time.Millisecond))
+			a.requestSync()
+			continue
+		}
+		a.engine.mu.Unlock()
+	}
+}
+
+// engineVerdictWait is how long a container's stop waits to see whether
+// the engine goes down with it.
+const engineVerdictWait = 2 * time.Second
+
+// awaitEngineVerdict pings the engine for up to engineVerdictWait and
+// records an outage as soon as it does not answer.
+func (a *Agent) awaitEngineVerdict(ctx context.Context) {
+	deadline := time.Now().Add(engineVerdictWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err := a.be.Ping(pctx)
+		cancel()
+		if err != nil {
+			a.markEngineDown(err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// markEngineDown starts an outage (once).
+func (a *Agent) markEngineDown(err error) {
+	a.engine.mu.Lock()
+	if a.engine.down {
+		a.engine.mu.Unlock()
+		return
+	}
+	a.engine.down, a.engine.downAt, a.engine.backAt = true, time.Now(), time.Time{}
+	a.engine.mu.Unlock()
+	a.log.Warn("container engine unavailable; kernel operations fail until it is back", "error", err)
+}
+
+// engineRestartGrace widens an outage at both ends: containers stop while
+// the engine shuts down, before its socket refuses, and it may clean
+// containers for a while after it answers again.
+const engineRestartGrace = 30 * time.Second
+
+// exitedWithEngine reports whether a container that finished at t did so
+// because the engine stopped or restarted (within its last outage).
+func (a *Agent) exitedWithEngine(t time.Time) bool {
+	if t.IsZero() {
+		return false
+	}
+	a.engine.mu.Lock()
+	defer a.engine.mu.Unlock()
+	if a.engine.downAt.IsZero() {
+		return false
+	}
+	end := a.engine.backAt
+	if a.engine.down || end.IsZero() {
+		end = time.Now()
+	}
+	return !t.Before(a.engine.downAt.Add(-engineRestartGrace)) && !t.After(end.Add(engineRestartGrace))
+}
+
+// EngineAvailable reports whether the last ping of the engine answered.
+func (a *Agent) EngineAvailable() bool {
+	a.engine.mu.Lock()
+	defer a.engine.mu.Unlock()
+	return !a.engine.down
+}
