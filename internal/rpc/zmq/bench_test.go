@@ -187,3 +187,136 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	}
 	b.ReportMetric(rssKB/1024, "MiB-rss")
 }
+
+// BenchmarkCreateBurst creates 20 kernels 4 at a time through RPC (four
+// clients) and, interleaved, the same 20 container configs 4 at a time
+// through the Docker API; it reports the median total time of each and
+// the agent's overhead (hardening gate: within 10 %).
+func BenchmarkCreateBurst(b *testing.B) {
+	b.Setenv("BACKEND_CPU_OVERCOMMIT_FACTOR", "10")
+	addr, _, _ := startAgent(b, nil)
+	img := testutil.TestImage(b)
+	be := testutil.RequireDocker(b)
+	cli := be.Client()
+	ctx := context.Background()
+	const total, par = 20, 4
+	clients := make([]*client.Client, par)
+	for i := range clients {
+		c, err := client.Dial(addr, 5*time.Second, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	sid, kid, args := createArgs(img)
+	if _, err := clients[0].Call(ctx, "create_kernels", args, nil); err != nil {
+		b.Fatal(err)
+	}
+	list, err := be.List(ctx, map[string]string{"ai.backend.kernel-id": kid})
+	if err != nil || len(list) != 1 {
+		b.Fatalf("template container: %v %d", err, len(list))
+	}
+	tmpl, err := cli.ContainerInspect(ctx, list[0].ID, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rawScratch := b.TempDir()
+	for i, m := range tmpl.Container.HostConfig.Mounts {
+		if strings.HasPrefix(m.Target, "/home/") {
+			dst := filepath.Join(rawScratch, filepath.Base(m.Target))
+			if err := os.MkdirAll(dst, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			tmpl.Container.HostConfig.Mounts[i].Source = dst
+		}
+	}
+	if _, err := clients[0].Call(ctx, "destroy_kernel", []any{kid, sid, "user-requested", false}, nil); err != nil {
+		b.Fatal(err)
+	}
+	// run does n jobs on par workers and returns the wall time.
+	run := func(job func(worker, i int)) time.Duration {
+		next := make(chan int, total)
+		for i := 0; i < total; i++ {
+			next <- i
+		}
+		close(next)
+		t0 := time.Now()
+		done := make(chan struct{})
+		for w := 0; w < par; w++ {
+			go func(w int) {
+				for i := range next {
+					job(w, i)
+				}
+				done <- struct{}{}
+			}(w)
+		}
+		for w := 0; w < par; w++ {
+			<-done
+		}
+		return time.Since(t0)
+	}
+	rawBurst := func() time.Duration {
+		ids := make([]string, total)
+		d := run(func(_, i int) {
+			hc := *tmpl.Container.HostConfig
+			hc.PortBindings = network.PortMap{}
+			n := 0
+			for p := range tmpl.Container.HostConfig.PortBindings {
+				hc.PortBindings[p] = []network.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(34000 + i*10 + n)}}
+				n++
+			}
+			cr, err := cli.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{Config: tmpl.Container.Config, HostConfig: &hc, Name: "bai-burst-raw-" + uuid.NewString()})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			ids[i] = cr.ID
+			if _, err := cli.ContainerStart(ctx, cr.ID, mobyclient.ContainerStartOptions{}); err != nil {
+				b.Error(err)
+			}
+		})
+		for _, id := range ids {
+			if id != "" {
+				_, _ = cli.ContainerRemove(ctx, id, mobyclient.ContainerRemoveOptions{Force: true})
+			}
+		}
+		return d
+	}
+	agentBurst := func() time.Duration {
+		type made struct{ sid, kid string }
+		kernels := make([]made, total)
+		d := run(func(w, i int) {
+			sid, kid, args := createArgs(img)
+			if _, err := clients[w].Call(ctx, "create_kernels", args, nil); err != nil {
+				b.Error(err)
+				return
+			}
+			kernels[i] = made{sid, kid}
+		})
+		for _, k := range kernels {
+			if k.kid != "" {
+				if _, err := clients[0].Call(ctx, "destroy_kernel", []any{k.kid, k.sid, "user-requested", false}, nil); err != nil {
+					b.Error(err)
+				}
+			}
+		}
+		return d
+	}
+	var raw, viaAgent []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 {
+			raw = append(raw, rawBurst())
+			viaAgent = append(viaAgent, agentBurst())
+		} else {
+			viaAgent = append(viaAgent, agentBurst())
+			raw = append(raw, rawBurst())
+		}
+	}
+	b.StopTimer()
+	mr, ma := median(raw), median(viaAgent)
+	b.ReportMetric(float64(mr.Milliseconds()), "raw-ms/burst")
+	b.ReportMetric(float64(ma.Milliseconds()), "agent-ms/burst")
+	b.ReportMetric(100*(float64(ma)-float64(mr))/float64(mr), "overhead-%")
+}
