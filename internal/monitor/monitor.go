@@ -47,6 +47,7 @@ type Monitor struct {
 
 	mu          sync.Mutex
 	lastProcPub time.Time
+	problems    map[string]string // kernel id -> last reported problem
 	// The agent's own CPU time at the previous sample (self loop only).
 	selfCPUMsec uint64
 	selfAt      time.Time
@@ -228,7 +229,26 @@ func (m *Monitor) containers(ctx context.Context) error {
 	if res.TimedOut > 0 || res.Skipped > 0 {
 		m.o.Log.Warn("some containers were slow to measure; their numbers are stale", "timed_out", res.TimedOut, "skipped", res.Skipped)
 	}
+	m.reportProblems(res.Problems)
 	return nil
+}
+
+// reportProblems logs each kernel's measurement problem when it appears
+// or changes, and when it clears (not every cycle).
+func (m *Monitor) reportProblems(now map[string]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, p := range now {
+		if m.problems[id] != p {
+			m.o.Log.Warn("kernel not fully measured", "kernel_id", id, "problem", p)
+		}
+	}
+	for id := range m.problems {
+		if _, still := now[id]; !still {
+			m.o.Log.Info("kernel measured again", "kernel_id", id)
+		}
+	}
+	m.problems = now
 }
 
 // self reports the agent process's own CPU and memory.

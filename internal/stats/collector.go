@@ -45,6 +45,8 @@ type kernelState struct {
 	procs    map[int]map[string]*Metric
 	inflight bool
 	readOnce bool
+	// netErr is why the last read had no network counters (nil: it had).
+	netErr error
 	// Per-process I/O, for hosts whose blkio controller accounts nothing
 	// (buffered writes on cgroup v1, some virtual disks): counters of
 	// processes seen alive, plus the last counters of those that exited.
@@ -129,6 +131,10 @@ type CycleResult struct {
 	Failed    int
 	Gone      []string // kernels whose series must be removed
 	OOMKilled []string // kernels with a new OOM kill since the last cycle
+	// Problems says, per kernel, why it was not (fully) measured this
+	// cycle: a failed read (its cgroup or process is gone) or a missing
+	// network namespace (measured without network counters).
+	Problems map[string]string
 }
 
 func dec(v uint64) decimal.Decimal { return decimal.NewFromUint64(v) }
@@ -170,9 +176,10 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 	c.mu.Unlock()
 
 	type outcome struct {
-		id  string
-		err error
-		oom bool
+		id      string
+		err     error
+		oom     bool
+		partial error
 	}
 	done := make(chan outcome, len(jobs))
 	for _, j := range jobs {
@@ -180,8 +187,9 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 			err, oom := c.readKernel(j.st, j.t)
 			c.mu.Lock()
 			j.st.inflight = false
+			partial := j.st.netErr
 			c.mu.Unlock()
-			done <- outcome{j.t.KernelID, err, oom}
+			done <- outcome{j.t.KernelID, err, oom, partial}
 		}(j)
 	}
 	timer := time.NewTimer(c.Deadline)
@@ -193,6 +201,16 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 				res.Failed++
 			} else {
 				res.Collected++
+			}
+			if o.err != nil || o.partial != nil {
+				if res.Problems == nil {
+					res.Problems = map[string]string{}
+				}
+				if o.err != nil {
+					res.Problems[o.id] = o.err.Error()
+				} else {
+					res.Problems[o.id] = "network counters unavailable: " + o.partial.Error()
+				}
 			}
 			if o.oom {
 				res.OOMKilled = append(res.OOMKilled, o.id)
@@ -244,6 +262,7 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	st.netErr = nerr
 	if nerr == nil {
 		st.updateNet(now, rx, tx)
 	}

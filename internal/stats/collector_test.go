@@ -92,3 +92,56 @@ func TestStuckContainerDelaysOnlyItself(t *testing.T) {
 		t.Fatalf("gone: %v", res.Gone)
 	}
 }
+
+// A container whose cgroup was removed under the agent, or whose network
+// namespace is gone, is reported as failed in the same cycle; the others
+// are measured as usual and no cycle waits for it.
+func TestBrokenContainerIsReported(t *testing.T) {
+	tests := []struct {
+		name   string
+		break_ func(root string) error
+	}{
+		{"cgroup removed", func(root string) error {
+			for _, ctl := range []string{"cpuacct", "memory", "blkio"} {
+				if err := os.RemoveAll(filepath.Join(root, "sys/fs/cgroup", ctl, "docker/c1")); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"network namespace gone", func(root string) error {
+			return os.Remove(filepath.Join(root, "proc/101/net/dev"))
+		}},
+		{"process gone", func(root string) error {
+			return os.RemoveAll(filepath.Join(root, "proc/101"))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := fakeHost(t, 3)
+			if err := tt.break_(root); err != nil {
+				t.Fatal(err)
+			}
+			c := NewCollector()
+			c.FS = cgroup.FS{Root: root}
+			c.Deadline = 300 * time.Millisecond
+			targets := []Target{{KernelID: "k0", ContainerID: "c0", Pid: 100}, {KernelID: "k1", ContainerID: "c1", Pid: 101}, {KernelID: "k2", ContainerID: "c2", Pid: 102}}
+			for cycle := 0; cycle < 2; cycle++ {
+				t0 := time.Now()
+				res := c.CollectContainers(context.Background(), targets)
+				if el := time.Since(t0); el > testutil.Slow(200*time.Millisecond) {
+					t.Fatalf("cycle %d took %s", cycle, el)
+				}
+				if res.Collected < 2 || res.TimedOut != 0 || res.Skipped != 0 {
+					t.Fatalf("cycle %d: %+v, want the two healthy containers measured", cycle, res)
+				}
+				if tt.name != "network namespace gone" && res.Failed != 1 {
+					t.Fatalf("cycle %d: %+v, want the broken container reported failed", cycle, res)
+				}
+				if len(res.Problems) != 1 || res.Problems["k1"] == "" {
+					t.Fatalf("cycle %d: problems %v, want k1's", cycle, res.Problems)
+				}
+			}
+		})
+	}
+}
