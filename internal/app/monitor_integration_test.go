@@ -226,39 +226,67 @@ func BenchmarkAgentWithIdleKernels(b *testing.B) {
 	_ = os.WriteFile(s.cfg, append(cfg, []byte("\n[agent.utilization-metric.node]\ninterval = 5\n[agent.utilization-metric.container]\ninterval = 5\n[agent.utilization-metric.process]\ninterval = 5\n")...), 0o644)
 	s.env = []string{"BACKEND_CPU_OVERCOMMIT_FACTOR=10"}
 	s.start()
-	n := 0
-	for n < 40 {
-		out, err := exec.Command(s.bin, "ctl", "--addr", s.rpc, "create", "--image", img, "--cpu", "1", "--mem", "32m", "--shm", "8m").CombinedOutput()
-		if err != nil {
-			if strings.Contains(string(out), "InsufficientResource") {
-				break
-			}
-			b.Fatalf("create: %v %s", err, out)
-		}
-		n++
-	}
-	time.Sleep(5 * time.Second)
 	pid := s.cmd.Process.Pid
 	cpu := func() float64 {
 		b1, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		f := strings.Fields(string(b1[strings.LastIndexByte(string(b1), ')')+1:]))
 		ut, _ := strconv.ParseFloat(f[11], 64)
 		st, _ := strconv.ParseFloat(f[12], 64)
-		return (ut + st) * 10
+		return (ut + st) * 10 // ms
 	}
-	c0, t0 := cpu(), time.Now()
-	time.Sleep(20 * time.Second)
-	c1, t1 := cpu(), time.Now()
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	var kb float64
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ = strconv.ParseFloat(f[1], 64)
+	rss := func() float64 {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		for _, line := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb / 1024
+			}
 		}
+		return 0
+	}
+	// Measure at 0, 5, 10 and the most kernels the node holds (20 on 2
+	// cores with overcommit 10): RSS, and CPU over 15 s, so that the slope
+	// per kernel predicts a bigger node.
+	var xs, mems, cpus []float64
+	n := 0
+	full := false
+	for _, stage := range []int{0, 5, 10, 40} {
+		for n < stage {
+			out, err := exec.Command(s.bin, "ctl", "--addr", s.rpc, "create", "--image", img, "--cpu", "1", "--mem", "32m", "--shm", "8m").CombinedOutput()
+			if err != nil {
+				if strings.Contains(string(out), "InsufficientResource") {
+					full = true
+					break
+				}
+				b.Fatalf("create: %v %s", err, out)
+			}
+			n++
+		}
+		time.Sleep(5 * time.Second)
+		c0, t0 := cpu(), time.Now()
+		time.Sleep(15 * time.Second)
+		c1, t1 := cpu(), time.Now()
+		xs = append(xs, float64(n))
+		mems = append(mems, rss())
+		cpus = append(cpus, (c1-c0)/float64(t1.Sub(t0).Milliseconds())*100)
+		b.Logf("%2d kernels: %.1f MiB RSS, %.2f %% of a core", n, mems[len(mems)-1], cpus[len(cpus)-1])
+		if full {
+			break
+		}
+	}
+	slope := func(ys []float64) float64 {
+		var sx, sy, sxx, sxy float64
+		for i := range xs {
+			sx, sy, sxx, sxy = sx+xs[i], sy+ys[i], sxx+xs[i]*xs[i], sxy+xs[i]*ys[i]
+		}
+		k := float64(len(xs))
+		return (k*sxy - sx*sy) / (k*sxx - sx*sx)
 	}
 	for i := 0; i < b.N; i++ {
 	}
 	b.ReportMetric(float64(n), "kernels")
-	b.ReportMetric(kb/1024, "MiB-rss")
-	b.ReportMetric((c1-c0)/float64(t1.Sub(t0).Milliseconds())*100, "%core")
+	b.ReportMetric(mems[len(mems)-1], "MiB-rss")
+	b.ReportMetric(cpus[len(cpus)-1], "%core")
+	b.ReportMetric(slope(mems), "MiB/kernel")
+	b.ReportMetric(slope(cpus), "%core/kernel")
 }
