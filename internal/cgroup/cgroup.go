@@ -26,7 +26,7 @@ type FS struct{ Root string }
 
 func (f FS) path(p string) string { return filepath.Join(f.Root, p) }
 
-func (f FS) read(p string) ([]byte, error) { return os.ReadFile(f.path(p)) }
+func (f FS) read(p string) ([]byte, error) { return readFile(f.path(p)) }
 
 // Detect returns the host's layout.
 func (f FS) Detect() Mode {
@@ -190,7 +190,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 	if p.V2 != "" && p.CPUAcct == "" {
 		return f.readV2(p.V2)
 	}
-	b, err := os.ReadFile(filepath.Join(p.CPUAcct, "cpuacct.usage"))
+	b, err := readFile(filepath.Join(p.CPUAcct, "cpuacct.usage"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -202,26 +202,26 @@ func (f FS) Read(p Paths) (Sample, error) {
 		return s, fmt.Errorf("cpuacct.usage: %w", err)
 	}
 	s.CPUUsec = ns / 1000
-	if b, err = os.ReadFile(filepath.Join(p.Memory, "memory.usage_in_bytes")); err == nil {
+	if b, err = readFile(filepath.Join(p.Memory, "memory.usage_in_bytes")); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := os.ReadFile(filepath.Join(p.Memory, "memory.stat"))
+		st, _ := readFile(filepath.Join(p.Memory, "memory.stat"))
 		inactive := kv(st)["total_inactive_file"]
 		if inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = os.ReadFile(filepath.Join(p.Memory, "memory.limit_in_bytes")); err == nil {
+	if b, err = readFile(filepath.Join(p.Memory, "memory.limit_in_bytes")); err == nil {
 		if l, _ := parseUint(b); l < noLimitV1 {
 			s.MemLimit = l
 		}
 	}
-	if b, err = os.ReadFile(filepath.Join(p.Memory, "memory.oom_control")); err == nil {
+	if b, err = readFile(filepath.Join(p.Memory, "memory.oom_control")); err == nil {
 		if v, ok := kv(b)["oom_kill"]; ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = os.ReadFile(filepath.Join(p.Blkio, "blkio.throttle.io_service_bytes")); err == nil {
+	if b, err = readFile(filepath.Join(p.Blkio, "blkio.throttle.io_service_bytes")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
 			if len(f) != 3 {
@@ -241,7 +241,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 
 func (f FS) readV2(dir string) (Sample, error) {
 	var s Sample
-	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	b, err := readFile(filepath.Join(dir, "cpu.stat"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -249,23 +249,23 @@ func (f FS) readV2(dir string) (Sample, error) {
 		return s, err
 	}
 	s.CPUUsec = kv(b)["usage_usec"]
-	if b, err = os.ReadFile(filepath.Join(dir, "memory.current")); err == nil {
+	if b, err = readFile(filepath.Join(dir, "memory.current")); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := os.ReadFile(filepath.Join(dir, "memory.stat"))
+		st, _ := readFile(filepath.Join(dir, "memory.stat"))
 		if inactive := kv(st)["inactive_file"]; inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = os.ReadFile(filepath.Join(dir, "memory.max")); err == nil {
+	if b, err = readFile(filepath.Join(dir, "memory.max")); err == nil {
 		s.MemLimit, _ = parseUint(b)
 	}
-	if b, err = os.ReadFile(filepath.Join(dir, "memory.events")); err == nil {
+	if b, err = readFile(filepath.Join(dir, "memory.events")); err == nil {
 		if v, ok := kv(b)["oom_kill"]; ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = os.ReadFile(filepath.Join(dir, "io.stat")); err == nil {
+	if b, err = readFile(filepath.Join(dir, "io.stat")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			for _, f := range strings.Fields(line)[min(1, len(strings.Fields(line))):] {
 				k, v, ok := strings.Cut(f, "=")
@@ -294,7 +294,7 @@ func (f FS) Procs(p Paths) ([]int, error) {
 	if p.V2 != "" && p.CPUAcct == "" {
 		dir = p.V2
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	b, err := readFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +348,7 @@ type Proc struct {
 	IOWrite uint64
 }
 
-// ReadProc reads /proc/<pid>/stat, status and io.
+// ReadProc reads /proc/<pid>/stat and io.
 func (f FS) ReadProc(pid int) (Proc, error) {
 	p := Proc{Pid: pid}
 	b, err := f.read(fmt.Sprintf("/proc/%d/stat", pid))
@@ -366,15 +366,10 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 		st, _ := strconv.ParseUint(fs[12], 10, 64)
 		p.CPUMsec = (ut + st) * 10 // USER_HZ = 100
 	}
-	if b, err := f.read(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				if f := strings.Fields(rest); len(f) > 0 {
-					kb, _ := strconv.ParseUint(f[0], 10, 64)
-					p.RSS = kb * 1024
-				}
-			}
-		}
+	// rss (field 24, in pages) is in stat already: no need to read status.
+	if len(fs) > 21 {
+		pages, _ := strconv.ParseUint(fs[21], 10, 64)
+		p.RSS = pages * uint64(os.Getpagesize())
 	}
 	if b, err := f.read(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
 		m := map[string]uint64{}

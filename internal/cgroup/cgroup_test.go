@@ -81,7 +81,7 @@ func TestV2Tree(t *testing.T) {
 func TestNetDevAndProc(t *testing.T) {
 	root := t.TempDir()
 	write(t, root, "proc/9/net/dev", "Inter-|   Receive\n face |bytes\n    lo: 999 1 0 0 0 0 0 0 999 1 0 0 0 0 0 0\n  eth0: 1000 5 0 0 0 0 0 0 2000 3 0 0 0 0 0 0\n")
-	write(t, root, "proc/9/stat", "9 (my prog) S 1 9 9 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 1 0 100 1000 10\n")
+	write(t, root, "proc/9/stat", "9 (my prog) S 1 9 9 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 1 0 100 1000 512\n") // rss: 512 pages
 	write(t, root, "proc/9/status", "Name:\tx\nVmRSS:\t  2048 kB\n")
 	write(t, root, "proc/9/io", "rchar: 1\nread_bytes: 4096\nwrite_bytes: 8192\n")
 	f := FS{Root: root}
@@ -90,7 +90,7 @@ func TestNetDevAndProc(t *testing.T) {
 		t.Fatalf("netdev %d %d %v", rx, tx, err)
 	}
 	p, err := f.ReadProc(9)
-	if err != nil || p.CPUMsec != 2000 || p.RSS != 2<<20 || p.IORead != 4096 || p.IOWrite != 8192 {
+	if err != nil || p.CPUMsec != 2000 || p.RSS != uint64(512*os.Getpagesize()) || p.IORead != 4096 || p.IOWrite != 8192 {
 		t.Fatalf("proc %+v %v", p, err)
 	}
 }
