@@ -13,6 +13,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/app"
 	"github.com/bai-agent/bai-agent/internal/ctl"
+	"github.com/bai-agent/bai-agent/internal/doctor"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 )
 
@@ -37,6 +38,9 @@ func exitCode(err error) int {
 	}
 	return 1
 }
+
+// errNotReady is doctor's verdict (exit status 1, its report says why).
+var errNotReady = errors.New("the node is not ready")
 
 // usageError marks a command line cobra refused (unknown command, bad
 // flag, wrong arguments): exit status 2.
@@ -124,7 +128,26 @@ func run() int {
 			return nil
 		},
 	}
-	root.AddCommand(start, version, cfgCmd, keygen, ctl.Command())
+	var doctorCfg string
+	doctorCmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check this host before running the agent; exit status 0 when it is ready",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := app.LoadConfig(doctorCfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			fs := doctor.Run(context.Background(), cfg, doctor.Options{})
+			doctor.Print(cmd.OutOrStdout(), fs)
+			if !doctor.Ready(fs) {
+				return errNotReady
+			}
+			return nil
+		},
+	}
+	doctorCmd.Flags().StringVarP(&doctorCfg, "config", "f", "", "path to agent.toml")
+	root.AddCommand(start, version, cfgCmd, keygen, doctorCmd, ctl.Command())
 	markUsage(root)
 	// An unknown command is found before cobra runs anything: Find fails
 	// only on the command path itself.

@@ -33,6 +33,7 @@ func TestCommands(t *testing.T) {
 	}
 	good := write("good.toml", "[agent]\nbackend = \"docker\"\nfrobnicate = 1\n")
 	bad := write("bad.toml", "[agent]\nbackend = \"docker\"\n\n[container]\nport-range = [1, 2]\n")
+	deadEtcd := write("deadetcd.toml", "[agent]\nbackend = \"docker\"\ncontrol-plane = \"etcd\"\nrpc-listen-addr = \"127.0.0.1:1\"\n[etcd]\naddr = \"127.0.0.1:1\"\n[container]\nscratch-root = \""+filepath.Join(dir, "scratch")+"\"\n")
 	nokey := write("nokey.toml", "[agent]\nbackend = \"docker\"\nrpc-listen-addr = \"127.0.0.1:1\"\nrpc-auth-agent-keypair = \"missing.key_secret\"\nrpc-auth-manager-public-key = \"manager.key\"\n")
 	for _, tc := range []struct {
 		name string
@@ -48,6 +49,7 @@ func TestCommands(t *testing.T) {
 		{"missing config file", []string{"start-server", "-f", filepath.Join(dir, "nope.toml")}, 2, []string{"nope.toml"}},
 		{"keygen", []string{"keygen", dir, "agent"}, 0, []string{"agent.key_secret"}},
 		{"unknown command", []string{"frobnicate"}, 2, []string{"unknown command"}},
+		{"doctor, etcd unreachable", []string{"doctor", "-f", deadEtcd}, 1, []string{"FAIL  etcd", "not ready"}},
 		{"unknown flag", []string{"version", "--nope"}, 2, []string{"--nope"}},
 		{"wrong arguments", []string{"keygen", dir}, 2, []string{"accepts 2 arg(s)"}},
 		{"unknown subcommand", []string{"config", "nope"}, 2, []string{"nope"}},

@@ -1,0 +1,290 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/bai-agent/bai-agent/internal/backend/docker"
+	"github.com/bai-agent/bai-agent/internal/cgroup"
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/etcdconfig"
+	"github.com/bai-agent/bai-agent/internal/redisconn"
+	"github.com/bai-agent/bai-agent/internal/scratch"
+)
+
+// Level of a finding.
+type Level int
+
+// Levels: a failure makes the node not ready; a warning does not.
+const (
+	OK Level = iota
+	Info
+	Warn
+	Fail
+)
+
+func (l Level) String() string { return [...]string{"ok", "info", "WARN", "FAIL"}[l] }
+
+// Finding is one line of the report.
+type Finding struct {
+	Check string
+	Level Level
+	Msg   string
+}
+
+// Options tune the checks (tests point them elsewhere).
+type Options struct {
+	// Root is where /sys and /proc are read ("" : the host's).
+	Root string
+	// DockerHost overrides DOCKER_HOST.
+	DockerHost string
+	// Timeout bounds each network check (default 5 s).
+	Timeout time.Duration
+}
+
+// Run runs every check and returns the findings in order.
+func Run(ctx context.Context, cfg *config.Config, o Options) []Finding {
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
+	}
+	var out []Finding
+	add := func(check string, l Level, format string, args ...any) {
+		out = append(out, Finding{Check: check, Level: l, Msg: fmt.Sprintf(format, args...)})
+	}
+	checkDocker(ctx, o, add)
+	checkCgroups(o, add)
+	checkScratch(ctx, cfg, add)
+	checkPorts(cfg, add)
+	checkControlPlane(ctx, cfg, o, add)
+	checkGPU(o, add)
+	return out
+}
+
+// Ready reports whether no finding failed.
+func Ready(fs []Finding) bool {
+	for _, f := range fs {
+		if f.Level == Fail {
+			return false
+		}
+	}
+	return true
+}
+
+// Print writes the report, one line per finding, and a verdict.
+func Print(w io.Writer, fs []Finding) {
+	for _, f := range fs {
+		fmt.Fprintf(w, "%-4s  %-14s %s\n", f.Level, f.Check, f.Msg)
+	}
+	if Ready(fs) {
+		fmt.Fprintln(w, "ready: this node can run bai-agent")
+	} else {
+		fmt.Fprintln(w, "not ready: fix the FAIL lines above")
+	}
+}
+
+type adder func(check string, l Level, format string, args ...any)
+
+func checkDocker(ctx context.Context, o Options, add adder) {
+	var be *docker.Backend
+	var err error
+	if o.DockerHost != "" {
+		be, err = docker.NewHost(o.DockerHost)
+	} else {
+		be, err = docker.New()
+	}
+	if err != nil {
+		add("docker", Fail, "no client: %v", err)
+		return
+	}
+	defer be.Close()
+	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	api, err := be.Ping(pctx)
+	if err != nil {
+		add("docker", Fail, "the engine does not answer: %v (is dockerd running? DOCKER_HOST?)", err)
+		return
+	}
+	v, err := be.Client().ServerVersion(pctx, client.ServerVersionOptions{})
+	if err != nil {
+		add("docker", Warn, "API %s, but the version is unknown: %v", api, err)
+		return
+	}
+	if !atLeast(v.Version, 20, 10) {
+		add("docker", Fail, "Docker %s is older than 20.10", v.Version)
+		return
+	}
+	add("docker", OK, "Docker %s, API %s", v.Version, api)
+}
+
+// atLeast compares a "major.minor..." version.
+func atLeast(v string, major, minor int) bool {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+func checkCgroups(o Options, add adder) {
+	fs := cgroup.FS{Root: o.Root}
+	sys := filepath.Join(o.Root, "/sys/fs/cgroup")
+	switch fs.Detect() {
+	case cgroup.Unified:
+		b, err := os.ReadFile(filepath.Join(sys, "cgroup.controllers"))
+		if err != nil {
+			add("cgroups", Fail, "v2, but cgroup.controllers is unreadable: %v", err)
+			return
+		}
+		have := map[string]bool{}
+		for _, c := range strings.Fields(string(b)) {
+			have[c] = true
+		}
+		var missing []string
+		for _, c := range []string{"cpu", "cpuset", "memory", "io", "pids"} {
+			if !have[c] {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) > 0 {
+			add("cgroups", Fail, "v2 without the %s controller(s): limits and statistics need them", strings.Join(missing, ", "))
+			return
+		}
+		add("cgroups", OK, "v2 with cpu, cpuset, memory, io, pids")
+	default:
+		var missing []string
+		for _, c := range []string{"cpuacct", "memory", "blkio", "cpuset", "pids"} {
+			if _, err := os.Stat(filepath.Join(sys, c)); err != nil {
+				missing = append(missing, c)
+			}
+		}
+		layout := "v1"
+		if fs.Detect() == cgroup.Hybrid {
+			layout = "hybrid (v1 controllers)"
+		}
+		if len(missing) > 0 {
+			add("cgroups", Fail, "%s without the %s controller(s)", layout, strings.Join(missing, ", "))
+			return
+		}
+		add("cgroups", OK, "%s with cpuacct, memory, blkio, cpuset, pids", layout)
+	}
+}
+
+func checkScratch(ctx context.Context, cfg *config.Config, add adder) {
+	m := &scratch.Manager{Root: cfg.Container.ScratchRoot, Type: cfg.Container.ScratchType, Size: int64(cfg.Container.ScratchSize)}
+	if err := m.Check(ctx); err != nil {
+		add("scratch", Fail, "%v", err)
+		return
+	}
+	add("scratch", OK, "%s under %s", cfg.Container.ScratchType, cfg.Container.ScratchRoot)
+}
+
+func checkPorts(cfg *config.Config, add adder) {
+	first, last := cfg.Container.PortRange[0], cfg.Container.PortRange[1]
+	host := cfg.Container.BindHost
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	free := 0
+	for p := first; p <= last; p++ {
+		if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p))); err == nil {
+			l.Close()
+			free++
+		}
+	}
+	total := last - first + 1
+	switch {
+	case free == 0:
+		add("port-range", Fail, "none of the %d ports %d-%d is free on %s", total, first, last, host)
+	case free < total/2:
+		add("port-range", Warn, "only %d of the %d ports %d-%d are free on %s", free, total, first, last, host)
+	default:
+		add("port-range", OK, "%d of %d ports %d-%d free (a kernel takes 2 plus one per service port)", free, total, first, last)
+	}
+	rpc := cfg.Agent.RPCListenAddr.String()
+	if l, err := net.Listen("tcp", rpc); err != nil {
+		add("rpc", Warn, "cannot bind %s (%v): another agent running?", rpc, err)
+	} else {
+		l.Close()
+		add("rpc", OK, "%s is free", rpc)
+	}
+}
+
+func checkControlPlane(ctx context.Context, cfg *config.Config, o Options, add adder) {
+	if cfg.Agent.ControlPlane != "etcd" {
+		add("control-plane", Info, "none: a standalone node (no etcd, no Redis)")
+		return
+	}
+	var endpoints []string
+	for _, hp := range cfg.Etcd.Addr {
+		endpoints = append(endpoints, hp.String())
+	}
+	ectx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	ec, err := etcdconfig.Dial(ectx, etcdconfig.Options{Endpoints: endpoints, Namespace: cfg.Etcd.Namespace, User: cfg.Etcd.User, Password: cfg.Etcd.Password, Timeout: o.Timeout})
+	if err != nil {
+		add("etcd", Fail, "%v", err)
+		return
+	}
+	defer ec.Close()
+	g, err := ec.Load(ectx)
+	if err != nil {
+		add("etcd", Fail, "global config: %v", err)
+		return
+	}
+	add("etcd", OK, "%v, namespace %s", endpoints, cfg.Etcd.Namespace)
+	conn, err := redisconn.New(g.Redis)
+	if err != nil {
+		add("redis", Fail, "%v", err)
+		return
+	}
+	rc := conn.Client(redisconn.RoleStream, 4, nil)
+	defer rc.Close()
+	rctx, rcancel := context.WithTimeout(ctx, o.Timeout)
+	defer rcancel()
+	t0 := time.Now()
+	now, err := rc.Time(rctx).Result()
+	if err != nil {
+		add("redis", Fail, "%s: %v", g.Redis.Describe(), err)
+		return
+	}
+	add("redis", OK, "%s", g.Redis.Describe())
+	// The manager compares presence timestamps from Redis TIME with its own
+	// clock: a skewed node looks stale or alive for too long.
+	rtt := time.Since(t0)
+	skew := now.Sub(t0.Add(rtt / 2))
+	if skew < 0 {
+		skew = -skew
+	}
+	switch {
+	case skew > 30*time.Second:
+		add("clock", Fail, "%s off Redis TIME: fix NTP", skew.Round(time.Millisecond))
+	case skew > time.Second:
+		add("clock", Warn, "%s off Redis TIME", skew.Round(time.Millisecond))
+	default:
+		add("clock", OK, "within %s of Redis TIME", skew.Round(time.Millisecond))
+	}
+}
+
+func checkGPU(o Options, add adder) {
+	for _, dir := range []string{"/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/lib/aarch64-linux-gnu"} {
+		if _, err := os.Stat(filepath.Join(o.Root, dir, "libnvidia-ml.so.1")); err == nil {
+			add("gpu", Info, "NVIDIA driver library found in %s (accelerator plugins are not part of this version)", dir)
+			return
+		}
+	}
+	add("gpu", Info, "no NVIDIA driver library: a CPU-only node")
+}

@@ -1,0 +1,108 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/testutil"
+)
+
+func TestAtLeast(t *testing.T) {
+	for _, tt := range []struct {
+		v    string
+		want bool
+	}{{"20.10.24+dfsg1", true}, {"28.2.2", true}, {"20.9.1", false}, {"19.03.15", false}, {"", false}, {"x.y", false}} {
+		if got := atLeast(tt.v, 20, 10); got != tt.want {
+			t.Errorf("atLeast(%q) = %v", tt.v, got)
+		}
+	}
+}
+
+func load(t *testing.T, doc string) *config.Config {
+	t.Helper()
+	res, err := config.Load("", []byte(doc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Config
+}
+
+func find(fs []Finding, check string) Finding {
+	for _, f := range fs {
+		if f.Check == check {
+			return f
+		}
+	}
+	return Finding{Check: check, Level: -1}
+}
+
+// On this machine with a standalone config the node is ready; a port
+// range that is all taken, an etcd nobody answers and a real etcd +
+// Redis each give the right line.
+func TestDoctor_Integration(t *testing.T) {
+	testutil.RequireDocker(t)
+	testutil.RequireRoot(t)
+	first := testutil.FreePort(t)
+	scratchRoot := filepath.Join(t.TempDir(), "scratch")
+	base := fmt.Sprintf("[agent]\nbackend = \"docker\"\nrpc-listen-addr = \"127.0.0.1:%d\"\n%%s[container]\nport-range = [%d, %d]\nbind-host = \"127.0.0.1\"\nscratch-root = %q\n%%s",
+		testutil.FreePort(t), 46000, 46009, scratchRoot)
+	ctx := context.Background()
+
+	fs := Run(ctx, load(t, fmt.Sprintf(base, "control-plane = \"none\"\n", "")), Options{})
+	var sb strings.Builder
+	Print(&sb, fs)
+	t.Logf("report:\n%s", sb.String())
+	if !Ready(fs) || !strings.Contains(sb.String(), "ready: this node") {
+		t.Fatalf("this machine is not ready:\n%s", sb.String())
+	}
+	for _, c := range []string{"docker", "cgroups", "scratch", "port-range", "rpc"} {
+		if f := find(fs, c); f.Level != OK {
+			t.Errorf("%s: %v %s", c, f.Level, f.Msg)
+		}
+	}
+
+	// Every port of the range taken.
+	var held []net.Listener
+	for p := first; p < first+3; p++ {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			held = append(held, l)
+		}
+	}
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	if len(held) == 3 {
+		cfg := load(t, fmt.Sprintf(base, "control-plane = \"none\"\n", ""))
+		cfg.Container.PortRange = config.PortRange{first, first + 2}
+		fs = Run(ctx, cfg, Options{})
+		if f := find(fs, "port-range"); f.Level != Fail || Ready(fs) {
+			t.Errorf("all ports taken: %v %s", f.Level, f.Msg)
+		}
+	}
+
+	// An etcd nobody answers.
+	dead := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	fs = Run(ctx, load(t, fmt.Sprintf(base, "control-plane = \"etcd\"\n", fmt.Sprintf("[etcd]\naddr = %q\n", dead))), Options{Timeout: 2e9})
+	if f := find(fs, "etcd"); f.Level != Fail || !strings.Contains(f.Msg, dead) || Ready(fs) {
+		t.Errorf("dead etcd: %v %s", f.Level, f.Msg)
+	}
+
+	// A real control plane: etcd, Redis and the clock.
+	e := testutil.StartEtcd(t)
+	r := testutil.StartRedis(t)
+	e.Put(t, "/sorna/doc/config/redis/addr", r.Addr)
+	fs = Run(ctx, load(t, fmt.Sprintf(base, "control-plane = \"etcd\"\n", fmt.Sprintf("[etcd]\naddr = %q\nnamespace = \"doc\"\n", e.Addr))), Options{})
+	for _, c := range []string{"etcd", "redis", "clock"} {
+		if f := find(fs, c); f.Level != OK {
+			t.Errorf("%s with a live control plane: %v %s", c, f.Level, f.Msg)
+		}
+	}
+}
