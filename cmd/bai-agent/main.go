@@ -82,7 +82,9 @@ func run() int {
 			if err != nil {
 				return err
 			}
-			return app.Run(context.Background(), cfg, app.NewLogger(cfg, cmd.ErrOrStderr()))
+			lg := app.NewLogger(cfg, cmd.ErrOrStderr())
+			defer lg.Close()
+			return app.Run(context.Background(), cfg, lg)
 		},
 	}
 	start.Flags().StringVarP(&cfgPath, "config", "f", "", "path to agent.toml")

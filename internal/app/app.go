@@ -29,6 +29,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/events"
 	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/lokilog"
 	"github.com/bai-agent/bai-agent/internal/metrics"
 	"github.com/bai-agent/bai-agent/internal/monitor"
 	"github.com/bai-agent/bai-agent/internal/redisconn"
@@ -67,8 +68,23 @@ func LoadConfig(path string, warn io.Writer) (*config.Config, error) {
 	return res.Config, nil
 }
 
-// NewLogger builds the slog logger from [logging].
-func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+// Logging is the agent's logger and, with [logging.loki] url set, its
+// Loki shipper.
+type Logging struct {
+	Log  *slog.Logger
+	Loki *lokilog.Pusher // nil without Loki
+}
+
+// Close flushes what is left for Loki (call it when the agent stops).
+func (l *Logging) Close() {
+	if l.Loki != nil {
+		l.Loki.Close()
+	}
+}
+
+// NewLogger builds the slog logger from [logging]. With [logging.loki]
+// url set, records are also shipped to Loki.
+func NewLogger(cfg *config.Config, w io.Writer) *Logging {
 	var level slog.Level
 	switch strings.ToUpper(cfg.Logging.Level) {
 	case "DEBUG", "NOTSET":
@@ -84,15 +100,25 @@ func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.Logging.Console.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	l := cfg.Logging.Loki
+	if l.URL == "" {
+		return &Logging{Log: slog.New(h)}
+	}
+	p := lokilog.New(lokilog.Options{
+		URL: l.URL, AgentID: cfg.Agent.ID, Tenant: l.Tenant, Username: l.Username, Password: l.Password,
+		BatchSize: l.BatchSize, BatchWait: time.Duration(float64(l.BatchWait) * float64(time.Second)), Buffer: l.Buffer,
+	})
+	return &Logging{Log: slog.New(p.Handler(h)), Loki: p}
 }
 
 // Run starts the agent and blocks until ctx ends or SIGINT/SIGTERM.
 // Kernels keep running when the agent stops.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
+	log := lg.Log
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg.Agent.Region = detectRegion(cfg.Agent.Region)
@@ -195,6 +221,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		logs = stateRef
 	}
 	am := metrics.NewAgent()
+	if lg.Loki != nil {
+		// The shipper counts what it had to drop; the metric follows.
+		go func() {
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				am.LogDropped.Set(float64(lg.Loki.Dropped()), cfg.Agent.ID)
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+	}
 	var onChange func(string, bool)
 	if prod != nil {
 		onChange = stateRef.kernelChanged

@@ -320,6 +320,17 @@ type LoggingConfig struct {
 	} `toml:"file"`
 	Logstash any `toml:"logstash,raw"`
 	Graylog  any `toml:"graylog,raw"`
+	// Loki ships the agent's records to a Loki push endpoint as well
+	// (labels agent_id, level, kernel_id); no URL, no shipping.
+	Loki struct {
+		URL       string   `toml:"url"`
+		Tenant    string   `toml:"tenant"`
+		Username  string   `toml:"username"`
+		Password  string   `toml:"password"`
+		BatchSize int      `toml:"batch-size"`
+		BatchWait Duration `toml:"batch-wait"`
+		Buffer    int      `toml:"buffer"`
+	} `toml:"loki"`
 }
 
 // DebugConfig is [debug].

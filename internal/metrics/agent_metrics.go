@@ -19,6 +19,7 @@ type Agent struct {
 	SyncSuccess        *Family
 	SyncFailure        *Family
 	CreateStepFailures *Family
+	LogDropped         *Family
 	OpStepFailures     *Family
 	StatTrigger        *Family
 	StatSuccess        *Family
@@ -48,6 +49,7 @@ func NewAgent() *Agent {
 		SyncTrigger:        r.NewCounter("backendai_sync_container_lifecycle_trigger_count", "Number of container lifecycle sync passes started.", "agent_id"),
 		SyncSuccess:        r.NewCounter("backendai_sync_container_lifecycle_success_count", "Number of container lifecycle sync passes that succeeded.", "agent_id"),
 		SyncFailure:        r.NewCounter("backendai_sync_container_lifecycle_failure_count", "Number of container lifecycle sync passes that failed.", "agent_id", "exception"),
+		LogDropped:         r.NewCounter("backendai_log_records_dropped", "Number of log records not shipped to Loki (buffer full or Loki unreachable too long).", "agent_id"),
 		CreateStepFailures: r.NewCounter("backendai_kernel_create_step_failures_total", "Number of kernel creations that failed, by the step that failed.", "agent_id", "step"),
 		OpStepFailures:     r.NewCounter("backendai_kernel_lifecycle_step_failures_total", "Number of other kernel operations (clean, restart) that failed, by operation and step.", "agent_id", "op", "step"),
 		StatTrigger:        r.NewCounter("backendai_stat_task_trigger_count", "Number of stat collection tasks started.", "agent_id", "stat_scope"),
