@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/app"
+	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/ctl"
 	"github.com/bai-agent/bai-agent/internal/doctor"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
@@ -116,7 +118,38 @@ func run() int {
 			return nil
 		},
 	}
-	cfgCmd.AddCommand(check)
+	var showCfg string
+	var showEffective, showOnlySet bool
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "Print the configuration with each value's source (default, file:line, environment, etcd)",
+		Long: `Print every configuration key with its value and where it came from:
+the built-in default, a line of the config file, an environment variable
+(BACKEND_*), or, with --effective, the etcd key that overrides it, as
+start-server would merge them. Secrets (passwords, tokens) are redacted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := app.LoadConfig(showCfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			var etcdErr error
+			if showEffective {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				etcdErr = app.EffectiveConfig(ctx, cfg)
+				cancel()
+			}
+			config.PrintEffective(cmd.OutOrStdout(), cfg.Effective(), showOnlySet)
+			if etcdErr != nil {
+				return fmt.Errorf("the values above lack etcd's overrides: %w", etcdErr)
+			}
+			return nil
+		},
+	}
+	show.Flags().StringVarP(&showCfg, "config", "f", "", "path to agent.toml")
+	show.Flags().BoolVar(&showEffective, "effective", false, "also apply the overrides etcd holds for this node (as start-server does)")
+	show.Flags().BoolVar(&showOnlySet, "only-set", false, "leave out keys that have their default value")
+	cfgCmd.AddCommand(check, show)
 	keygen := &cobra.Command{
 		Use:   "keygen DIR NAME",
 		Short: "Write a CurveZMQ keypair as DIR/NAME.key and DIR/NAME.key_secret (pyzmq's format)",

@@ -155,33 +155,20 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 		prod                         *events.Producer
 	)
 	if cfg.Agent.ControlPlane == "etcd" {
-		var endpoints []string
-		for _, hp := range cfg.Etcd.Addr {
-			endpoints = append(endpoints, hp.String())
-		}
-		etls, err := etcdTLS(cfg.Etcd)
+		var err error
+		ec, err = dialEtcd(ctx, cfg)
 		if err != nil {
-			return &ConfigError{Err: err}
-		}
-		ec, err = etcdconfig.Dial(ctx, etcdconfig.Options{Endpoints: endpoints, Namespace: cfg.Etcd.Namespace, User: cfg.Etcd.User, Password: cfg.Etcd.Password, TLS: etls})
-		if err != nil {
-			return fmt.Errorf("etcd (needed to find Redis and the manager; set [agent] control-plane = \"none\" for a standalone node): %w", err)
+			return err
 		}
 		defer ec.Close()
 		global, err := ec.Load(ctx)
 		if err != nil {
 			return &ConfigError{Err: err}
 		}
-		if err := cfg.ApplyEtcd(global.ContainerLogs, global.KernelLifecycle, global.API); err != nil {
-			return &ConfigError{Err: err}
+		if err := overlayEtcd(cfg, global); err != nil {
+			return err
 		}
 		subnetAgent, subnetContainer = global.SubnetAgent, global.SubnetContainer
-		if global.KernelUID != nil {
-			cfg.Container.KernelUID = *global.KernelUID
-		}
-		if global.KernelGID != nil {
-			cfg.Container.KernelGID = *global.KernelGID
-		}
 		if !cfg.Agent.SkipManagerDetection {
 			if err := ec.WaitForManager(ctx, log); err != nil {
 				return err
@@ -495,6 +482,61 @@ func kernelHost(cfg *config.Config, subnetAgent, subnetContainer string, log *sl
 }
 
 // etcdTLS builds the TLS settings of [etcd] (nil without tls = true).
+// dialEtcd connects to [etcd] with its TLS and credentials.
+func dialEtcd(ctx context.Context, cfg *config.Config) (*etcdconfig.Client, error) {
+	var endpoints []string
+	for _, hp := range cfg.Etcd.Addr {
+		endpoints = append(endpoints, hp.String())
+	}
+	etls, err := etcdTLS(cfg.Etcd)
+	if err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	ec, err := etcdconfig.Dial(ctx, etcdconfig.Options{Endpoints: endpoints, Namespace: cfg.Etcd.Namespace, User: cfg.Etcd.User, Password: cfg.Etcd.Password, TLS: etls})
+	if err != nil {
+		return nil, fmt.Errorf("etcd (needed to find Redis and the manager; set [agent] control-plane = \"none\" for a standalone node): %w", err)
+	}
+	return ec, nil
+}
+
+// overlayEtcd applies the global configuration's values that override
+// agent.toml (config/agent/{container-logs,kernel-lifecycles,api} and
+// config/container/kernel-{uid,gid}), marking each as set by etcd.
+func overlayEtcd(cfg *config.Config, global *etcdconfig.Global) error {
+	if err := cfg.ApplyEtcd(global.ContainerLogs, global.KernelLifecycle, global.API); err != nil {
+		return &ConfigError{Err: err}
+	}
+	if global.KernelUID != nil {
+		cfg.Container.KernelUID = *global.KernelUID
+		cfg.MarkSource("container.kernel-uid", config.Source{Kind: config.FromEtcd, Detail: "config/container/kernel-uid"})
+	}
+	if global.KernelGID != nil {
+		cfg.Container.KernelGID = *global.KernelGID
+		cfg.MarkSource("container.kernel-gid", config.Source{Kind: config.FromEtcd, Detail: "config/container/kernel-gid"})
+	}
+	return nil
+}
+
+// EffectiveConfig overlays what etcd holds for this node on cfg, as
+// start-server would, so that "config show --effective" prints the values
+// the agent would run with. A standalone node (control-plane = "none")
+// reads nothing.
+func EffectiveConfig(ctx context.Context, cfg *config.Config) error {
+	if cfg.Agent.ControlPlane != "etcd" {
+		return nil
+	}
+	ec, err := dialEtcd(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	global, err := ec.Load(ctx)
+	if err != nil {
+		return &ConfigError{Err: err}
+	}
+	return overlayEtcd(cfg, global)
+}
+
 func etcdTLS(c config.EtcdConfig) (*tls.Config, error) {
 	if !c.TLS {
 		return nil, nil

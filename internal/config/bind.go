@@ -117,6 +117,7 @@ type binder struct {
 	file     string
 	pos      map[string]Position
 	warnings []Warning
+	set      map[string]Position // canonical key -> where the file set it
 }
 
 func (b *binder) posOf(path string) Position {
@@ -173,6 +174,13 @@ func (b *binder) bindStruct(path string, tree map[string]any, rv reflect.Value) 
 			}
 			seen[k] = true
 			child := joinPath(path, k)
+			// Aliases exist only on leaves, so the canonical key is the
+			// parent's path plus the field's own name.
+			// Tables are not recorded: a key under [agent] that the file
+			// leaves out keeps its default.
+			if b.set != nil && (raw || rv.Field(i).Kind() != reflect.Struct || isLeafType(rv.Field(i))) {
+				b.set[joinPath(path, name)] = b.posOf(child)
+			}
 			if raw {
 				rv.Field(i).Set(reflect.ValueOf(v))
 				continue

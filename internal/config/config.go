@@ -36,6 +36,9 @@ type Config struct {
 
 	// Source is the file the config came from ("" for the embedded default).
 	Source string `toml:"-"`
+
+	// sources records which layer set each key (see MarkSource).
+	sources map[string]Source
 }
 
 // ContainerLogsConfig is [container-logs]: the kernels' Docker log
@@ -69,15 +72,22 @@ type APIConfig struct {
 // values (strings, as etcd holds them) on the three sections, naming the
 // key of a value that does not parse.
 func (c *Config) ApplyEtcd(containerLogs, kernelLifecycles, api map[string]any) error {
-	str := func(m map[string]any, k string) (string, bool) {
+	const cl, kl, ap = "config/agent/container-logs", "config/agent/kernel-lifecycles", "config/agent/api"
+	// section maps each etcd directory to the config section it overlays.
+	section := map[string]string{cl: "container-logs", kl: "kernel-lifecycles", ap: "api"}
+	str := func(m map[string]any, k, where string) (string, bool) {
 		v, ok := m[k].(string)
 		if !ok {
 			v, ok = m[strings.ReplaceAll(k, "-", "_")].(string)
 		}
-		return strings.TrimSpace(v), ok && strings.TrimSpace(v) != ""
+		set := ok && strings.TrimSpace(v) != ""
+		if set {
+			c.MarkSource(section[where]+"."+k, Source{Kind: FromEtcd, Detail: where + "/" + k})
+		}
+		return strings.TrimSpace(v), set
 	}
 	size := func(m map[string]any, k, where string, dst *Size) error {
-		if v, ok := str(m, k); ok {
+		if v, ok := str(m, k, where); ok {
 			if err := dst.SetConfigValue(v); err != nil {
 				return fmt.Errorf("etcd %s/%s: %q: %w", where, k, v, err)
 			}
@@ -85,7 +95,7 @@ func (c *Config) ApplyEtcd(containerLogs, kernelLifecycles, api map[string]any) 
 		return nil
 	}
 	secs := func(m map[string]any, k, where string, dst *Duration) error {
-		if v, ok := str(m, k); ok {
+		if v, ok := str(m, k, where); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil || f < 0 {
 				return fmt.Errorf("etcd %s/%s: %q is not a number of seconds", where, k, v)
@@ -94,8 +104,7 @@ func (c *Config) ApplyEtcd(containerLogs, kernelLifecycles, api map[string]any) 
 		}
 		return nil
 	}
-	const cl, kl, ap = "config/agent/container-logs", "config/agent/kernel-lifecycles", "config/agent/api"
-	if v, ok := str(containerLogs, "driver"); ok {
+	if v, ok := str(containerLogs, "driver", cl); ok {
 		c.ContainerLogs.Driver = v
 	}
 	for _, err := range []error{
@@ -111,7 +120,7 @@ func (c *Config) ApplyEtcd(containerLogs, kernelLifecycles, api map[string]any) 
 			return err
 		}
 	}
-	if v, ok := str(kernelLifecycles, "init-polling-attempt"); ok {
+	if v, ok := str(kernelLifecycles, "init-polling-attempt", kl); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			return fmt.Errorf("etcd %s/init-polling-attempt: %q is not a positive integer", kl, v)
@@ -471,9 +480,12 @@ func Load(file string, data []byte, env func(string) (string, bool)) (*Result, e
 	}
 	cfg := Defaults()
 	cfg.Source = file
-	b := &binder{file: file, pos: keyPositions(file, data)}
+	b := &binder{file: file, pos: keyPositions(file, data), set: map[string]Position{}}
 	if err := b.bindStruct("", normalizeTree(tree).(map[string]any), rootValue(cfg)); err != nil {
 		return nil, err
+	}
+	for k, pos := range b.set {
+		cfg.MarkSource(k, Source{Kind: FromFile, Detail: pos.String()})
 	}
 	if env != nil {
 		if err := applyEnv(cfg, env); err != nil {
@@ -511,7 +523,29 @@ func (c *Config) resolvePaths(base string) {
 	}
 }
 
-func applyEnv(c *Config, env func(string) (string, bool)) error {
+func applyEnv(c *Config, lookup func(string) (string, bool)) error {
+	// envKeys names the config key each variable overrides, so that
+	// "config show --effective" can say which variable set a value.
+	envKeys := map[string]string{
+		"BACKEND_NAMESPACE": "etcd.namespace", "BACKEND_ETCD_ADDR": "etcd.addr",
+		"BACKEND_ETCD_USER": "etcd.user", "BACKEND_ETCD_PASSWORD": "etcd.password",
+		"BACKEND_AGENT_HOST_OVERRIDE": "agent.rpc-listen-addr", "BACKEND_AGENT_PORT": "agent.rpc-listen-addr",
+		"BACKEND_PID_FILE": "agent.pid-file", "BACKEND_CONTAINER_PORT_RANGE": "container.port-range",
+		"BACKEND_BIND_HOST_OVERRIDE": "container.bind-host", "BACKEND_SANDBOX_TYPE": "container.sandbox-type",
+		"BACKEND_SCRATCH_ROOT": "container.scratch-root",
+	}
+	env := func(name string) (string, bool) {
+		v, ok := lookup(name)
+		if ok {
+			key := envKeys[name]
+			if prev := c.SourceOf(key); prev.Kind == FromEnv {
+				c.MarkSource(key, Source{Kind: FromEnv, Detail: prev.Detail + "+" + name})
+			} else {
+				c.MarkSource(key, Source{Kind: FromEnv, Detail: name})
+			}
+		}
+		return v, ok
+	}
 	envErr := func(name, msg string) error {
 		return &ValueError{Pos: Position{File: "environment"}, Key: name, Msg: msg}
 	}

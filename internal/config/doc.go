@@ -6,4 +6,9 @@
 // returned as warnings with file, line and column (the real agent allows
 // unknown keys, so they do not stop start-up), while a value of the wrong
 // type or out of range is an error naming the key and its position.
+//
+// Each value remembers the layer that set it (default, file position,
+// environment variable, etcd key; see Config.MarkSource), so that
+// "bai-agent config show --effective" can answer an operator's first
+// question about a surprising setting: where did this come from?
 package config
