@@ -84,7 +84,10 @@ func run() int {
 			if err != nil {
 				return err
 			}
-			lg := app.NewLogger(cfg, cmd.ErrOrStderr())
+			lg, err := app.NewLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			defer lg.Close()
 			return app.Run(context.Background(), cfg, lg)
 		},

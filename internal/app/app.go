@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +28,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/events"
 	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/logging"
 	"github.com/bai-agent/bai-agent/internal/lokilog"
 	"github.com/bai-agent/bai-agent/internal/metrics"
 	"github.com/bai-agent/bai-agent/internal/monitor"
@@ -68,51 +68,52 @@ func LoadConfig(path string, warn io.Writer) (*config.Config, error) {
 	return res.Config, nil
 }
 
-// Logging is the agent's logger and, with [logging.loki] url set, its
-// Loki shipper.
+// Logging is the agent's logger, its outputs (console, rotated file) and,
+// with [logging.loki] url set, its Loki shipper.
 type Logging struct {
-	Log  *slog.Logger
-	Loki *lokilog.Pusher // nil without Loki
+	Log     *slog.Logger
+	Loki    *lokilog.Pusher // nil without Loki
+	outputs *logging.Outputs
 }
 
-// Close flushes what is left for Loki (call it when the agent stops).
+// Close flushes what is left for Loki and closes the log file (call it
+// when the agent stops).
 func (l *Logging) Close() {
 	if l.Loki != nil {
 		l.Loki.Close()
 	}
+	if l.outputs != nil {
+		_ = l.outputs.Close()
+	}
 }
 
-// NewLogger builds the slog logger from [logging]. With [logging.loki]
-// url set, records are also shipped to Loki.
-func NewLogger(cfg *config.Config, w io.Writer) *Logging {
-	var level slog.Level
-	switch strings.ToUpper(cfg.Logging.Level) {
-	case "DEBUG", "NOTSET":
-		level = slog.LevelDebug
-	case "WARNING":
-		level = slog.LevelWarn
-	case "ERROR", "CRITICAL":
-		level = slog.LevelError
-	default:
-		level = slog.LevelInfo
+// NewLogger builds the slog logger from [logging]: the drivers (console
+// to w, file), the formats, the level with its pkg-ns overrides, and,
+// with [logging.loki] url set, shipping to Loki. The level filter sits
+// above everything, so Loki receives what the console shows.
+func NewLogger(cfg *config.Config, w io.Writer) (*Logging, error) {
+	filter, err := logging.Filter(cfg.Logging, cfg.Debug.Enabled)
+	if err != nil {
+		return nil, &ConfigError{Err: err}
 	}
-	if cfg.Debug.Enabled {
-		level = slog.LevelDebug
+	out, err := logging.Open(cfg.Logging, w)
+	if err != nil {
+		return nil, err
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(w, opts)
-	if cfg.Logging.Console.Format == "json" {
-		h = slog.NewJSONHandler(w, opts)
+	lg := &Logging{outputs: out}
+	h := out.Handler
+	if l := cfg.Logging.Loki; l.URL != "" {
+		lg.Loki = lokilog.New(lokilog.Options{
+			URL: l.URL, AgentID: cfg.Agent.ID, Tenant: l.Tenant, Username: l.Username, Password: l.Password,
+			BatchSize: l.BatchSize, BatchWait: time.Duration(float64(l.BatchWait) * float64(time.Second)), Buffer: l.Buffer,
+		})
+		h = lg.Loki.Handler(h)
 	}
-	l := cfg.Logging.Loki
-	if l.URL == "" {
-		return &Logging{Log: slog.New(h)}
+	lg.Log = slog.New(filter(h))
+	for _, d := range out.Ignored {
+		lg.Log.Warn("log driver not supported by bai-agent; its records are not sent (use [logging.loki])", "driver", d)
 	}
-	p := lokilog.New(lokilog.Options{
-		URL: l.URL, AgentID: cfg.Agent.ID, Tenant: l.Tenant, Username: l.Username, Password: l.Password,
-		BatchSize: l.BatchSize, BatchWait: time.Duration(float64(l.BatchWait) * float64(time.Second)), Buffer: l.Buffer,
-	})
-	return &Logging{Log: slog.New(p.Handler(h)), Loki: p}
+	return lg, nil
 }
 
 // Run starts the agent and blocks until ctx ends or SIGINT/SIGTERM.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +16,8 @@ import (
 )
 
 // The agent binary with [logging.loki]: its records about a kernel reach
-// a Loki push endpoint labelled agent_id, level and kernel_id. (Loki is
+// a Loki push endpoint labelled agent_id, level and kernel_id, and, with
+// the file driver, a JSON log file, minus the component pkg-ns quiets. (Loki is
 // not packaged for this machine; the receiver checks the documented push
 // format; internal/lokilog's tests check it field by field.)
 func TestLokiShipping_Integration(t *testing.T) {
@@ -55,7 +57,10 @@ func TestLokiShipping_Integration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _ = f.WriteString("\n[logging.loki]\nurl = \"" + rcv.URL + "\"\nbatch-wait = 0.2\n")
+	logDir := t.TempDir()
+	_, _ = f.WriteString("\n[logging]\ndrivers = [\"console\", \"file\"]\n[logging.file]\npath = \"" + logDir + "\"\nfilename = \"bai-agent.log\"\nformat = \"json\"\n" +
+		"[logging.pkg-ns]\nevents = \"ERROR\"\n" +
+		"[logging.loki]\nurl = \"" + rcv.URL + "\"\nbatch-wait = 0.2\n")
 	f.Close()
 	s.start()
 	kid := s.createKernel(img)
@@ -73,6 +78,30 @@ func TestLokiShipping_Integration(t *testing.T) {
 		}
 		return started && terminated
 	})
+	// The file driver got the same records, as JSON.
+	b, err := os.ReadFile(filepath.Join(logDir, "bai-agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pkg-ns quiets the events component (it logs one INFO record at
+	// start-up otherwise).
+	comps := map[string]int{}
+	kernelRecords := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log file line %q: %v", line, err)
+		}
+		c, _ := rec["component"].(string)
+		comps[c+"/"+rec["level"].(string)]++
+		if rec["kernel_id"] == kid {
+			kernelRecords++
+		}
+	}
+	t.Logf("file records by component/level: %v", comps)
+	if kernelRecords < 2 || comps["events/INFO"] != 0 {
+		t.Fatalf("log file: %d records about the kernel, by component %v", kernelRecords, comps)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for _, l := range labels {

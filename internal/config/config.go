@@ -437,6 +437,9 @@ func Defaults() *Config {
 	c.Logging.Level = "INFO"
 	c.Logging.Drivers = []string{"console"}
 	c.Logging.Console.Format = "text"
+	c.Logging.File.Format = "text"
+	c.Logging.File.BackupCount = 5
+	c.Logging.File.RotationSize = 10 << 20 // the Python agent's "10M"
 	c.Debug.HeartbeatInterval = 20
 	c.Debug.Coredump.Path = "./coredumps"
 	c.Debug.Coredump.BackupCount = 10
@@ -516,6 +519,7 @@ func (c *Config) resolvePaths(base string) {
 	abs(&c.Agent.ImageCommitPath)
 	abs(&c.Agent.MountPath)
 	abs(&c.Container.ScratchRoot)
+	abs(&c.Logging.File.Path)
 	abs(&c.Agent.RPCAuthAgentKeypair)
 	abs(&c.Agent.RPCAuthManagerPublicKey)
 	for i := range c.Agent.ExtraMountRoots {
@@ -704,7 +708,7 @@ func (c *Config) validate(b *binder) error {
 			return err
 		}
 	}
-	if err := oneOf(b, "logging.level", strings.ToUpper(c.Logging.Level), "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET"); err != nil {
+	if err := c.validateLogging(b); err != nil {
 		return err
 	}
 	if c.Debug.HeartbeatInterval <= 0 {
@@ -714,4 +718,37 @@ func (c *Config) validate(b *binder) error {
 }
 
 // RPCListenAddrString returns rpc-listen-addr as host:port.
+var logLevels = []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTSET"}
+
+// validateLogging checks [logging] as the Python agent's schema does:
+// known drivers, the file driver's folder and name, levels and formats.
+func (c *Config) validateLogging(b *binder) error {
+	l := &c.Logging
+	if err := oneOf(b, "logging.level", strings.ToUpper(l.Level), logLevels...); err != nil {
+		return err
+	}
+	for i, d := range l.Drivers {
+		if err := oneOf(b, fmt.Sprintf("logging.drivers[%d]", i), d, "console", "file", "logstash", "graylog"); err != nil {
+			return err
+		}
+		if d == "file" && (l.File.Path == "" || l.File.Filename == "") {
+			return b.errorf("logging.file", "the file driver needs path (a folder) and filename")
+		}
+	}
+	for _, f := range []struct{ key, v string }{{"logging.console.format", l.Console.Format}, {"logging.file.format", l.File.Format}} {
+		if err := oneOf(b, f.key, f.v, "simple", "verbose", "text", "json"); err != nil {
+			return err
+		}
+	}
+	if l.File.BackupCount < 0 {
+		return b.errorf("logging.file.backup-count", "must not be negative")
+	}
+	for k, v := range l.PkgNS {
+		if err := oneOf(b, "logging.pkg-ns."+k, strings.ToUpper(v), logLevels...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c *Config) RPCListenAddrString() string { return c.Agent.RPCListenAddr.String() }

@@ -92,6 +92,10 @@ func TestInvalidValues(t *testing.T) {
 		{"polling attempts", "[agent]\nbackend = \"docker\"\n[kernel-lifecycles]\ninit-polling-attempt = 0\n", "kernel-lifecycles.init-polling-attempt"},
 		{"vfolder policy", "[agent]\nbackend = \"docker\"\n[container]\nvfolder-mount-policy = \"lax\"\n", "container.vfolder-mount-policy"},
 		{"etcd tls pair", "[agent]\nbackend = \"docker\"\n[etcd]\ntls-cert = \"/a\"\n", "etcd.tls-cert"},
+		{"logging driver", "[agent]\nbackend = \"docker\"\n[logging]\ndrivers = [\"console\", \"syslog\"]\n", "logging.drivers[1]"},
+		{"file driver without folder", "[agent]\nbackend = \"docker\"\n[logging]\ndrivers = [\"file\"]\n", "logging.file"},
+		{"console format", "[agent]\nbackend = \"docker\"\n[logging.console]\nformat = \"pretty\"\n", "logging.console.format"},
+		{"pkg-ns level", "[agent]\nbackend = \"docker\"\n[logging.pkg-ns]\n\"ai.backend\" = \"LOUD\"\n", "logging.pkg-ns.ai.backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load("b.toml", []byte(tc.doc), noEnv)
