@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -185,7 +187,37 @@ start-server would merge them. Secrets (passwords, tokens) are redacted.`,
 		},
 	}
 	doctorCmd.Flags().StringVarP(&doctorCfg, "config", "f", "", "path to agent.toml")
-	root.AddCommand(start, version, cfgCmd, keygen, doctorCmd, ctl.Command())
+	var watcherCfg, watcherMode string
+	watcherCmd := &cobra.Command{
+		Use:   "watcher",
+		Short: "Serve the watcher API (port 6009) that lets the manager start, stop and reset the agent and manage host mounts",
+		Long: `Serve the Backend.AI agent watcher's HTTP API on [watcher] service-addr.
+In systemd mode it controls [watcher] target-service with systemctl; in
+supervisor mode it runs "bai-agent start-server -f FILE" as its child and
+starts it again when it dies. Requests need X-BackendAI-Watcher-Token equal
+to etcd config/watcher/token (default "insecure").`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := app.LoadConfig(watcherCfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			// The agent writes the configured log file; the watcher
+			// writes NAME-watcher.EXT beside it, as upstream.
+			fn := cfg.Logging.File.Filename
+			ext := filepath.Ext(fn)
+			cfg.Logging.File.Filename = strings.TrimSuffix(fn, ext) + "-watcher" + ext
+			lg, err := app.NewLogger(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer lg.Close()
+			return app.RunWatcher(context.Background(), cfg, lg, watcherMode)
+		},
+	}
+	watcherCmd.Flags().StringVarP(&watcherCfg, "config", "f", "", "path to agent.toml")
+	watcherCmd.Flags().StringVar(&watcherMode, "mode", "", "systemd, supervisor or auto (default: [watcher] mode)")
+	root.AddCommand(start, version, cfgCmd, keygen, doctorCmd, watcherCmd, ctl.Command())
 	markUsage(root)
 	// An unknown command is found before cobra runs anything: Find fails
 	// only on the command path itself.

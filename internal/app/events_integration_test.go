@@ -33,6 +33,7 @@ type stack struct {
 	rdb    *redis.Client
 	vfroot string
 	env    []string
+	ns     string // etcd namespace
 }
 
 // newStack starts redis-server and etcd, seeds etcd as a manager would,
@@ -42,6 +43,7 @@ func newStack(t testing.TB, extraAgent string) *stack {
 	testutil.RequireRoot(t)
 	s := &stack{bin: testutil.AgentBinary(t), t: t, redis: testutil.StartRedis(t), etcd: testutil.StartEtcd(t), root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8]}
 	ns := "ns" + uuid.NewString()[:6]
+	s.ns = ns
 	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/addr", s.redis.Addr)
 	s.etcd.Put(t, "/sorna/"+ns+"/nodes/manager/i-mgr", "up")
 	s.rpc = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))

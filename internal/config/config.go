@@ -372,6 +372,20 @@ type WatcherConfig struct {
 	SSLKey             string   `toml:"ssl-key"`
 	TargetService      string   `toml:"target-service"`
 	SoftResetAvailable bool     `toml:"soft-reset-available"`
+	// The keys below are bai-agent's own.
+	//
+	// Mode is how the watcher controls the agent: "systemd" (systemctl
+	// on target-service, as upstream), "supervisor" (the watcher runs
+	// the agent as its child and restarts it when it dies), or "auto"
+	// (systemd when the host runs it).
+	Mode string `toml:"mode"`
+	// Token is the X-BackendAI-Watcher-Token of a node without etcd; with
+	// etcd, config/watcher/token wins (default "insecure", as upstream).
+	Token string `toml:"token"`
+	// ShutdownCommand powers the node off after POST /shutdown.
+	ShutdownCommand []string `toml:"shutdown-command"`
+	// DockerRestartCommand restarts the engine during POST /hard-reset.
+	DockerRestartCommand []string `toml:"docker-restart-command"`
 }
 
 // Defaults returns the configuration with every default of spec section 8
@@ -449,7 +463,10 @@ func Defaults() *Config {
 	c.API = APIConfig{PullTimeout: 7200}
 	c.Watcher = WatcherConfig{
 		ServiceAddr:   HostPort{Host: "0.0.0.0", Port: 6009},
-		TargetService: "backendai-agent.service",
+		TargetService:        "backendai-agent.service",
+		Mode:                 "auto",
+		ShutdownCommand:      []string{"shutdown", "-h", "now"},
+		DockerRestartCommand: []string{"systemctl", "restart", "docker.service"},
 	}
 	return c
 }
@@ -710,6 +727,12 @@ func (c *Config) validate(b *binder) error {
 	}
 	if err := c.validateLogging(b); err != nil {
 		return err
+	}
+	if err := oneOf(b, "watcher.mode", c.Watcher.Mode, "auto", "systemd", "supervisor"); err != nil {
+		return err
+	}
+	if c.Watcher.SSLEnabled && (c.Watcher.SSLCert == "" || c.Watcher.SSLKey == "") {
+		return b.errorf("watcher.ssl-enabled", "needs ssl-cert and ssl-key")
 	}
 	if c.Debug.HeartbeatInterval <= 0 {
 		return b.errorf("debug.heartbeat-interval", "must be positive")

@@ -1,0 +1,253 @@
+package watcher
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// MountRequest is the body of POST and DELETE /mounts, as the manager
+// sends it.
+type MountRequest struct {
+	Name       string `json:"name"`
+	FSLocation string `json:"fs_location"`
+	FSType     string `json:"fs_type"`
+	Options    string `json:"options"`
+	EditFstab  bool   `json:"edit_fstab"`
+	FstabPath  string `json:"fstab_path"`
+}
+
+// errBadRequest marks input errors (HTTP 400).
+var errBadRequest = errors.New("bad request")
+
+// mountPoint is prefix/name, refusing names that leave prefix.
+func mountPoint(prefix, name string) (string, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", fmt.Errorf("%w: name %q must be one path element", errBadRequest, name)
+	}
+	return filepath.Join(prefix, name), nil
+}
+
+// mountFlags are the options mount(8) turns into flags; the rest are
+// passed to the filesystem as data.
+var mountFlags = map[string]uintptr{
+	"ro": unix.MS_RDONLY, "nosuid": unix.MS_NOSUID, "nodev": unix.MS_NODEV, "noexec": unix.MS_NOEXEC,
+	"sync": unix.MS_SYNCHRONOUS, "noatime": unix.MS_NOATIME, "nodiratime": unix.MS_NODIRATIME,
+	"relatime": unix.MS_RELATIME, "bind": unix.MS_BIND, "rbind": unix.MS_BIND | unix.MS_REC,
+}
+
+func splitOptions(opts string) (uintptr, string) {
+	var flags uintptr
+	var data []string
+	for _, o := range strings.Split(opts, ",") {
+		o = strings.TrimSpace(o)
+		switch {
+		case o == "" || o == "defaults" || o == "rw" || o == "auto" || o == "nofail" || o == "_netdev":
+		case mountFlags[o] != 0:
+			flags |= mountFlags[o]
+		default:
+			data = append(data, o)
+		}
+	}
+	return flags, strings.Join(data, ",")
+}
+
+// Mount creates the mount point under prefix and mounts the request
+// there with mount(2), then, when asked, records it in the fstab.
+func Mount(prefix string, r MountRequest) (string, error) {
+	mp, err := mountPoint(prefix, r.Name)
+	if err != nil {
+		return "", err
+	}
+	if r.FSLocation == "" || r.FSType == "" {
+		return "", fmt.Errorf("%w: fs_location and fs_type are required", errBadRequest)
+	}
+	created := false
+	if err := os.Mkdir(mp, 0o755); err == nil {
+		created = true
+	} else if !os.IsExist(err) {
+		return "", fmt.Errorf("mount point %s: %w", mp, err)
+	}
+	flags, data := splitOptions(r.Options)
+	if err := unix.Mount(r.FSLocation, mp, r.FSType, flags, data); err != nil {
+		if created {
+			_ = os.Remove(mp)
+		}
+		return "", fmt.Errorf("mount %s on %s (%s): %w", r.FSLocation, mp, r.FSType, err)
+	}
+	if flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0 {
+		// A bind mount ignores MS_RDONLY until remounted.
+		_ = unix.Mount("", mp, "", flags|unix.MS_REMOUNT, "")
+	}
+	if r.EditFstab {
+		opts := r.Options
+		if opts == "" {
+			opts = "defaults"
+		}
+		line := fmt.Sprintf("%s %s %s %s 0 0", r.FSLocation, mp, r.FSType, opts)
+		if err := editFstab(fstabPath(r.FstabPath), func(lines []string) []string { return append(lines, line) }); err != nil {
+			_ = unix.Unmount(mp, 0)
+			if created {
+				_ = os.Remove(mp)
+			}
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// Unmount unmounts prefix/name, removes the folder if it is empty, and,
+// when asked, removes its fstab lines.
+func Unmount(prefix string, r MountRequest) (string, error) {
+	mp, err := mountPoint(prefix, r.Name)
+	if err != nil {
+		return "", err
+	}
+	if err := unix.Unmount(mp, 0); err != nil {
+		return "", fmt.Errorf("umount %s: %w", mp, err)
+	}
+	_ = os.Remove(mp) // only when empty
+	if r.EditFstab {
+		return "", editFstab(fstabPath(r.FstabPath), func(lines []string) []string {
+			out := lines[:0]
+			for _, l := range lines {
+				if f := strings.Fields(l); len(f) >= 2 && !strings.HasPrefix(f[0], "#") && f[1] == mp {
+					continue
+				}
+				out = append(out, l)
+			}
+			return out
+		})
+	}
+	return "", nil
+}
+
+func fstabPath(p string) string {
+	if p == "" {
+		return "/etc/fstab"
+	}
+	return p
+}
+
+// checkFstabPath refuses paths that are not an fstab: the API reads and
+// rewrites the file it names, so it must not name just any file.
+func checkFstabPath(p string) error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p || !strings.Contains(filepath.Base(p), "fstab") {
+		return fmt.Errorf("%w: fstab_path %q must be an absolute, clean path to a file named *fstab*", errBadRequest, p)
+	}
+	return nil
+}
+
+// editFstab rewrites path through edit: the old content is copied to
+// path.bak, the new one written to a temporary file in the same folder,
+// synced, and renamed over path.
+func editFstab(path string, edit func([]string) []string) error {
+	if err := checkFstabPath(path); err != nil {
+		return err
+	}
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("fstab: %w", err)
+	}
+	st, _ := os.Stat(path)
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(old))
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	lines = edit(lines)
+	if err := writeAtomic(path+".bak", old, st.Mode().Perm()); err != nil {
+		return fmt.Errorf("fstab backup: %w", err)
+	}
+	body := strings.Join(lines, "\n")
+	if body != "" {
+		body += "\n"
+	}
+	if err := writeAtomic(path, []byte(body), st.Mode().Perm()); err != nil {
+		return fmt.Errorf("fstab: %w", err)
+	}
+	return nil
+}
+
+func writeAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after a successful rename, nothing to remove
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// ListMounts is the sorted mount points directly under prefix.
+func ListMounts(prefix string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parseMountinfo(f, filepath.Clean(prefix))
+}
+
+func parseMountinfo(r io.Reader, prefix string) ([]string, error) {
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if filepath.Dir(mp) == prefix {
+			seen[mp] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for mp := range seen {
+		out = append(out, mp)
+	}
+	sort.Strings(out)
+	return out, sc.Err()
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,143 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestMountPointRefusesEscapes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"data", true}, {"my vol", true}, {"", false}, {".", false}, {"..", false},
+		{"../etc", false}, {"a/b", false}, {"x\x00y", false},
+	} {
+		mp, err := mountPoint("/mnt", tc.name)
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: %v", tc.name, err)
+		}
+		if err != nil && !errors.Is(err, errBadRequest) {
+			t.Errorf("%q: not a bad request: %v", tc.name, err)
+		}
+		if err == nil && filepath.Dir(mp) != "/mnt" {
+			t.Errorf("%q -> %s", tc.name, mp)
+		}
+	}
+}
+
+func TestSplitOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		flags uintptr
+		data  string
+	}{
+		{"", 0, ""},
+		{"defaults", 0, ""},
+		{"size=1m,nosuid", unix.MS_NOSUID, "size=1m"},
+		{"bind,ro", unix.MS_BIND | unix.MS_RDONLY, ""},
+		{"rw,vers=4.1,noatime,_netdev", unix.MS_NOATIME, "vers=4.1"},
+	} {
+		f, d := splitOptions(tc.in)
+		if f != tc.flags || d != tc.data {
+			t.Errorf("%q: flags %#x data %q, want %#x %q", tc.in, f, d, tc.flags, tc.data)
+		}
+	}
+}
+
+func TestParseMountinfo(t *testing.T) {
+	info := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:35 / /mnt/tmp1 rw,nosuid - tmpfs tmpfs rw,size=1024k
+41 22 0:36 / /mnt/my\040vol rw - tmpfs tmpfs rw
+42 40 0:37 / /mnt/tmp1/nested rw - tmpfs tmpfs rw
+43 22 0:38 / /mntx/other rw - tmpfs tmpfs rw
+`
+	got, err := parseMountinfo(strings.NewReader(info), "/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, "|") != "/mnt/my vol|/mnt/tmp1" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestEditFstabAtomicWithBackup(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "fstab")
+	orig := "# c\nUUID=1 / ext4 defaults 0 1\n"
+	if err := os.WriteFile(p, []byte(orig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := editFstab(p, func(l []string) []string { return append(l, "tmpfs /mnt/a tmpfs defaults 0 0") }); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	bak, _ := os.ReadFile(p + ".bak")
+	st, _ := os.Stat(p)
+	if string(b) != orig+"tmpfs /mnt/a tmpfs defaults 0 0\n" || string(bak) != orig || st.Mode().Perm() != 0o600 {
+		t.Fatalf("fstab %q, backup %q, mode %v", b, bak, st.Mode())
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+	for _, bad := range []string{"/etc/passwd", "relative/fstab", "/etc/../etc/fstab"} {
+		if err := editFstab(bad, func(l []string) []string { return l }); !errors.Is(err, errBadRequest) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}
+
+type fakeControl struct{ calls []string }
+
+func (f *fakeControl) Status(context.Context) string { return "active" }
+func (f *fakeControl) Start(context.Context) error   { f.calls = append(f.calls, "start"); return nil }
+func (f *fakeControl) Stop(context.Context) error    { f.calls = append(f.calls, "stop"); return nil }
+func (f *fakeControl) Restart(context.Context) error {
+	f.calls = append(f.calls, "restart")
+	return nil
+}
+func (f *fakeControl) Reload(context.Context) error { f.calls = append(f.calls, "reload"); return nil }
+
+// Routes and the token, without processes: soft reset is absent unless
+// enabled, hard reset is stop + engine restart + start.
+func TestHandlerRoutes(t *testing.T) {
+	fc := &fakeControl{}
+	marker := filepath.Join(t.TempDir(), "docker-restarted")
+	h := Handler(Options{Token: "tok", Control: fc, DockerRestart: []string{"touch", marker}})
+	for _, tc := range []struct {
+		method, path, token string
+		code                int
+	}{
+		{"GET", "/", "tok", 200},
+		{"GET", "/", "", 403},
+		{"POST", "/soft-reset", "tok", 404},
+		{"POST", "/hard-reset", "tok", 200},
+		{"GET", "/agent/start", "tok", 405},
+		{"POST", "/nope", "tok", 404},
+		{"POST", "/nope", "bad", 403},
+	} {
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		if tc.token != "" {
+			req.Header.Set("X-BackendAI-Watcher-Token", tc.token)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.code || rec.Header().Get("Server") != "BackendAI-AgentWatcher" {
+			t.Errorf("%s %s (%q): %d %v, want %d", tc.method, tc.path, tc.token, rec.Code, rec.Header(), tc.code)
+		}
+	}
+	if strings.Join(fc.calls, ",") != "stop,start" {
+		t.Fatalf("hard reset calls %v", fc.calls)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("engine restart command not run: %v", err)
+	}
+}
