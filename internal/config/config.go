@@ -462,7 +462,7 @@ func Defaults() *Config {
 	c.KernelLifecycles = KernelLifecyclesConfig{InitPollingAttempt: 10, InitPollingTimeoutSec: 60, InitTimeoutSec: 60}
 	c.API = APIConfig{PullTimeout: 7200}
 	c.Watcher = WatcherConfig{
-		ServiceAddr:   HostPort{Host: "0.0.0.0", Port: 6009},
+		ServiceAddr:          HostPort{Host: "0.0.0.0", Port: 6009},
 		TargetService:        "backendai-agent.service",
 		Mode:                 "auto",
 		ShutdownCommand:      []string{"shutdown", "-h", "now"},

@@ -57,7 +57,10 @@ func (s Systemd) Start(ctx context.Context) error { _, err := s.systemctl(ctx, "
 func (s Systemd) Stop(ctx context.Context) error { _, err := s.systemctl(ctx, "stop"); return err }
 
 // Restart runs systemctl restart.
-func (s Systemd) Restart(ctx context.Context) error { _, err := s.systemctl(ctx, "restart"); return err }
+func (s Systemd) Restart(ctx context.Context) error {
+	_, err := s.systemctl(ctx, "restart")
+	return err
+}
 
 // Reload runs systemctl reload.
 func (s Systemd) Reload(ctx context.Context) error { _, err := s.systemctl(ctx, "reload"); return err }
@@ -81,12 +84,12 @@ type Supervisor struct {
 	StableAfter time.Duration
 	StopTimeout time.Duration // SIGTERM, then SIGKILL after this
 
-	mu      sync.Mutex
-	want    bool      // the agent should run
-	cmd     *exec.Cmd // the running child, nil when none
-	done    chan struct{}
-	state   string
-	wake    chan struct{}
+	mu    sync.Mutex
+	want  bool      // the agent should run
+	cmd   *exec.Cmd // the running child, nil when none
+	done  chan struct{}
+	state string
+	wake  chan struct{}
 }
 
 func (s *Supervisor) init() {

@@ -17,7 +17,7 @@ type Options struct {
 	Token       string
 	Control     Controller
 	MountPrefix func(ctx context.Context) string // etcd volumes/_mount, default /mnt
-	SoftReset   bool                              // serve POST /soft-reset
+	SoftReset   bool                             // serve POST /soft-reset
 	// DockerRestart restarts the engine during a hard reset; Shutdown
 	// powers the node off after /shutdown (both argv).
 	DockerRestart []string
