@@ -1,7 +1,7 @@
 GO ?= go
 export CGO_ENABLED := 1
 
-.PHONY: build test bench fmt vet clean
+.PHONY: build test bench fmt vet clean package
 
 build:
 	$(GO) build -o bin/bai-agent ./cmd/bai-agent
@@ -18,5 +18,12 @@ fmt:
 vet:
 	$(GO) vet ./...
 
+# .deb and .rpm in dist/: the binary, systemd units, /etc/backend.ai/agent.toml
+# and man pages (packaging/ is its own module, so nfpm stays out of the agent's).
+package: build
+	rm -rf bin/man dist
+	./bin/bai-agent gen-man bin/man
+	cd packaging && $(GO) run . -version $$(../bin/bai-agent version | awk '{print $$2}') -bin ../bin/bai-agent -man ../bin/man -out ../dist
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

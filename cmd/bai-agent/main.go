@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/app"
@@ -217,7 +218,21 @@ to etcd config/watcher/token (default "insecure").`,
 	}
 	watcherCmd.Flags().StringVarP(&watcherCfg, "config", "f", "", "path to agent.toml")
 	watcherCmd.Flags().StringVar(&watcherMode, "mode", "", "systemd, supervisor or auto (default: [watcher] mode)")
-	root.AddCommand(start, version, cfgCmd, keygen, doctorCmd, watcherCmd, ctl.Command())
+	genMan := &cobra.Command{
+		Use:    "gen-man DIR",
+		Short:  "Write man pages of every command to DIR (for packages)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := os.MkdirAll(args[0], 0o755); err != nil {
+				return err
+			}
+			root := cmd.Root()
+			root.DisableAutoGenTag = true // reproducible pages
+			return doc.GenManTree(root, &doc.GenManHeader{Title: "BAI-AGENT", Section: "1", Source: "bai-agent " + agent.Version, Manual: "bai-agent manual"}, args[0])
+		},
+	}
+	root.AddCommand(start, version, cfgCmd, keygen, doctorCmd, watcherCmd, genMan, ctl.Command())
 	markUsage(root)
 	// An unknown command is found before cobra runs anything: Find fails
 	// only on the command path itself.

@@ -1,0 +1,7 @@
+#!/bin/sh
+set -e
+mkdir -p /var/lib/backend.ai /var/log/backend.ai
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload || true
+fi
+echo "bai-agent installed: edit /etc/backend.ai/agent.toml, run 'bai-agent doctor', then 'systemctl enable --now backendai-agent backendai-agent-watcher'."

@@ -1,0 +1,3 @@
+// Package packaging tests "make package": the .deb installs on this
+// machine with its files and systemd units, and is removed cleanly.
+package packaging
