@@ -129,4 +129,3 @@ func gzipFile(src, dst string) error {
 	}
 	return f.Close()
 }
-
