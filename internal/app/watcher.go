@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -92,7 +93,8 @@ func RunWatcher(ctx context.Context, cfg *config.Config, lg *Logging, mode strin
 		}
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
-	srv := &http.Server{Handler: watcher.Handler(o), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: watcher.Handler(o), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)} // handshake noise is not an error
 	supDone := make(chan struct{})
 	if sup != nil {
 		go func() { sup.Run(ctx); close(supDone) }()
