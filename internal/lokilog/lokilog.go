@@ -25,8 +25,10 @@ type Options struct {
 	// BatchSize and BatchWait bound a push (defaults 500 records, 1 s).
 	BatchSize int
 	BatchWait time.Duration
-	// Buffer bounds the records waiting to be pushed (default 10 000);
-	// beyond it new records are dropped and counted.
+	// Buffer bounds the records waiting to be pushed (default 10 000):
+	// the queue holds up to Buffer, and the batch held back for a retry
+	// up to Buffer more (its oldest are dropped first). Records that find
+	// the queue full are dropped; every drop is counted.
 	Buffer int
 	// Timeout bounds one push (default 5 s).
 	Timeout time.Duration

@@ -152,7 +152,9 @@ func TestUnreachableLokiDoesNotBlock(t *testing.T) {
 	if shipped > testutil.Slow(20*base+200*time.Millisecond) {
 		t.Fatalf("logging slowed by an unreachable Loki: %s vs %s", shipped, base)
 	}
-	if p.Dropped() < n-2000 {
+	// At most 2×Buffer wait (queue + batch held for retry), plus the one
+	// record the sender may hold between the two at the moment we look.
+	if p.Dropped() < n-2*1000-1 {
 		t.Fatalf("only %d dropped of %d with a 1000-record buffer", p.Dropped(), n)
 	}
 }
