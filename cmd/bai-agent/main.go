@@ -205,9 +205,10 @@ to etcd config/watcher/token (default "insecure").`,
 			}
 			// The agent writes the configured log file; the watcher
 			// writes NAME-watcher.EXT beside it, as upstream.
-			fn := cfg.Logging.File.Filename
-			ext := filepath.Ext(fn)
-			cfg.Logging.File.Filename = strings.TrimSuffix(fn, ext) + "-watcher" + ext
+			if fn := cfg.Logging.File.Filename; fn != "" {
+				ext := filepath.Ext(fn)
+				cfg.Logging.File.Filename = strings.TrimSuffix(fn, ext) + "-watcher" + ext
+			}
 			lg, err := app.NewLogger(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err

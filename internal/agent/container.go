@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -86,17 +87,17 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 
 func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 	cfgDir := k.Scratch.Config
-	if err := writeFileAtomic(filepath.Join(cfgDir, "environ.txt"), environText(k.Environ), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "environ.txt"), environText(k.Environ), 0o644); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(cfgDir, "environ_base.txt"), environText(k.Environ), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "environ_base.txt"), environText(k.Environ), 0o644); err != nil {
 		return err
 	}
 	rt := k.Spec.Marshal(a.slotTypes)
-	if err := writeFileAtomic(filepath.Join(cfgDir, "resource.txt"), rt, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "resource.txt"), rt, 0o644); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(cfgDir, "resource_base.txt"), rt, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "resource_base.txt"), rt, 0o644); err != nil {
 		return err
 	}
 	if err := writeJSON(filepath.Join(cfgDir, "recovery.json"), a.recoveryData(k, cluster)); err != nil {
@@ -106,7 +107,7 @@ func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 		return err
 	}
 	if k.Config.BootstrapScript != "" {
-		if err := writeFileAtomic(filepath.Join(k.Scratch.Work, "bootstrap.sh"), []byte(k.Config.BootstrapScript), 0o755); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(k.Scratch.Work, "bootstrap.sh"), []byte(k.Config.BootstrapScript), 0o755); err != nil {
 			return err
 		}
 	}

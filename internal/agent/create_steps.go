@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -275,7 +276,7 @@ func (j *createJob) createContainer(ctx context.Context) error {
 	j.cid = cid
 	k.setContainerID(cid)
 	k.Spec.ContainerID = cid
-	return writeFileAtomic(filepath.Join(j.scratch.Config, "resource.txt"), k.Spec.Marshal(a.slotTypes), 0o644)
+	return fsutil.WriteFileAtomic(filepath.Join(j.scratch.Config, "resource.txt"), k.Spec.Marshal(a.slotTypes), 0o644)
 }
 
 func (j *createJob) removeContainer(ctx context.Context) {

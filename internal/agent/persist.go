@@ -2,9 +2,8 @@ package agent
 
 import (
 	"encoding/json"
-	"fmt"
+	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -48,38 +47,12 @@ func strPtr(s string) *string {
 	return &s
 }
 
-// writeFileAtomic writes via a temporary file and rename, so a SIGKILL
-// leaves either the old or the new content, never a torn file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	_, werr := tmp.Write(data)
-	serr := tmp.Sync()
-	cerr := tmp.Close()
-	if werr != nil || serr != nil || cerr != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %v %v %v", path, werr, serr, cerr)
-	}
-	if err := os.Chmod(name, mode); err != nil {
-		os.Remove(name)
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return err
-	}
-	return nil
-}
-
 func writeJSON(path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, 0o644)
+	return fsutil.WriteFileAtomic(path, b, 0o644)
 }
 
 func readJSON(path string, v any) error {

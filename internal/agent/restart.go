@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bai-agent/bai-agent/internal/fsutil"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/event"
@@ -93,7 +94,7 @@ func (j *restartJob) environ(context.Context) error {
 		k.Environ[key] = v
 		k.Config.Environ[key] = v
 	}
-	return writeFileAtomic(k.Scratch.Config+"/environ.txt", environText(k.Environ), 0o644)
+	return fsutil.WriteFileAtomic(k.Scratch.Config+"/environ.txt", environText(k.Environ), 0o644)
 }
 
 func (j *restartJob) createContainer(ctx context.Context) error {
@@ -105,7 +106,7 @@ func (j *restartJob) createContainer(ctx context.Context) error {
 	}
 	k.setContainerID(cid)
 	k.Spec.ContainerID = cid
-	return writeFileAtomic(k.Scratch.Config+"/resource.txt", k.Spec.Marshal(a.slotTypes), 0o644)
+	return fsutil.WriteFileAtomic(k.Scratch.Config+"/resource.txt", k.Spec.Marshal(a.slotTypes), 0o644)
 }
 
 func (j *restartJob) start(ctx context.Context) error {

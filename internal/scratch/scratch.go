@@ -1,13 +1,14 @@
 package scratch
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -211,32 +212,18 @@ func unmount(dir string) error {
 
 // mountedUnder lists mount points at or below dir (deepest first).
 func mountedUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mounts")
+	all, err := fsutil.MountPoints()
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		mp := unescapeMount(fields[1])
+	for _, mp := range all {
 		if mp == dir || strings.HasPrefix(mp, dir+"/") {
 			out = append(out, mp)
 		}
 	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
+	slices.Reverse(out)
 	return out
-}
-
-func unescapeMount(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }
 
 // Remove unmounts and deletes a kernel's scratch. Missing pieces are fine.
@@ -311,7 +298,7 @@ func BlockDevice(dir string) string {
 			if len(f) < 2 {
 				continue
 			}
-			mp := unescapeMount(f[1])
+			mp := fsutil.UnescapeMount(f[1])
 			if (abs == mp || strings.HasPrefix(abs, mp+"/")) && len(mp) > len(best) {
 				best, src = mp, f[0]
 			}

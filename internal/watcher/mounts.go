@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/bai-agent/bai-agent/internal/fsutil"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +72,11 @@ func Mount(prefix string, r MountRequest) (string, error) {
 	if r.FSLocation == "" || r.FSType == "" {
 		return "", fmt.Errorf("%w: fs_location and fs_type are required", errBadRequest)
 	}
+	if r.EditFstab {
+		if err := checkFstabPath(fstabPath(r.FstabPath)); err != nil {
+			return "", err // before anything is mounted
+		}
+	}
 	created := false
 	if err := os.Mkdir(mp, 0o755); err == nil {
 		created = true
@@ -110,6 +117,11 @@ func Unmount(prefix string, r MountRequest) (string, error) {
 	mp, err := mountPoint(prefix, r.Name)
 	if err != nil {
 		return "", err
+	}
+	if r.EditFstab {
+		if err := checkFstabPath(fstabPath(r.FstabPath)); err != nil {
+			return "", err // before anything is unmounted
+		}
 	}
 	if err := unix.Unmount(mp, 0); err != nil {
 		return "", fmt.Errorf("umount %s: %w", mp, err)
@@ -164,90 +176,36 @@ func editFstab(path string, edit func([]string) []string) error {
 		lines = append(lines, sc.Text())
 	}
 	lines = edit(lines)
-	if err := writeAtomic(path+".bak", old, st.Mode().Perm()); err != nil {
+	if err := fsutil.WriteFileAtomic(path+".bak", old, st.Mode().Perm()); err != nil {
 		return fmt.Errorf("fstab backup: %w", err)
 	}
 	body := strings.Join(lines, "\n")
 	if body != "" {
 		body += "\n"
 	}
-	if err := writeAtomic(path, []byte(body), st.Mode().Perm()); err != nil {
+	if err := fsutil.WriteFileAtomic(path, []byte(body), st.Mode().Perm()); err != nil {
 		return fmt.Errorf("fstab: %w", err)
 	}
 	return nil
 }
 
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // after a successful rename, nothing to remove
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
 // ListMounts is the sorted mount points directly under prefix.
 func ListMounts(prefix string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := fsutil.MountPoints()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return parseMountinfo(f, filepath.Clean(prefix))
+	return mountsUnder(all, filepath.Clean(prefix)), nil
 }
 
-func parseMountinfo(r io.Reader, prefix string) ([]string, error) {
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
-			continue
+// mountsUnder keeps the mount points whose parent is prefix, once each.
+func mountsUnder(all []string, prefix string) []string {
+	var out []string
+	for _, mp := range all {
+		if filepath.Dir(mp) == prefix && !slices.Contains(out, mp) {
+			out = append(out, mp)
 		}
-		mp := unescapeMount(f[4])
-		if filepath.Dir(mp) == prefix {
-			seen[mp] = true
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for mp := range seen {
-		out = append(out, mp)
 	}
 	sort.Strings(out)
-	return out, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out
 }

@@ -52,18 +52,9 @@ func TestSplitOptions(t *testing.T) {
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
-	info := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-40 22 0:35 / /mnt/tmp1 rw,nosuid - tmpfs tmpfs rw,size=1024k
-41 22 0:36 / /mnt/my\040vol rw - tmpfs tmpfs rw
-42 40 0:37 / /mnt/tmp1/nested rw - tmpfs tmpfs rw
-43 22 0:38 / /mntx/other rw - tmpfs tmpfs rw
-`
-	got, err := parseMountinfo(strings.NewReader(info), "/mnt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Join(got, "|") != "/mnt/my vol|/mnt/tmp1" {
+func TestMountsUnder(t *testing.T) {
+	all := []string{"/", "/mnt/tmp1", "/mnt/my vol", "/mnt/tmp1/nested", "/mntx/other", "/mnt/tmp1"}
+	if got := mountsUnder(all, "/mnt"); strings.Join(got, "|") != "/mnt/my vol|/mnt/tmp1" {
 		t.Fatalf("got %q", got)
 	}
 }
