@@ -29,7 +29,7 @@ func (a *Agent) AgentInfo(o InfoOptions) event.AgentInfo {
 	for _, p := range a.plugins {
 		pi := event.PluginInfo{Version: p.Version()}
 		if p.Key() == "cpu" {
-			pi.Extra = map[string]string{"agent_version": Version, "machine": Architecture(), "os_type": runtime.GOOS}
+			pi.Extra = map[string]any{"agent_version": Version, "machine": Architecture(), "os_type": runtime.GOOS}
 		}
 		plugins[string(p.Key())] = pi
 	}

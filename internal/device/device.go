@@ -11,11 +11,19 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// Reservation is what a plugin asks of the container for one allocation.
+// Reservation is what a plugin asks of the container for one allocation
+// (upstream generate_docker_args, as data the backend applies).
 type Reservation struct {
 	CpusetCpus string
 	Memory     int64 // bytes; 0 = unlimited
 	Env        map[string]string
+	// EnvList is ordered KEY=VALUE lines; they also go to environ.txt.
+	EnvList        []string
+	Runtime        string // HostConfig.Runtime ("nvidia" for the legacy runtime)
+	DeviceRequests []DeviceRequest
+	Devices        []DeviceMapping
+	GroupAdd       []string
+	SecurityOpt    []string
 }
 
 // AttachedDevice is one entry of a kernel's attached_devices.

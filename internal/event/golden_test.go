@@ -51,7 +51,7 @@ func goldenCases() map[string]Event {
 			IP: "10.0.0.5", Region: "local", Addr: "tcp://10.0.0.5:6011", PublicHost: "10.0.0.5", Version: "26.8.0", Architecture: "x86_64",
 			Available: resource.Slots{"cpu": decimal.NewFromInt(4), "mem": decimal.NewFromInt(8589934592)},
 			SlotTypes: map[resource.SlotName]resource.SlotType{"cpu": "count", "mem": "bytes"},
-			Plugins:   map[string]PluginInfo{"cpu": {Version: "1.0", Extra: map[string]string{"agent_version": "26.8.0", "machine": "x86_64", "os_type": "linux"}}, "mem": {Version: "1.0"}},
+			Plugins:   map[string]PluginInfo{"cpu": {Version: "1.0", Extra: map[string]any{"agent_version": "26.8.0", "machine": "x86_64", "os_type": "linux"}}, "mem": {Version: "1.0"}},
 		}},
 		"kernel_preparing":           KernelPreparing{lc},
 		"kernel_pulling":             KernelPulling{KernelLifecycle{KernelID: kid, SessionID: sid, Reason: "cr.backend.ai/stable/python:3.11-ubuntu22.04"}},

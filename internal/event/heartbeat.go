@@ -30,7 +30,7 @@ type AgentInfo struct {
 // PluginInfo is one compute plugin's entry.
 type PluginInfo struct {
 	Version string
-	Extra   map[string]string
+	Extra   map[string]any
 }
 
 func (i AgentInfo) plugins() map[string]any {

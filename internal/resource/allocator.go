@@ -2,6 +2,7 @@ package resource
 
 import (
 	"fmt"
+	"path"
 	"sort"
 	"sync"
 
@@ -23,6 +24,9 @@ type Allocator struct {
 	types     map[SlotName]SlotType
 	available Slots
 	order     []SlotName
+	// exclusive holds, per device name, fnmatch patterns of slots that
+	// must not be asked together (MIG slices vs whole GPUs vs shares).
+	exclusive map[DeviceName][]string
 }
 
 // NewAllocator builds an allocator. available caps the total allocation of
@@ -54,6 +58,43 @@ func NewAllocator(maps []*AllocMap, types map[SlotName]SlotType, available Slots
 		return a.order[i] < a.order[j]
 	})
 	return a
+}
+
+// SetExclusive records a plugin's exclusive slot patterns (upstream
+// exclusive_slot_types): two different requested slots of dev that both
+// match a pattern make the request an InvalidResourceCombination. A
+// pattern with '*' is matched as a shell glob. Call it before serving.
+func (a *Allocator) SetExclusive(dev DeviceName, patterns []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.exclusive == nil {
+		a.exclusive = map[DeviceName][]string{}
+	}
+	a.exclusive[dev] = append([]string{}, patterns...)
+}
+
+func (a *Allocator) checkExclusive(req Slots) error {
+	byDev := map[DeviceName][]SlotName{}
+	for _, s := range req.Names() {
+		if req[s].IsPositive() {
+			byDev[s.DeviceName()] = append(byDev[s.DeviceName()], s)
+		}
+	}
+	for dev, pats := range a.exclusive {
+		var hit []SlotName
+		for _, s := range byDev[dev] {
+			for _, p := range pats {
+				if ok, _ := path.Match(p, string(s)); ok {
+					hit = append(hit, s)
+					break
+				}
+			}
+		}
+		if len(hit) > 1 {
+			return fmt.Errorf("%w: %s and %s cannot be allocated together", ErrInvalidCombination, hit[0], hit[1])
+		}
+	}
+	return nil
 }
 
 // Available returns the advertised amounts (capacity minus reserve).
@@ -108,6 +149,9 @@ func (a *Allocator) Allocate(req Slots) (Allocation, error) {
 			return nil, fmt.Errorf("%w: slot %q is not available on this agent", ErrUnsupportedResource, s)
 		}
 	}
+	if err := a.checkExclusive(req); err != nil {
+		return nil, err
+	}
 	// Check the advertised caps first: reserved capacity stays in the maps
 	// (spec 4.5) but must not be handed out.
 	for _, s := range a.order {
@@ -131,12 +175,17 @@ func (a *Allocator) Allocate(req Slots) (Allocation, error) {
 		snaps[s] = m.snapshot()
 	}
 	out := Allocation{}
+	// Device types go in allocation order (cuda before cpu); the NUMA nodes
+	// of what a kernel got so far steer the next type (a GPU on node 1
+	// pulls cores from node 1 under PREFER_SINGLE_NODE).
+	hint := map[int]bool{}
 	for _, s := range a.order {
 		amt, ok := req[s]
 		if !ok {
 			continue
 		}
-		per, err := a.maps[s].Allocate(amt)
+		m := a.maps[s]
+		per, err := m.AllocateNear(amt, hint)
 		if err != nil {
 			for s2, snap := range snaps {
 				a.maps[s2].restore(snap)
@@ -144,6 +193,11 @@ func (a *Allocator) Allocate(req Slots) (Allocation, error) {
 			return nil, err
 		}
 		out[s] = per
+		for _, d := range m.devices {
+			if per[d.ID].IsPositive() && d.NUMANode >= 0 {
+				hint[d.NUMANode] = true
+			}
+		}
 	}
 	return out, nil
 }

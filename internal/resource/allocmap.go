@@ -45,6 +45,13 @@ var (
 	ErrInsufficient        = errors.New("insufficient resource")
 	ErrInvalidArgument     = errors.New("invalid resource argument")
 	ErrUnsupportedResource = errors.New("unsupported resource")
+	// ErrNotMultipleOfQuantum: a positive fractional request that rounds
+	// down to zero at the map's quantum (upstream NotMultipleOfQuantum, a
+	// kind of InvalidResourceArgument).
+	ErrNotMultipleOfQuantum = fmt.Errorf("%w: not a multiple of the quantum", ErrInvalidArgument)
+	// ErrInvalidCombination: two slots of one plugin that exclude each
+	// other were asked together (upstream InvalidResourceCombination).
+	ErrInvalidCombination = errors.New("invalid resource combination")
 )
 
 // InsufficientError says what was asked and what is free.
@@ -76,6 +83,9 @@ type AllocMap struct {
 	strategy Strategy
 	policy   AffinityPolicy
 	discrete bool
+	// quantum is the smallest fraction a non-discrete map hands out;
+	// requests are rounded down to it.
+	quantum decimal.Decimal
 }
 
 // NewAllocMap builds a map over devices of one slot. Discrete maps accept
@@ -88,6 +98,7 @@ func NewAllocMap(devices []Device, strategy Strategy, policy AffinityPolicy, dis
 		strategy: strategy,
 		policy:   policy,
 		discrete: discrete,
+		quantum:  Quantum,
 	}
 	for i, d := range m.devices {
 		if _, dup := m.byID[d.ID]; dup {
@@ -101,6 +112,26 @@ func NewAllocMap(devices []Device, strategy Strategy, policy AffinityPolicy, dis
 	}
 	return m, nil
 }
+
+// NewFractionAllocMap builds a non-discrete map whose requests are rounded
+// down to quantum (upstream FractionAllocMap's quantum_size).
+func NewFractionAllocMap(devices []Device, strategy Strategy, policy AffinityPolicy, quantum decimal.Decimal) (*AllocMap, error) {
+	if !quantum.IsPositive() {
+		return nil, fmt.Errorf("quantum %s must be positive", quantum)
+	}
+	if !quantum.Equal(quantum.Truncate(3)) {
+		return nil, fmt.Errorf("quantum %s has more than 3 decimal places", quantum)
+	}
+	m, err := NewAllocMap(devices, strategy, policy, false)
+	if err != nil {
+		return nil, err
+	}
+	m.quantum = quantum
+	return m, nil
+}
+
+// Quantum returns the map's allocation unit for fractional requests.
+func (m *AllocMap) Quantum() decimal.Decimal { return m.quantum }
 
 // Slot returns the slot this map allocates.
 func (m *AllocMap) Slot() SlotName {
@@ -148,7 +179,24 @@ func (m *AllocMap) restore(s map[DeviceID]decimal.Decimal) { m.used = s }
 
 // ordered returns devices in allocation order: affinity grouping by NUMA
 // node first, most-free first inside a group, ids as the tie-breaker.
-func (m *AllocMap) ordered(amount decimal.Decimal) []Device {
+//
+// hint, if not empty, names the NUMA nodes of devices already given to the
+// same kernel (its GPUs): under PREFER_SINGLE_NODE, devices on those nodes
+// (and devices whose node is unknown) come first.
+func (m *AllocMap) ordered(amount decimal.Decimal, hint map[int]bool) []Device {
+	out := m.orderedNoHint(amount)
+	if len(hint) == 0 || m.policy != PreferSingleNode {
+		return out
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		hi := out[i].NUMANode < 0 || hint[out[i].NUMANode]
+		hj := out[j].NUMANode < 0 || hint[out[j].NUMANode]
+		return hi && !hj
+	})
+	return out
+}
+
+func (m *AllocMap) orderedNoHint(amount decimal.Decimal) []Device {
 	devs := append([]Device{}, m.devices...)
 	byFree := func(ds []Device) {
 		sort.SliceStable(ds, func(i, j int) bool {
@@ -219,6 +267,12 @@ func (m *AllocMap) ordered(amount decimal.Decimal) []Device {
 // Allocate reserves amount of the map's slot and returns per-device
 // amounts. On error nothing changes.
 func (m *AllocMap) Allocate(amount decimal.Decimal) (map[DeviceID]decimal.Decimal, error) {
+	return m.AllocateNear(amount, nil)
+}
+
+// AllocateNear is Allocate with an affinity hint: the NUMA nodes of the
+// devices the kernel already got from other maps.
+func (m *AllocMap) AllocateNear(amount decimal.Decimal, hint map[int]bool) (map[DeviceID]decimal.Decimal, error) {
 	slot := m.Slot()
 	if amount.IsNegative() {
 		return nil, fmt.Errorf("%w: %s: negative amount %s", ErrInvalidArgument, slot, amount)
@@ -226,21 +280,31 @@ func (m *AllocMap) Allocate(amount decimal.Decimal) (map[DeviceID]decimal.Decima
 	if amount.IsZero() {
 		return map[DeviceID]decimal.Decimal{}, nil
 	}
+	if len(m.devices) > 0 && m.devices[0].Type == SlotUnique && !amount.Equal(decimal.NewFromInt(1)) {
+		return nil, fmt.Errorf("%w: %s is a unique slot: request exactly 1, got %s", ErrInvalidArgument, slot, FormatAmount(amount))
+	}
 	if m.discrete && !amount.IsInteger() {
 		return nil, fmt.Errorf("%w: %s must be a whole number, got %s", ErrInvalidArgument, slot, FormatAmount(amount))
+	}
+	if !m.discrete {
+		rounded := amount.Div(m.quantum).Floor().Mul(m.quantum)
+		if rounded.IsZero() {
+			return nil, fmt.Errorf("%w: %s=%s is below the quantum %s", ErrNotMultipleOfQuantum, slot, FormatAmount(amount), FormatAmount(m.quantum))
+		}
+		amount = rounded
 	}
 	totalFree := m.Capacity().Sub(m.Used())
 	if totalFree.LessThan(amount) {
 		return nil, &InsufficientError{Slot: slot, Requested: amount, Free: totalFree, Capacity: m.Capacity()}
 	}
-	devs := m.ordered(amount)
+	devs := m.ordered(amount, hint)
 	out := map[DeviceID]decimal.Decimal{}
 	remaining := amount
 	switch m.strategy {
 	case Evenly:
 		unit := decimal.NewFromInt(1)
 		if !m.discrete {
-			unit = Quantum
+			unit = m.quantum
 		}
 		for remaining.IsPositive() {
 			progressed := false

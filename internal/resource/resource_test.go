@@ -176,3 +176,103 @@ func TestParsePythonSpec(t *testing.T) {
 		t.Fatalf("got %+v", s)
 	}
 }
+
+func gpus(slot SlotName, typ SlotType, capacity string, numa ...int) []Device {
+	var out []Device
+	for i, n := range numa {
+		out = append(out, Device{ID: DeviceID(fmt.Sprintf("g%d", i)), Slot: slot, Type: typ, Capacity: d(capacity), NUMANode: n})
+	}
+	return out
+}
+
+func TestAcceleratorAllocRules(t *testing.T) {
+	mustMap := func(m *AllocMap, err error) *AllocMap {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	newAlloc := func() *Allocator {
+		dev := mustMap(NewAllocMap(gpus("cuda.device", SlotCount, "1", 0, 1), Evenly, PreferSingleNode, true))
+		mig := mustMap(NewAllocMap(gpus("cuda.device:1g.10gb-mig", SlotUnique, "1", 0, 0), Evenly, PreferSingleNode, true))
+		cpu := mustMap(NewAllocMap(cores(4, "1", func(i int) int { return i / 2 }), Evenly, PreferSingleNode, true))
+		types := map[SlotName]SlotType{"cuda.device": SlotCount, "cuda.device:1g.10gb-mig": SlotUnique, "cpu": SlotCount}
+		avail := Slots{"cuda.device": d("2"), "cuda.device:1g.10gb-mig": d("2"), "cpu": d("4")}
+		a := NewAllocator([]*AllocMap{dev, mig, cpu}, types, avail, []string{"cuda", "cpu", "mem"})
+		a.SetExclusive("cuda", []string{"cuda.device:*-mig", "cuda.device", "cuda.shares"})
+		return a
+	}
+	for _, tc := range []struct {
+		name    string
+		req     Slots
+		wantErr error
+		check   func(t *testing.T, got Allocation)
+	}{
+		{"unique slot takes exactly one", Slots{"cuda.device:1g.10gb-mig": d("2")}, ErrInvalidArgument, nil},
+		{"unique slot one", Slots{"cuda.device:1g.10gb-mig": d("1")}, nil, func(t *testing.T, got Allocation) {
+			if len(got.Devices("cuda.device:1g.10gb-mig")) != 1 {
+				t.Fatalf("got %v", got)
+			}
+		}},
+		{"whole GPU and MIG slice exclude each other", Slots{"cuda.device": d("1"), "cuda.device:1g.10gb-mig": d("1")}, ErrInvalidCombination, nil},
+		{"zero of an exclusive slot is not a request", Slots{"cuda.device": d("1"), "cuda.device:1g.10gb-mig": d("0")}, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAlloc()
+			got, err := a.Allocate(tc.req)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err %v, want %v", err, tc.wantErr)
+				}
+				if used := a.Used(); !used["cuda.device"].IsZero() || !used["cuda.device:1g.10gb-mig"].IsZero() {
+					t.Fatalf("failed request left %v", used)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.check != nil {
+				tc.check(t, got)
+			}
+		})
+	}
+
+	t.Run("affinity follows the GPU's node", func(t *testing.T) {
+		a := newAlloc()
+		first, err := a.Allocate(Slots{"cuda.device": d("1")})
+		if err != nil || render(first["cuda.device"]) != "g0:1" {
+			t.Fatalf("first GPU %v %v", first, err)
+		}
+		got, err := a.Allocate(Slots{"cuda.device": d("1"), "cpu": d("2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if render(got["cuda.device"]) != "g1:1" || render(got["cpu"]) != "2:1,3:1" {
+			t.Fatalf("GPU g1 is on node 1, its cores should be 2,3: %v", got)
+		}
+	})
+}
+
+func TestFractionAllocMap(t *testing.T) {
+	m, err := NewFractionAllocMap(gpus("cuda.shares", SlotCount, "13.5", 0, 1), Evenly, Interleaved, d("0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	per, err := m.Allocate(d("0.55"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := (Allocation{"s": per}).Total("s"); !got.Equal(d("0.5")) {
+		t.Fatalf("0.55 at quantum 0.1 gave %s, want 0.5 (rounded down)", got)
+	}
+	if _, err := m.Allocate(d("0.05")); !errors.Is(err, ErrNotMultipleOfQuantum) || !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("0.05 below the quantum: %v", err)
+	}
+	for _, bad := range []string{"0", "-1", "0.0001"} {
+		if _, err := NewFractionAllocMap(nil, Evenly, Interleaved, d(bad)); err == nil {
+			t.Errorf("quantum %s accepted", bad)
+		}
+	}
+}

@@ -35,6 +35,8 @@ var exceptionTable = []struct {
 	name string
 }{
 	{resource.ErrInsufficient, "InsufficientResource"},
+	{resource.ErrNotMultipleOfQuantum, "NotMultipleOfQuantum"},
+	{resource.ErrInvalidCombination, "InvalidResourceCombination"},
 	{resource.ErrInvalidArgument, "InvalidResourceArgument"},
 	{resource.ErrUnsupportedResource, "UnsupportedResource"},
 	{ports.ErrExhausted, "PortPoolExhaustedError"},

@@ -115,7 +115,9 @@ type Collector struct {
 	kernels map[string]*kernelState
 	node    map[string]*Metric
 	cores   map[string]*Metric
-	nodeAt  time.Time
+	// devs holds compute plugins' per-device metrics: key -> device id.
+	devs   map[string]map[string]*Metric
+	nodeAt time.Time
 }
 
 // NewCollector returns a collector with a 2 s per-container deadline.
@@ -463,6 +465,13 @@ func (c *Collector) NodeSnapshot() NodeSnapshot {
 	}
 	for core, m := range c.cores {
 		ns.Devices["cpu_util"][core] = m.Value()
+	}
+	for key, per := range c.devs {
+		d := map[string]map[string]any{}
+		for id, m := range per {
+			d[id] = m.Value()
+		}
+		ns.Devices[key] = d
 	}
 	return ns
 }

@@ -1,0 +1,419 @@
+package mock
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/stats"
+)
+
+// Version is the mock plugin's version.
+const Version = "bai-agent-mock/1"
+
+// Plugin is the mock accelerator.
+type Plugin struct {
+	cfg    *Config
+	pc     PluginConfig
+	key    resource.DeviceName
+	devs   []device.DeviceInfo // whole devices first, then MIG slices
+	policy resource.AffinityPolicy
+	now    func() time.Time
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+}
+
+// New builds the plugin from a checked file config and the etcd plugin
+// config.
+func New(cfg *Config, pc PluginConfig) (*Plugin, error) {
+	p := &Plugin{cfg: cfg, pc: pc, key: resource.DeviceName(cfg.SlotName), now: time.Now, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	for i, d := range cfg.Devices {
+		info := device.DeviceInfo{
+			ID: resource.DeviceID(d.MotherUUID), Slot: p.wholeSlot(), Model: d.ModelName, UUID: d.MotherUUID,
+			HWLocation: fmt.Sprintf("0000:99:%02d.0", i), MemorySize: d.memBytes, Processing: d.SubprocCount, NUMANode: *d.NUMANode,
+		}
+		if d.IsMIGDevice {
+			_, prof, _ := strings.Cut(d.ModelName, "-")
+			info.ID = resource.DeviceID(fmt.Sprintf("MIG-%s/%d/0", d.MotherUUID, i))
+			info.UUID = string(info.ID)
+			info.Slot = resource.SlotName("cuda.device:" + strings.ToLower(prof) + "-mig")
+		}
+		p.devs = append(p.devs, info)
+	}
+	sort.SliceStable(p.devs, func(i, j int) bool { return !p.isMIG(p.devs[i]) && p.isMIG(p.devs[j]) })
+	if _, ok := cfg.Formats[p.formatKey()]; !ok {
+		return nil, cfgErr("formats."+p.formatKey(), "missing (the slot's display format)")
+	}
+	if p.hasMIG() {
+		if _, ok := cfg.Formats["*-mig"]; !ok {
+			return nil, cfgErr(`formats."*-mig"`, "missing (MIG devices are configured)")
+		}
+	}
+	return p, nil
+}
+
+func (p *Plugin) isMIG(d device.DeviceInfo) bool { return d.Slot != p.wholeSlot() }
+
+func (p *Plugin) hasMIG() bool {
+	for _, d := range p.devs {
+		if p.isMIG(d) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Plugin) wholeSlot() resource.SlotName {
+	if p.pc.Fractional {
+		return resource.SlotName(string(p.key) + ".shares")
+	}
+	return resource.SlotName(string(p.key) + ".device")
+}
+
+func (p *Plugin) formatKey() string {
+	if p.pc.Fractional {
+		return "shares"
+	}
+	return "device"
+}
+
+// share is how many shares a device offers: the smaller of its memory in
+// unit_mem and its processors in unit_proc, rounded down to 0.01.
+func (p *Plugin) share(d device.DeviceInfo) decimal.Decimal {
+	m := decimal.NewFromInt(d.MemorySize).Div(decimal.NewFromInt(p.pc.UnitMem))
+	c := decimal.NewFromInt(int64(d.Processing)).Div(decimal.NewFromInt(int64(p.pc.UnitProc)))
+	return decimal.Min(m, c).Truncate(2)
+}
+
+// shareSpec is what a fraction of a device amounts to: memory and
+// processors, at least 4.
+func (p *Plugin) shareSpec(share decimal.Decimal) (mem int64, smp int64) {
+	mem = decimal.NewFromInt(p.pc.UnitMem).Mul(share).IntPart()
+	smp = decimal.NewFromInt(int64(p.pc.UnitProc)).Mul(share).IntPart()
+	if smp < 4 {
+		smp = 4
+	}
+	return mem, smp
+}
+
+// Key implements device.Plugin.
+func (p *Plugin) Key() resource.DeviceName { return p.key }
+
+// Slots implements device.Plugin.
+func (p *Plugin) Slots() []resource.SlotInfo {
+	out := []resource.SlotInfo{{Name: p.wholeSlot(), Type: resource.SlotCount}}
+	seen := map[resource.SlotName]bool{}
+	for _, d := range p.devs {
+		if p.isMIG(d) && !seen[d.Slot] {
+			seen[d.Slot] = true
+			out = append(out, resource.SlotInfo{Name: d.Slot, Type: resource.SlotUnique})
+		}
+	}
+	return out
+}
+
+// ExclusiveSlots implements device.Accelerator: on key cuda a kernel gets
+// whole GPUs, shares or MIG slices, never a mix.
+func (p *Plugin) ExclusiveSlots() []string {
+	if p.key != "cuda" {
+		return nil
+	}
+	return []string{"cuda.device:*-mig", "cuda.device", "cuda.shares"}
+}
+
+// Devices implements device.Accelerator.
+func (p *Plugin) Devices() []device.DeviceInfo { return append([]device.DeviceInfo{}, p.devs...) }
+
+// AllocMaps implements device.Plugin.
+func (p *Plugin) AllocMaps(policy resource.AffinityPolicy) ([]*resource.AllocMap, error) {
+	p.policy = policy
+	bySlot := map[resource.SlotName][]resource.Device{}
+	var order []resource.SlotName
+	for _, d := range p.devs {
+		if p.pc.Fractional && p.isMIG(d) {
+			continue
+		}
+		rd := resource.Device{ID: d.ID, Slot: d.Slot, Type: resource.SlotCount, Capacity: decimal.NewFromInt(1), NUMANode: d.NUMANode}
+		if p.isMIG(d) {
+			rd.Type = resource.SlotUnique
+		} else if p.pc.Fractional {
+			rd.Capacity = p.share(d)
+		}
+		if _, ok := bySlot[d.Slot]; !ok {
+			order = append(order, d.Slot)
+		}
+		bySlot[d.Slot] = append(bySlot[d.Slot], rd)
+	}
+	var out []*resource.AllocMap
+	for _, s := range order {
+		var m *resource.AllocMap
+		var err error
+		if s == p.wholeSlot() && p.pc.Fractional {
+			// FILL, as upstream's FractionAllocMap: a share lands on one device
+			// before it spills onto the next.
+			m, err = resource.NewFractionAllocMap(bySlot[s], resource.Fill, policy, p.pc.Quantum)
+		} else {
+			m, err = resource.NewAllocMap(bySlot[s], resource.Evenly, policy, true)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mock %s: %w", s, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// Available implements device.Plugin.
+func (p *Plugin) Available() resource.Slots {
+	out := resource.Slots{p.wholeSlot(): decimal.Zero}
+	for _, d := range p.devs {
+		switch {
+		case p.isMIG(d):
+			if !p.pc.Fractional {
+				out[d.Slot] = out[d.Slot].Add(decimal.NewFromInt(1))
+			}
+		case p.pc.Fractional:
+			out[d.Slot] = out[d.Slot].Add(p.share(d))
+		default:
+			out[d.Slot] = out[d.Slot].Add(decimal.NewFromInt(1))
+		}
+	}
+	return out
+}
+
+// units lists the allocated device ids in allocation (device) order.
+func (p *Plugin) units(alloc resource.Allocation) []resource.DeviceID {
+	var out []resource.DeviceID
+	for _, d := range p.devs {
+		if alloc[d.Slot][d.ID].IsPositive() {
+			out = append(out, d.ID)
+		}
+	}
+	return out
+}
+
+// Reserve implements device.Plugin: environment only (no device nodes).
+func (p *Plugin) Reserve(alloc resource.Allocation) device.Reservation {
+	if p.key != "cuda" {
+		return device.Reservation{}
+	}
+	ids := p.units(alloc)
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = string(id)
+	}
+	return device.Reservation{EnvList: []string{
+		"TF_MIN_GPU_MULTIPROCESSOR_COUNT=4",
+		"BACKENDAI_MOCK_CUDA_DEVICES=" + strings.Join(s, ","),
+		fmt.Sprintf("BACKENDAI_MOCK_CUDA_DEVICE_COUNT=%d", len(ids)),
+	}}
+}
+
+// ResourceData implements device.Accelerator.
+func (p *Plugin) ResourceData(alloc resource.Allocation) map[string]string {
+	if p.key != "cuda" {
+		return nil
+	}
+	ids := p.units(alloc)
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf("%d:%s", i, id)
+	}
+	out := map[string]string{"CUDA_GLOBAL_DEVICE_IDS": strings.Join(parts, ","), "CUDA_RESOURCE_VIRTUALIZED": "0"}
+	if p.pc.Fractional {
+		out["CUDA_RESOURCE_VIRTUALIZED"] = "1"
+		var mems, procs []string
+		for _, d := range p.devs {
+			share := alloc[p.wholeSlot()][d.ID]
+			if !share.IsPositive() {
+				continue
+			}
+			mem, smp := p.shareSpec(share)
+			mems = append(mems, fmt.Sprintf("%s:%d", d.ID, mem))
+			procs = append(procs, fmt.Sprintf("%s:%d", d.ID, smp))
+		}
+		out["CUDA_MEMORY_LIMITS"] = strings.Join(mems, ",")
+		out["CUDA_PROCESSOR_LIMITS"] = strings.Join(procs, ",")
+		out["CUDA_RESERVED_MEMORY"] = fmt.Sprint(p.pc.ReservedMemory)
+	}
+	return out
+}
+
+// AttachedDevices implements device.Plugin: data carries smp and mem (an
+// int, as upstream's BinarySize).
+func (p *Plugin) AttachedDevices(alloc resource.Allocation) []device.AttachedDevice {
+	var out []device.AttachedDevice
+	for _, d := range p.devs {
+		amt := alloc[d.Slot][d.ID]
+		if !amt.IsPositive() {
+			continue
+		}
+		mem, smp := d.MemorySize, int64(d.Processing)
+		if p.pc.Fractional {
+			if p.isMIG(d) {
+				continue
+			}
+			mem, smp = p.shareSpec(amt)
+		}
+		out = append(out, device.AttachedDevice{DeviceID: string(d.ID), ModelName: d.Model, Data: map[string]any{"smp": smp, "mem": mem}})
+	}
+	return out
+}
+
+// Version implements device.Plugin.
+func (p *Plugin) Version() string { return Version }
+
+// Metadata implements device.Plugin: computer.metadata under
+// "<key>.<format>" ("cuda.*-mig" when MIG slices are configured, as
+// upstream).
+func (p *Plugin) Metadata() map[string]any {
+	fk := p.formatKey()
+	if p.key == "cuda" && p.hasMIG() {
+		fk = "*-mig"
+	}
+	f := p.cfg.Formats[fk]
+	return map[string]any{
+		"slot_name": string(p.key) + "." + fk, "human_readable_name": f.HumanReadableName, "description": f.Description,
+		"display_unit": f.DisplayUnit, "display_icon": f.DisplayIcon,
+		"number_format": map[string]any{"binary": f.NumberFormat.Binary, "round_length": f.NumberFormat.RoundLength},
+	}
+}
+
+// HWInfo implements device.Plugin.
+func (p *Plugin) HWInfo() map[string]string {
+	h, _ := p.NodeHWInfo()
+	return h.Metadata
+}
+
+// NodeHWInfo implements device.Accelerator.
+func (p *Plugin) NodeHWInfo() (device.HWInfo, bool) {
+	md := map[string]string{
+		"name": "Backend.AI Mocked Accelerator Node", "platform": "Backend.AI", "serial_number": "N/A",
+		"version": Version, "last_updated": p.now().UTC().Format(time.RFC3339),
+	}
+	var models []string
+	for _, d := range p.devs {
+		models = append(models, fmt.Sprintf("%s %s (%s)", d.ID, d.Model, d.HWLocation))
+	}
+	md["devices"] = strings.Join(models, "; ")
+	return device.HWInfo{Status: "healthy", Metadata: md}, true
+}
+
+// ExtraInfo implements device.Accelerator.
+func (p *Plugin) ExtraInfo() map[string]any {
+	out := map[string]any{string(p.key) + "_support": true}
+	for k, v := range p.cfg.Attributes {
+		out[k] = v
+	}
+	return out
+}
+
+type sample struct{ mem, util, power, temp decimal.Decimal }
+
+func (p *Plugin) sample(d device.DeviceInfo) sample {
+	if p.cfg.Stats == "fixed" {
+		return sample{mem: decimal.NewFromInt(d.MemorySize / 2), util: decimal.NewFromInt(50), power: decimal.NewFromInt(200), temp: decimal.NewFromInt(60)}
+	}
+	p.rngMu.Lock()
+	defer p.rngMu.Unlock()
+	r := p.rng
+	return sample{
+		mem:   decimal.NewFromFloat(float64(d.MemorySize) * (0.2 + 0.8*r.Float64())).Floor(),
+		util:  decimal.NewFromFloat(100 * r.Float64()).Round(2),
+		power: decimal.NewFromFloat(200 + 50*r.NormFloat64()).Round(2),
+		temp:  decimal.NewFromFloat(90 + 20*r.NormFloat64()).Round(2),
+	}
+}
+
+func dptr(d decimal.Decimal) *decimal.Decimal { return &d }
+
+var (
+	hundred = decimal.NewFromInt(100)
+	maxW    = decimal.NewFromInt(250)
+	maxC    = decimal.NewFromInt(120)
+)
+
+func (p *Plugin) defs() (mem, util, power, temp stats.Def) {
+	k := string(p.key)
+	return stats.Def{Key: k + "_mem", Unit: "bytes", Filter: []string{"max"}},
+		stats.Def{Key: k + "_util", Unit: "percent", Filter: []string{"avg", "max"}},
+		stats.Def{Key: k + "_power", Unit: "Watts", Filter: []string{"avg", "max"}},
+		stats.Def{Key: k + "_temperature", Unit: "Celsius", Filter: []string{"avg", "max"}}
+}
+
+// NodeMeasures implements device.Accelerator. Masked devices are left
+// out (upstream's device_mask).
+func (p *Plugin) NodeMeasures(context.Context) ([]stats.NodeMeasure, error) {
+	var live []device.DeviceInfo
+	for _, d := range p.devs {
+		if !p.pc.DeviceMask[string(d.ID)] {
+			live = append(live, d)
+		}
+	}
+	if len(live) == 0 {
+		return nil, nil
+	}
+	dm, du, dp, dt := p.defs()
+	mem := stats.NodeMeasure{Def: dm, PerDevice: map[string]stats.MeasureValue{}}
+	util := stats.NodeMeasure{Def: du, PerDevice: map[string]stats.MeasureValue{}}
+	power := stats.NodeMeasure{Def: dp, PerDevice: map[string]stats.MeasureValue{}}
+	temp := stats.NodeMeasure{Def: dt, PerDevice: map[string]stats.MeasureValue{}}
+	var memUsed, memCap, utilSum, powerSum, tempSum decimal.Decimal
+	for _, d := range live {
+		s := p.sample(d)
+		id := string(d.ID)
+		mem.PerDevice[id] = stats.MeasureValue{Value: s.mem, Capacity: dptr(decimal.NewFromInt(d.MemorySize))}
+		util.PerDevice[id] = stats.MeasureValue{Value: s.util, Capacity: dptr(hundred)}
+		power.PerDevice[id] = stats.MeasureValue{Value: s.power, Capacity: dptr(maxW)}
+		temp.PerDevice[id] = stats.MeasureValue{Value: s.temp, Capacity: dptr(maxC)}
+		memUsed, memCap = memUsed.Add(s.mem), memCap.Add(decimal.NewFromInt(d.MemorySize))
+		utilSum, powerSum, tempSum = utilSum.Add(s.util), powerSum.Add(s.power), tempSum.Add(s.temp)
+	}
+	n := decimal.NewFromInt(int64(len(live)))
+	mem.Node = stats.MeasureValue{Value: memUsed, Capacity: dptr(memCap)}
+	util.Node = stats.MeasureValue{Value: utilSum, Capacity: dptr(hundred.Mul(n))}
+	power.Node = stats.MeasureValue{Value: powerSum, Capacity: dptr(maxW.Mul(n))}
+	temp.Node = stats.MeasureValue{Value: tempSum.Div(n).Round(2), Capacity: dptr(maxC)}
+	return []stats.NodeMeasure{mem, util, power, temp}, nil
+}
+
+// ContainerMeasures implements device.Accelerator: each kernel's devices
+// summed (memory against the devices' total, utilisation against
+// n x 100).
+func (p *Plugin) ContainerMeasures(_ context.Context, ks []device.KernelDevices) ([]stats.ContainerMeasure, error) {
+	dm, du, _, _ := p.defs()
+	mem := stats.ContainerMeasure{Def: dm, PerKernel: map[string]stats.MeasureValue{}}
+	util := stats.ContainerMeasure{Def: du, PerKernel: map[string]stats.MeasureValue{}}
+	for _, k := range ks {
+		var used, total, u decimal.Decimal
+		n := 0
+		for _, d := range p.devs {
+			if !k.Allocation[d.Slot][d.ID].IsPositive() {
+				continue
+			}
+			s := p.sample(d)
+			used, total, u = used.Add(s.mem), total.Add(decimal.NewFromInt(d.MemorySize)), u.Add(s.util)
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		mem.PerKernel[k.KernelID] = stats.MeasureValue{Value: used, Capacity: dptr(total)}
+		util.PerKernel[k.KernelID] = stats.MeasureValue{Value: u, Capacity: dptr(hundred.Mul(decimal.NewFromInt(int64(n))))}
+	}
+	return []stats.ContainerMeasure{mem, util}, nil
+}
+
+// Close implements device.Accelerator.
+func (p *Plugin) Close() error { return nil }
+
+var _ device.Accelerator = (*Plugin)(nil)
