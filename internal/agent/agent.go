@@ -116,6 +116,9 @@ type Agent struct {
 	log       *slog.Logger
 	be        backend.Backend
 	plugins   []device.Plugin
+	// accels are the accelerator plugins (also in plugins), in the
+	// configured allocation order.
+	accels    []device.Accelerator
 	alloc     *resource.Allocator
 	slotTypes map[resource.SlotName]resource.SlotType
 	scratch   *scratch.Manager
@@ -189,7 +192,10 @@ type Options struct {
 	Log            *slog.Logger
 	Events         EventSink
 	Host           *device.Host // nil: scan this machine
-	Getenv         func(string) string
+	// Accelerators are the loaded accelerator plugins (cuda, rocm, tpu,
+	// mock); the agent owns them from here and closes them in Close.
+	Accelerators []device.Accelerator
+	Getenv       func(string) string
 	// StopTimeout is how long destroy waits for a kernel to stop before
 	// SIGKILL (Docker's default is 10 s).
 	StopTimeout time.Duration
@@ -303,6 +309,20 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 			a.events.Publish(ctx, event.NewAgentError(*f.Message, "background task "+f.TaskID))
 		}
 	})
+	keys := map[resource.DeviceName]bool{"cpu": true, "mem": true}
+	for _, acc := range o.Accelerators {
+		if keys[acc.Key()] {
+			return nil, fmt.Errorf("two compute plugins use the device name %q (for example the cuda plugin and a mock with slot_name = %q): allow only one", acc.Key(), acc.Key())
+		}
+		keys[acc.Key()] = true
+		for _, s := range acc.Slots() {
+			if s.Name.DeviceName() != acc.Key() {
+				return nil, fmt.Errorf("compute plugin %s: slot %s must start with %q", acc.Key(), s.Name, string(acc.Key())+".")
+			}
+		}
+		a.plugins = append(a.plugins, acc)
+	}
+	a.accels = orderAccelerators(o.Accelerators, cfg.Resource.AllocationOrder)
 	var maps []*resource.AllocMap
 	avail := resource.Slots{}
 	for _, p := range a.plugins {
@@ -319,6 +339,9 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		}
 	}
 	a.alloc = resource.NewAllocator(maps, a.slotTypes, avail, cfg.Resource.AllocationOrder)
+	for _, acc := range a.accels {
+		a.alloc.SetExclusive(acc.Key(), acc.ExclusiveSlots())
+	}
 	uid, gid := cfg.Container.KernelUID, cfg.Container.KernelGID
 	a.scratch = &scratch.Manager{Root: cfg.Container.ScratchRoot, Type: cfg.Container.ScratchType, Size: int64(cfg.Container.ScratchSize), UID: uid, GID: gid}
 	if err := a.scratch.Check(ctx); err != nil {
@@ -362,6 +385,33 @@ func (a *Agent) Allocator() *resource.Allocator { return a.alloc }
 
 // Ports exposes the port pool (read-only use: tests, assign_port).
 func (a *Agent) Ports() *ports.Pool { return a.ports }
+
+// orderAccelerators sorts plugins by [resource] allocation-order (unknown
+// names last, by name), the order upstream builds attached_devices in.
+func orderAccelerators(accs []device.Accelerator, order []string) []device.Accelerator {
+	rank := map[string]int{}
+	for i, n := range order {
+		rank[n] = i + 1
+	}
+	out := append([]device.Accelerator{}, accs...)
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, rj := rank[string(out[i].Key())], rank[string(out[j].Key())]
+		if ri == 0 {
+			ri = len(order) + 1
+		}
+		if rj == 0 {
+			rj = len(order) + 1
+		}
+		if ri != rj {
+			return ri < rj
+		}
+		return out[i].Key() < out[j].Key()
+	})
+	return out
+}
+
+// Accelerators returns the accelerator plugins in allocation order.
+func (a *Agent) Accelerators() []device.Accelerator { return a.accels }
 
 // Plugins returns the compute plugins.
 func (a *Agent) Plugins() []device.Plugin { return a.plugins }
@@ -410,6 +460,11 @@ func (a *Agent) Close() {
 	}
 	a.tasks.Close()
 	a.bg.Wait()
+	for _, acc := range a.accels {
+		if err := acc.Close(); err != nil {
+			a.log.Warn("closing compute plugin", "plugin", acc.Key(), "error", err)
+		}
+	}
 	a.events.Publish(context.Background(), event.AgentTerminated{Reason: "shutdown"})
 }
 

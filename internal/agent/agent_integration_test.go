@@ -149,7 +149,8 @@ reserved-mem = "64M"
 func (e *env) start() *Agent {
 	e.t.Helper()
 	ctx := context.Background()
-	a, err := New(ctx, Options{Config: e.cfg, Backend: e.be, Events: e.events, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), StopTimeout: 2 * time.Second})
+	accels := loadAccels(e.t, e.cfg, e.be)
+	a, err := New(ctx, Options{Config: e.cfg, Backend: e.be, Events: e.events, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), StopTimeout: 2 * time.Second, Accelerators: accels})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -573,7 +574,8 @@ func TestHelperAgentProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	a, err := New(ctx, Options{Config: res.Config, Backend: be, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	accels := loadAccels(t, res.Config, be)
+	a, err := New(ctx, Options{Config: res.Config, Backend: be, Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Accelerators: accels})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,7 +584,14 @@ func TestHelperAgentProcess(t *testing.T) {
 	}
 	kid := os.Getenv("BAI_HELPER_KERNEL")
 	e := &env{image: os.Getenv("BAI_HELPER_IMAGE")}
-	if _, err := a.CreateKernels(ctx, e.request(kid, nil)); err != nil {
+	if _, err := a.CreateKernels(ctx, e.request(kid, func(c *CreationConfig) {
+		if extra := os.Getenv("BAI_HELPER_SLOTS"); extra != "" {
+			for _, kv := range strings.Split(extra, ",") {
+				k, v, _ := strings.Cut(kv, "=")
+				c.ResourceSlots[k] = v
+			}
+		}
+	})); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("HELPER-READY")

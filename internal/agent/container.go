@@ -70,8 +70,29 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 			env[name] = cores
 		}
 	}
+	// GPU_*: from the first accelerator type in allocation order, as
+	// upstream (GPU_COUNT=N_GPUS=0 when it has none or no accelerator is
+	// loaded).
 	env["GPU_COUNT"] = "0"
 	env["N_GPUS"] = "0"
+	if len(a.accels) > 0 {
+		first := a.accels[0]
+		for k, v := range device.GPUEnv(string(first.Key()), first.AttachedDevices(alloc)) {
+			env[k] = v
+		}
+	}
+	// The accelerators' own environment (upstream appends the Env of
+	// generate_docker_args to environ.txt).
+	for _, acc := range a.accels {
+		if !device.HasAllocation(acc, alloc) {
+			continue
+		}
+		for _, line := range acc.Reserve(alloc).EnvList {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				env[k] = v
+			}
+		}
+	}
 	if _, ok := env["BACKENDAI_KERNEL_ID"]; !ok {
 		env["BACKENDAI_KERNEL_ID"] = cfg.KernelID
 	}
@@ -161,17 +182,18 @@ func hostLimit(res int, want int64) int64 {
 
 func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource.Mount) *backend.ContainerSpec {
 	cfg := &k.Config
-	var cpuset string
-	var memory int64
+	// Plugins' container arguments merge as upstream's
+	// update_nested_dict (lists extend, scalars overwrite); an accelerator
+	// takes part only when the kernel holds some of it, so a CPU-only
+	// kernel on a GPU node gets no GPU runtime.
+	var res device.Reservation
 	for _, p := range a.plugins {
-		r := p.Reserve(k.Allocation)
-		if r.CpusetCpus != "" {
-			cpuset = r.CpusetCpus
+		if _, isAcc := p.(device.Accelerator); isAcc && !device.HasAllocation(p, k.Allocation) {
+			continue
 		}
-		if r.Memory > 0 {
-			memory = r.Memory
-		}
+		res.Merge(p.Reserve(k.Allocation))
 	}
+	cpuset, memory := res.CpusetCpus, res.Memory
 	env := make([]string, 0, len(k.Environ))
 	for _, line := range strings.Split(strings.TrimSpace(string(environText(k.Environ))), "\n") {
 		if line != "" {
@@ -284,6 +306,15 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 		LogDriver:      a.cfg.ContainerLogs.Driver,
 		LogOpts:        map[string]string{"max-size": strconv.FormatInt(int64(a.cfg.ContainerLogs.MaxLength)/5, 10), "max-file": "5", "compress": "false"},
 		NetworkAliases: nil,
+		Runtime:        res.Runtime,
+		GroupAdd:       res.GroupAdd,
+	}
+	spec.SecurityOpt = append(spec.SecurityOpt, res.SecurityOpt...)
+	for _, r := range res.DeviceRequests {
+		spec.DeviceRequests = append(spec.DeviceRequests, backend.DeviceRequest(r))
+	}
+	for _, d := range res.Devices {
+		spec.Devices = append(spec.Devices, backend.DeviceMapping(d))
 	}
 	quota := a.cfg.Container.CPUQuota
 	if cfg.CPUQuota != nil {

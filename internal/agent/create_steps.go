@@ -262,7 +262,12 @@ func (j *createJob) removeScratch(ctx context.Context) {
 func (j *createJob) writeFiles(context.Context) error {
 	a, k := j.a, j.k
 	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc)
-	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts}
+	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts, Extra: map[string]string{}}
+	for _, acc := range a.accels {
+		for key, v := range acc.ResourceData(j.alloc) {
+			k.Spec.Extra[key] = v
+		}
+	}
 	return a.writeKernelFiles(k, j.cluster)
 }
 

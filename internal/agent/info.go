@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
 )
@@ -30,6 +31,9 @@ func (a *Agent) AgentInfo(o InfoOptions) event.AgentInfo {
 		pi := event.PluginInfo{Version: p.Version()}
 		if p.Key() == "cpu" {
 			pi.Extra = map[string]any{"agent_version": Version, "machine": Architecture(), "os_type": runtime.GOOS}
+		}
+		if acc, ok := p.(device.Accelerator); ok {
+			pi.Extra = acc.ExtraInfo()
 		}
 		plugins[string(p.Key())] = pi
 	}

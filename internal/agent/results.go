@@ -62,6 +62,16 @@ func publicServices(sp []image.ServicePort) []image.ServicePort {
 func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
 	units := map[string]map[string]event.UsedDevice{}
 	for _, p := range a.plugins {
+		// The model figures come from the plugin's attached devices, as
+		// upstream's UsedDevices.from_allocations: processing_units from
+		// data["proc"] (null for GPUs, which send "smp"), memory_size
+		// from data["mem"].
+		models := map[string]device.AttachedDevice{}
+		if _, isAcc := p.(device.Accelerator); isAcc {
+			for _, ad := range p.AttachedDevices(k.Allocation) {
+				models[ad.DeviceID] = ad
+			}
+		}
 		per := map[string]event.UsedDevice{}
 		for _, s := range p.Slots() {
 			for id, v := range k.Allocation[s.Name] {
@@ -71,6 +81,16 @@ func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
 				u, ok := per[string(id)]
 				if !ok {
 					u = event.UsedDevice{Used: map[string]string{}}
+					if ad, ok := models[string(id)]; ok {
+						name := ad.ModelName
+						u.ModelName = &name
+						if v, ok := intData(ad.Data["proc"]); ok {
+							u.ProcessingUnits = &v
+						}
+						if v, ok := intData(ad.Data["mem"]); ok {
+							u.MemorySize = &v
+						}
+					}
 				}
 				u.Used[string(s.Name)] = resource.FormatAmount(v)
 				per[string(id)] = u
@@ -86,4 +106,14 @@ func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
 		ContainerID: k.ContainerID(), KernelHost: a.kernelHost(), ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut,
 		ServicePorts: sp, UsedDevices: event.UsedDevices{Units: units},
 	}
+}
+
+func intData(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return x, true
+	case int:
+		return int64(x), true
+	}
+	return 0, false
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
+	"github.com/bai-agent/bai-agent/internal/device/accel"
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
@@ -154,6 +155,7 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 		ec                           *etcdconfig.Client
 		redisOpt                     *redisconn.Conn
 		prod                         *events.Producer
+		accelEtcd                    map[string]any
 	)
 	if cfg.Agent.ControlPlane == "etcd" {
 		var err error
@@ -170,6 +172,7 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 			return err
 		}
 		subnetAgent, subnetContainer = global.SubnetAgent, global.SubnetContainer
+		accelEtcd = global.Accelerators
 		if !cfg.Agent.SkipManagerDetection {
 			if err := ec.WaitForManager(ctx, log); err != nil {
 				return err
@@ -228,7 +231,15 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 	if prod != nil {
 		onChange = stateRef.kernelChanged
 	}
+	accels, err := accel.Load(ctx, accel.Options{
+		Allow: cfg.Agent.AllowComputePlugins, Block: cfg.Agent.BlockComputePlugins, Etcd: accelEtcd,
+		MockConfig: cfg.Agent.MockAcceleratorConfig, Engine: be, Getenv: os.Getenv, Log: log.With("component", "accelerator"),
+	})
+	if err != nil {
+		return &ConfigError{Err: err}
+	}
 	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelChange: onChange, KernelHost: kernelHost(cfg, subnetAgent, subnetContainer, log),
+		Accelerators: accels,
 		OnStepFailure: func(op, step string) {
 			if op == "create" {
 				am.CreateStepFailures.Inc(cfg.Agent.ID, step)
@@ -244,6 +255,9 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 			}
 		}})
 	if err != nil {
+		for _, p := range accels {
+			_ = p.Close()
+		}
 		return err
 	}
 	if err := a.Start(ctx); err != nil {
@@ -372,6 +386,7 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 		collector.Deadline = 5 * time.Second
 	}
 	mon := monitor.Start(monitor.Options{
+		Plugins: a,
 		AgentID: a.ID(), Collector: collector, Metrics: am, Redis: redisOpt, Log: log.With("component", "stats"),
 		Targets: func() []stats.Target {
 			var out []stats.Target

@@ -74,6 +74,42 @@ type ContainerSpec struct {
 	NetworkAliases []string
 	LogDriver      string
 	LogOpts        map[string]string
+	// Accelerators: GPUs through a device driver (nvidia, cdi), the legacy
+	// nvidia runtime, device nodes (/dev/kfd, /dev/dri/renderD*), extra
+	// groups.
+	Runtime        string
+	DeviceRequests []DeviceRequest
+	Devices        []DeviceMapping
+	GroupAdd       []string
+}
+
+// DeviceRequest is HostConfig.DeviceRequests' entry.
+type DeviceRequest struct {
+	Driver       string
+	Count        int
+	DeviceIDs    []string
+	Capabilities [][]string
+	Options      map[string]string
+}
+
+// DeviceMapping is HostConfig.Devices' entry.
+type DeviceMapping struct {
+	PathOnHost, PathInContainer, CgroupPermissions string
+}
+
+// EngineInfo is what accelerator plugins need to know about the engine to
+// pick how GPUs reach containers.
+type EngineInfo struct {
+	Name          string // "Docker Engine", "Podman Engine"
+	ServerVersion string
+	Runtimes      []string
+	CDISpecDirs   []string
+}
+
+// EngineInspector is implemented by backends that can describe their
+// engine.
+type EngineInspector interface {
+	EngineInfo(ctx context.Context) (*EngineInfo, error)
 }
 
 // Container is what the agent needs to know about a container.

@@ -198,45 +198,49 @@ type UtilizationMetric struct {
 
 // AgentConfig is [agent].
 type AgentConfig struct {
-	Backend                         string    `toml:"backend" alias:"mode"`
-	ID                              string    `toml:"id"`
-	RPCListenAddr                   HostPort  `toml:"rpc-listen-addr"`
-	AdvertisedRPCAddr               *HostPort `toml:"advertised-rpc-addr"`
-	InternalAddr                    HostPort  `toml:"internal-addr" alias:"service-addr"`
-	AnnounceInternalAddr            HostPort  `toml:"announce-internal-addr" alias:"announce-addr"`
-	SSLEnabled                      bool      `toml:"ssl-enabled"`
-	SSLCert                         string    `toml:"ssl-cert"`
-	SSLKey                          string    `toml:"ssl-key"`
-	RPCAuthManagerPublicKey         string    `toml:"rpc-auth-manager-public-key"`
-	RPCAuthAgentKeypair             string    `toml:"rpc-auth-agent-keypair"`
-	AgentSockPort                   int       `toml:"agent-sock-port"`
-	IPCBasePath                     string    `toml:"ipc-base-path"`
-	VarBasePath                     string    `toml:"var-base-path"`
-	ImageCommitPath                 string    `toml:"image-commit-path"`
-	MountPath                       string    `toml:"mount-path"`
-	ExtraMountRoots                 []string  `toml:"extra-mount-roots"`
-	CohabitingStorageProxy          bool      `toml:"cohabiting-storage-proxy"`
-	PublicHost                      string    `toml:"public-host"`
-	Region                          string    `toml:"region"`
-	InstanceType                    string    `toml:"instance-type"`
-	PIDFile                         string    `toml:"pid-file"`
-	EventLoop                       string    `toml:"event-loop"`
-	SkipManagerDetection            bool      `toml:"skip-manager-detection"`
-	AiomonitorTermuiPort            int       `toml:"aiomonitor-termui-port" alias:"aiomonitor-port"`
-	AiomonitorWebuiPort             int       `toml:"aiomonitor-webui-port"`
-	MetadataServerBindHost          string    `toml:"metadata-server-bind-host"`
-	MetadataServerPort              int       `toml:"metadata-server-port"`
-	AllowComputePlugins             []string  `toml:"allow-compute-plugins"`
-	BlockComputePlugins             []string  `toml:"block-compute-plugins"`
-	AllowNetworkPlugins             []string  `toml:"allow-network-plugins"`
-	BlockNetworkPlugins             []string  `toml:"block-network-plugins"`
-	AbuseReportPath                 string    `toml:"abuse-report-path"`
-	DockerMode                      string    `toml:"docker-mode"`
-	MountPathUIDGID                 string    `toml:"mount-path-uid-gid"`
-	InitialResourceGroupName        string    `toml:"initial-resource-group-name"`
-	ScalingGroupType                string    `toml:"scaling-group-type"`
-	ForceTerminateAbusingContainers bool      `toml:"force-terminate-abusing-containers"`
-	KernelCreationConcurrency       int       `toml:"kernel-creation-concurrency"`
+	Backend                 string    `toml:"backend" alias:"mode"`
+	ID                      string    `toml:"id"`
+	RPCListenAddr           HostPort  `toml:"rpc-listen-addr"`
+	AdvertisedRPCAddr       *HostPort `toml:"advertised-rpc-addr"`
+	InternalAddr            HostPort  `toml:"internal-addr" alias:"service-addr"`
+	AnnounceInternalAddr    HostPort  `toml:"announce-internal-addr" alias:"announce-addr"`
+	SSLEnabled              bool      `toml:"ssl-enabled"`
+	SSLCert                 string    `toml:"ssl-cert"`
+	SSLKey                  string    `toml:"ssl-key"`
+	RPCAuthManagerPublicKey string    `toml:"rpc-auth-manager-public-key"`
+	RPCAuthAgentKeypair     string    `toml:"rpc-auth-agent-keypair"`
+	AgentSockPort           int       `toml:"agent-sock-port"`
+	IPCBasePath             string    `toml:"ipc-base-path"`
+	VarBasePath             string    `toml:"var-base-path"`
+	ImageCommitPath         string    `toml:"image-commit-path"`
+	MountPath               string    `toml:"mount-path"`
+	ExtraMountRoots         []string  `toml:"extra-mount-roots"`
+	CohabitingStorageProxy  bool      `toml:"cohabiting-storage-proxy"`
+	PublicHost              string    `toml:"public-host"`
+	Region                  string    `toml:"region"`
+	InstanceType            string    `toml:"instance-type"`
+	PIDFile                 string    `toml:"pid-file"`
+	EventLoop               string    `toml:"event-loop"`
+	SkipManagerDetection    bool      `toml:"skip-manager-detection"`
+	AiomonitorTermuiPort    int       `toml:"aiomonitor-termui-port" alias:"aiomonitor-port"`
+	AiomonitorWebuiPort     int       `toml:"aiomonitor-webui-port"`
+	MetadataServerBindHost  string    `toml:"metadata-server-bind-host"`
+	MetadataServerPort      int       `toml:"metadata-server-port"`
+	AllowComputePlugins     []string  `toml:"allow-compute-plugins"`
+	BlockComputePlugins     []string  `toml:"block-compute-plugins"`
+	// MockAcceleratorConfig is the mock accelerator's TOML file (bai-agent;
+	// default: ./mock-accelerator.toml, ~/.config/backend.ai/ or
+	// /etc/backend.ai/).
+	MockAcceleratorConfig           string   `toml:"mock-accelerator-config"`
+	AllowNetworkPlugins             []string `toml:"allow-network-plugins"`
+	BlockNetworkPlugins             []string `toml:"block-network-plugins"`
+	AbuseReportPath                 string   `toml:"abuse-report-path"`
+	DockerMode                      string   `toml:"docker-mode"`
+	MountPathUIDGID                 string   `toml:"mount-path-uid-gid"`
+	InitialResourceGroupName        string   `toml:"initial-resource-group-name"`
+	ScalingGroupType                string   `toml:"scaling-group-type"`
+	ForceTerminateAbusingContainers bool     `toml:"force-terminate-abusing-containers"`
+	KernelCreationConcurrency       int      `toml:"kernel-creation-concurrency"`
 	// ManagerCompat picks the wire format for values the manager unpickles
 	// and for events: "main" (26.8 main) or "26.8.1" (releases up to
 	// 26.8.1: pickled Decimals/ResourceSlots, positional event args).

@@ -35,7 +35,17 @@ type Options struct {
 	// OnOOM is told about kernels with a new OOM kill (for the kernel's
 	// termination reason).
 	OnOOM func(kernelID string)
+	// Plugins, if set, adds the accelerator plugins' measures to the node
+	// and kernel statistics.
+	Plugins PluginMeasures
 	Log   *slog.Logger
+}
+
+// PluginMeasures is the agent's view of its accelerator plugins' measures
+// (each already bounded by a deadline).
+type PluginMeasures interface {
+	AcceleratorNodeMeasures(ctx context.Context) []stats.NodeMeasure
+	AcceleratorContainerMeasures(ctx context.Context) []stats.ContainerMeasure
 }
 
 // Monitor owns the loops.
@@ -137,10 +147,18 @@ func (m *Monitor) node(ctx context.Context) error {
 	if err := m.o.Collector.CollectNode(m.o.NodeInterval); err != nil {
 		return err
 	}
+	if m.o.Plugins != nil {
+		m.o.Collector.RecordNodeMeasures(m.o.Plugins.AcceleratorNodeMeasures(ctx))
+	}
 	ns := m.o.Collector.NodeSnapshot()
-	for core, mv := range ns.Devices["cpu_util"] {
-		m.o.Metrics.Device.Set(f64(mv["current"]), "cpu_util", m.o.AgentID, core, "current")
-		m.o.Metrics.Device.Set(f64(mv["pct"]), "cpu_util", m.o.AgentID, core, "pct")
+	for name, per := range ns.Devices {
+		for id, mv := range per {
+			m.o.Metrics.Device.Set(f64(mv["current"]), name, m.o.AgentID, id, "current")
+			m.o.Metrics.Device.Set(f64(mv["pct"]), name, m.o.AgentID, id, "pct")
+			if mv["capacity"] != nil && name != "cpu_util" {
+				m.o.Metrics.Device.Set(f64(mv["capacity"]), name, m.o.AgentID, id, "capacity")
+			}
+		}
 	}
 	if m.rdb == nil {
 		return nil
@@ -179,6 +197,9 @@ func (m *Monitor) containers(ctx context.Context) error {
 		}
 	}
 	m.o.Metrics.KernelCount.Set(float64(len(targets)), m.o.AgentID)
+	if m.o.Plugins != nil {
+		m.o.Collector.RecordContainerMeasures(m.o.Plugins.AcceleratorContainerMeasures(ctx))
+	}
 	snaps := m.o.Collector.Snapshot()
 	m.mu.Lock()
 	publishProcs := m.o.ProcessEnabled && time.Since(m.lastProcPub) >= m.o.ProcessInterval

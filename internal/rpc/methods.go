@@ -11,8 +11,8 @@ import (
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/bgtask"
-	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
@@ -286,11 +286,23 @@ func (m *methods) health(ctx context.Context, _ *Call) (any, error) {
 func (m *methods) hwinfo() map[string]any {
 	out := map[string]any{}
 	for _, p := range m.a.Plugins() {
+		status, info, meta := "healthy", (*string)(nil), p.HWInfo()
+		if acc, ok := p.(device.Accelerator); ok {
+			h, ok := acc.NodeHWInfo()
+			if !ok {
+				continue // upstream leaves out plugins without hwinfo
+			}
+			status, info, meta = h.Status, h.StatusInfo, h.Metadata
+		}
 		md := map[string]any{}
-		for k, v := range p.HWInfo() {
+		for k, v := range meta {
 			md[k] = v
 		}
-		out[string(p.Key())] = map[string]any{"status": "healthy", "status_info": nil, "metadata": md}
+		var si any
+		if info != nil {
+			si = *info
+		}
+		out[string(p.Key())] = map[string]any{"status": status, "status_info": si, "metadata": md}
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -79,6 +80,27 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 	return res.APIVersion, nil
 }
 
+// EngineInfo implements backend.EngineInspector from /version and /info.
+func (b *Backend) EngineInfo(ctx context.Context) (*backend.EngineInfo, error) {
+	info, err := b.cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return nil, mapErr(err, "docker info")
+	}
+	out := &backend.EngineInfo{Name: "Docker Engine", ServerVersion: info.Info.ServerVersion, CDISpecDirs: info.Info.CDISpecDirs}
+	for name := range info.Info.Runtimes {
+		out.Runtimes = append(out.Runtimes, name)
+	}
+	sort.Strings(out.Runtimes)
+	if v, err := b.cli.ServerVersion(ctx, client.ServerVersionOptions{}); err == nil {
+		for _, c := range v.Components {
+			if c.Name == "Podman Engine" {
+				out.Name, out.ServerVersion = c.Name, c.Version
+			}
+		}
+	}
+	return out, nil
+}
+
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, s *backend.ContainerSpec) (string, error) {
 	cfg := &container.Config{
@@ -105,6 +127,14 @@ func (b *Backend) Create(ctx context.Context, s *backend.ContainerSpec) (string,
 	}
 	hc.Resources.CpusetCpus = s.CpusetCpus
 	hc.Resources.NanoCPUs = s.NanoCPUs
+	hc.Runtime = s.Runtime
+	hc.GroupAdd = s.GroupAdd
+	for _, r := range s.DeviceRequests {
+		hc.Resources.DeviceRequests = append(hc.Resources.DeviceRequests, container.DeviceRequest{Driver: r.Driver, Count: r.Count, DeviceIDs: r.DeviceIDs, Capabilities: r.Capabilities, Options: r.Options})
+	}
+	for _, d := range s.Devices {
+		hc.Resources.Devices = append(hc.Resources.Devices, container.DeviceMapping{PathOnHost: d.PathOnHost, PathInContainer: d.PathInContainer, CgroupPermissions: d.CgroupPermissions})
+	}
 	for _, t := range s.ReadBps {
 		hc.Resources.BlkioDeviceReadBps = append(hc.Resources.BlkioDeviceReadBps, &blkiodev.ThrottleDevice{Path: t.Path, Rate: t.Rate})
 	}
