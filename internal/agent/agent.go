@@ -111,11 +111,11 @@ func (k *Kernel) setContainerID(id string) {
 
 // Agent is the node agent core.
 type Agent struct {
-	cfg       *config.Config
-	id        string
-	log       *slog.Logger
-	be        backend.Backend
-	plugins   []device.Plugin
+	cfg     *config.Config
+	id      string
+	log     *slog.Logger
+	be      backend.Backend
+	plugins []device.Plugin
 	// accels are the accelerator plugins (also in plugins), in the
 	// configured allocation order.
 	accels    []device.Accelerator

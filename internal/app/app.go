@@ -22,9 +22,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
-	"github.com/bai-agent/bai-agent/internal/device/accel"
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/device/accel"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/events"

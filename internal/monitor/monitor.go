@@ -38,7 +38,7 @@ type Options struct {
 	// Plugins, if set, adds the accelerator plugins' measures to the node
 	// and kernel statistics.
 	Plugins PluginMeasures
-	Log   *slog.Logger
+	Log     *slog.Logger
 }
 
 // PluginMeasures is the agent's view of its accelerator plugins' measures
