@@ -98,7 +98,7 @@ func newMock(_ context.Context, o Options, pc map[string]any, _ bool) (device.Ac
 	if err != nil {
 		return nil, false, err
 	}
-	pcfg, err := mock.ParsePluginConfig(pc)
+	pcfg, err := device.ParseShareConfig("mock", pc)
 	if err != nil {
 		return nil, false, err
 	}

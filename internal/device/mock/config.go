@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
-	"github.com/shopspring/decimal"
 
 	"github.com/bai-agent/bai-agent/internal/units"
 )
@@ -171,77 +169,3 @@ func (c *Config) check() error {
 	return nil
 }
 
-// PluginConfig is config/plugins/accelerator/mock/ in etcd.
-type PluginConfig struct {
-	Fractional     bool
-	UnitMem        int64
-	UnitProc       int
-	DeviceMask     map[string]bool
-	ReservedMemory int64
-	Quantum        decimal.Decimal
-}
-
-// ParsePluginConfig reads the etcd keys, naming the key on error.
-func ParsePluginConfig(m map[string]any) (PluginConfig, error) {
-	pc := PluginConfig{UnitMem: 2 << 30, UnitProc: 8, DeviceMask: map[string]bool{}, Quantum: decimal.RequireFromString("0.1")}
-	get := func(k string) (string, bool) {
-		v, ok := m[k]
-		if !ok {
-			return "", false
-		}
-		s, isStr := v.(string)
-		if !isStr {
-			return fmt.Sprint(v), true
-		}
-		return strings.TrimSpace(s), true
-	}
-	const pfx = "config/plugins/accelerator/mock/"
-	if v, ok := get("allocation_mode"); ok {
-		switch v {
-		case "discrete":
-		case "fractional":
-			pc.Fractional = true
-		default:
-			return pc, cfgErr(pfx+"allocation_mode", "%q: one of discrete, fractional", v)
-		}
-	}
-	if v, ok := get("unit_mem"); ok {
-		n, err := units.ParseBinarySize(v)
-		if err != nil || n < 512<<20 {
-			return pc, cfgErr(pfx+"unit_mem", "%q must be a binary size of at least 512m", v)
-		}
-		pc.UnitMem = n
-	}
-	if v, ok := get("unit_proc"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 2 {
-			return pc, cfgErr(pfx+"unit_proc", "%q must be an integer >= 2", v)
-		}
-		pc.UnitProc = n
-	}
-	if v, ok := get("device_mask"); ok {
-		for _, id := range strings.Split(v, ",") {
-			if id = strings.TrimSpace(id); id != "" {
-				pc.DeviceMask[id] = true
-			}
-		}
-	}
-	if pc.Fractional {
-		pc.ReservedMemory = 64 << 20
-	}
-	if v, ok := get("reserved_memory"); ok {
-		n, err := units.ParseBinarySize(v)
-		if err != nil {
-			return pc, cfgErr(pfx+"reserved_memory", "%q is not a size in bytes", v)
-		}
-		pc.ReservedMemory = n
-	}
-	if v, ok := get("quantum_size"); ok {
-		q, err := decimal.NewFromString(v)
-		if err != nil || !q.IsPositive() || !q.Equal(q.Truncate(3)) || q.GreaterThan(decimal.NewFromInt(1)) {
-			return pc, cfgErr(pfx+"quantum_size", "%q must be a decimal in (0, 1] with at most 3 places", v)
-		}
-		pc.Quantum = q
-	}
-	return pc, nil
-}

@@ -22,7 +22,7 @@ const Version = "bai-agent-mock/1"
 // Plugin is the mock accelerator.
 type Plugin struct {
 	cfg    *Config
-	pc     PluginConfig
+	pc     device.ShareConfig
 	key    resource.DeviceName
 	devs   []device.DeviceInfo // whole devices first, then MIG slices
 	policy resource.AffinityPolicy
@@ -34,7 +34,7 @@ type Plugin struct {
 
 // New builds the plugin from a checked file config and the etcd plugin
 // config.
-func New(cfg *Config, pc PluginConfig) (*Plugin, error) {
+func New(cfg *Config, pc device.ShareConfig) (*Plugin, error) {
 	p := &Plugin{cfg: cfg, pc: pc, key: resource.DeviceName(cfg.SlotName), now: time.Now, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
 	for i, d := range cfg.Devices {
 		info := device.DeviceInfo{
@@ -86,24 +86,11 @@ func (p *Plugin) formatKey() string {
 	return "device"
 }
 
-// share is how many shares a device offers: the smaller of its memory in
-// unit_mem and its processors in unit_proc, rounded down to 0.01.
 func (p *Plugin) share(d device.DeviceInfo) decimal.Decimal {
-	m := decimal.NewFromInt(d.MemorySize).Div(decimal.NewFromInt(p.pc.UnitMem))
-	c := decimal.NewFromInt(int64(d.Processing)).Div(decimal.NewFromInt(int64(p.pc.UnitProc)))
-	return decimal.Min(m, c).Truncate(2)
+	return p.pc.Shares(d.MemorySize, d.Processing)
 }
 
-// shareSpec is what a fraction of a device amounts to: memory and
-// processors, at least 4.
-func (p *Plugin) shareSpec(share decimal.Decimal) (mem int64, smp int64) {
-	mem = decimal.NewFromInt(p.pc.UnitMem).Mul(share).IntPart()
-	smp = decimal.NewFromInt(int64(p.pc.UnitProc)).Mul(share).IntPart()
-	if smp < 4 {
-		smp = 4
-	}
-	return mem, smp
-}
+func (p *Plugin) shareSpec(share decimal.Decimal) (mem int64, smp int64) { return p.pc.ShareSpec(share) }
 
 // Key implements device.Plugin.
 func (p *Plugin) Key() resource.DeviceName { return p.key }

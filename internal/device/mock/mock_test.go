@@ -28,7 +28,7 @@ func load(t *testing.T, file string, etcd map[string]any) (*Plugin, *resource.Al
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := ParsePluginConfig(etcd)
+	pc, err := device.ParseShareConfig("mock", etcd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ stats = "sometimes"`, "stats"},
 		{map[string]any{"unit_proc": "1"}, "unit_proc"},
 		{map[string]any{"quantum_size": "0.0001"}, "quantum_size"},
 	} {
-		if _, err := ParsePluginConfig(tc.m); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "config/plugins/accelerator/mock/"+tc.key) {
+		if _, err := device.ParseShareConfig("mock", tc.m); !errors.Is(err, device.ErrPluginConfig) || !strings.Contains(err.Error(), "config/plugins/accelerator/mock/"+tc.key) {
 			t.Errorf("%v: %v", tc.m, err)
 		}
 	}
@@ -252,7 +252,7 @@ stats = "sometimes"`, "stats"},
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(cfg, PluginConfig{Fractional: true, UnitMem: 2 << 30, UnitProc: 8, Quantum: d("0.1")}); err == nil || !strings.Contains(err.Error(), "formats.shares") {
+	if _, err := New(cfg, device.ShareConfig{Fractional: true, UnitMem: 2 << 30, UnitProc: 8, Quantum: d("0.1")}); err == nil || !strings.Contains(err.Error(), "formats.shares") {
 		t.Errorf("fractional without [formats.shares]: %v", err)
 	}
 }
