@@ -1,5 +1,6 @@
 GO ?= go
 export CGO_ENABLED := 1
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 .PHONY: build test bench fmt vet clean package
 

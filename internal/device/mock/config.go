@@ -168,4 +168,3 @@ func (c *Config) check() error {
 	}
 	return nil
 }
-

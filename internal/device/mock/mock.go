@@ -90,7 +90,9 @@ func (p *Plugin) share(d device.DeviceInfo) decimal.Decimal {
 	return p.pc.Shares(d.MemorySize, d.Processing)
 }
 
-func (p *Plugin) shareSpec(share decimal.Decimal) (mem int64, smp int64) { return p.pc.ShareSpec(share) }
+func (p *Plugin) shareSpec(share decimal.Decimal) (mem int64, smp int64) {
+	return p.pc.ShareSpec(share)
+}
 
 // Key implements device.Plugin.
 func (p *Plugin) Key() resource.DeviceName { return p.key }
