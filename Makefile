@@ -2,7 +2,7 @@ GO ?= go
 export CGO_ENABLED := 1
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build test bench fmt vet clean package
+.PHONY: build test bench fmt vet clean package gpucheck
 
 build:
 	$(GO) build -o bin/bai-agent ./cmd/bai-agent
@@ -26,5 +26,9 @@ package: build
 	./bin/bai-agent gen-man bin/man
 	cd packaging && $(GO) run . -version $$(../bin/bai-agent version | awk '{print $$2}') -bin ../bin/bai-agent -man ../bin/man -out ../dist
 
+# The CUDA checks for a GPU machine (scripts/gpu-check.sh runs it there).
+gpucheck:
+	$(GO) test -c -o .gpucheck/nvidia.test ./internal/device/nvidia
+
 clean:
-	rm -rf bin dist
+	rm -rf bin dist .gpucheck
