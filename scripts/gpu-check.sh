@@ -29,15 +29,18 @@ timeout 120 python3 scripts/gpu/crosscheck.py > "$R/crosscheck.json" 2>"$R/cross
 TORCH_SMS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("torch",{}).get("sms",""))' "$R/crosscheck.json" 2>/dev/null)
 TORCH_MEM=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("torch",{}).get("total_memory",""))' "$R/crosscheck.json" 2>/dev/null)
 LOAD_PID=""
+LOAD_JOB=""
 if [ -n "$TORCH_SMS" ]; then
   echo "== load: 8 GiB + bf16 matmuls"
   python3 scripts/gpu/load.py 8 16 > "$R/load.out" 2>&1 &
+  LOAD_JOB=$!
   for _ in $(seq 1 100); do LOAD_PID=$(head -1 "$R/load.out" 2>/dev/null); [ -n "$LOAD_PID" ] && break; sleep 0.1; done
   sleep 4   # torch import and allocation
 fi
 echo "== go test"
 BAI_GPU_HOST=1 BAI_GPU_REPORT="$R" BAI_GPU_LOAD_PID="$LOAD_PID" BAI_TORCH_SMS="$TORCH_SMS" BAI_TORCH_TOTAL_MEMORY="$TORCH_MEM" \
   timeout 180 .gpucheck/nvidia.test -test.run 'TestHostGPU' -test.v -test.timeout 170s 2>&1 | tee "$R/test.txt"
-wait
+# Only the load job: a bare wait would also wait for the tee above.
+[ -n "$LOAD_JOB" ] && wait "$LOAD_JOB"
 if command -v nvidia-ctk >/dev/null; then nvidia-ctk cdi generate --output="$R/nvidia-cdi.yaml" >/dev/null 2>&1 && echo "CDI spec generated"; fi
 echo "== done"
