@@ -13,6 +13,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/kernel"
@@ -200,6 +201,13 @@ func servicePorts(cfg *CreationConfig, labels *image.Info) ([]image.ServicePort,
 // failure asks the manager to re-read this agent's capacity, as the
 // Python agent does.
 func (j *createJob) allocate(ctx context.Context) error {
+	for _, acc := range j.a.accels {
+		if rc, ok := acc.(device.RequestChecker); ok {
+			if err := rc.CheckRequest(j.slots); err != nil {
+				return err
+			}
+		}
+	}
 	alloc, err := j.a.alloc.Allocate(j.slots)
 	if err != nil {
 		j.a.events.Publish(ctx, event.DoAgentResourceCheck{AgentID: j.a.id})

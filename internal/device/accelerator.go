@@ -239,3 +239,10 @@ func matchSlot(slot string, patterns []string) bool {
 	}
 	return false
 }
+
+// RequestChecker is implemented by plugins with rules on request sizes
+// beyond capacity (TPU slices come in 1, 2, 4 or 8 chips): a request that
+// breaks them is refused before anything is allocated.
+type RequestChecker interface {
+	CheckRequest(req resource.Slots) error
+}

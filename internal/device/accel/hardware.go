@@ -8,11 +8,41 @@ import (
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/device/nvidia"
+	"github.com/bai-agent/bai-agent/internal/device/rocm"
+	"github.com/bai-agent/bai-agent/internal/device/tpu"
 )
 
 // hardwareFactories lists the plugins for real devices.
 func hardwareFactories() []Factory {
-	return []Factory{{Name: "cuda", New: newCUDA}}
+	return []Factory{{Name: "cuda", New: newCUDA}, {Name: "rocm", New: newROCm}, {Name: "tpu", New: newTPU}}
+}
+
+// newROCm finds AMD GPUs in sysfs; none: skipped.
+func newROCm(_ context.Context, o Options, pc map[string]any, explicit bool) (device.Accelerator, bool, error) {
+	p, ok, err := rocm.Discover(rocm.Options{Config: pc, Log: o.Log.With("plugin", "rocm")})
+	if err != nil || !ok {
+		if explicit {
+			o.Log.Warn("rocm plugin asked for, but no AMD GPU is listed in /sys/class/kfd")
+		}
+		return nil, false, err
+	}
+	return p, true, nil
+}
+
+// newTPU finds TPU chips (/dev/accel*, /dev/vfio/<n>); none: skipped.
+func newTPU(_ context.Context, o Options, _ map[string]any, explicit bool) (device.Accelerator, bool, error) {
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	p, ok, err := tpu.Discover(tpu.Options{Getenv: getenv, VFIO: explicit})
+	if err != nil || !ok {
+		if explicit {
+			o.Log.Warn("tpu plugin asked for, but no TPU chip is in /dev/accel* or /dev/vfio")
+		}
+		return nil, false, err
+	}
+	return p, true, nil
 }
 
 func engineInfo(ctx context.Context, o Options) *backend.EngineInfo {
