@@ -152,6 +152,15 @@ func (a *Allocator) Allocate(req Slots) (Allocation, error) {
 	if err := a.checkExclusive(req); err != nil {
 		return nil, err
 	}
+	// A malformed request (half a whole GPU, two of a MIG slice) is an
+	// invalid argument even when nothing is free.
+	for _, s := range a.order {
+		if amt := req[s]; amt.IsPositive() {
+			if _, err := a.maps[s].Check(amt); err != nil {
+				return nil, err
+			}
+		}
+	}
 	// Check the advertised caps first: reserved capacity stays in the maps
 	// (spec 4.5) but must not be handed out.
 	for _, s := range a.order {

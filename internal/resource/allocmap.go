@@ -264,6 +264,34 @@ func (m *AllocMap) orderedNoHint(amount decimal.Decimal) []Device {
 	return out
 }
 
+// Check validates a request against the map's kind, whatever is free: a
+// unique slot takes exactly 1, a discrete one whole numbers, a fractional
+// one is rounded down to the quantum (a positive request that rounds to 0
+// is ErrNotMultipleOfQuantum). It returns the amount to allocate.
+func (m *AllocMap) Check(amount decimal.Decimal) (decimal.Decimal, error) {
+	slot := m.Slot()
+	if amount.IsNegative() {
+		return amount, fmt.Errorf("%w: %s: negative amount %s", ErrInvalidArgument, slot, amount)
+	}
+	if amount.IsZero() {
+		return amount, nil
+	}
+	if len(m.devices) > 0 && m.devices[0].Type == SlotUnique && !amount.Equal(decimal.NewFromInt(1)) {
+		return amount, fmt.Errorf("%w: %s is a unique slot: request exactly 1, got %s", ErrInvalidArgument, slot, FormatAmount(amount))
+	}
+	if m.discrete && !amount.IsInteger() {
+		return amount, fmt.Errorf("%w: %s must be a whole number, got %s", ErrInvalidArgument, slot, FormatAmount(amount))
+	}
+	if !m.discrete {
+		rounded := amount.Div(m.quantum).Floor().Mul(m.quantum)
+		if rounded.IsZero() {
+			return amount, fmt.Errorf("%w: %s=%s is below the quantum %s", ErrNotMultipleOfQuantum, slot, FormatAmount(amount), FormatAmount(m.quantum))
+		}
+		amount = rounded
+	}
+	return amount, nil
+}
+
 // Allocate reserves amount of the map's slot and returns per-device
 // amounts. On error nothing changes.
 func (m *AllocMap) Allocate(amount decimal.Decimal) (map[DeviceID]decimal.Decimal, error) {
@@ -274,24 +302,9 @@ func (m *AllocMap) Allocate(amount decimal.Decimal) (map[DeviceID]decimal.Decima
 // devices the kernel already got from other maps.
 func (m *AllocMap) AllocateNear(amount decimal.Decimal, hint map[int]bool) (map[DeviceID]decimal.Decimal, error) {
 	slot := m.Slot()
-	if amount.IsNegative() {
-		return nil, fmt.Errorf("%w: %s: negative amount %s", ErrInvalidArgument, slot, amount)
-	}
-	if amount.IsZero() {
-		return map[DeviceID]decimal.Decimal{}, nil
-	}
-	if len(m.devices) > 0 && m.devices[0].Type == SlotUnique && !amount.Equal(decimal.NewFromInt(1)) {
-		return nil, fmt.Errorf("%w: %s is a unique slot: request exactly 1, got %s", ErrInvalidArgument, slot, FormatAmount(amount))
-	}
-	if m.discrete && !amount.IsInteger() {
-		return nil, fmt.Errorf("%w: %s must be a whole number, got %s", ErrInvalidArgument, slot, FormatAmount(amount))
-	}
-	if !m.discrete {
-		rounded := amount.Div(m.quantum).Floor().Mul(m.quantum)
-		if rounded.IsZero() {
-			return nil, fmt.Errorf("%w: %s=%s is below the quantum %s", ErrNotMultipleOfQuantum, slot, FormatAmount(amount), FormatAmount(m.quantum))
-		}
-		amount = rounded
+	amount, err := m.Check(amount)
+	if err != nil || amount.IsZero() {
+		return map[DeviceID]decimal.Decimal{}, err
 	}
 	totalFree := m.Capacity().Sub(m.Used())
 	if totalFree.LessThan(amount) {

@@ -1,0 +1,62 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/testutil"
+)
+
+const flowMockGPUs = `slot_name = "cuda"
+stats = "fixed"
+devices = [
+  { mother_uuid = "gpu-a", model_name = "Mock H100", numa_node = 0, subproc_count = 132, memory_size = "80G", is_mig_device = false },
+  { mother_uuid = "gpu-b", model_name = "Mock H100", numa_node = 0, subproc_count = 132, memory_size = "80G", is_mig_device = false },
+]
+[formats.device]
+display_unit = "GPU"
+display_icon = "gpu1"
+human_readable_name = "GPU"
+description = "CUDA-capable GPU"
+number_format = { binary = false, round_length = 0 }
+`
+
+// A manager's GPU session (test/pypeer/manager_gpu_flow.py) against the
+// agent binary running the mock accelerator, with etcd and Redis: the
+// heartbeat's slots and plugins, computer.metadata, create_kernels with
+// cuda.device, attached and used devices, scan_gpu_alloc_map, hwinfo, GPU
+// statistics, exhaustion and destroy.
+func TestManagerGPUFlow_Integration(t *testing.T) {
+	py := "/usr/bin/python3"
+	for _, mod := range []string{"zmq", "msgpack", "redis"} {
+		if err := exec.Command(py, "-c", "import "+mod).Run(); err != nil {
+			testutil.Missing(t, "python3-%s (apt-get install python3-%s)", mod, mod)
+		}
+	}
+	img := testutil.TestImage(t)
+	mockCfg := filepath.Join(t.TempDir(), "mock-accelerator.toml")
+	if err := os.WriteFile(mockCfg, []byte(flowMockGPUs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, fmt.Sprintf("allow-compute-plugins = [\"ai.backend.accelerator.mock\"]\nmock-accelerator-config = %q\n"+
+		"[agent.utilization-metric.node]\ninterval = 2\n[agent.utilization-metric.container]\ninterval = 2\n", mockCfg))
+	s.etcd.Put(t, "/sorna/"+s.ns+"/config/plugins/accelerator/mock/allocation_mode", "discrete")
+	s.start()
+	script := filepath.Join(testutil.ModuleRoot(t), "test", "pypeer", "manager_gpu_flow.py")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, py, script, "tcp://"+s.rpc, s.redis.Addr, s.id, img, s.vfroot).CombinedOutput()
+	t.Logf("manager GPU flow:\n%s", out)
+	if err != nil {
+		t.Fatalf("manager GPU flow failed: %v", err)
+	}
+	if !strings.Contains(string(out), "all checks passed") {
+		t.Fatal("the manager GPU flow did not finish")
+	}
+}
