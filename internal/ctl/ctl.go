@@ -311,11 +311,11 @@ func human(slot, v string) string {
 func (o *options) createCmd() *cobra.Command {
 	var (
 		img, cpu, mem, shm, sessionType, startup, bootstrap string
-		mounts, envs                                        []string
+		mounts, envs, extraSlots                            []string
 		ports                                               []int
 	)
 	c := &cobra.Command{
-		Use:   "create --image IMAGE [--cpu N] [--mem SIZE] [--shm SIZE] [--mount HOST:KERNEL[:ro|rw]] [--env K=V] [--port N]",
+		Use:   "create --image IMAGE [--cpu N] [--mem SIZE] [--shm SIZE] [--slot cuda.device=N] [--mount HOST:KERNEL[:ro|rw]] [--env K=V] [--port N]",
 		Short: "Create a kernel",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -354,6 +354,14 @@ func (o *options) createCmd() *cobra.Command {
 				}
 				ms = append(ms, map[string]any{"name": filepath.Base(host), "host_path": host, "kernel_path": parts[1], "mount_perm": perm})
 			}
+			rs := map[string]any{"cpu": cpu, "mem": strconv.FormatInt(memBytes, 10)}
+			for _, sl := range extraSlots {
+				k, v, ok := strings.Cut(sl, "=")
+				if !ok || k == "" || v == "" {
+					return usage("--slot %q: expected SLOT=AMOUNT (cuda.device=1, cuda.shares=0.5)", sl)
+				}
+				rs[k] = v
+			}
 			pp := make([]any, len(ports))
 			for i, p := range ports {
 				pp[i] = p
@@ -377,7 +385,7 @@ func (o *options) createCmd() *cobra.Command {
 				"cluster_role":     "main",
 				"cluster_idx":      1,
 				"local_rank":       0,
-				"resource_slots":   map[string]any{"cpu": cpu, "mem": strconv.FormatInt(memBytes, 10)},
+				"resource_slots":   rs,
 				"resource_opts":    map[string]any{"shmem": shmBytes},
 				"environ":          env,
 				"mounts":           ms,
@@ -411,6 +419,7 @@ func (o *options) createCmd() *cobra.Command {
 	c.Flags().StringVar(&shm, "shm", "64m", "shared memory (/dev/shm), at most --mem")
 	c.Flags().StringArrayVar(&mounts, "mount", nil, "vfolder HOST:KERNEL[:ro|rw] (repeatable; host path under the agent's mount-path)")
 	c.Flags().StringArrayVar(&envs, "env", nil, "environment KEY=VALUE (repeatable)")
+	c.Flags().StringArrayVar(&extraSlots, "slot", nil, "another resource slot SLOT=AMOUNT, e.g. cuda.device=1 (repeatable; see `ctl info`)")
 	c.Flags().IntSliceVar(&ports, "port", nil, "extra container port to publish (repeatable)")
 	c.Flags().StringVar(&sessionType, "type", "interactive", "session type: interactive or batch")
 	c.Flags().StringVar(&startup, "startup-command", "", "batch: the command to run")
@@ -459,7 +468,7 @@ func (o *options) lsCmd() *cobra.Command {
 			}
 			ks := st["kernels"].([]any)
 			o.print(cmd, ks, func(w io.Writer) {
-				fmt.Fprintln(w, "KERNEL\tSESSION\tSTATE\tIMAGE\tCPUS\tMEM\tAGE")
+				fmt.Fprintln(w, "KERNEL\tSESSION\tSTATE\tIMAGE\tCPUS\tMEM\tACCELERATORS\tAGE")
 				for _, k := range ks {
 					cores := []string{}
 					for _, c := range get(k, "cpu_cores").([]any) {
@@ -469,7 +478,19 @@ func (o *options) lsCmd() *cobra.Command {
 					if ts, ok := get(k, "created_at").(int64); ok && ts > 0 {
 						age = time.Since(time.Unix(ts, 0)).Round(time.Second).String()
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", str(get(k, "id")), shortID(str(get(k, "session_id"))), str(get(k, "state")), str(get(k, "image")), strings.Join(cores, ","), human("mem", str(get(k, "mem"))), age)
+					var accs []string
+					am, _ := get(k, "accelerators").(map[string]any)
+					for _, slot := range sortedKeys(am) {
+						var ids []string
+						for _, id := range am[slot].([]any) {
+							ids = append(ids, str(id))
+						}
+						accs = append(accs, slot+"="+strings.Join(ids, ","))
+					}
+					if len(accs) == 0 {
+						accs = []string{"-"}
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", str(get(k, "id")), shortID(str(get(k, "session_id"))), str(get(k, "state")), str(get(k, "image")), strings.Join(cores, ","), human("mem", str(get(k, "mem"))), strings.Join(accs, " "), age)
 				}
 			})
 			return nil

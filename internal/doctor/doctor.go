@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,11 +14,14 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/cgroup"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/device/accel"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
 	"github.com/bai-agent/bai-agent/internal/redisconn"
+	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/scratch"
 )
 
@@ -65,7 +69,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) []Finding {
 	checkScratch(ctx, cfg, add)
 	checkPorts(cfg, add)
 	checkControlPlane(ctx, cfg, o, add)
-	checkGPU(o, add)
+	checkAccelerators(ctx, cfg, o, add)
 	return out
 }
 
@@ -279,12 +283,54 @@ func checkControlPlane(ctx context.Context, cfg *config.Config, o Options, add a
 	}
 }
 
-func checkGPU(o Options, add adder) {
-	for _, dir := range []string{"/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/lib/aarch64-linux-gnu"} {
-		if _, err := os.Stat(filepath.Join(o.Root, dir, "libnvidia-ml.so.1")); err == nil {
-			add("gpu", Info, "NVIDIA driver library found in %s (accelerator plugins are not part of this version)", dir)
-			return
-		}
+// checkAccelerators loads the accelerator plugins as the agent would
+// (allow/block lists, the mock's file; without etcd's plugin settings) and
+// reports what each found and whether containers can get it.
+func checkAccelerators(ctx context.Context, cfg *config.Config, o Options, add adder) {
+	var eng backend.EngineInspector
+	var be *docker.Backend
+	var err error
+	if o.DockerHost != "" {
+		be, err = docker.NewHost(o.DockerHost)
+	} else {
+		be, err = docker.New()
 	}
-	add("gpu", Info, "no NVIDIA driver library: a CPU-only node")
+	if err == nil {
+		defer be.Close()
+		eng = be
+	}
+	actx, cancel := context.WithTimeout(ctx, 4*o.Timeout)
+	defer cancel()
+	accs, err := accel.Load(actx, accel.Options{
+		Allow: cfg.Agent.AllowComputePlugins, Block: cfg.Agent.BlockComputePlugins, MockConfig: cfg.Agent.MockAcceleratorConfig,
+		Engine: eng, Getenv: os.Getenv, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		add("accelerators", Fail, "%v", err)
+		return
+	}
+	if len(accs) == 0 {
+		add("accelerators", Info, "no accelerator plugin loaded: a CPU-only node (allow-compute-plugins %v)", cfg.Agent.AllowComputePlugins)
+		return
+	}
+	for _, p := range accs {
+		h, _ := p.NodeHWInfo()
+		var slots []string
+		for _, sl := range p.Available().Names() {
+			slots = append(slots, string(sl)+"="+resource.FormatAmount(p.Available()[sl]))
+		}
+		msg := fmt.Sprintf("%d device(s), offers %s", len(p.Devices()), strings.Join(slots, " "))
+		if h.StatusInfo != nil {
+			msg += ": " + *h.StatusInfo
+		}
+		level := OK
+		switch h.Status {
+		case "degraded":
+			level = Warn
+		case "unavailable":
+			level = Fail
+		}
+		add("accelerator "+string(p.Key()), level, "%s", msg)
+		_ = p.Close()
+	}
 }

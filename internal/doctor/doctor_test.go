@@ -66,6 +66,19 @@ func TestDoctor_Integration(t *testing.T) {
 		}
 	}
 
+	if f := find(fs, "accelerators"); f.Level != Info || !strings.Contains(f.Msg, "CPU-only") {
+		t.Errorf("no accelerator configured: %v %s", f.Level, f.Msg)
+	}
+	mockCfg := filepath.Join(testutil.ModuleRoot(t), "configs", "accelerator", "mock-accelerator.toml")
+	fs = Run(ctx, load(t, fmt.Sprintf(base, fmt.Sprintf("control-plane = \"none\"\nallow-compute-plugins = [\"ai.backend.accelerator.mock\"]\nmock-accelerator-config = %q\n", mockCfg), "")), Options{})
+	if f := find(fs, "accelerator cuda"); f.Level != OK || !strings.Contains(f.Msg, "4 device(s), offers cuda.device=4") {
+		t.Errorf("mock accelerator: %v %s", f.Level, f.Msg)
+	}
+	fs = Run(ctx, load(t, fmt.Sprintf(base, "control-plane = \"none\"\nallow-compute-plugins = [\"ai.backend.accelerator.mock\"]\nmock-accelerator-config = \"/nonexistent.toml\"\n", "")), Options{})
+	if f := find(fs, "accelerators"); f.Level != Fail || !strings.Contains(f.Msg, "mock-accelerator-config") {
+		t.Errorf("missing mock file: %v %s", f.Level, f.Msg)
+	}
+
 	// Every port of the range taken.
 	var held []net.Listener
 	for p := first; p < first+3; p++ {

@@ -120,6 +120,16 @@ func (a Allocation) Clone() Allocation {
 	return out
 }
 
+// Slots returns the allocation's slot names, sorted.
+func (a Allocation) Slots() []SlotName {
+	out := make([]SlotName, 0, len(a))
+	for s := range a {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
 // Total returns the amount of slot s summed over devices.
 func (a Allocation) Total(s SlotName) decimal.Decimal {
 	sum := decimal.Zero

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/bgtask"
@@ -681,8 +683,28 @@ func (m *methods) baiStatus(context.Context, *Call) (any, error) {
 		for _, d := range k.Allocation.Devices("cpu") {
 			cpus = append(cpus, string(d))
 		}
+		// Accelerator units (cuda.device: ["0"], cuda.shares: ["0:0.5"]).
+		accels := map[string]any{}
+		for _, s := range k.Allocation.Slots() {
+			if s == "cpu" || s == "mem" {
+				continue
+			}
+			var units []any
+			for _, id := range k.Allocation.Devices(s) {
+				v := k.Allocation[s][id]
+				if v.Equal(decimal.NewFromInt(1)) {
+					units = append(units, string(id))
+				} else {
+					units = append(units, string(id)+":"+resource.FormatAmount(v))
+				}
+			}
+			if len(units) > 0 {
+				accels[string(s)] = units
+			}
+		}
 		kernels = append(kernels, map[string]any{
-			"id": k.ID, "session_id": k.SessionID, "state": string(k.State), "image": k.ImageName,
+			"accelerators": accels,
+			"id":           k.ID, "session_id": k.SessionID, "state": string(k.State), "image": k.ImageName,
 			"container_id": k.ContainerID, "cpu_cores": cpus, "mem": resource.FormatAmount(k.Allocation.Total("mem")),
 			"repl_in_port": k.ReplIn, "repl_out_port": k.ReplOut, "service_ports": sp, "created_at": k.CreatedAt.Unix(),
 		})
