@@ -13,7 +13,7 @@ import (
 // measureDeadline bounds one accelerator plugin's measure call: a driver
 // call that hangs (NVML on a failing GPU) costs that plugin its sample,
 // never the other metrics.
-const measureDeadline = 5 * time.Second
+var measureDeadline = 5 * time.Second
 
 // stuckCalls remembers plugins whose last call has not returned yet, so a
 // hung driver does not pile up goroutines: the plugin is skipped until

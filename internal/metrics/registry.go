@@ -124,20 +124,33 @@ func (f *Family) Observe(v float64, labelValues ...string) {
 // DeleteMatching removes every series whose label `label` equals value
 // (series of a gone kernel).
 func (f *Family) DeleteMatching(label, value string) int {
-	idx := -1
+	return f.DeleteWhere(map[string]string{label: value})
+}
+
+// DeleteWhere removes every series whose labels have all the given
+// values (a gone device of one metric: name and device id).
+func (f *Family) DeleteWhere(match map[string]string) int {
+	idx := map[int]string{}
 	for i, l := range f.labels {
-		if l == label {
-			idx = i
+		if v, ok := match[l]; ok {
+			idx[i] = v
 		}
 	}
-	if idx < 0 {
+	if len(idx) != len(match) {
 		return 0
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
 	for k, s := range f.series {
-		if s.values[idx] == value {
+		hit := true
+		for i, v := range idx {
+			if s.values[i] != v {
+				hit = false
+				break
+			}
+		}
+		if hit {
 			delete(f.series, k)
 			n++
 		}

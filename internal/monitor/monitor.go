@@ -57,7 +57,8 @@ type Monitor struct {
 
 	mu          sync.Mutex
 	lastProcPub time.Time
-	problems    map[string]string // kernel id -> last reported problem
+	problems    map[string]string  // kernel id -> last reported problem
+	devSeries   map[[2]string]bool // (metric, device id) pairs with /metrics series
 	// The agent's own CPU time at the previous sample (self loop only).
 	selfCPUMsec uint64
 	selfAt      time.Time
@@ -151,6 +152,23 @@ func (m *Monitor) node(ctx context.Context) error {
 		m.o.Collector.RecordNodeMeasures(m.o.Plugins.AcceleratorNodeMeasures(ctx))
 	}
 	ns := m.o.Collector.NodeSnapshot()
+	// A device that is gone (a GPU fell off the bus, a plugin stopped
+	// reporting) loses its series; the ones still present are set again
+	// right below.
+	now := map[[2]string]bool{}
+	for name, per := range ns.Devices {
+		for id := range per {
+			now[[2]string{name, id}] = true
+		}
+	}
+	m.mu.Lock()
+	for k := range m.devSeries {
+		if !now[k] {
+			m.o.Metrics.Device.DeleteWhere(map[string]string{"device_metric_name": k[0], "device_id": k[1]})
+		}
+	}
+	m.devSeries = now
+	m.mu.Unlock()
 	for name, per := range ns.Devices {
 		for id, mv := range per {
 			m.o.Metrics.Device.Set(f64(mv["current"]), name, m.o.AgentID, id, "current")
