@@ -227,3 +227,37 @@ func TestHostGPU(t *testing.T) {
 		r.add("D7 auto-detection without an engine", inj == InjectNone, map[string]any{"injector": inj, "why": why})
 	}
 }
+
+// BenchmarkHostSample measures one full NodeMeasures sample (memory,
+// utilisation, power, temperature of every GPU, folded into measures)
+// against the same four go-nvml calls made directly, on a real GPU
+// (BAI_GPU_HOST=1; skipped elsewhere).
+func BenchmarkHostSample(b *testing.B) {
+	if os.Getenv("BAI_GPU_HOST") != "1" {
+		b.Skip("set BAI_GPU_HOST=1 on a machine with an NVIDIA GPU")
+	}
+	lib := NewNVML()
+	p, err := New(Options{Lib: lib, Config: map[string]any{"injector": "none"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	b.Run("raw-nvml", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for _, g := range p.physical {
+				d := g.dev.(nvDev).d
+				d.GetMemoryInfo()
+				d.GetUtilizationRates()
+				d.GetPowerUsage()
+				d.GetTemperature(0)
+			}
+		}
+	})
+	b.Run("node-measures", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := p.NodeMeasures(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
