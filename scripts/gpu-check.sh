@@ -30,6 +30,8 @@ TORCH_SMS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(
 TORCH_MEM=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("torch",{}).get("total_memory",""))' "$R/crosscheck.json" 2>/dev/null)
 LOAD_PID=""
 LOAD_JOB=""
+# Memory in use before the load starts: the baseline of the load check.
+IDLE_MIB=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 | tr -d ' ')
 if [ -n "$TORCH_SMS" ]; then
   echo "== load: 8 GiB + bf16 matmuls"
   python3 scripts/gpu/load.py 8 16 > "$R/load.out" 2>&1 &
@@ -38,7 +40,7 @@ if [ -n "$TORCH_SMS" ]; then
   sleep 4   # torch import and allocation
 fi
 echo "== go test"
-BAI_GPU_HOST=1 BAI_GPU_REPORT="$R" BAI_GPU_LOAD_PID="$LOAD_PID" BAI_TORCH_SMS="$TORCH_SMS" BAI_TORCH_TOTAL_MEMORY="$TORCH_MEM" \
+BAI_GPU_HOST=1 BAI_GPU_REPORT="$R" BAI_GPU_LOAD_PID="$LOAD_PID" BAI_GPU_IDLE_USED_MIB="$IDLE_MIB" BAI_TORCH_SMS="$TORCH_SMS" BAI_TORCH_TOTAL_MEMORY="$TORCH_MEM" \
   timeout 180 .gpucheck/nvidia.test -test.run 'TestHostGPU' -test.v -test.timeout 170s 2>&1 | tee "$R/test.txt"
 # Only the load job: a bare wait would also wait for the tee above.
 [ -n "$LOAD_JOB" ] && wait "$LOAD_JOB"

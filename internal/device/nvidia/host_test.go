@@ -144,7 +144,12 @@ func TestHostGPU(t *testing.T) {
 
 	// B2: under load (the script starts a torch job and tells us its PID).
 	if pid := os.Getenv("BAI_GPU_LOAD_PID"); pid != "" {
+		// The baseline is what was in use before the load started (the
+		// script reads it); by now the load may have allocated already.
 		idle := byKey["cuda_mem"].PerDevice["0"].Value
+		if mib, err := strconv.ParseInt(os.Getenv("BAI_GPU_IDLE_USED_MIB"), 10, 64); err == nil {
+			idle = decimal.NewFromInt(mib << 20)
+		}
 		var peakMem, peakUtil int64
 		var smiMem, smiUtil []string
 		deadline := time.Now().Add(12 * time.Second)
