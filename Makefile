@@ -6,6 +6,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 build:
 	$(GO) build -o bin/bai-agent ./cmd/bai-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/bai-krunner ./cmd/bai-krunner
 
 test:
 	./scripts/test.sh

@@ -1,0 +1,163 @@
+// Command bai-krunner is the in-container kernel runner: bind-mounted
+// read-only into every kernel at /opt/kernel/bai-krunner and used as its
+// entrypoint. It is a static binary (CGO_ENABLED=0) and needs nothing from
+// the image.
+//
+//	bai-krunner entrypoint RUNTIME [RUNTIME_PATH]   as root: set up the user, run bootstrap.sh, drop privileges, exec run
+//	bai-krunner run RUNTIME [RUNTIME_PATH]          serve the agent on ports 2000/2001
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/krunner"
+)
+
+const self = "/opt/kernel/bai-krunner"
+
+func main() {
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: bai-krunner entrypoint|run RUNTIME [RUNTIME_PATH]")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "entrypoint":
+		entrypoint(os.Args[2:])
+	case "run":
+		os.Exit(run(os.Args[2:]))
+	default:
+		fmt.Fprintf(os.Stderr, "bai-krunner: unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func logger(runtime string) *slog.Logger {
+	start := time.Now()
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey && len(groups) == 0 {
+			return slog.String("t", fmt.Sprintf("+%.3f", time.Since(start).Seconds()))
+		}
+		return a
+	}})).With("runner", runtime+"-kernel")
+}
+
+// entrypoint prepares the kernel user as root and becomes it. A failed
+// step is logged and start-up goes on: a kernel under the wrong user is
+// better than one that never answers the agent.
+func entrypoint(args []string) {
+	log := logger(args[0])
+	id, err := krunner.ParseIdentity(os.Getenv)
+	if err != nil {
+		log.Error("identity", "error", err)
+	}
+	fmt.Printf("Kernel runner: uid %d, gid %d\n", id.UID, id.GID)
+	groups := []int{id.GID}
+	if os.Geteuid() != 0 {
+		log.Warn("the image runs as a non-root user; running as it", "uid", os.Geteuid())
+	} else if id.UID != 0 {
+		extra, err := krunner.SetupUser("/", id)
+		if err != nil {
+			log.Error("setting up the work user", "error", err)
+		}
+		groups = append(groups, extra...)
+		for _, p := range []string{"/home/work"} {
+			_ = os.Chown(p, id.UID, id.GID)
+		}
+	}
+	env := os.Environ()
+	if os.Geteuid() == 0 {
+		if st, err := os.Stat("/opt/container/bootstrap.sh"); err == nil {
+			if st.Mode()&0o111 == 0 {
+				log.Warn("/opt/container/bootstrap.sh is not executable; skipped")
+			} else if _, err := os.Stat("/bin/sh"); err == nil {
+				c := exec.Command("/bin/sh", "-c", ". /opt/container/bootstrap.sh; env -0")
+				c.Stderr = os.Stderr
+				if out, err := c.Output(); err == nil {
+					env = nil
+					for _, kv := range strings.Split(string(out), "\x00") {
+						if kv != "" {
+							env = append(env, kv)
+						}
+					}
+				} else {
+					log.Error("image bootstrap failed", "error", err)
+				}
+			}
+		}
+	}
+	env = setEnv(env, "HOME", "/home/work")
+	if os.Geteuid() == 0 && id.UID != 0 {
+		if err := syscall.Setgroups(groups); err != nil {
+			log.Error("setgroups", "error", err)
+		}
+		if err := syscall.Setgid(id.GID); err != nil {
+			log.Error("setgid", "error", err)
+		}
+		if err := syscall.Setuid(id.UID); err != nil {
+			log.Error("setuid; the kernel runs as root", "error", err)
+		}
+	}
+	bin := self
+	if _, err := os.Stat(bin); err != nil {
+		bin, _ = os.Executable()
+	}
+	_ = os.Chdir("/home/work")
+	if err := syscall.Exec(bin, append([]string{bin, "run"}, args...), env); err != nil {
+		log.Error("exec run", "error", err)
+		os.Exit(1)
+	}
+}
+
+func setEnv(env []string, k, v string) []string {
+	for i, kv := range env {
+		if strings.HasPrefix(kv, k+"=") {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
+}
+
+func run(args []string) int {
+	o := krunner.Options{Runtime: args[0], Log: logger(args[0])}
+	if len(args) > 1 {
+		o.RuntimePath = args[1]
+	}
+	if v := os.Getenv("BAI_KRUNNER_WORKDIR"); v != "" {
+		o.WorkDir = v
+	}
+	if v := os.Getenv("BAI_KRUNNER_CONFIGDIR"); v != "" {
+		o.ConfigDir = v
+	}
+	r, err := krunner.New(o)
+	if err != nil {
+		o.Log.Error("start", "error", err)
+		return 1
+	}
+	// The user's own bootstrap.sh, as upstream runs it before serving.
+	if _, err := os.Stat("/home/work/bootstrap.sh"); err == nil {
+		if _, err := os.Stat("/bin/sh"); err == nil {
+			c := exec.Command("/bin/sh", "/home/work/bootstrap.sh")
+			c.Dir, c.Stdout, c.Stderr = "/home/work", os.Stdout, os.Stderr
+			if err := c.Run(); err != nil {
+				o.Log.Warn("user bootstrap.sh failed", "error", err)
+			}
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	o.Log.Info("serving", "runtime", o.Runtime)
+	if err := r.Serve(ctx); err != nil {
+		o.Log.Error("serve", "error", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,68 @@
+package krunner
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestSetupUser(t *testing.T) {
+	for _, tc := range []struct {
+		name, passwd, group string
+		id                  Identity
+		wantUser, wantGroup string
+	}{
+		{"fresh image", "root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n", Identity{UID: 1234, GID: 2345, Additional: []int{3456}},
+			"work:x:1234:2345:User:/home/work:/bin/sh", "work:x:2345:"},
+		{"renumber work", "root:x:0:0:root:/root:/bin/sh\nwork:x:1000:1000:W:/home/work:/bin/sh\n", "work:x:1000:\n", Identity{UID: 1234, GID: 2345},
+			"work:x:1234:2345:W:/home/work:/bin/sh", "work:x:2345:"},
+		{"uid taken by another name", "root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000:U:/home/ubuntu:/bin/bash\n", "ubuntu:x:1000:\n", Identity{UID: 1000, GID: 1000},
+			"work:x:1000:1000:U:/home/work:/bin/bash", "ubuntu:x:1000:"},
+		{"no files at all", "", "", Identity{UID: 9001, GID: 9001},
+			"work:x:9001:9001:User:/home/work:/bin/sh", "work:x:9001:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tc.passwd != "" {
+				_ = os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+				_ = os.WriteFile(filepath.Join(root, "etc/passwd"), []byte(tc.passwd), 0o644)
+				_ = os.WriteFile(filepath.Join(root, "etc/group"), []byte(tc.group), 0o644)
+			}
+			extra, err := SetupUser(root, tc.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pw, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
+			gr, _ := os.ReadFile(filepath.Join(root, "etc/group"))
+			if !strings.Contains(string(pw), tc.wantUser+"\n") || strings.Count("\n"+string(pw), "\nwork:") != 1 {
+				t.Errorf("passwd:\n%s", pw)
+			}
+			if !strings.Contains(string(gr), tc.wantGroup) || !strings.Contains(string(gr), "shadow:x:42:work") {
+				t.Errorf("group:\n%s", gr)
+			}
+			for _, g := range tc.id.Additional {
+				if !strings.Contains(string(gr), ":"+strconv.Itoa(g)+":work") {
+					t.Errorf("additional gid %d missing:\n%s", g, gr)
+				}
+			}
+			if len(extra) < 2 || extra[0] != 42 || extra[1] != 1002 {
+				t.Errorf("supplementary groups %v", extra)
+			}
+			// Idempotent: a second run (a restarted container) changes nothing.
+			if _, err := SetupUser(root, tc.id); err != nil {
+				t.Fatal(err)
+			}
+			pw2, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
+			gr2, _ := os.ReadFile(filepath.Join(root, "etc/group"))
+			if string(pw2) != string(pw) || string(gr2) != string(gr) {
+				t.Errorf("second run changed the files:\n%s\n%s", pw2, gr2)
+			}
+		})
+	}
+	if _, err := ParseIdentity(func(k string) string { return map[string]string{"LOCAL_USER_ID": "x"}[k] }); err == nil {
+		t.Error("a bad uid accepted")
+	}
+}
+

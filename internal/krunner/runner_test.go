@@ -1,0 +1,291 @@
+package krunner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// agent plays the agent's side of the protocol with libzmq.
+type agent struct {
+	t        *testing.T
+	ctx      *zmq.Context
+	out, in  *zmq.Socket
+	r        *Runner
+	cancel   context.CancelFunc
+	finished chan struct{}
+}
+
+func startRunner(t *testing.T, runtime string) *agent {
+	t.Helper()
+	work, cfg := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfg, "environ.txt"), []byte("BAI_TEST_VAR=from-environ\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Options{Runtime: runtime, Addr: "127.0.0.1", InPort: freePort(t), OutPort: freePort(t), WorkDir: work, ConfigDir: cfg,
+		Env: []string{"PATH=" + os.Getenv("PATH")}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &agent{t: t, r: r, cancel: cancel, finished: make(chan struct{})}
+	go func() { _ = r.Serve(ctx); close(a.finished) }()
+	a.ctx, _ = zmq.NewContext()
+	a.out, _ = a.ctx.NewSocket(zmq.PUSH)
+	a.in, _ = a.ctx.NewSocket(zmq.PULL)
+	_ = a.out.SetLinger(50 * time.Millisecond)
+	_ = a.in.SetLinger(0)
+	in, out := r.Ports()
+	_ = a.out.Connect(fmt.Sprintf("tcp://127.0.0.1:%d", in))
+	_ = a.in.Connect(fmt.Sprintf("tcp://127.0.0.1:%d", out))
+	_ = a.in.SetRcvtimeo(20 * time.Second)
+	t.Cleanup(func() {
+		cancel()
+		<-a.finished
+		a.out.Close()
+		a.in.Close()
+		a.ctx.Term()
+	})
+	return a
+}
+
+func (a *agent) send(kind, payload string) {
+	a.t.Helper()
+	if _, err := a.out.SendMessage(kind, payload); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+type record struct{ kind, data string }
+
+// until collects records up to one of the terminal types.
+func (a *agent) until(terminal ...string) ([]record, record) {
+	a.t.Helper()
+	var got []record
+	for {
+		m, err := a.in.RecvMessageBytes(0)
+		if err != nil {
+			a.t.Fatalf("no terminal %v; got %v: %v", terminal, got, err)
+		}
+		rec := record{string(m[0]), string(m[1])}
+		for _, k := range terminal {
+			if rec.kind == k {
+				return got, rec
+			}
+		}
+		got = append(got, rec)
+	}
+}
+
+func stream(recs []record, kind string) string {
+	var b strings.Builder
+	for _, r := range recs {
+		if r.kind == kind {
+			b.WriteString(r.data)
+		}
+	}
+	return b.String()
+}
+
+func exitOf(t *testing.T, rec record) int {
+	t.Helper()
+	var m struct {
+		ExitCode int `json:"exitCode"`
+	}
+	if err := json.Unmarshal([]byte(rec.data), &m); err != nil {
+		t.Fatalf("%s payload %q: %v", rec.kind, rec.data, err)
+	}
+	return m.ExitCode
+}
+
+func TestStatusAndApps(t *testing.T) {
+	a := startRunner(t, "app")
+	a.send("status", "")
+	_, st := a.until("status")
+	b := []byte(st.data)
+	if len(b) != 21 || b[0] != 0x81 || string(b[2:12]) != "started_at" || b[12] != 0xCB {
+		t.Fatalf("status payload % x", b)
+	}
+	if got := math.Float64frombits(beUint64(b[13:])); got != a.r.StartedAt() || got <= 0 {
+		t.Fatalf("started_at %v, want %v", got, a.r.StartedAt())
+	}
+	a.send("get-apps", "")
+	_, apps := a.until("apps-result")
+	if apps.data != `{"data":[],"status":"done"}` {
+		t.Fatalf("apps-result %s", apps.data)
+	}
+	a.send("no-such-type", "x")
+	a.send("status", "")
+	a.until("status") // still serving
+	// app has no query mode.
+	a.send("code", "print(1)")
+	recs, fin := a.until("finished")
+	if exitOf(t, fin) != 127 || !strings.Contains(stream(recs, "stderr"), "query mode is disabled") {
+		t.Fatalf("app query: %v %v", recs, fin)
+	}
+}
+
+func beUint64(b []byte) uint64 {
+	var v uint64
+	for _, c := range b[:8] {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+func TestBatchSteps(t *testing.T) {
+	a := startRunner(t, "app")
+	for _, tc := range []struct {
+		clean, build, exec string
+		want               []string // statuses with exit codes
+		stdout             string
+	}{
+		{"", "", "echo hi $BAI_TEST_VAR $_BACKEND_BATCH_MODE", []string{"clean-finished 0", "build-finished 0", "finished 0"}, "hi from-environ 1\n"},
+		{"", "exit 4", "echo never", []string{"clean-finished 0", "build-finished 4", "finished 127"}, ""},
+		{"true", "", "echo x; exit 3", []string{"clean-finished 0", "build-finished 0", "finished 3"}, "x\n"},
+		{"", "", "no-such-command-anywhere", []string{"clean-finished 0", "build-finished 0", "finished 127"}, ""},
+	} {
+		a.send("clean", tc.clean)
+		a.send("build", tc.build)
+		a.send("exec", tc.exec)
+		var got []string
+		var out string
+		for _, term := range []string{"clean-finished", "build-finished", "finished"} {
+			recs, rec := a.until(term)
+			out += stream(recs, "stdout")
+			got = append(got, fmt.Sprintf("%s %d", rec.kind, exitOf(t, rec)))
+		}
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") || out != tc.stdout {
+			t.Errorf("exec %q: %v %q, want %v %q", tc.exec, got, out, tc.want, tc.stdout)
+		}
+	}
+}
+
+func TestShellInterruptAndInput(t *testing.T) {
+	a := startRunner(t, "shell")
+	a.send("code", "sleep 100 & sleep 100; echo done")
+	time.Sleep(300 * time.Millisecond)
+	t0 := time.Now()
+	a.send("interrupt", "")
+	_, fin := a.until("finished")
+	if code := exitOf(t, fin); code != -2 && code != 130 {
+		t.Fatalf("interrupted exit code %d", code)
+	}
+	if time.Since(t0) > 3*time.Second {
+		t.Fatal("interrupt took too long")
+	}
+	a.send("code", "read name; echo hello $name")
+	time.Sleep(200 * time.Millisecond)
+	a.send("input", "bob")
+	recs, fin := a.until("finished")
+	if exitOf(t, fin) != 0 || stream(recs, "stdout") != "hello bob\n" {
+		t.Fatalf("input: %v %v", recs, fin)
+	}
+	// Invalid UTF-8 from a command arrives as raw bytes; the agent decodes.
+	a.send("code", `printf '\377ok'`)
+	recs, _ = a.until("finished")
+	if stream(recs, "stdout") != "\xffok" {
+		t.Fatalf("raw bytes: %q", stream(recs, "stdout"))
+	}
+}
+
+func TestPythonQuery(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("no python3 on this host")
+	}
+	a := startRunner(t, "python")
+	run := func(code string) ([]record, int) {
+		t.Helper()
+		a.send("code", code)
+		recs, fin := a.until("finished")
+		return recs, exitOf(t, fin)
+	}
+	for _, tc := range []struct {
+		code, stdout, stderr string
+		exit                 int
+	}{
+		{"print(1+1)", "2\n", "", 0},
+		{"x = 41", "", "", 0},
+		{"print(x+1)", "42\n", "", 0},
+		{"1+1", "2", "", 0},
+		{"None", "", "", 0},
+		{"1/0", "", "ZeroDivisionError", 1},
+		{"raise SystemExit(3)", "", "", 3},
+		{"import os; os.environ['BAI_TEST_VAR']", "'from-environ'", "", 0},
+		{"def f(:", "", "SyntaxError", 1},
+	} {
+		recs, code := run(tc.code)
+		if code != tc.exit || stream(recs, "stdout") != tc.stdout || !strings.Contains(stream(recs, "stderr"), tc.stderr) {
+			t.Errorf("%q: exit %d stdout %q stderr %q", tc.code, code, stream(recs, "stdout"), stream(recs, "stderr"))
+		}
+	}
+	// input() becomes waiting-input; the reply continues the run.
+	a.send("code", "name = input('n? '); print('hi', name)")
+	recs, wait := a.until("waiting-input")
+	if wait.data != `{"is_password":false}` || stream(recs, "stdout") != "n? " {
+		t.Fatalf("waiting-input %v %v", recs, wait)
+	}
+	a.send("input", "bob")
+	recs, fin := a.until("finished")
+	if exitOf(t, fin) != 0 || stream(recs, "stdout") != "hi bob\n" {
+		t.Fatalf("after input: %v", recs)
+	}
+	// Interrupt a sleeping run: KeyboardInterrupt, exit 1, the namespace
+	// survives.
+	a.send("code", "import time; time.sleep(100)")
+	time.Sleep(500 * time.Millisecond)
+	a.send("interrupt", "")
+	recs, fin = a.until("finished")
+	if exitOf(t, fin) != 1 || !strings.Contains(stream(recs, "stderr"), "KeyboardInterrupt") {
+		t.Fatalf("interrupt: %v %v", recs, fin)
+	}
+	if recs, _ := run("print(x)"); stream(recs, "stdout") != "41\n" {
+		t.Fatalf("state lost after interrupt: %v", recs)
+	}
+	// Completion from the live namespace.
+	a.send("complete", `{"code":"impo"}`)
+	_, comp := a.until("completion")
+	if !strings.Contains(comp.data, `"import"`) {
+		t.Fatalf("completion %s", comp.data)
+	}
+	// os._exit: the run reports the code, the next run starts afresh.
+	recs, code := run("import os; os._exit(7)")
+	if code != 7 || !strings.Contains(stream(recs, "stderr"), "state is lost") {
+		t.Fatalf("os._exit: %d %v", code, recs)
+	}
+	if recs, code := run("print('x' in dir())"); code != 0 || stream(recs, "stdout") != "False\n" {
+		t.Fatalf("after a lost helper: %d %v", code, recs)
+	}
+	// A lot of output arrives whole, in chunks of at most 4 KiB.
+	recs, _ = run("import sys; n = sys.stdout.write('y' * 200000)")
+	out := stream(recs, "stdout")
+	if len(out) != 200000 {
+		t.Fatalf("big output: %d bytes", len(out))
+	}
+	for _, r := range recs {
+		if len(r.data) > chunk {
+			t.Fatalf("a %d-byte frame", len(r.data))
+		}
+	}
+}
