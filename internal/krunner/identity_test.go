@@ -65,4 +65,3 @@ func TestSetupUser(t *testing.T) {
 		t.Error("a bad uid accepted")
 	}
 }
-
