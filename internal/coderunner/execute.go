@@ -1,0 +1,231 @@
+package coderunner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Request is one execute call.
+type Request struct {
+	RunID string
+	Mode  string // query, batch, input, continue
+	Code  string
+	Opts  map[string]any
+	// APIVersion picks the result shape (1: stdout/stderr strings; 2+:
+	// console).
+	APIVersion int
+	// Flush is how long to collect before answering "continued" (nil:
+	// until the run finishes or waits for input).
+	Flush *time.Duration
+}
+
+// attach makes id the current run, waiting (FIFO) while another run is
+// current.
+func (c *Client) attach(ctx context.Context, id string) (*run, error) {
+	c.mu.Lock()
+	r, ok := c.runs[id]
+	if !ok {
+		r = &run{id: id, q: make(chan Record, RunQueue), active: make(chan struct{}), dec: map[string][]byte{}}
+		c.runs[id] = r
+	}
+	switch {
+	case c.current == nil:
+		c.current = r
+		closeOnce(r.active)
+	case c.current == r:
+	default:
+		queued := false
+		for _, w := range c.waiters {
+			if w == r {
+				queued = true
+			}
+		}
+		if !queued {
+			c.waiters = append(c.waiters, r)
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.active:
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, ErrClosed
+	}
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// finish ends r and activates the next waiter.
+func (c *Client) finish(r *run) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.runs, r.id)
+	if c.current != r {
+		return
+	}
+	c.current = nil
+	if len(c.waiters) > 0 {
+		c.current = c.waiters[0]
+		c.waiters = c.waiters[1:]
+		closeOnce(c.current.active)
+	}
+}
+
+func optString(opts map[string]any, k string) string {
+	if v, ok := opts[k].(string); ok {
+		return v
+	}
+	return ""
+}
+
+// Execute feeds the run by mode and collects its records until a terminal
+// one or the flush timeout, returning the reference's result map.
+func (c *Client) Execute(ctx context.Context, req Request) (map[string]any, error) {
+	if req.RunID == "" {
+		req.RunID = NewRunID()
+	}
+	r, err := c.attach(ctx, req.RunID)
+	if err != nil {
+		return nil, err
+	}
+	switch req.Mode {
+	case "batch":
+		for _, k := range []string{"clean", "build", "exec"} {
+			if err := c.enqueue(k, optString(req.Opts, k)); err != nil {
+				return nil, err
+			}
+		}
+	case "query":
+		err = c.enqueue("code", req.Code)
+	case "input":
+		err = c.enqueue("input", req.Code)
+	case "continue":
+	default:
+		return nil, fmt.Errorf("unknown execute mode %q", req.Mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var timeout <-chan time.Time
+	if req.Flush != nil {
+		t := time.NewTimer(*req.Flush)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var recs []Record
+	status := "continued"
+	var exit any
+	var options any
+collect:
+	for {
+		select {
+		case rec := <-r.q:
+			switch rec.Type {
+			case "finished", "clean-finished", "build-finished":
+				var m struct {
+					ExitCode *int `json:"exitCode"`
+				}
+				_ = json.Unmarshal([]byte(rec.Data), &m)
+				if m.ExitCode != nil {
+					exit = *m.ExitCode
+				}
+				status = rec.Type
+				if rec.Type == "finished" {
+					// Unlike the reference, clean- and build-finished keep
+					// the run attached, so output between the batch steps
+					// is not lost.
+					c.finish(r)
+				}
+				break collect
+			case "waiting-input":
+				status = "waiting-input"
+				opts := map[string]any{}
+				if rec.Data != "" {
+					_ = json.Unmarshal([]byte(rec.Data), &opts)
+				}
+				options = opts
+				break collect
+			case "exec-timeout":
+				status = "exec-timeout"
+				c.finish(r)
+				break collect
+			default:
+				recs = append(recs, rec)
+			}
+		case <-timeout:
+			break collect
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.done:
+			return nil, ErrClosed
+		}
+	}
+	return shape(req.RunID, status, exit, options, recs, req.APIVersion), nil
+}
+
+// shape builds the result map of the reference agent's execute().
+func shape(runID, status string, exit, options any, recs []Record, apiVersion int) map[string]any {
+	if apiVersion == 1 {
+		var out, errs string
+		media, html := []any{}, []any{}
+		for _, r := range recs {
+			switch r.Type {
+			case "stdout":
+				out += r.Data
+			case "stderr":
+				errs += r.Data
+			case "media":
+				var m struct {
+					Type string `json:"type"`
+					Data any    `json:"data"`
+				}
+				_ = json.Unmarshal([]byte(r.Data), &m)
+				media = append(media, []any{m.Type, m.Data})
+			case "html":
+				html = append(html, r.Data)
+			}
+		}
+		return map[string]any{"runId": runID, "status": status, "exitCode": exit, "options": options, "stdout": out, "stderr": errs, "media": media, "html": html, "files": []any{}}
+	}
+	console := []any{}
+	var kind, buf string
+	flush := func() {
+		if kind != "" {
+			console = append(console, []any{kind, buf})
+		}
+		kind, buf = "", ""
+	}
+	for _, r := range recs {
+		switch r.Type {
+		case "stdout", "stderr":
+			if r.Type != kind {
+				flush()
+				kind = r.Type
+			}
+			buf += r.Data
+		case "media":
+			flush()
+			var m struct {
+				Type string `json:"type"`
+				Data any    `json:"data"`
+			}
+			_ = json.Unmarshal([]byte(r.Data), &m)
+			console = append(console, []any{"media", []any{m.Type, m.Data}})
+		default:
+			flush()
+			console = append(console, []any{r.Type, r.Data})
+		}
+	}
+	flush()
+	return map[string]any{"runId": runID, "status": status, "exitCode": exit, "options": options, "console": console, "files": []any{}}
+}
