@@ -14,6 +14,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/bgtask"
+	"github.com/bai-agent/bai-agent/internal/coderunner"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/event"
@@ -71,6 +72,10 @@ type Kernel struct {
 	HostPorts  []int
 	Environ    map[string]string
 	CreatedAt  time.Time
+	// RuntimeType and RuntimePath are the runner's runtime (the image's
+	// ai.backend.runtime-type and runtime-path labels).
+	RuntimeType string
+	RuntimePath string
 	// restarting is set while restart_kernel recreates the container, so
 	// the die event and the sync loop leave the kernel alone.
 	restarting atomic.Bool
@@ -81,6 +86,9 @@ type Kernel struct {
 	cidMu       sync.Mutex
 	containerID string
 	pid         int
+	runner      *coderunner.Client
+	// startedAt is the runner's status (ping_kernel).
+	startedAt float64
 }
 
 // Pid returns the container's main process id on the host (0 if unknown).
@@ -138,6 +146,7 @@ type Agent struct {
 	createPlan []step[*createJob]
 	sem        chan struct{}
 	bindHost   string
+	krunner    string // the runner binary, when kernel-runner is on
 	stopTime   time.Duration
 	pullTime   time.Duration
 
@@ -309,6 +318,11 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 			a.events.Publish(ctx, event.NewAgentError(*f.Message, "background task "+f.TaskID))
 		}
 	})
+	if cfg.Container.KernelRunner {
+		if a.krunner, err = resolveKrunner(cfg.Container.KrunnerBinary, o.Getenv); err != nil {
+			return nil, err
+		}
+	}
 	keys := map[resource.DeviceName]bool{"cpu": true, "mem": true}
 	for _, acc := range o.Accelerators {
 		if keys[acc.Key()] {
@@ -460,6 +474,13 @@ func (a *Agent) Close() {
 	}
 	a.tasks.Close()
 	a.bg.Wait()
+	// Kernels keep running; their runners wait for the next agent.
+	for _, k := range a.Kernels() {
+		if c := k.Runner(); c != nil {
+			k.setRunner(nil)
+			c.Close()
+		}
+	}
 	for _, acc := range a.accels {
 		if err := acc.Close(); err != nil {
 			a.log.Warn("closing compute plugin", "plugin", acc.Key(), "error", err)

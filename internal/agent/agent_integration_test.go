@@ -61,6 +61,18 @@ func (r *recorder) find(name, kernelID string) (map[string]any, bool) {
 	return nil, false
 }
 
+// findSession returns the newest event name for a session.
+func (r *recorder) findSession(name, sessionID string) map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.events) - 1; i >= 0; i-- {
+		if e := r.events[i]; e.Name == name && e.Payload["session_id"] == sessionID {
+			return e.Payload
+		}
+	}
+	return nil
+}
+
 func (r *recorder) has(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -371,7 +383,9 @@ func waitTermination(t *testing.T, e *env, kid string) kernel.Termination {
 }
 
 func TestOOMAndShmExhaustion_Integration(t *testing.T) {
-	e := newEnv(t, nil)
+	// The image's own command (testkernel's memhog/shmhog) must be the
+	// container's workload here, so the runner is off.
+	e := newEnv(t, func(c *config.Config) { c.Container.KernelRunner = false })
 	oom := e.create(func(c *CreationConfig) {
 		c.ResourceSlots = map[string]string{"cpu": "1", "mem": "67108864"}
 		c.Environ["TEST_MODE"] = "memhog"

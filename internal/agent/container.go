@@ -124,7 +124,7 @@ func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 	if err := writeJSON(filepath.Join(cfgDir, "recovery.json"), a.recoveryData(k, cluster)); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(cfgDir, kconfigFile), kconfig{Config: k.Config, Cluster: *cluster, ImageRef: k.ImageRef, ImageName: k.ImageName, HostPorts: k.HostPorts}); err != nil {
+	if err := writeJSON(filepath.Join(cfgDir, kconfigFile), kconfig{Config: k.Config, Cluster: *cluster, ImageRef: k.ImageRef, ImageName: k.ImageName, HostPorts: k.HostPorts, RuntimeType: k.RuntimeType, RuntimePath: k.RuntimePath}); err != nil {
 		return err
 	}
 	if k.Config.BootstrapScript != "" {
@@ -347,9 +347,22 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 		spec.Network = cluster.NetworkName
 		spec.NetworkAliases = []string{hostname}
 	}
-	if k.Config.StartupCommand != "" && k.Config.SessionType == "batch" {
-		// Until the in-container runner exists, a batch kernel runs its
-		// startup command as the container command.
+	if a.krunner != "" {
+		// The runner is every kernel's entrypoint, read-only from the host;
+		// the image's own command is not run (as upstream's entrypoint.sh).
+		spec.Mounts = append(spec.Mounts, backend.Mount{Type: "bind", Source: a.krunner, Target: KrunnerPath, ReadOnly: true})
+		spec.Entrypoint = []string{KrunnerPath, "entrypoint"}
+		rt := k.RuntimeType
+		if rt == "" {
+			rt = "app"
+		}
+		spec.Cmd = []string{rt}
+		if k.RuntimePath != "" {
+			spec.Cmd = append(spec.Cmd, k.RuntimePath)
+		}
+	} else if k.Config.StartupCommand != "" && k.Config.SessionType == "batch" {
+		// Without the runner (kernel-runner = false), a batch kernel runs
+		// its startup command as the container command.
 		spec.Cmd = []string{"/bin/sh", "-c", k.Config.StartupCommand}
 	}
 	return spec

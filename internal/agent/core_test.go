@@ -78,6 +78,7 @@ port-range = [%d, %d]
 port-reuse-cooldown-sec = 0
 bind-host = "127.0.0.1"
 scratch-root = %q
+kernel-runner = false
 [resource]
 reserved-cpu = 0
 reserved-mem = "64M"
@@ -227,7 +228,7 @@ func TestCreateAndDestroy_Fake(t *testing.T) {
 // terminated.
 func TestCreateStepFailures_Fake(t *testing.T) {
 	injected := errors.New("injected failure")
-	terminatedAfter := map[string]bool{"container": true, "start": true, "wait-ready": true, "publish": true}
+	terminatedAfter := map[string]bool{"container": true, "start": true, "wait-ready": true, "runner": true, "publish": true}
 	for _, s := range createSteps {
 		t.Run(s.name, func(t *testing.T) {
 			c := newCore(t, nil, nil)

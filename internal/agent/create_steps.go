@@ -72,6 +72,7 @@ var createSteps = []step[*createJob]{
 	{name: "container", mark: func(j *createJob) { j.stage = stageContainer }, do: (*createJob).createContainer, undo: (*createJob).removeContainer},
 	{name: "start", do: (*createJob).start},
 	{name: "wait-ready", do: (*createJob).waitReady},
+	{name: "runner", do: (*createJob).runner, undo: (*createJob).closeRunner},
 	{name: "publish", do: (*createJob).publish},
 }
 
@@ -270,6 +271,7 @@ func (j *createJob) removeScratch(ctx context.Context) {
 func (j *createJob) writeFiles(context.Context) error {
 	a, k := j.a, j.k
 	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc)
+	k.RuntimeType, k.RuntimePath = j.labels.RuntimeType, j.labels.RuntimePath
 	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts, Extra: map[string]string{}}
 	for _, acc := range a.accels {
 		for key, v := range acc.ResourceData(j.alloc) {

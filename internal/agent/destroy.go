@@ -166,6 +166,10 @@ func (j *cleanJob) removeScratch(ctx context.Context) error {
 }
 
 func (j *cleanJob) release(context.Context) error {
+	if c := j.k.Runner(); c != nil {
+		j.k.setRunner(nil)
+		c.Close()
+	}
 	j.a.ports.Release(j.k.HostPorts...)
 	j.a.alloc.Free(j.k.Allocation)
 	j.k.cleaned.Store(true)

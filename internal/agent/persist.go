@@ -97,4 +97,8 @@ type kconfig struct {
 	ImageRef  wire.ImageRef  `json:"image_ref"`
 	ImageName string         `json:"image_name"`
 	HostPorts []int          `json:"host_ports"`
+	// RuntimeType/RuntimePath are the runner's arguments (the image's
+	// runtime labels), kept for restart and recovery.
+	RuntimeType string `json:"runtime_type,omitempty"`
+	RuntimePath string `json:"runtime_path,omitempty"`
 }

@@ -151,6 +151,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 	if err := readJSON(filepath.Join(sd.Config, kconfigFile), &kc); err == nil {
 		k.Config = kc.Config
 		k.ImageName = kc.ImageName
+		k.RuntimeType, k.RuntimePath = kc.RuntimeType, kc.RuntimePath
 	}
 	if b, err := os.ReadFile(filepath.Join(sd.Config, "environ.txt")); err == nil {
 		k.Environ = parseEnviron(b)
@@ -207,6 +208,13 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		a.alloc.Free(k.Allocation)
 		a.ports.Release(hostPorts...)
 		return err
+	}
+	if a.krunner != "" && k.ReplIn > 0 && k.ReplOut > 0 {
+		// Re-attach to the kernel's runner (it kept running while the
+		// agent was away); a batch job's result still arrives through it.
+		if _, err := a.connectRunner(k); err != nil {
+			a.log.Warn("runner of an adopted kernel not reached", "kernel_id", kid, "error", err)
+		}
 	}
 	a.log.Info("kernel adopted", "kernel_id", kid, "container_id", c.ID, "cpuset", c.CpusetCpus)
 	a.events.Publish(ctx, event.KernelStarted{

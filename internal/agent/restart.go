@@ -71,6 +71,7 @@ var restartSteps = []step[*restartJob]{
 	{name: "environ", do: (*restartJob).environ},
 	{name: "container", do: (*restartJob).createContainer},
 	{name: "start", do: (*restartJob).start},
+	{name: "runner", do: (*restartJob).runner},
 	{name: "publish", do: (*restartJob).publish},
 }
 
@@ -119,6 +120,22 @@ func (j *restartJob) start(ctx context.Context) error {
 		j.k.setPid(ins.Pid)
 	}
 	return nil
+}
+
+// runner reconnects to the new container's runner and waits for it.
+func (j *restartJob) runner(ctx context.Context) error {
+	if old := j.k.Runner(); old != nil {
+		j.k.setRunner(nil)
+		old.Close()
+	}
+	if j.a.krunner == "" {
+		return nil
+	}
+	c, err := j.a.connectRunner(j.k)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
+	}
+	return j.a.handshake(ctx, j.k, c)
 }
 
 func (j *restartJob) publish(ctx context.Context) error {

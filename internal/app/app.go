@@ -258,6 +258,9 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 		for _, p := range accels {
 			_ = p.Close()
 		}
+		if errors.Is(err, agent.ErrRunnerMissing) {
+			return &ConfigError{Err: err}
+		}
 		return err
 	}
 	if err := a.Start(ctx); err != nil {

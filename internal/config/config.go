@@ -282,7 +282,14 @@ type ContainerConfig struct {
 	BindHost             string    `toml:"bind-host" alias:"kernel-host"`
 	AdvertisedHost       string    `toml:"advertised-host"`
 	KrunnerVolumes       any       `toml:"krunner-volumes,raw"`
-	PidsLimit            int64     `toml:"pids-limit"`
+	// KernelRunner makes bai-krunner every kernel's entrypoint (code
+	// execution, batch jobs). Off, a kernel runs its image's own command
+	// and the runner RPCs answer KernelRunnerNotInitializedError.
+	KernelRunner bool `toml:"kernel-runner"`
+	// KrunnerBinary is the static bai-krunner binary ("" :
+	// $BAI_KRUNNER_BINARY, else bai-krunner next to the agent binary).
+	KrunnerBinary string `toml:"krunner-binary"`
+	PidsLimit     int64  `toml:"pids-limit"`
 	// CPUQuota also caps CPU time at the cpu slot (NanoCPUs), on top of
 	// the cpuset; useful with overcommit, where cores are shared.
 	CPUQuota bool `toml:"cpu-quota"`
@@ -438,6 +445,7 @@ func Defaults() *Config {
 		SandboxType:             "docker",
 		ScratchType:             "hostdir",
 		ScratchRoot:             "./scratches",
+		KernelRunner:            true,
 		PidsLimit:               8192,
 		AllowedKernelMountRoots: []string{"/home/work", "/data", "/mnt"},
 		VFolderMountPolicy:      "compat",

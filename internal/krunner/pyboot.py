@@ -37,9 +37,21 @@ def _send(obj):
     _ev.write(struct.pack(">I", len(b)) + b)
 
 
+def _sync():
+    # Marks the end of what was written so far on both streams; the
+    # runner forwards everything before it, then acts on the next event.
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+            s.write(_SYNC)
+            s.flush()
+        except Exception:
+            pass
+
+
 def _ask(prompt, password):
     sys.stdout.write(str(prompt))
-    sys.stdout.flush()
+    _sync()
     _send({"op": "input", "password": password})
     return _recv().get("text", "")
 
@@ -68,14 +80,14 @@ def _display(v):
 
                 if isinstance(data, bytes):
                     data = base64.b64encode(data).decode("ascii")
-                sys.stdout.flush()
+                _sync()
                 _send({"op": "media", "type": kind, "data": "data:%s;base64,%s" % (kind, data)})
                 return
     f = getattr(v, "_repr_html_", None)
     if callable(f):
         html = f()
         if html:
-            sys.stdout.flush()
+            _sync()
             _send({"op": "html", "data": html})
             return
     sys.stdout.write(repr(v))
@@ -138,16 +150,8 @@ while True:
         except BaseException:
             traceback.print_exc()
             rc = 1
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
+        _sync()
         _send({"op": "done", "exitCode": rc})
-        sys.stdout.write(_SYNC)
-        sys.stdout.flush()
-        sys.stderr.write(_SYNC)
-        sys.stderr.flush()
     elif op == "complete":
         try:
             _send({"op": "completion", "suggestions": _complete(req.get("code", ""))})

@@ -239,15 +239,17 @@ func (r *Runner) pyQuery(code string) int {
 			if !ok {
 				return r.helperLost(h)
 			}
+			// Every event follows a sync mark on both streams: forward
+			// the output before it first.
+			for _, s := range []string{"stdout", "stderr"} {
+				select {
+				case <-h.syncs[s]:
+				case <-h.exit:
+				case <-time.After(5 * time.Second):
+				}
+			}
 			switch ev["op"] {
 			case "done":
-				for _, s := range []string{"stdout", "stderr"} {
-					select {
-					case <-h.syncs[s]:
-					case <-h.exit:
-					case <-time.After(5 * time.Second):
-					}
-				}
 				n, _ := ev["exitCode"].(float64)
 				return int(n)
 			case "input":

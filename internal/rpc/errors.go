@@ -42,6 +42,7 @@ var exceptionTable = []struct {
 	{ports.ErrExhausted, "PortPoolExhaustedError"},
 	{vfolder.ErrInvalidMount, "InvalidVFolderMount"},
 	{agent.ErrKernelExists, "ResourceError"},
+	{agent.ErrRunnerNotReady, "KernelRunnerNotInitializedError"},
 	{agent.ErrPermission, "PermissionError"},
 	{agent.ErrFileNotFound, "FileNotFoundError"},
 	{agent.ErrTooLarge, "ValueError"},

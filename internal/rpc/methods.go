@@ -84,7 +84,10 @@ type Core interface {
 	Node
 }
 
-var _ Core = (*agent.Agent)(nil)
+var (
+	_ Core    = (*agent.Agent)(nil)
+	_ Runners = (*agent.Agent)(nil)
+)
 
 // AgentMethods registers the agent's RPC methods on s. checks are the
 // health probes (Docker alone when none are given).
@@ -128,9 +131,19 @@ func AgentMethods(s *Server, a Core, be backend.Backend, checks ...HealthCheck) 
 	s.Register("bai_status", m.baiStatus)
 	s.Register("bai_images", m.baiImages)
 	s.RegisterInline("bai_task", m.baiTask)
-	for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "start_service", "trigger_batch_execution", "ping_kernel"} {
-		s.Register(name, runnerMissing(name))
+	if _, ok := a.(Runners); ok {
+		s.Register("execute", m.execute)
+		s.Register("interrupt_kernel", m.interruptKernel)
+		s.Register("get_completions", m.getCompletions)
+		s.Register("ping_kernel", m.pingKernel)
+		s.Register("trigger_batch_execution", m.triggerBatch)
+	} else {
+		for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "trigger_batch_execution", "ping_kernel"} {
+			s.Register(name, runnerMissing(name))
+		}
 	}
+	// Service apps inside kernels are not served yet (issue 11).
+	s.Register("start_service", runnerMissing("start_service"))
 	s.Register("shutdown_service", m.shutdownService)
 }
 

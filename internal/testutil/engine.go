@@ -121,7 +121,7 @@ func (e *Engine) Backend() *docker.Backend {
 func (e *Engine) ImportTestImage() string {
 	e.t.Helper()
 	be := e.Backend()
-	ref, err := buildImage(be.Client(), ModuleRoot(e.t))
+	ref, err := buildImage(be.Client(), ModuleRoot(e.t), ImageLabels)
 	if err != nil {
 		e.t.Fatalf("build test image in the test engine: %v", err)
 	}

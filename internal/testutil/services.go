@@ -326,3 +326,36 @@ func RemoveContainers(t testing.TB, labels map[string]string) {
 	}
 	wg.Wait()
 }
+
+var (
+	krunnerOnce sync.Once
+	krunnerPath string
+	krunnerErr  error
+)
+
+// KrunnerBinary builds bai-krunner (static, CGO_ENABLED=0) once per test
+// process and points $BAI_KRUNNER_BINARY at it, so agents started by the
+// test (in-process or as a binary) find their kernel runner.
+func KrunnerBinary(t testing.TB) string {
+	t.Helper()
+	krunnerOnce.Do(func() {
+		dir := filepath.Join(os.TempDir(), "bai-agent-test-bin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			krunnerErr = err
+			return
+		}
+		krunnerPath = filepath.Join(dir, fmt.Sprintf("bai-krunner-%d", os.Getpid()))
+		cmd := exec.Command("go", "build", "-trimpath", "-o", krunnerPath, "./cmd/bai-krunner")
+		cmd.Dir = ModuleRoot(t)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			krunnerErr = fmt.Errorf("build bai-krunner: %v: %s", err, out)
+			return
+		}
+		krunnerErr = os.Setenv("BAI_KRUNNER_BINARY", krunnerPath)
+	})
+	if krunnerErr != nil {
+		t.Fatal(krunnerErr)
+	}
+	return krunnerPath
+}

@@ -67,6 +67,8 @@ func RequireDocker(t testing.TB) *docker.Backend {
 	if dockerErr != nil {
 		Missing(t, "docker engine: %v", dockerErr)
 	}
+	// Every kernel a test creates runs the kernel runner.
+	KrunnerBinary(t)
 	return dockerBE
 }
 
@@ -109,14 +111,14 @@ var (
 func TestImage(t testing.TB) string {
 	t.Helper()
 	be := RequireDocker(t)
-	imageOnce.Do(func() { imageRef, imageErr = buildImage(be.Client(), ModuleRoot(t)) })
+	imageOnce.Do(func() { imageRef, imageErr = buildImage(be.Client(), ModuleRoot(t), ImageLabels) })
 	if imageErr != nil {
 		t.Fatalf("build test image: %v", imageErr)
 	}
 	return imageRef
 }
 
-func buildImage(cli *client.Client, root string) (string, error) {
+func buildImage(cli *client.Client, root string, labels map[string]string) (string, error) {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
@@ -151,13 +153,13 @@ func buildImage(cli *client.Client, root string) (string, error) {
 	h := sha256.New()
 	h.Write(bbData)
 	h.Write(tkData)
-	keys := make([]string, 0, len(ImageLabels))
-	for k := range ImageLabels {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		h.Write([]byte(k + "=" + ImageLabels[k]))
+		h.Write([]byte(k + "=" + labels[k]))
 	}
 	tag := "bai-test/kernel:" + hex.EncodeToString(h.Sum(nil))[:12]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -190,7 +192,7 @@ func buildImage(cli *client.Client, root string) (string, error) {
 	}
 	changes := []string{`CMD ["/bin/testkernel"]`, "ENV PATH=/bin"}
 	for _, k := range keys {
-		changes = append(changes, fmt.Sprintf("LABEL %s=%q", k, ImageLabels[k]))
+		changes = append(changes, fmt.Sprintf("LABEL %s=%q", k, labels[k]))
 	}
 	res, err := cli.ImageImport(ctx, client.ImageImportSource{Source: &buf, SourceName: "-"}, tag, client.ImageImportOptions{Changes: changes})
 	if err != nil {

@@ -5,7 +5,9 @@
 // image.
 //
 // PULL accepts any number of peers and hands their messages over in
-// arrival order. PUSH sends round-robin over connected peers and, with no
-// peer, queues (bounded) instead of dropping, as libzmq's blocking send
-// does, so replies survive an agent restart between request and answer.
+// arrival order. PUSH sends to the newest connected peer (the runner has
+// one agent; an older connection is one it left behind on a restart) and,
+// with no peer, queues (bounded) instead of dropping, as libzmq's blocking
+// send does, so replies survive an agent restart between request and
+// answer.
 package zmtp

@@ -245,7 +245,6 @@ type Socket struct {
 
 	mu    sync.Mutex
 	peers []*peer
-	next  int
 	queue [][][]byte
 	wg    sync.WaitGroup
 }
@@ -349,8 +348,8 @@ func (s *Socket) Recv(ctx context.Context) ([][]byte, error) {
 	}
 }
 
-// Send sends a message on a PUSH socket: round-robin over connected
-// peers, queued while there is none.
+// Send sends a message on a PUSH socket to the newest connected peer
+// (falling back to older ones when it fails), queued while there is none.
 func (s *Socket) Send(msg ...[]byte) error {
 	select {
 	case <-s.done:
@@ -368,8 +367,11 @@ func (s *Socket) Send(msg ...[]byte) error {
 			s.mu.Unlock()
 			return nil
 		}
-		p := s.peers[s.next%len(s.peers)]
-		s.next++
+		// The newest peer gets it: the runner has one agent, and an older
+		// connection is one that agent left (restarted) and whose close
+		// has not been read yet. Round-robin would split a run's output
+		// between the dead and the live connection.
+		p := s.peers[len(s.peers)-1]
 		s.mu.Unlock()
 		if err := p.send(msg); err == nil {
 			return nil

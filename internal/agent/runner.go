@@ -1,0 +1,346 @@
+package agent
+
+import (
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/bai-agent/bai-agent/internal/coderunner"
+	"github.com/bai-agent/bai-agent/internal/event"
+	"github.com/bai-agent/bai-agent/internal/kernel"
+)
+
+// KrunnerPath is where the runner appears in every kernel.
+const KrunnerPath = "/opt/kernel/bai-krunner"
+
+// ErrRunnerMissing: the configured bai-krunner is absent or not a static
+// binary (the agent refuses to start: kernels could not run code).
+var ErrRunnerMissing = errors.New("kernel runner binary unusable")
+
+// ErrRunnerNotReady is Backend.AI's KernelRunnerNotInitializedError: the
+// kernel has no runner connection (kernel-runner = false, or it is being
+// restarted).
+var ErrRunnerNotReady = errors.New("kernel runner not initialized")
+
+// resolveKrunner finds the runner binary: [container] krunner-binary,
+// $BAI_KRUNNER_BINARY, else bai-krunner next to the agent executable.
+func resolveKrunner(configured string, getenv func(string) string) (string, error) {
+	p := configured
+	if p == "" {
+		p = getenv("BAI_KRUNNER_BINARY")
+	}
+	if p == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", fmt.Errorf("%w: cannot locate the agent binary: %v", ErrRunnerMissing, err)
+		}
+		p = filepath.Join(filepath.Dir(exe), "bai-krunner")
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrRunnerMissing, p, err)
+	}
+	if err := checkStatic(abs); err != nil {
+		return "", fmt.Errorf("%w: %s: %v (build it with `make build`, or set [container] krunner-binary; kernel-runner = false runs images' own commands)", ErrRunnerMissing, abs, err)
+	}
+	return abs, nil
+}
+
+// checkStatic accepts an ELF executable with no program interpreter and
+// no shared libraries: it must run in any image.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return errors.New("dynamically linked (it has a program interpreter); build with CGO_ENABLED=0")
+		}
+	}
+	if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
+		return fmt.Errorf("needs shared libraries %v", libs)
+	}
+	return nil
+}
+
+// handshake waits for the runner as the Python agent does after docker
+// start: status, then get-apps, retried every 0.3 s up to
+// init-polling-attempt times within init-polling-timeout-sec, each try
+// bounded by init-timeout-sec. The apps' settings join the service ports.
+func (a *Agent) handshake(ctx context.Context, k *Kernel, c *coderunner.Client) error {
+	lc := a.cfg.KernelLifecycles
+	deadline := time.Now().Add(seconds(lc.InitPollingTimeoutSec))
+	attempts := lc.InitPollingAttempt
+	if attempts < 1 {
+		attempts = 1
+	}
+	var last error
+	for i := 0; i < attempts && time.Now().Before(deadline); i++ {
+		if i > 0 {
+			select {
+			case <-time.After(300 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		tctx, cancel := context.WithTimeout(ctx, seconds(lc.InitTimeoutSec))
+		started, err := c.Status(tctx)
+		if err == nil {
+			actx, acancel := context.WithTimeout(tctx, 10*time.Second)
+			var apps map[string]any
+			apps, err = c.Apps(actx)
+			acancel()
+			if err == nil && apps["status"] != "done" {
+				err = fmt.Errorf("get-apps: %v", apps)
+			}
+			if err == nil {
+				cancel()
+				k.startedAt = started
+				a.mergeApps(k, apps)
+				return nil
+			}
+		}
+		cancel()
+		last = err
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// The init timeout is not retried (upstream raises
+			// ContainerStartupTimeoutError).
+			break
+		}
+	}
+	return fmt.Errorf("%w: the kernel runner did not answer (%v)", ErrCreationFailed, last)
+}
+
+// mergeApps would add url_template, allowed_arguments and allowed_envs
+// of the runner's service apps to the service ports; the runner lists no
+// service definitions yet (service apps are issue 11), so there is
+// nothing to merge.
+func (a *Agent) mergeApps(k *Kernel, apps map[string]any) {
+	if data, _ := apps["data"].([]any); len(data) > 0 {
+		a.log.Debug("runner lists service apps", "kernel_id", k.ID, "apps", data)
+	}
+}
+
+// connectRunner dials the kernel's runner through its REPL host ports.
+func (a *Agent) connectRunner(k *Kernel) (*coderunner.Client, error) {
+	c, err := coderunner.Dial("127.0.0.1", k.ReplIn, k.ReplOut, a.log.With("kernel_id", k.ID, "component", "code-runner"))
+	if err != nil {
+		return nil, err
+	}
+	k.setRunner(c)
+	return c, nil
+}
+
+// runnerStep is the creation step after wait-ready: connect and wait for
+// the runner's answer. Its undo closes the connection.
+func (j *createJob) runner(ctx context.Context) error {
+	if !j.a.cfg.Container.KernelRunner {
+		return nil
+	}
+	c, err := j.a.connectRunner(j.k)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
+	}
+	if err := j.a.handshake(ctx, j.k, c); err != nil {
+		j.k.setRunner(nil)
+		c.Close()
+		return err
+	}
+	return nil
+}
+
+func (j *createJob) closeRunner(context.Context) {
+	if c := j.k.Runner(); c != nil {
+		j.k.setRunner(nil)
+		c.Close()
+	}
+}
+
+// Runner returns the kernel's runner connection (nil when none).
+func (k *Kernel) Runner() *coderunner.Client {
+	k.cidMu.Lock()
+	defer k.cidMu.Unlock()
+	return k.runner
+}
+
+func (k *Kernel) setRunner(c *coderunner.Client) {
+	k.cidMu.Lock()
+	k.runner = c
+	k.cidMu.Unlock()
+}
+
+func (a *Agent) runnerOf(kernelID string) (*Kernel, *coderunner.Client, error) {
+	k, ok := a.Kernel(kernelID)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %s", ErrKernelNotFound, kernelID)
+	}
+	c := k.Runner()
+	if c == nil {
+		return k, nil, fmt.Errorf("%w: kernel %s has no runner connection", ErrRunnerNotReady, kernelID)
+	}
+	return k, c, nil
+}
+
+// Execute runs code (or feeds input, or continues a run) in a kernel and
+// returns the reference's result map; execution_started/finished go out
+// around it.
+func (a *Agent) Execute(ctx context.Context, sessionID, kernelID string, req coderunner.Request) (map[string]any, error) {
+	k, c, err := a.runnerOf(kernelID)
+	if err != nil {
+		return nil, err
+	}
+	if sessionID == "" {
+		sessionID = k.SessionID
+	}
+	a.events.Publish(ctx, event.ExecutionStarted{Execution: event.Execution{SessionID: sessionID}})
+	res, err := c.Execute(ctx, req)
+	if err != nil {
+		return nil, kernelErr(kernelID, err)
+	}
+	switch res["status"] {
+	case "finished":
+		a.events.Publish(ctx, event.ExecutionFinished{Execution: event.Execution{SessionID: sessionID}})
+	case "exec-timeout":
+		a.events.Publish(ctx, event.ExecutionTimeout{Execution: event.Execution{SessionID: sessionID}})
+	}
+	return res, nil
+}
+
+// Interrupt sends SIGINT to what runs in the kernel.
+func (a *Agent) Interrupt(kernelID string) error {
+	_, c, err := a.runnerOf(kernelID)
+	if err != nil {
+		return err
+	}
+	return c.Interrupt()
+}
+
+// Completions asks the kernel's runtime for completions.
+func (a *Agent) Completions(ctx context.Context, kernelID, text string, opts map[string]any) ([]any, error) {
+	_, c, err := a.runnerOf(kernelID)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.Complete(ctx, text, opts)
+}
+
+// PingKernel returns the runner's started_at.
+func (a *Agent) PingKernel(ctx context.Context, kernelID string) (float64, error) {
+	_, c, err := a.runnerOf(kernelID)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.Status(ctx)
+}
+
+// TriggerBatch starts the batch job of a batch session in the background
+// and returns at once: session_success or session_failure follow with
+// the reference's reasons and exit codes (task-finished 0, task-failed
+// <code>, task-timeout -2).
+func (a *Agent) TriggerBatch(ctx context.Context, sessionID, kernelID, code string, timeout *time.Duration) error {
+	if _, _, err := a.runnerOf(kernelID); err != nil {
+		return err
+	}
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.runBatch(sessionID, kernelID, code, timeout)
+	}()
+	return nil
+}
+
+func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var deadline <-chan time.Time
+	if timeout != nil {
+		t := time.NewTimer(*timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	flush := time.Second
+	mode := "batch"
+	result := func(ok bool, reason string, code int) {
+		r := event.SessionResult{SessionID: sessionID, Reason: reason, ExitCode: code}
+		if ok {
+			a.events.Publish(context.Background(), event.SessionSuccess{SessionResult: r})
+		} else {
+			a.events.Publish(context.Background(), event.SessionFailure{SessionResult: r})
+		}
+	}
+	for {
+		select {
+		case <-deadline:
+			result(false, "task-timeout", -2)
+			return
+		case <-a.closed:
+			return // the restarted agent re-attaches (recovery)
+		default:
+		}
+		k, c, err := a.runnerOf(kernelID)
+		if err != nil {
+			if k == nil {
+				a.events.Publish(context.Background(), event.KernelTerminated{KernelID: kernelID, SessionID: sessionID, Reason: ReasonSelfTerminated, ExitCode: -1})
+				return
+			}
+			time.Sleep(time.Second)
+			continue
+		}
+		rctx, rcancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-deadline:
+			case <-rctx.Done():
+			}
+			rcancel()
+		}()
+		res, err := c.Execute(rctx, coderunner.Request{RunID: "batch-job", Mode: mode, Code: "", Opts: map[string]any{"exec": code}, APIVersion: 3, Flush: &flush})
+		rcancel()
+		if err != nil {
+			if k.State() != kernel.Running {
+				return
+			}
+			if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+				result(false, "task-timeout", -2)
+				return
+			}
+			a.log.Warn("batch job", "kernel_id", kernelID, "error", err)
+			time.Sleep(time.Second)
+			continue
+		}
+		mode = "continue"
+		switch res["status"] {
+		case "finished":
+			n, ok := res["exitCode"].(int)
+			if !ok {
+				n = -1
+			}
+			if n == 0 {
+				result(true, "task-finished", 0)
+			} else {
+				result(false, "task-failed", n)
+			}
+			return
+		case "exec-timeout":
+			result(false, "task-timeout", -2)
+			return
+		}
+	}
+}

@@ -1,0 +1,221 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bai-agent/bai-agent/internal/coderunner"
+	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/testutil"
+)
+
+func flushIn(d time.Duration) *time.Duration { return &d }
+
+func (e *env) exec(kid, runID, mode, code string, flush *time.Duration) map[string]any {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := e.agent.Execute(ctx, "", kid, coderunner.Request{RunID: runID, Mode: mode, Code: code, APIVersion: 3, Flush: flush})
+	if err != nil {
+		e.t.Fatalf("execute %q: %v", code, err)
+	}
+	return res
+}
+
+func console(res map[string]any, stream string) string {
+	var b strings.Builder
+	for _, c := range res["console"].([]any) {
+		rec := c.([]any)
+		if rec[0] == stream {
+			b.WriteString(rec[1].(string))
+		}
+	}
+	return b.String()
+}
+
+// A kernel on a shell-runtime busybox image: the runner is the
+// entrypoint, the kernel user is set up from LOCAL_USER_ID and friends,
+// code runs as that user, interrupts reach the whole process group,
+// destroy takes about a second.
+func TestRunnerShellKernel_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	img := testutil.TestImageWith(t, map[string]string{"ai.backend.runtime-type": "shell"})
+	uid, gid := 1234, 2345
+	info := e.create(func(c *CreationConfig) {
+		c.Image.Canonical = img
+		c.UID, c.MainGID = &uid, &gid
+		c.SupplementaryGIDs = []int{3456}
+		c.Environ["FROM_MANAGER"] = "yes"
+	})
+	ctx := context.Background()
+	ins, err := e.be.Inspect(ctx, info.ContainerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := false
+	for _, m := range ins.Mounts {
+		if m.Target == KrunnerPath {
+			ro = m.ReadOnly
+		}
+	}
+	if !ro {
+		t.Fatalf("the runner is not mounted read-only at %s: %+v", KrunnerPath, ins.Mounts)
+	}
+	res := e.exec(info.ID, "r1", "query", "echo hi $FROM_MANAGER; id -u; id -g; id -G; pwd", flushIn(20*time.Second))
+	want := "hi yes\n1234\n2345\n"
+	if res["status"] != "finished" || res["exitCode"] != 0 || !strings.HasPrefix(console(res, "stdout"), want) {
+		t.Fatalf("query as the kernel user: %v", res)
+	}
+	if groups := console(res, "stdout"); !strings.Contains(groups, "3456") || !strings.Contains(groups, "42") || !strings.HasSuffix(groups, "/home/work\n") {
+		t.Fatalf("supplementary groups or cwd: %q", groups)
+	}
+	if code, pw := testutil.Exec(ctx, e.be, info.ContainerID, "grep", "^work:", "/etc/passwd"); code != 0 || !strings.HasPrefix(pw, "work:x:1234:2345:") {
+		t.Fatalf("/etc/passwd work entry: %q", pw)
+	}
+	// Streaming with continue, then an interrupt that ends the group.
+	res = e.exec(info.ID, "r2", "query", "echo start; sleep 100 & sleep 100", flushIn(500*time.Millisecond))
+	if res["status"] != "continued" || console(res, "stdout") != "start\n" {
+		t.Fatalf("continued: %v", res)
+	}
+	if err := e.agent.Interrupt(info.ID); err != nil {
+		t.Fatal(err)
+	}
+	res = e.exec(info.ID, "r2", "continue", "", flushIn(10*time.Second))
+	if res["status"] != "finished" || res["exitCode"] != -2 {
+		t.Fatalf("after interrupt: %v", res)
+	}
+	if _, out := testutil.Exec(ctx, e.be, info.ContainerID, "ps"); strings.Contains(out, "sleep 100") {
+		t.Fatalf("the interrupted command left processes: %s", out)
+	}
+	started, err := e.agent.PingKernel(ctx, info.ID)
+	if err != nil || started <= 0 {
+		t.Fatalf("ping_kernel %v %v", started, err)
+	}
+	// The agent restarts: the runner is re-attached, same started_at.
+	e.agent.Close()
+	e.agent = e.start()
+	again, err := e.agent.PingKernel(ctx, info.ID)
+	if err != nil || again != started {
+		t.Fatalf("after agent restart: started_at %v (was %v) %v", again, started, err)
+	}
+	if res := e.exec(info.ID, "r3", "query", "echo back", flushIn(20*time.Second)); console(res, "stdout") != "back\n" {
+		t.Fatalf("execute after restart: %v", res)
+	}
+	k, _ := e.agent.Kernel(info.ID)
+	t0 := time.Now()
+	if err := e.agent.DestroyKernel(ctx, info.ID, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("destroying an idle kernel took %s", d)
+	}
+}
+
+// Batch sessions: trigger_batch_execution returns at once; the result
+// arrives as session_success / session_failure with upstream's reasons.
+func TestRunnerBatch_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, tc := range []struct {
+		code    string
+		timeout *time.Duration
+		event   string
+		reason  string
+		exit    float64
+	}{
+		{"echo ok", nil, "session_success", "task-finished", 0},
+		{"echo x; exit 3", nil, "session_failure", "task-failed", 3},
+		{"sleep 30", flushIn(time.Second), "session_failure", "task-timeout", -2},
+	} {
+		info := e.create(func(c *CreationConfig) { c.SessionType = "batch"; c.StartupCommand = tc.code })
+		k, _ := e.agent.Kernel(info.ID)
+		t0 := time.Now()
+		if err := e.agent.TriggerBatch(context.Background(), k.SessionID, info.ID, tc.code, tc.timeout); err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(t0) > time.Second {
+			t.Fatal("trigger_batch_execution did not return at once")
+		}
+		testutil.Eventually(t, 30*time.Second, tc.event+" for "+tc.code, func() bool {
+			return e.events.findSession(tc.event, k.SessionID) != nil
+		})
+		ev := e.events.findSession(tc.event, k.SessionID)
+		if ev["reason"] != tc.reason || ev["exit_code"] != tc.exit {
+			t.Errorf("%q: %s %v", tc.code, tc.event, ev)
+		}
+		_ = e.agent.DestroyKernel(context.Background(), info.ID, k.SessionID, "", false)
+	}
+}
+
+// Python runtime on an image made from the host's python3.11: a
+// persistent namespace, Jupyter-like display of the last value, input()
+// as waiting-input, completions from the live namespace.
+func TestRunnerPythonKernel_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	img := testutil.PythonImage(t)
+	info := e.create(func(c *CreationConfig) { c.Image.Canonical = img })
+	for _, tc := range []struct{ code, stdout string }{
+		{"print(1+1)", "2\n"},
+		{"x = 41", ""},
+		{"x + 1", "42"},
+	} {
+		res := e.exec(info.ID, "", "query", tc.code, flushIn(30*time.Second))
+		if res["status"] != "finished" || res["exitCode"] != 0 || console(res, "stdout") != tc.stdout {
+			t.Fatalf("%q: %v", tc.code, res)
+		}
+	}
+	res := e.exec(info.ID, "", "query", "1/0", flushIn(30*time.Second))
+	if res["exitCode"] != 1 || !strings.Contains(console(res, "stderr"), "ZeroDivisionError") {
+		t.Fatalf("1/0: %v", res)
+	}
+	res = e.exec(info.ID, "in", "query", "n = input('name? '); print('hi', n)", flushIn(30*time.Second))
+	if res["status"] != "waiting-input" || fmt.Sprint(res["options"]) != "map[is_password:false]" || console(res, "stdout") != "name? " {
+		t.Fatalf("input: %v", res)
+	}
+	res = e.exec(info.ID, "in", "input", "bob", flushIn(30*time.Second))
+	if res["status"] != "finished" || console(res, "stdout") != "hi bob\n" {
+		t.Fatalf("after input: %v", res)
+	}
+	sugg, err := e.agent.Completions(context.Background(), info.ID, "impo", nil)
+	if err != nil || !strings.Contains(fmt.Sprint(sugg), "import") {
+		t.Fatalf("completions %v %v", sugg, err)
+	}
+}
+
+// A runner that never answers: creation fails after init-timeout-sec
+// and leaves nothing (container, ports, scratch, allocation).
+func TestRunnerNeverAnswers_Integration(t *testing.T) {
+	silent := testutil.TestkernelBinary(t) // static; sleeps, never serves
+	e := newEnv(t, func(c *config.Config) {
+		c.Container.KrunnerBinary = silent
+		c.KernelLifecycles.InitTimeoutSec = 3
+		c.KernelLifecycles.InitPollingTimeoutSec = 3
+	})
+	kid := uuid.NewString()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := e.agent.CreateKernels(ctx, e.request(kid, nil))
+	if !errors.Is(err, ErrCreationFailed) {
+		t.Fatalf("create with a silent runner: %v", err)
+	}
+	if list, _ := e.be.List(ctx, map[string]string{LabelKernelID: kid}); len(list) != 0 {
+		t.Fatal("the container was left behind")
+	}
+	if n := e.agent.Ports().InUse(); n != 0 {
+		t.Fatalf("%d ports still taken", n)
+	}
+	for s, v := range e.agent.Allocator().Used() {
+		if !v.IsZero() {
+			t.Fatalf("slot %s still allocated", s)
+		}
+	}
+	if _, err := os.Stat(e.agent.scratch.Paths(kid).Base); !os.IsNotExist(err) {
+		t.Fatal("scratch left behind")
+	}
+}
