@@ -53,6 +53,8 @@ func build(version, bin, manDir, out string) error {
 	sort.Strings(pages)
 	contents := files.Contents{
 		{Source: bin, Destination: "/usr/bin/bai-agent", FileInfo: &files.ContentFileInfo{Mode: 0o755}},
+		// The kernel runner, found next to the agent binary.
+		{Source: filepath.Join(filepath.Dir(bin), "bai-krunner"), Destination: "/usr/bin/bai-krunner", FileInfo: &files.ContentFileInfo{Mode: 0o755}},
 		{Source: "systemd/backendai-agent.service", Destination: "/lib/systemd/system/backendai-agent.service", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Source: "systemd/backendai-agent-watcher.service", Destination: "/lib/systemd/system/backendai-agent-watcher.service", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Source: "agent.toml", Destination: "/etc/backend.ai/agent.toml", Type: files.TypeConfigNoReplace, FileInfo: &files.ContentFileInfo{Mode: 0o640}},

@@ -123,7 +123,7 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 	if out := p.ctl(t, 1, "cp", filepath.Join(src, "proj", "sub", "a.txt"), kid+":data/"); !strings.Contains(out, "PermissionError") {
 		t.Fatalf("upload into ro vfolder:\n%s", out)
 	}
-	if out := p.ctl(t, 0, "logs", kid); !strings.Contains(out, "testkernel ready") {
+	if out := p.ctl(t, 0, "logs", kid); !strings.Contains(out, "Kernel runner:") {
 		t.Fatalf("logs:\n%s", out)
 	}
 	p.ctl(t, 0, "restart", kid)

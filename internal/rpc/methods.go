@@ -143,7 +143,9 @@ func AgentMethods(s *Server, a Core, be backend.Backend, checks ...HealthCheck) 
 		}
 	}
 	// Service apps inside kernels are not served yet (issue 11).
-	s.Register("start_service", runnerMissing("start_service"))
+	s.Register("start_service", func(context.Context, *Call) (any, error) {
+		return nil, &PyError{Name: "KernelRunnerNotInitializedError", Msg: "start_service: service apps inside kernels are not supported by this bai-agent version yet"}
+	})
 	s.Register("shutdown_service", m.shutdownService)
 }
 

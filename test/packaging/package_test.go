@@ -70,6 +70,7 @@ func TestDebInstallRemove(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("dpkg", "-P", "bai-agent").Run() })
 	files := []string{
 		"/usr/bin/bai-agent",
+		"/usr/bin/bai-krunner",
 		"/lib/systemd/system/backendai-agent.service",
 		"/lib/systemd/system/backendai-agent-watcher.service",
 		"/etc/backend.ai/agent.toml",
@@ -94,7 +95,7 @@ func TestDebInstallRemove(t *testing.T) {
 		}
 	}
 	if _, err := exec.LookPath("systemd-analyze"); err == nil {
-		run("systemd-analyze", "verify", files[1], files[2])
+		run("systemd-analyze", "verify", files[2], files[3])
 	} else {
 		t.Log("systemd-analyze not installed: units checked by content only")
 	}

@@ -230,6 +230,33 @@ def main():
     check_started(started, kid)
     check_presence(live, kid)
 
+    # --- Code in the kernel through its runner, as the manager calls it.
+    # The test image's runtime is "app": no query mode (exit 127, as the
+    # reference), but batch steps run through /bin/sh.
+    t, r = p.invoke("execute", [str(sid), str(kid), 3, "q1", "query", "print(1)", {}, 10.0], {"agent_id": AGENT_ID})
+    check(t == RESULT and r["status"] == "finished" and r["exitCode"] == 127, f"execute query on an app runtime answers 127 ({r})")
+    statuses, out = [], ""
+    t, r = p.invoke("execute", [str(sid), str(kid), 3, "b1", "batch", "", {"exec": "echo hello-from-batch"}, 10.0])
+    while t == RESULT:
+        statuses.append(r["status"])
+        out += "".join(c[1] for c in r["console"] if c[0] == "stdout")
+        if r["status"] == "finished":
+            break
+        t, r = p.invoke("execute", [str(sid), str(kid), 3, "b1", "continue", "", {}, 10.0])
+    check(statuses == ["clean-finished", "build-finished", "finished"] and out == "hello-from-batch\n", f"execute batch steps {statuses} {out!r}")
+    check(set(r) == {"runId", "status", "exitCode", "options", "console", "files"}, f"execute result keys {sorted(r)}")
+    ev.read(lambda s: ev.find("execution_finished", session_id=str(sid)), what="execution_finished")
+    t, pong = p.invoke("ping_kernel", [str(kid)])
+    check(t == RESULT and isinstance(pong["started_at"], float), f"ping_kernel {pong}")
+    t, none = p.invoke("trigger_batch_execution", [str(sid), str(kid), "echo batch; exit 3", None])
+    check(t == RESULT and none is None, "trigger_batch_execution returns None at once")
+    fail = ev.read(lambda s: ev.find("session_failure", session_id=str(sid)), what="session_failure")
+    check(fail["payload"]["reason"] == "task-failed" and fail["payload"]["exit_code"] == 3, f"session_failure {fail['payload']}")
+    t, r = p.invoke("interrupt_kernel", [str(kid)])
+    check(t == RESULT and r == {"status": "finished"}, "interrupt_kernel")
+    t, r = p.invoke("get_completions", [str(kid), "ec", {}])
+    check(t == RESULT and r["result"]["status"] == "finished" and r["result"]["suggestions"] == [], f"get_completions {r}")
+
     # --- Failures a manager retries: raised, no kernel_terminated.
     bad_kid = uuid.uuid4()
     cfg_big = session_config(bad_kid, sid, ic, ref, vfdir, slots={"cpu": "1000", "mem": "134217728"})
