@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -14,9 +15,9 @@ func TestCallWithDeadline(t *testing.T) {
 	measureDeadline = 100 * time.Millisecond
 	defer func() { measureDeadline = old }()
 	release := make(chan struct{})
-	calls := 0
+	var calls atomic.Int32
 	hang := func(ctx context.Context) (int, error) {
-		calls++
+		calls.Add(1)
 		<-release
 		return 1, nil
 	}
@@ -27,8 +28,8 @@ func TestCallWithDeadline(t *testing.T) {
 	if d := time.Since(t0); d > time.Second {
 		t.Fatalf("the hung call held the caller %s", d)
 	}
-	if _, err := callWithDeadline(context.Background(), "t/hang", hang); !errors.Is(err, context.DeadlineExceeded) || calls != 1 {
-		t.Fatalf("a still-hung plugin was called again: calls=%d err=%v", calls, err)
+	if _, err := callWithDeadline(context.Background(), "t/hang", hang); !errors.Is(err, context.DeadlineExceeded) || calls.Load() != 1 {
+		t.Fatalf("a still-hung plugin was called again: calls=%d err=%v", calls.Load(), err)
 	}
 	// Other plugins are unaffected.
 	if v, err := callWithDeadline(context.Background(), "t/ok", func(context.Context) (int, error) { return 7, nil }); err != nil || v != 7 {
