@@ -126,6 +126,22 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 	if out := p.ctl(t, 0, "logs", kid); !strings.Contains(out, "Kernel runner:") {
 		t.Fatalf("logs:\n%s", out)
 	}
+	// Code through the kernel's runner (the test image's runtime is app:
+	// batch commands run, query mode is refused as upstream does).
+	if out := p.ctl(t, 0, "exec", kid[:8], "--mode", "batch", "echo $HELLO; cat data/in.txt"); out != "world\nfrom vfolder" {
+		t.Fatalf("exec batch: %q", out)
+	}
+	if out := p.ctl(t, 1, "exec", kid, "--mode", "batch", "echo partial; exit 3"); !strings.Contains(out, "partial") || !strings.Contains(out, "exit code 3") {
+		t.Fatalf("exec with a failing command:\n%s", out)
+	}
+	if out := p.ctl(t, 1, "exec", kid, "print(1)"); !strings.Contains(out, "query mode is disabled") || !strings.Contains(out, "exit code 127") {
+		t.Fatalf("exec query on an app runtime:\n%s", out)
+	}
+	repl := exec.Command(p.bin, "ctl", "-f", p.cfg, "exec", kid, "--mode", "batch")
+	repl.Stdin = strings.NewReader("echo one\necho two\n")
+	if out, err := repl.CombinedOutput(); err != nil || !strings.Contains(string(out), "one\n") || !strings.Contains(string(out), "two\n") {
+		t.Fatalf("exec prompt: %v\n%s", err, out)
+	}
 	p.ctl(t, 0, "restart", kid)
 	if out := p.ctl(t, 0, "ls"); !strings.Contains(out, kid) {
 		t.Fatalf("kernel gone after restart:\n%s", out)
