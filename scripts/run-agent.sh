@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="/usr/local/go/bin:$PATH"
 make build
+# A Python kernel image to try code with, made from this host's python3.11
+# when it is not there yet (no registry needed).
+./bin/bai-agent demo-image || echo "run-agent: no demo image (see the message above); kernels still work with other images" >&2
 CONFIG=${BAI_AGENT_CONFIG:-configs/agent/halfstack.toml}
 mkdir -p var/vfroot vfroot/local
 if grep -q '^control-plane *= *"none"' "$CONFIG"; then :; else ./scripts/halfstack.sh; fi

@@ -16,8 +16,10 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/app"
+	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/ctl"
+	"github.com/bai-agent/bai-agent/internal/demoimage"
 	"github.com/bai-agent/bai-agent/internal/doctor"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 )
@@ -233,7 +235,37 @@ to etcd config/watcher/token (default "insecure").`,
 			return doc.GenManTree(root, &doc.GenManHeader{Title: "BAI-AGENT", Section: "1", Source: "bai-agent " + agent.Version, Manual: "bai-agent manual"}, args[0])
 		},
 	}
-	root.AddCommand(start, version, cfgCmd, keygen, doctorCmd, watcherCmd, genMan, ctl.Command())
+	demoTag := ""
+	demo := &cobra.Command{
+		Use:   "demo-image [--tag TAG]",
+		Short: "Make a Python kernel image from this host's python3.11 (no registry needed)",
+		Long: `Imports a Backend.AI kernel image made of the host's Debian python3.11, its
+standard library and the libraries they load, plus busybox: enough to try code
+execution on an offline machine (bai-agent ctl create --image TAG; ctl exec).
+Nothing is done when the tag exists.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			be, err := docker.New()
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			built, err := demoimage.Build(ctx, be.Client(), demoTag)
+			if err != nil {
+				return err
+			}
+			if built {
+				fmt.Fprintf(cmd.OutOrStdout(), "made %s from %s (runtime python; try: bai-agent ctl create --image %s)\n", demoTag, demoimage.Python, demoTag)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s is present\n", demoTag)
+			}
+			return nil
+		},
+	}
+	demo.Flags().StringVar(&demoTag, "tag", "bai-demo/python:3.11", "image tag")
+	root.AddCommand(start, version, cfgCmd, keygen, doctorCmd, watcherCmd, genMan, demo, ctl.Command())
 	markUsage(root)
 	// An unknown command is found before cobra runs anything: Find fails
 	// only on the command path itself.

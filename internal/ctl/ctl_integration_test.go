@@ -128,7 +128,7 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 	}
 	// Code through the kernel's runner (the test image's runtime is app:
 	// batch commands run, query mode is refused as upstream does).
-	if out := p.ctl(t, 0, "exec", kid[:8], "--mode", "batch", "echo $HELLO; cat data/in.txt"); out != "world\nfrom vfolder" {
+	if out := p.ctl(t, 0, "exec", kid[:8], "--mode", "batch", "echo $HELLO; cat data/in.txt"); out != "world\nfrom vfolder\n" {
 		t.Fatalf("exec batch: %q", out)
 	}
 	if out := p.ctl(t, 1, "exec", kid, "--mode", "batch", "echo partial; exit 3"); !strings.Contains(out, "partial") || !strings.Contains(out, "exit code 3") {

@@ -39,8 +39,16 @@ exited with 0, else 1 (the code's exit code is printed).`,
 			if len(args) == 2 {
 				return o.runCode(cmd, k, mode, args[1], in)
 			}
+			interactive := false
+			if f, ok := cmd.InOrStdin().(*os.File); ok {
+				if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+					interactive = true
+				}
+			}
 			for {
-				fmt.Fprint(cmd.ErrOrStderr(), ">>> ")
+				if interactive {
+					fmt.Fprint(cmd.ErrOrStderr(), ">>> ")
+				}
 				line, err := in.ReadString('\n')
 				if strings.TrimSpace(line) != "" {
 					if rerr := o.runCode(cmd, k, mode, strings.TrimRight(line, "\n"), in); rerr != nil {
@@ -50,7 +58,9 @@ exited with 0, else 1 (the code's exit code is printed).`,
 					}
 				}
 				if err == io.EOF {
-					fmt.Fprintln(cmd.ErrOrStderr())
+					if interactive {
+						fmt.Fprintln(cmd.ErrOrStderr())
+					}
 					return nil
 				}
 				if err != nil {
@@ -84,6 +94,14 @@ func (o *options) runCode(cmd *cobra.Command, k map[string]any, mode, code strin
 		res, _ := plain(v).(map[string]any)
 		return res, nil
 	}
+	// A value shown as Jupyter does has no newline; a terminal wants one
+	// before the next prompt or shell line.
+	last := byte('\n')
+	defer func() {
+		if last != '\n' {
+			fmt.Fprintln(cmd.OutOrStdout())
+		}
+	}()
 	res, err := call(mode, text)
 	for {
 		if err != nil {
@@ -96,7 +114,10 @@ func (o *options) runCode(cmd *cobra.Command, k map[string]any, mode, code strin
 			}
 			switch str(rec[0]) {
 			case "stdout":
-				fmt.Fprint(cmd.OutOrStdout(), str(rec[1]))
+				if out := str(rec[1]); out != "" {
+					fmt.Fprint(cmd.OutOrStdout(), out)
+					last = out[len(out)-1]
+				}
 			case "stderr":
 				fmt.Fprint(cmd.ErrOrStderr(), str(rec[1]))
 			case "media":
