@@ -573,5 +573,10 @@ func (a *Agent) LastTermination(id string) (kernel.Termination, bool) {
 func (a *Agent) MarkOOM(kernelID string) {
 	if k, ok := a.Kernel(kernelID); ok {
 		k.SetTermination(kernel.Termination{OOMKilled: true})
+		// The runner logs it (upstream's notify_event "oom"); a run whose
+		// process was killed reports -9 itself.
+		if c := k.Runner(); c != nil {
+			_ = c.Event("oom", map[string]any{})
+		}
 	}
 }

@@ -219,3 +219,54 @@ func TestRunnerNeverAnswers_Integration(t *testing.T) {
 		t.Fatal("scratch left behind")
 	}
 }
+
+// An image with nothing but /etc/passwd: the runner starts, answers and
+// says why a command cannot run; a non-root kernel user is set up by
+// editing the files directly.
+func TestRunnerAnyImage_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	img := testutil.ScratchImage(t)
+	uid, gid := 4321, 4321
+	info := e.create(func(c *CreationConfig) { c.Image.Canonical = img; c.UID, c.MainGID = &uid, &gid })
+	res := e.exec(info.ID, "b", "batch", "", flushIn(20*time.Second))
+	// Batch with no exec step: clean, build and exec all skip with 0.
+	for res["status"] != "finished" {
+		res = e.exec(info.ID, "b", "continue", "", flushIn(20*time.Second))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := e.agent.Execute(ctx, "", info.ID, coderunner.Request{RunID: "c", Mode: "batch", Opts: map[string]any{"exec": "echo hi"}, APIVersion: 3, Flush: flushIn(20 * time.Second)})
+	for err == nil && r["status"] != "finished" {
+		r, err = e.agent.Execute(ctx, "", info.ID, coderunner.Request{RunID: "c", Mode: "continue", APIVersion: 3, Flush: flushIn(20 * time.Second)})
+	}
+	if err != nil || r["exitCode"] != 127 || !strings.Contains(console(r, "stderr"), "/bin/sh not found") {
+		t.Fatalf("a command on an image without a shell: %v %v", r, err)
+	}
+	res = e.exec(info.ID, "", "query", "anything", flushIn(20*time.Second))
+	if res["exitCode"] != 127 {
+		t.Fatalf("query on app: %v", res)
+	}
+}
+
+// A command killed by the OOM killer inside a kernel reports -9; the
+// runner and the kernel live on.
+func TestRunnerOOMInRun_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	info := e.create(func(c *CreationConfig) { c.ResourceSlots = map[string]string{"cpu": "1", "mem": "67108864"} })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := e.agent.Execute(ctx, "", info.ID, coderunner.Request{RunID: "m", Mode: "batch", Opts: map[string]any{"exec": "TEST_MODE=memhog MEMHOG_MB=256 /bin/testkernel"}, APIVersion: 3, Flush: flushIn(60 * time.Second)})
+	for err == nil && r["status"] != "finished" {
+		r, err = e.agent.Execute(ctx, "", info.ID, coderunner.Request{RunID: "m", Mode: "continue", APIVersion: 3, Flush: flushIn(60 * time.Second)})
+	}
+	if err != nil || r["exitCode"] != -9 {
+		t.Fatalf("memhog in a 64 MiB kernel: %v %v", r, err)
+	}
+	if k, _ := e.agent.Kernel(info.ID); k.State() != "running" {
+		t.Fatalf("kernel state %s after an OOM kill inside a run", k.State())
+	}
+	res := e.exec(info.ID, "after", "batch", "", flushIn(20*time.Second))
+	for res["status"] != "finished" {
+		res = e.exec(info.ID, "after", "continue", "", flushIn(20*time.Second))
+	}
+}

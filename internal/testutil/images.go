@@ -1,8 +1,11 @@
 package testutil
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,4 +107,49 @@ func TestkernelBinary(t testing.TB) string {
 		t.Fatal(tkErr)
 	}
 	return tkPath
+}
+
+var (
+	scratchOnce sync.Once
+	scratchRef  string
+	scratchErr  error
+)
+
+// ScratchImage is a kernel image holding only /etc/passwd and /etc/group:
+// no shell, no libc. The runner must still start and answer.
+func ScratchImage(t testing.TB) string {
+	t.Helper()
+	be := RequireDocker(t)
+	scratchOnce.Do(func() {
+		const tag = "bai-test/scratch:1"
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := be.Client().ImageInspect(ctx, tag); err == nil {
+			scratchRef = tag
+			return
+		}
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, d := range []string{"etc/", "home/", "home/work/", "home/config/", "tmp/", "proc/", "sys/", "dev/", "opt/"} {
+			_ = tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755})
+		}
+		for name, body := range map[string]string{"etc/passwd": "root:x:0:0:root:/root:/nonexistent\n", "etc/group": "root:x:0:\n"} {
+			_ = tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+			_, _ = tw.Write([]byte(body))
+		}
+		_ = tw.Close()
+		changes := []string{`CMD ["/nothing"]`, `LABEL ai.backend.kernelspec="1"`, `LABEL ai.backend.runtime-type="app"`, `LABEL ai.backend.features="uid-match"`}
+		res, err := be.Client().ImageImport(ctx, client.ImageImportSource{Source: &buf, SourceName: "-"}, tag, client.ImageImportOptions{Changes: changes})
+		if err != nil {
+			scratchErr = err
+			return
+		}
+		_, _ = io.Copy(io.Discard, res)
+		res.Close()
+		scratchRef = tag
+	})
+	if scratchErr != nil {
+		t.Fatalf("scratch image: %v", scratchErr)
+	}
+	return scratchRef
 }
