@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	zmq "github.com/pebbe/zmq4"
+	"golang.org/x/sys/unix"
 )
 
 // Limits, as the reference agent's.
@@ -50,6 +52,8 @@ type Client struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	reqMu  sync.Mutex // one status/apps/completion exchange at a time
+	// wakeR/wakeW wake the socket goroutine when something is queued.
+	wakeR, wakeW *os.File
 
 	mu      sync.Mutex
 	current *run
@@ -77,6 +81,11 @@ func Dial(host string, inPort, outPort int, log *slog.Logger) (*Client, error) {
 	}
 	for _, s := range []*zmq.Socket{push, pull} {
 		_ = s.SetLinger(50 * time.Millisecond)
+		// The host port answers (docker-proxy) before the runner binds in
+		// the container: retry soon, not after libzmq's default 100 ms,
+		// which would add up to that to every kernel's start.
+		_ = s.SetReconnectIvl(10 * time.Millisecond)
+		_ = s.SetReconnectIvlMax(500 * time.Millisecond)
 	}
 	if err := push.Connect(fmt.Sprintf("tcp://%s:%d", host, inPort)); err != nil {
 		push.Close()
@@ -90,58 +99,77 @@ func Dial(host string, inPort, outPort int, log *slog.Logger) (*Client, error) {
 		ctx.Term()
 		return nil, err
 	}
+	wakeR, wakeW, err := os.Pipe()
+	if err != nil {
+		push.Close()
+		pull.Close()
+		ctx.Term()
+		return nil, err
+	}
+	_ = unix.SetNonblock(int(wakeW.Fd()), true)
+	_ = unix.SetNonblock(int(wakeR.Fd()), true)
 	c := &Client{log: log, send: make(chan [][]byte, 256), status: make(chan []byte, 128), compl: make(chan []byte, 8),
-		apps: make(chan []byte, 8), svc: make(chan []byte, 8), done: make(chan struct{}), runs: map[string]*run{}}
+		apps: make(chan []byte, 8), svc: make(chan []byte, 8), done: make(chan struct{}), runs: map[string]*run{}, wakeR: wakeR, wakeW: wakeW}
 	c.wg.Add(1)
 	go c.loop(ctx, push, pull)
 	return c, nil
 }
 
-// loop owns both sockets: it polls the output socket and sends what
-// callers queued.
+// loop owns both sockets. It sleeps in poll(2) on the output socket's
+// ZMQ_FD and a wake pipe that enqueue writes to, so a request leaves at
+// once and a reply is read at once, without busy polling.
 func (c *Client) loop(ctx *zmq.Context, push, pull *zmq.Socket) {
 	defer c.wg.Done()
 	defer ctx.Term()
 	defer pull.Close()
 	defer push.Close()
-	poller := zmq.NewPoller()
-	poller.Add(pull, zmq.POLLIN)
+	defer c.wakeR.Close()
+	fd, err := pull.GetFd()
+	if err != nil {
+		c.log.Error("runner socket has no descriptor", "error", err)
+		return
+	}
+	buf := make([]byte, 64)
 	for {
 		select {
 		case <-c.done:
 			return
 		default:
 		}
-		for sent := 0; sent < 64; sent++ {
+		for drained := false; !drained; {
 			select {
 			case m := <-c.send:
 				if _, err := push.SendMessage(m[0], m[1]); err != nil {
 					c.log.Warn("send to the runner failed", "error", err)
 				}
-				continue
 			default:
+				drained = true
 			}
-			break
 		}
-		polled, err := poller.Poll(20 * time.Millisecond)
-		if err != nil {
-			if errors.Is(zmq.AsErrno(err), zmq.Errno(4)) { // EINTR
-				continue
+		// ZMQ_FD is edge-triggered: read until ZMQ_EVENTS says empty.
+		for {
+			ev, err := pull.GetEvents()
+			if err != nil || ev&zmq.POLLIN == 0 {
+				break
 			}
-			c.log.Warn("runner poll failed", "error", err)
-			continue
-		}
-		for range polled {
-			for {
-				msg, err := pull.RecvMessageBytes(zmq.DONTWAIT)
-				if err != nil {
-					break
-				}
-				if len(msg) != 2 {
-					continue
-				}
+			msg, err := pull.RecvMessageBytes(zmq.DONTWAIT)
+			if err != nil {
+				break
+			}
+			if len(msg) == 2 {
 				c.dispatch(string(msg[0]), msg[1])
 			}
+		}
+		if len(c.send) > 0 {
+			continue
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(c.wakeR.Fd()), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, 1000); err != nil && !errors.Is(err, unix.EINTR) {
+			c.log.Warn("runner poll failed", "error", err)
+			time.Sleep(10 * time.Millisecond)
+		}
+		if pfd[1].Revents&unix.POLLIN != 0 {
+			_, _ = c.wakeR.Read(buf)
 		}
 	}
 }
@@ -248,9 +276,13 @@ func (c *Client) enqueue(kind, payload string) error {
 	case <-c.done:
 		return ErrClosed
 	case c.send <- [][]byte{[]byte(kind), []byte(payload)}:
+		c.wake()
 		return nil
 	}
 }
+
+// wake interrupts the loop's poll; a full pipe means a wake is pending.
+func (c *Client) wake() { _, _ = c.wakeW.Write([]byte{1}) }
 
 func (c *Client) exchange(ctx context.Context, kind, payload string, reply chan []byte) ([]byte, error) {
 	c.reqMu.Lock()
@@ -329,8 +361,12 @@ func (c *Client) Event(kind string, data map[string]any) error {
 
 // Close stops the socket goroutine.
 func (c *Client) Close() {
-	c.once.Do(func() { close(c.done) })
+	c.once.Do(func() {
+		close(c.done)
+		c.wake()
+	})
 	c.wg.Wait()
+	c.wakeW.Close()
 }
 
 // NewRunID is a fresh run id (32 hex digits).
