@@ -214,6 +214,8 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		// agent was away); a batch job's result still arrives through it.
 		if _, err := a.connectRunner(k); err != nil {
 			a.log.Warn("runner of an adopted kernel not reached", "kernel_id", kid, "error", err)
+		} else if k.Config.SessionType == "batch" {
+			a.resumeBatch(k)
 		}
 	}
 	a.log.Info("kernel adopted", "kernel_id", kid, "container_id", c.ID, "cpuset", c.CpusetCpus)

@@ -254,12 +254,26 @@ func (a *Agent) TriggerBatch(ctx context.Context, sessionID, kernelID, code stri
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		a.runBatch(sessionID, kernelID, code, timeout)
+		a.runBatch(sessionID, kernelID, code, timeout, false)
 	}()
 	return nil
 }
 
-func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duration) {
+// resumeBatch follows an adopted batch kernel's job after an agent
+// restart (the runner kept it running; its result is still to come).
+func (a *Agent) resumeBatch(k *Kernel) {
+	if c := k.Runner(); c != nil {
+		// Attach before the runner's queued output arrives.
+		c.Preattach("batch-job")
+	}
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.runBatch(k.SessionID, k.ID, "", nil, true)
+	}()
+}
+
+func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duration, resume bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -277,6 +291,9 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 	}
 	flush := time.Second
 	mode := "batch"
+	if resume {
+		mode = "continue"
+	}
 	result := func(ok bool, reason string, code int) {
 		r := event.SessionResult{SessionID: sessionID, Reason: reason, ExitCode: code}
 		if ok {
@@ -297,7 +314,8 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 		k, c, err := a.runnerOf(kernelID)
 		if err != nil {
 			if k == nil {
-				a.events.Publish(context.Background(), event.KernelTerminated{KernelID: kernelID, SessionID: sessionID, Reason: ReasonSelfTerminated, ExitCode: -1})
+				// The kernel is gone; its cleanup published
+				// kernel_terminated.
 				return
 			}
 			time.Sleep(time.Second)

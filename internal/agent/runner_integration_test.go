@@ -270,3 +270,26 @@ func TestRunnerOOMInRun_Integration(t *testing.T) {
 		res = e.exec(info.ID, "after", "continue", "", flushIn(20*time.Second))
 	}
 }
+
+// The agent restarts while a batch job runs: the new agent re-attaches to
+// the job and reports its result.
+func TestRunnerBatchAcrossAgentRestart_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	info := e.create(func(c *CreationConfig) { c.SessionType = "batch"; c.StartupCommand = "sleep 3; echo done; exit 5" })
+	k, _ := e.agent.Kernel(info.ID)
+	if err := e.agent.TriggerBatch(context.Background(), k.SessionID, info.ID, "sleep 3; echo done; exit 5", nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	e.agent.Close()
+	if e.events.findSession("session_failure", k.SessionID) != nil {
+		t.Fatal("the job finished before the restart; the test proves nothing")
+	}
+	e.agent = e.start()
+	testutil.Eventually(t, 30*time.Second, "session_failure from the restarted agent", func() bool {
+		return e.events.findSession("session_failure", k.SessionID) != nil
+	})
+	if ev := e.events.findSession("session_failure", k.SessionID); ev["reason"] != "task-failed" || ev["exit_code"] != float64(5) {
+		t.Fatalf("session_failure %v", ev)
+	}
+}

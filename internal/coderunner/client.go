@@ -130,11 +130,22 @@ func (c *Client) loop(ctx *zmq.Context, push, pull *zmq.Socket) {
 		return
 	}
 	buf := make([]byte, 64)
+	// A status every 10 s for the kernel's lifetime, as upstream's
+	// ping_status: it keeps NAT and proxy paths alive; the replies land in
+	// the status queue, which an exchange drains before it asks.
+	nextPing := time.Now().Add(StatusEvery)
 	for {
 		select {
 		case <-c.done:
 			return
 		default:
+		}
+		if time.Now().After(nextPing) {
+			nextPing = time.Now().Add(StatusEvery)
+			if c.reqMu.TryLock() {
+				_, _ = push.SendMessage("status", "")
+				c.reqMu.Unlock()
+			}
 		}
 		for drained := false; !drained; {
 			select {

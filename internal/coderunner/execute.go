@@ -65,6 +65,24 @@ func closeOnce(ch chan struct{}) {
 	}
 }
 
+// Preattach makes runID the current run now if no run is current, so
+// output that arrives before the first Execute of that run is kept (a
+// batch job's records queued by the runner while the agent restarted).
+func (c *Client) Preattach(runID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != nil {
+		return
+	}
+	r, ok := c.runs[runID]
+	if !ok {
+		r = &run{id: runID, q: make(chan Record, RunQueue), active: make(chan struct{}), dec: map[string][]byte{}}
+		c.runs[runID] = r
+	}
+	c.current = r
+	closeOnce(r.active)
+}
+
 // finish ends r and activates the next waiter.
 func (c *Client) finish(r *run) {
 	c.mu.Lock()
