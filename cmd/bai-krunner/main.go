@@ -71,6 +71,11 @@ func entrypoint(args []string) {
 		for _, p := range []string{"/home/work"} {
 			_ = os.Chown(p, id.UID, id.GID)
 		}
+		if os.Getenv("SUDO_SESSION_ENABLED") == "1" {
+			if err := krunner.GrantSudo("/"); err != nil {
+				log.Warn("sudo for the work user not set up", "error", err)
+			}
+		}
 	}
 	env := os.Environ()
 	if os.Geteuid() == 0 {

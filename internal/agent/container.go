@@ -96,6 +96,10 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 	if _, ok := env["BACKENDAI_KERNEL_ID"]; !ok {
 		env["BACKENDAI_KERNEL_ID"] = cfg.KernelID
 	}
+	if sudo, _ := cfg.InternalData["sudo_session_enabled"].(bool); sudo {
+		// The runner's entrypoint gives the work user passwordless sudo.
+		env["SUDO_SESSION_ENABLED"] = "1"
+	}
 	var persistent []string
 	for _, m := range cfg.Mounts {
 		persistent = append(persistent, m.KernelPath)
@@ -132,7 +136,96 @@ func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 			return err
 		}
 	}
+	return a.writeUserFiles(k)
+}
+
+// writeUserFiles writes what internal_data carries for the user, as the
+// Python agent does: the session's SSH keypair (.ssh/authorized_keys,
+// .ssh/id_rsa, id_container) and dotfiles. Dotfile paths must stay in
+// /home/work (relative, or absolute under /home/work); upstream also
+// wrote other absolute paths on the host as given, which is refused here.
+func (a *Agent) writeUserFiles(k *Kernel) error {
+	work := k.Scratch.Work
+	uid, gid, owned := kernelOwner(k)
+	chown := func(p string) {
+		if owned && os.Geteuid() == 0 {
+			_ = os.Lchown(p, uid, gid)
+		}
+	}
+	if kp, ok := k.Config.InternalData["ssh_keypair"].(map[string]any); ok && !a.mountsTarget(k, "/home/work/.ssh") {
+		pub, _ := kp["public_key"].(string)
+		priv, _ := kp["private_key"].(string)
+		if pub != "" && priv != "" {
+			dir := filepath.Join(work, ".ssh")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			chown(dir)
+			for name, body := range map[string]string{".ssh/authorized_keys": pub, ".ssh/id_rsa": priv, "id_container": priv} {
+				p := filepath.Join(work, name)
+				if name == ".ssh/id_rsa" {
+					if _, err := os.Stat(p); err == nil {
+						continue // the user's own key wins
+					}
+				}
+				if err := fsutil.WriteFileAtomic(p, []byte(body), 0o600); err != nil {
+					return err
+				}
+				chown(p)
+			}
+		}
+	}
+	dots, _ := k.Config.InternalData["dotfiles"].([]any)
+	for i, d := range dots {
+		m, _ := d.(map[string]any)
+		path, _ := m["path"].(string)
+		data, _ := m["data"].(string)
+		perm := os.FileMode(0o644)
+		if ps, ok := m["perm"].(string); ok && ps != "" {
+			n, err := strconv.ParseUint(ps, 8, 32)
+			if err != nil {
+				return fmt.Errorf("%w: internal_data.dotfiles[%d].perm %q is not an octal mode", ErrInvalidArgument, i, ps)
+			}
+			perm = os.FileMode(n) & 0o777
+		}
+		rel := path
+		if filepath.IsAbs(path) {
+			r, ok := strings.CutPrefix(filepath.Clean(path), "/home/work/")
+			if !ok {
+				a.log.Warn("dotfile outside /home/work not written", "kernel_id", k.ID, "path", path)
+				continue
+			}
+			rel = r
+		}
+		rel = filepath.Clean(rel)
+		if rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+			return fmt.Errorf("%w: internal_data.dotfiles[%d].path %q leaves /home/work", ErrInvalidArgument, i, path)
+		}
+		if !strings.HasSuffix(data, "\n") {
+			data += "\n"
+		}
+		p := filepath.Join(work, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := fsutil.WriteFileAtomic(p, []byte(data), perm); err != nil {
+			return err
+		}
+		chown(p)
+		for dir := filepath.Dir(p); dir != work && strings.HasPrefix(dir, work); dir = filepath.Dir(dir) {
+			chown(dir)
+		}
+	}
 	return nil
+}
+
+func (a *Agent) mountsTarget(k *Kernel, target string) bool {
+	for _, m := range k.Config.Mounts {
+		if filepath.Clean(m.KernelPath) == target {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Agent) recoveryData(k *Kernel, cluster *ClusterInfo) *RecoveryData {

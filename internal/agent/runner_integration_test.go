@@ -293,3 +293,42 @@ func TestRunnerBatchAcrossAgentRestart_Integration(t *testing.T) {
 		t.Fatalf("session_failure %v", ev)
 	}
 }
+
+// internal_data's SSH keypair and dotfiles land in /home/work, owned by
+// the kernel user; a dotfile that would leave /home/work is refused
+// before anything is created.
+func TestUserFilesFromInternalData_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	img := testutil.TestImageWith(t, map[string]string{"ai.backend.runtime-type": "shell"})
+	uid, gid := 1500, 1500
+	info := e.create(func(c *CreationConfig) {
+		c.Image.Canonical = img
+		c.UID, c.MainGID = &uid, &gid
+		c.InternalData = map[string]any{
+			"ssh_keypair": map[string]any{"public_key": "ssh-rsa AAAA test", "private_key": "-----BEGIN KEY-----\nx\n-----END KEY-----"},
+			"dotfiles": []any{
+				map[string]any{"path": ".vimrc", "perm": "644", "data": "set nu"},
+				map[string]any{"path": "/home/work/.config/app/conf", "perm": "600", "data": "k=v\n"},
+				map[string]any{"path": "/etc/evil", "perm": "644", "data": "no"},
+			},
+		}
+	})
+	res := e.exec(info.ID, "", "query", "cat .vimrc .config/app/conf .ssh/authorized_keys; stat -c '%u %a' .config/app/conf id_container .ssh", flushIn(20*time.Second))
+	want := "set nu\nk=v\nssh-rsa AAAA test1500 600\n1500 600\n1500 700\n"
+	if got := console(res, "stdout"); got != want {
+		t.Fatalf("user files:\n%q\nwant\n%q", got, want)
+	}
+	if _, err := os.Stat("/etc/evil"); err == nil {
+		t.Fatal("a dotfile was written on the host outside the kernel")
+	}
+	kid := uuid.NewString()
+	_, err := e.agent.CreateKernels(context.Background(), e.request(kid, func(c *CreationConfig) {
+		c.InternalData = map[string]any{"dotfiles": []any{map[string]any{"path": "../../escape", "data": "x"}}}
+	}))
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a dotfile leaving /home/work: %v", err)
+	}
+	if list, _ := e.be.List(context.Background(), map[string]string{LabelKernelID: kid}); len(list) != 0 {
+		t.Fatal("a container was created for the refused request")
+	}
+}

@@ -65,3 +65,17 @@ func TestSetupUser(t *testing.T) {
 		t.Error("a bad uid accepted")
 	}
 }
+
+func TestGrantSudo(t *testing.T) {
+	root := t.TempDir()
+	if err := GrantSudo(root); err != nil {
+		t.Fatalf("an image without sudo: %v", err)
+	}
+	_ = os.MkdirAll(filepath.Join(root, "etc/sudoers.d"), 0o755)
+	if err := GrantSudo(root); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/sudoers.d/01-bai-work")); string(b) != "work ALL=(ALL:ALL) NOPASSWD:ALL\n" {
+		t.Fatalf("sudoers drop-in %q", b)
+	}
+}
