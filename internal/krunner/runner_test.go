@@ -289,3 +289,29 @@ func TestPythonQuery(t *testing.T) {
 		}
 	}
 }
+
+// Rich values are shown as Jupyter frontends expect them: PNG as a media
+// record with a data URL, HTML as an html record (not media, the
+// reference's quirk).
+func TestPythonDisplay(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("no python3 on this host")
+	}
+	a := startRunner(t, "python")
+	a.send("code", `
+class H:
+    def _repr_html_(self): return "<b>bold</b>"
+class P:
+    def _repr_png_(self): return b"\x89PNG"
+print("before")
+H()`)
+	recs, fin := a.until("finished")
+	if exitOf(t, fin) != 0 || len(recs) != 2 || recs[0].kind != "stdout" || recs[1].kind != "html" || recs[1].data != "<b>bold</b>" {
+		t.Fatalf("html display: %v", recs)
+	}
+	a.send("code", "P()")
+	recs, _ = a.until("finished")
+	if len(recs) != 1 || recs[0].kind != "media" || recs[0].data != `{"data":"data:image/png;base64,iVBORw==","type":"image/png"}` {
+		t.Fatalf("png display: %v", recs)
+	}
+}
