@@ -11,6 +11,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/coderunner"
 	"github.com/bai-agent/bai-agent/internal/event"
+	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 )
 
@@ -117,13 +118,79 @@ func (a *Agent) handshake(ctx context.Context, k *Kernel, c *coderunner.Client) 
 	return fmt.Errorf("%w: the kernel runner did not answer (%v)", ErrCreationFailed, last)
 }
 
-// mergeApps would add url_template, allowed_arguments and allowed_envs
-// of the runner's service apps to the service ports; the runner lists no
-// service definitions yet (service apps are issue 11), so there is
-// nothing to merge.
+// mergeApps adds url_template, allowed_arguments and allowed_envs of the
+// runner's service apps (its service definitions) to the matching
+// service ports, for the creation result and kernel_started.
 func (a *Agent) mergeApps(k *Kernel, apps map[string]any) {
-	if data, _ := apps["data"].([]any); len(data) > 0 {
-		a.log.Debug("runner lists service apps", "kernel_id", k.ID, "apps", data)
+	data, _ := apps["data"].([]any)
+	strs := func(v any) []string {
+		var out []string
+		l, _ := v.([]any)
+		for _, x := range l {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	for _, d := range data {
+		app, _ := d.(map[string]any)
+		name, _ := app["name"].(string)
+		for i := range k.Services {
+			if k.Services[i].Name != name {
+				continue
+			}
+			if u, ok := app["url_template"].(string); ok {
+				k.Services[i].URLTemplate = u
+			}
+			k.Services[i].AllowedArguments = strs(app["allowed_arguments"])
+			k.Services[i].AllowedEnvs = strs(app["allowed_envs"])
+		}
+	}
+}
+
+// StartService starts a service in a kernel (start_service): upstream's
+// refusals first, then the runner's answer within 35 s.
+func (a *Agent) StartService(ctx context.Context, kernelID, name string, opts map[string]any) (map[string]any, error) {
+	k, ok := a.Kernel(kernelID)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrKernelNotFound, kernelID)
+	}
+	if k.Config.BlockServicePorts {
+		return map[string]any{"status": "failed", "error": "operation blocked"}, nil
+	}
+	var sp *image.ServicePort
+	for i := range k.Services {
+		if k.Services[i].Name == name {
+			sp = &k.Services[i]
+		}
+	}
+	if sp == nil {
+		return map[string]any{"status": "failed", "error": "invalid service name"}, nil
+	}
+	c := k.Runner()
+	if c == nil {
+		return nil, fmt.Errorf("%w: kernel %s has no runner connection", ErrRunnerNotReady, kernelID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 35*time.Second)
+	defer cancel()
+	port := 0
+	if len(sp.ContainerPorts) > 0 {
+		port = sp.ContainerPorts[0]
+	}
+	res, err := c.StartService(ctx, map[string]any{"name": name, "port": port, "ports": sp.ContainerPorts, "protocol": sp.Protocol, "options": opts})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return map[string]any{"status": "failed", "error": "timeout"}, nil
+	}
+	return res, err
+}
+
+// ShutdownService stops a service (fire and forget, as upstream).
+func (a *Agent) ShutdownService(kernelID, name string) {
+	if k, ok := a.Kernel(kernelID); ok {
+		if c := k.Runner(); c != nil {
+			_ = c.ShutdownService(name)
+		}
 	}
 }
 

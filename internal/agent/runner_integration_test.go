@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -331,4 +333,81 @@ func TestUserFilesFromInternalData_Integration(t *testing.T) {
 	if list, _ := e.be.List(context.Background(), map[string]string{LabelKernelID: kid}); len(list) != 0 {
 		t.Fatal("a container was created for the refused request")
 	}
+}
+
+// Apps: a service definition in the image answers HTTP through
+// kernel_host:host_port once start_service says started; running on the
+// second start; shutdown closes it and a new start works; preopen ports
+// start nothing and reach what the user runs.
+func TestRunnerServices_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	img := testutil.TestImageWith(t, map[string]string{"ai.backend.runtime-type": "shell", "ai.backend.service-ports": "web:http:8090"})
+	info := e.create(func(c *CreationConfig) { c.Image.Canonical = img; c.PreopenPorts = []int{9000} })
+	var web, pre *struct{ host int }
+	for _, sp := range info.ServicePorts {
+		switch sp.Name {
+		case "web":
+			if sp.URLTemplate != "http://{host}:{port}/" || fmt.Sprint(sp.AllowedArguments) != "[-v]" {
+				t.Fatalf("web service port lacks the definition's extras: %+v", sp)
+			}
+			web = &struct{ host int }{sp.HostPorts[0]}
+		case "9000":
+			pre = &struct{ host int }{sp.HostPorts[0]}
+		}
+	}
+	if web == nil || pre == nil {
+		t.Fatalf("service ports %+v", info.ServicePorts)
+	}
+	e.exec(info.ID, "", "query", "echo served-by-web > index.html", flushIn(20*time.Second))
+	ctx := context.Background()
+	get := func(port int) (string, error) {
+		c := &http.Client{Timeout: 3 * time.Second}
+		resp, err := c.Get(fmt.Sprintf("http://%s:%d/index.html", info.KernelHost, port))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
+	}
+	start := func(name string, opts map[string]any) map[string]any {
+		t.Helper()
+		r, err := e.agent.StartService(ctx, info.ID, name, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := start("web", nil); r["status"] != "started" {
+		t.Fatalf("start web: %v", r)
+	}
+	if body, err := get(web.host); err != nil || body != "served-by-web\n" {
+		t.Fatalf("GET through the host port: %q %v", body, err)
+	}
+	if r := start("web", nil); r["status"] != "running" {
+		t.Fatalf("second start: %v", r)
+	}
+	e.agent.ShutdownService(info.ID, "web")
+	testutil.Eventually(t, 10*time.Second, "web stopped", func() bool { _, err := get(web.host); return err != nil })
+	if r := start("web", nil); r["status"] != "started" {
+		t.Fatalf("start after shutdown: %v", r)
+	}
+	for name, want := range map[string]string{"nope": "invalid service name"} {
+		if r := start(name, nil); r["status"] != "failed" || r["error"] != want {
+			t.Errorf("%s: %v", name, r)
+		}
+	}
+	if r := start("web", map[string]any{"arguments": map[string]any{"--bad": nil}}); r["status"] != "running" {
+		// already running: arguments are not looked at
+		t.Errorf("running service with other arguments: %v", r)
+	}
+	// Preopen: started without spawning; the user's own server answers.
+	if r := start("9000", nil); r["status"] != "started" {
+		t.Fatalf("preopen: %v", r)
+	}
+	e.exec(info.ID, "", "query", "busybox httpd -p 9000 -h /home/work", flushIn(20*time.Second))
+	testutil.Eventually(t, 10*time.Second, "the user's server on the preopen port", func() bool {
+		body, err := get(pre.host)
+		return err == nil && body == "served-by-web\n"
+	})
 }

@@ -361,6 +361,27 @@ func (c *Client) Complete(ctx context.Context, code string, opts map[string]any)
 	return m.Suggestions, nil
 }
 
+// StartService asks the runner to start a service and returns its
+// service-result.
+func (c *Client) StartService(ctx context.Context, req map[string]any) (map[string]any, error) {
+	body, _ := json.Marshal(req)
+	b, err := c.exchange(ctx, "start-service", string(body), c.svc)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("service-result: %w", err)
+	}
+	return m, nil
+}
+
+// ShutdownService stops a service (no reply).
+func (c *Client) ShutdownService(name string) error {
+	b, _ := json.Marshal(name)
+	return c.enqueue("shutdown-service", string(b))
+}
+
 // Interrupt sends SIGINT to what runs (no reply).
 func (c *Client) Interrupt() error { return c.enqueue("interrupt", "") }
 

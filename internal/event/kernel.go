@@ -88,6 +88,11 @@ type ServicePortInfo struct {
 	ContainerPorts []int  `json:"container_ports"`
 	HostPorts      []int  `json:"host_ports"`
 	IsInference    bool   `json:"is_inference"`
+	// Extras from service definitions (receivers that do not know them
+	// ignore them, as pydantic does).
+	URLTemplate      string   `json:"url_template,omitempty"`
+	AllowedArguments []string `json:"allowed_arguments,omitempty"`
+	AllowedEnvs      []string `json:"allowed_envs,omitempty"`
 }
 
 // UsedDevices is {device name: {device id: UsedDevice}}.
@@ -116,7 +121,17 @@ func (c CreationInfo) legacy() map[string]any {
 		for i, v := range p.HostPorts {
 			hp[i] = v
 		}
-		sp = append(sp, map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": cp, "host_ports": hp, "is_inference": p.IsInference})
+		m := map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": cp, "host_ports": hp, "is_inference": p.IsInference}
+		if p.URLTemplate != "" {
+			m["url_template"] = p.URLTemplate
+		}
+		if len(p.AllowedArguments) > 0 {
+			m["allowed_arguments"] = p.AllowedArguments
+		}
+		if len(p.AllowedEnvs) > 0 {
+			m["allowed_envs"] = p.AllowedEnvs
+		}
+		sp = append(sp, m)
 	}
 	units := map[string]any{}
 	for dev, per := range c.UsedDevices.Units {

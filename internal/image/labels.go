@@ -30,6 +30,10 @@ type ServicePort struct {
 	ContainerPorts []int  `json:"container_ports"`
 	HostPorts      []int  `json:"host_ports"`
 	IsInference    bool   `json:"is_inference"`
+	// From the runner's get-apps (service definitions), for clients.
+	URLTemplate      string   `json:"url_template,omitempty"`
+	AllowedArguments []string `json:"allowed_arguments,omitempty"`
+	AllowedEnvs      []string `json:"allowed_envs,omitempty"`
 }
 
 // Reserved container ports: the REPL (2000-2003) and the built-in sshd and

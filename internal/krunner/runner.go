@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ type Runner struct {
 	inputs chan string // input frames for a waiting python run
 
 	buildOK bool
+	svc     services
 }
 
 type job struct{ kind, payload string }
@@ -85,7 +87,8 @@ func New(o Options) (*Runner, error) {
 	if o.Env == nil {
 		o.Env = os.Environ()
 	}
-	r := &Runner{o: o, log: o.Log, started: monotonic(), work: make(chan job, 1024), inputs: make(chan string, 16), buildOK: true}
+	r := &Runner{o: o, log: o.Log, started: monotonic(), work: make(chan job, 1024), inputs: make(chan string, 16), buildOK: true,
+		svc: services{running: map[string]*exec.Cmd{}}}
 	r.env = buildEnv(o.Env, filepath.Join(o.ConfigDir, "environ.txt"))
 	var err error
 	if r.in, err = zmtp.Listen("PULL", fmt.Sprintf("%s:%d", o.Addr, o.InPort)); err != nil {
@@ -212,16 +215,17 @@ func (r *Runner) Serve(ctx context.Context) error {
 		case "complete":
 			go r.complete(payload)
 		case "get-apps":
-			r.emitJSON("apps-result", map[string]any{"status": "done", "data": []any{}})
+			r.emitJSON("apps-result", map[string]any{"status": "done", "data": r.apps()})
 		case "event":
 			r.log.Info("event from the agent", "event", payload)
 		case "start-service":
-			var req struct {
-				Name string `json:"name"`
-			}
-			_ = json.Unmarshal(msg[1], &req)
-			r.emitJSON("service-result", map[string]any{"status": "failed", "error": "service " + req.Name + " is not supported by this runner yet"})
+			go func(b []byte) { r.emitJSON("service-result", r.startService(b)) }(msg[1])
 		case "shutdown-service":
+			var name string
+			if err := json.Unmarshal(msg[1], &name); err != nil {
+				name = payload
+			}
+			go r.shutdownService(name)
 		default:
 			r.log.Warn("unknown message type; ignored", "type", kind)
 		}
@@ -229,6 +233,7 @@ func (r *Runner) Serve(ctx context.Context) error {
 }
 
 func (r *Runner) close() {
+	r.stopServices()
 	r.interrupt()
 	if h := r.helper(); h != nil {
 		h.stop()

@@ -142,10 +142,11 @@ func AgentMethods(s *Server, a Core, be backend.Backend, checks ...HealthCheck) 
 			s.Register(name, runnerMissing(name))
 		}
 	}
-	// Service apps inside kernels are not served yet (issue 11).
-	s.Register("start_service", func(context.Context, *Call) (any, error) {
-		return nil, &PyError{Name: "KernelRunnerNotInitializedError", Msg: "start_service: service apps inside kernels are not supported by this bai-agent version yet"}
-	})
+	if _, ok := a.(Runners); ok {
+		s.Register("start_service", m.startService)
+	} else {
+		s.Register("start_service", runnerMissing("start_service"))
+	}
 	s.Register("shutdown_service", m.shutdownService)
 }
 
@@ -675,7 +676,12 @@ func (m *methods) resetAgent(ctx context.Context, _ *Call) (any, error) {
 func (m *methods) shutdownService(_ context.Context, c *Call) (any, error) {
 	kid, _ := c.Arg(0, "kernel_id")
 	svc, _ := c.Arg(1, "service")
-	m.a.Log().Info("shutdown_service: no kernel runner, nothing to stop", "kernel_id", fmt.Sprint(kid), "service", fmt.Sprint(svc))
+	k, _ := asOptStr(kid, "kernel_id")
+	name, _ := asOptStr(svc, "service")
+	if r, ok := m.a.(Runners); ok && k != "" && name != "" {
+		r.ShutdownService(k, name)
+	}
+	// Never raises, as upstream (errors are only logged).
 	return nil, nil
 }
 

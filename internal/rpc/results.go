@@ -49,7 +49,25 @@ func servicePortWire(p image.ServicePort) map[string]any {
 	for i, v := range p.HostPorts {
 		hp[i] = v
 	}
-	return map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": cp, "host_ports": hp, "is_inference": p.IsInference}
+	m := map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": cp, "host_ports": hp, "is_inference": p.IsInference}
+	if p.URLTemplate != "" {
+		m["url_template"] = p.URLTemplate
+	}
+	if len(p.AllowedArguments) > 0 {
+		m["allowed_arguments"] = stringsAny(p.AllowedArguments)
+	}
+	if len(p.AllowedEnvs) > 0 {
+		m["allowed_envs"] = stringsAny(p.AllowedEnvs)
+	}
+	return m
+}
+
+func stringsAny(l []string) []any {
+	out := make([]any, len(l))
+	for i, s := range l {
+		out[i] = s
+	}
+	return out
 }
 
 // resourceSpecWire is KernelResourceSpec.to_json_serializable_dict():

@@ -14,6 +14,26 @@ type Runners interface {
 	Completions(ctx context.Context, kernelID, text string, opts map[string]any) ([]any, error)
 	PingKernel(ctx context.Context, kernelID string) (float64, error)
 	TriggerBatch(ctx context.Context, sessionID, kernelID, code string, timeout *time.Duration) error
+	StartService(ctx context.Context, kernelID, name string, opts map[string]any) (map[string]any, error)
+	ShutdownService(kernelID, name string)
+}
+
+// start_service(kernel_id, service, opts) -> {"status": started|running|
+// failed, "error"?}.
+func (m *methods) startService(ctx context.Context, c *Call) (any, error) {
+	kid, err := m.strArg(c, 0, "kernel_id")
+	if err != nil {
+		return nil, err
+	}
+	name, err := m.strArg(c, 1, "service")
+	if err != nil {
+		return nil, err
+	}
+	opts, err := optMap(c, 2, "opts")
+	if err != nil {
+		return nil, err
+	}
+	return m.run().StartService(ctx, kid, name, opts)
 }
 
 func optMap(c *Call, i int, name string) (map[string]any, error) {

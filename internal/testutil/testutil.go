@@ -153,6 +153,7 @@ func buildImage(cli *client.Client, root string, labels map[string]string) (stri
 	h := sha256.New()
 	h.Write(bbData)
 	h.Write(tkData)
+	h.Write([]byte("service-defs/web.json v1"))
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
 		keys = append(keys, k)
@@ -185,6 +186,11 @@ func buildImage(cli *client.Client, root string, labels map[string]string) (stri
 	for _, app := range []string{"sh", "ls", "cat", "echo", "sleep", "dd", "id", "env", "touch", "mkdir", "rm", "df", "head", "true", "false", "grep", "ps", "sync", "stat", "wc"} {
 		_ = tw.WriteHeader(&tar.Header{Name: "bin/" + app, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
+	// A service definition (busybox httpd serving /home/work), used when a
+	// variant's service-ports label names "web".
+	dir("etc/backend.ai/", 0o755)
+	dir("etc/backend.ai/service-defs/", 0o755)
+	file("etc/backend.ai/service-defs/web.json", []byte(`{"command": ["/bin/busybox", "httpd", "-f", "-p", "{ports[0]}", "-h", "/home/work"], "url_template": "http://{host}:{port}/", "allowed_arguments": ["-v"]}`), 0o644)
 	file("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	file("etc/group", []byte("root:x:0:\n"), 0o644)
 	if err := tw.Close(); err != nil {
