@@ -2,16 +2,21 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/bai-agent/bai-agent/internal/coderunner"
 	"github.com/bai-agent/bai-agent/internal/config"
@@ -410,4 +415,52 @@ func TestRunnerServices_Integration(t *testing.T) {
 		body, err := get(pre.host)
 		return err == nil && body == "served-by-web\n"
 	})
+}
+
+// SSH on the sshd service port of any image: the session's keypair from
+// internal_data logs in as the kernel user through kernel_host:host_port.
+func TestRunnerSSH_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	img := testutil.TestImageWith(t, map[string]string{"ai.backend.runtime-type": "shell"})
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sshPub, _ := gossh.NewPublicKey(pub)
+	pemBlock, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := 1600
+	info := e.create(func(c *CreationConfig) {
+		c.Image.Canonical = img
+		c.UID, c.MainGID = &uid, &uid
+		c.InternalData = map[string]any{"ssh_keypair": map[string]any{"public_key": string(gossh.MarshalAuthorizedKey(sshPub)), "private_key": string(pem.EncodeToMemory(pemBlock))}}
+	})
+	var port int
+	for _, sp := range info.ServicePorts {
+		if sp.Name == "sshd" {
+			port = sp.HostPorts[0]
+		}
+	}
+	if r, err := e.agent.StartService(context.Background(), info.ID, "sshd", nil); err != nil || r["status"] != "started" {
+		t.Fatalf("start sshd: %v %v", r, err)
+	}
+	// The key the user downloads is the kernel's id_container.
+	k, _ := e.agent.Kernel(info.ID)
+	keyPEM, err := os.ReadFile(filepath.Join(k.Scratch.Work, "id_container"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gossh.ParsePrivateKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := gossh.Dial("tcp", fmt.Sprintf("%s:%d", info.KernelHost, port), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	sess, _ := cli.NewSession()
+	out, err := sess.CombinedOutput("id -u; pwd")
+	if err != nil || string(out) != "1600\n/home/work\n" {
+		t.Fatalf("ssh id: %q %v", out, err)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -57,6 +56,9 @@ type Runner struct {
 
 	buildOK bool
 	svc     services
+
+	sshMu sync.Mutex
+	ssh   *sshServer
 }
 
 type job struct{ kind, payload string }
@@ -88,7 +90,7 @@ func New(o Options) (*Runner, error) {
 		o.Env = os.Environ()
 	}
 	r := &Runner{o: o, log: o.Log, started: monotonic(), work: make(chan job, 1024), inputs: make(chan string, 16), buildOK: true,
-		svc: services{running: map[string]*exec.Cmd{}}}
+		svc: services{running: map[string]*svcProc{}}}
 	r.env = buildEnv(o.Env, filepath.Join(o.ConfigDir, "environ.txt"))
 	var err error
 	if r.in, err = zmtp.Listen("PULL", fmt.Sprintf("%s:%d", o.Addr, o.InPort)); err != nil {
@@ -233,6 +235,7 @@ func (r *Runner) Serve(ctx context.Context) error {
 }
 
 func (r *Runner) close() {
+	r.stopSSH()
 	r.stopServices()
 	r.interrupt()
 	if h := r.helper(); h != nil {

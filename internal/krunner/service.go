@@ -115,7 +115,13 @@ type serviceReq struct {
 
 type services struct {
 	mu      sync.Mutex
-	running map[string]*exec.Cmd
+	running map[string]*svcProc
+}
+
+type svcProc struct {
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	stopping bool
 }
 
 // startService is the runner's start-service: started only once the
@@ -131,8 +137,21 @@ func (r *Runner) startService(payload []byte) map[string]any {
 	if req.Protocol == "preopen" {
 		return map[string]any{"status": "started"}
 	}
-	if _, ok := r.svc.running[req.Name]; ok {
-		return map[string]any{"status": "running"}
+	if p, ok := r.svc.running[req.Name]; ok {
+		if !p.stopping {
+			return map[string]any{"status": "running"}
+		}
+		// A shutdown is under way: let it finish, then start afresh.
+		r.svc.mu.Unlock()
+		select {
+		case <-p.exited:
+		case <-time.After(3 * time.Second):
+		}
+		r.svc.mu.Lock()
+		if q, ok := r.svc.running[req.Name]; ok && q != p {
+			return map[string]any{"status": "running"}
+		}
+		delete(r.svc.running, req.Name)
 	}
 	if req.Protocol == "pty" {
 		return map[string]any{"status": "failed", "error": "not implemented yet"}
@@ -149,7 +168,14 @@ func (r *Runner) startService(payload []byte) map[string]any {
 	timeout := 30 * time.Second
 	switch req.Name {
 	case "sshd":
-		argv, timeout = []string{"/opt/kernel/dropbearmulti", "dropbear"}, 10*time.Second
+		// The built-in SSH server (any image, no dropbear needed).
+		if r.sshRunning() {
+			return map[string]any{"status": "running"}
+		}
+		if err := r.startSSH(ports); err != nil {
+			return map[string]any{"status": "failed", "error": fmt.Sprintf("the process did not start properly: sshd (%v)", err)}
+		}
+		return map[string]any{"status": "started"}
 	case "ttyd":
 		argv, timeout = []string{"/opt/kernel/ttyd", "-W", "-p", strconv.Itoa(ports[0]), "/bin/sh"}, 10*time.Second
 	default:
@@ -187,12 +213,13 @@ func (r *Runner) startService(payload []byte) map[string]any {
 		return map[string]any{"status": "failed", "error": "the process did not start properly: " + argv[0]}
 	}
 	exited := make(chan struct{})
-	r.svc.running[req.Name] = cmd
+	proc := &svcProc{cmd: cmd, exited: exited}
+	r.svc.running[req.Name] = proc
 	go func() {
 		_ = cmd.Wait()
 		close(exited)
 		r.svc.mu.Lock()
-		if r.svc.running[req.Name] == cmd {
+		if r.svc.running[req.Name] == proc {
 			delete(r.svc.running, req.Name)
 		}
 		r.svc.mu.Unlock()
@@ -218,27 +245,33 @@ func (r *Runner) startService(payload []byte) map[string]any {
 	}
 }
 
-// shutdownService stops a service: SIGTERM to its group, SIGKILL after 2 s.
+// shutdownService stops a service: SIGTERM to its group, SIGKILL after
+// 2 s; it returns once the process is gone (or after 3 s).
 func (r *Runner) shutdownService(name string) {
-	r.svc.mu.Lock()
-	cmd := r.svc.running[name]
-	r.svc.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
+	if name == "sshd" {
+		r.stopSSH()
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	go func() {
-		time.Sleep(2 * time.Second)
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}()
-	for i := 0; i < 25; i++ {
-		r.svc.mu.Lock()
-		_, alive := r.svc.running[name]
-		r.svc.mu.Unlock()
-		if !alive {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	r.svc.mu.Lock()
+	p := r.svc.running[name]
+	if p != nil {
+		p.stopping = true
+	}
+	r.svc.mu.Unlock()
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	pid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return
+	case <-time.After(2 * time.Second):
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	select {
+	case <-p.exited:
+	case <-time.After(time.Second):
 	}
 }
 

@@ -1,0 +1,198 @@
+package krunner
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/creack/pty"
+	"github.com/gliderlabs/ssh"
+	"github.com/pkg/sftp"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// sshServer is the runner's built-in SSH server for the sshd service:
+// public-key authentication against the kernel user's authorized_keys,
+// shells and commands with or without a PTY, and the SFTP subsystem (so
+// scp -s, sftp and IDE remotes work), in any image and as the kernel user.
+type sshServer struct {
+	srv  *ssh.Server
+	lns  []net.Listener
+	once sync.Once
+}
+
+// hostKey loads the runner's host key from /tmp (kept across runner
+// restarts inside one container) or makes a new ed25519 key.
+func (r *Runner) hostKey() (gossh.Signer, error) {
+	path := filepath.Join(os.TempDir(), ".bai-krunner-ssh-host-ed25519")
+	if b, err := os.ReadFile(path); err == nil && len(b) == ed25519.PrivateKeySize {
+		return gossh.NewSignerFromKey(ed25519.PrivateKey(b))
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.WriteFile(path, priv, 0o600)
+	return gossh.NewSignerFromKey(priv)
+}
+
+// authorized reports whether key is in the work user's authorized_keys.
+func (r *Runner) authorized(key ssh.PublicKey) bool {
+	b, err := os.ReadFile(filepath.Join(r.o.WorkDir, ".ssh", "authorized_keys"))
+	if err != nil {
+		return false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(line))
+		if err == nil && ssh.KeysEqual(k, key) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Runner) loginShell() string {
+	for _, s := range []string{"/bin/bash", "/bin/zsh", "/bin/ash", "/bin/sh"} {
+		if st, err := os.Stat(s); err == nil && !st.IsDir() {
+			return s
+		}
+	}
+	return ""
+}
+
+func (r *Runner) startSSH(ports []int) error {
+	signer, err := r.hostKey()
+	if err != nil {
+		return err
+	}
+	s := &sshServer{}
+	s.srv = &ssh.Server{
+		Handler:          r.sshSession,
+		PublicKeyHandler: func(_ ssh.Context, key ssh.PublicKey) bool { return r.authorized(key) },
+		SubsystemHandlers: map[string]ssh.SubsystemHandler{"sftp": func(sess ssh.Session) {
+			srv, err := sftp.NewServer(sess, sftp.WithServerWorkingDirectory(r.o.WorkDir))
+			if err != nil {
+				return
+			}
+			if err := srv.Serve(); err != nil && !errors.Is(err, io.EOF) {
+				r.log.Debug("sftp session ended", "error", err)
+			}
+			_ = srv.Close()
+		}},
+	}
+	s.srv.AddHostKey(signer)
+	for _, p := range ports {
+		ln, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p))
+		if err != nil {
+			for _, l := range s.lns {
+				l.Close()
+			}
+			return err
+		}
+		s.lns = append(s.lns, ln)
+	}
+	for _, ln := range s.lns {
+		go func(ln net.Listener) { _ = s.srv.Serve(ln) }(ln)
+	}
+	r.sshMu.Lock()
+	r.ssh = s
+	r.sshMu.Unlock()
+	return nil
+}
+
+func (r *Runner) stopSSH() {
+	r.sshMu.Lock()
+	s := r.ssh
+	r.ssh = nil
+	r.sshMu.Unlock()
+	if s != nil {
+		_ = s.srv.Close()
+	}
+}
+
+func (r *Runner) sshRunning() bool {
+	r.sshMu.Lock()
+	defer r.sshMu.Unlock()
+	return r.ssh != nil
+}
+
+// sshSession runs a login shell or the requested command as the kernel
+// user, with a PTY when the client asked for one.
+func (r *Runner) sshSession(sess ssh.Session) {
+	shell := r.loginShell()
+	if shell == "" {
+		fmt.Fprintln(sess.Stderr(), "this image has no shell")
+		_ = sess.Exit(127)
+		return
+	}
+	var cmd *exec.Cmd
+	if raw := sess.RawCommand(); raw != "" {
+		cmd = exec.Command(shell, "-c", raw)
+	} else {
+		cmd = exec.Command(shell, "-l")
+	}
+	cmd.Dir = r.o.WorkDir
+	cmd.Env = append(r.childEnv(false), sess.Environ()...)
+	ptyReq, winCh, isPty := sess.Pty()
+	if isPty {
+		cmd.Env = append(cmd.Env, "TERM="+ptyReq.Term)
+		f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: uint16(ptyReq.Window.Height), Cols: uint16(ptyReq.Window.Width)})
+		if err != nil {
+			fmt.Fprintln(sess.Stderr(), err)
+			_ = sess.Exit(1)
+			return
+		}
+		var fmu sync.Mutex
+		closed := false
+		defer func() {
+			fmu.Lock()
+			closed = true
+			f.Close()
+			fmu.Unlock()
+		}()
+		go func() {
+			for w := range winCh {
+				fmu.Lock()
+				if !closed {
+					_ = pty.Setsize(f, &pty.Winsize{Rows: uint16(w.Height), Cols: uint16(w.Width)})
+				}
+				fmu.Unlock()
+			}
+		}()
+		go func() { _, _ = io.Copy(f, sess) }()
+		_, _ = io.Copy(sess, f)
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = sess, sess, sess.Stderr()
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(sess.Stderr(), err)
+			_ = sess.Exit(127)
+			return
+		}
+	}
+	_ = cmd.Wait()
+	code := 0
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+		if code < 0 {
+			code = 255
+		}
+	}
+	_ = sess.Exit(code)
+}

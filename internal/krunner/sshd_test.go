@@ -1,0 +1,110 @@
+package krunner
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pkg/sftp"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// The built-in sshd: public-key login against authorized_keys, exec with
+// the exit code, a PTY shell, SFTP put and get; a wrong key is refused.
+func TestBuiltinSSH(t *testing.T) {
+	a := startRunner(t, "shell")
+	work := a.r.o.WorkDir
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sshPub, _ := gossh.NewPublicKey(pub)
+	_ = os.MkdirAll(filepath.Join(work, ".ssh"), 0o700)
+	if err := os.WriteFile(filepath.Join(work, ".ssh", "authorized_keys"), gossh.MarshalAuthorizedKey(sshPub), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	body, _ := json.Marshal(map[string]any{"name": "sshd", "port": port, "ports": []int{port}, "protocol": "tcp", "options": map[string]any{}})
+	a.send("start-service", string(body))
+	_, rec := a.until("service-result")
+	if !strings.Contains(rec.data, `"started"`) {
+		t.Fatalf("start sshd: %s", rec.data)
+	}
+	a.send("start-service", string(body))
+	if _, rec := a.until("service-result"); !strings.Contains(rec.data, `"running"`) {
+		t.Fatalf("second start: %s", rec.data)
+	}
+	signer, _ := gossh.NewSignerFromKey(priv)
+	cfg := &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+	cli, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	sess, _ := cli.NewSession()
+	out, err := sess.CombinedOutput("echo hi; pwd")
+	if err != nil || string(out) != "hi\n"+work+"\n" {
+		t.Fatalf("exec: %q %v", out, err)
+	}
+	sess, _ = cli.NewSession()
+	if err := sess.Run("exit 7"); err == nil || !strings.Contains(err.Error(), "7") {
+		t.Fatalf("exit code: %v", err)
+	}
+	// A PTY shell.
+	sess, _ = cli.NewSession()
+	if err := sess.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	stdin, _ := sess.StdinPipe()
+	stdout, _ := sess.StdoutPipe()
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(stdin, "echo pty-$((6*7)); exit\n")
+	got, _ := io.ReadAll(stdout)
+	if !strings.Contains(string(got), "pty-42") {
+		t.Fatalf("pty shell output %q", got)
+	}
+	// SFTP.
+	sc, err := sftp.NewClient(cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := sc.Create("up.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.Write([]byte("via sftp"))
+	f.Close()
+	if b, _ := os.ReadFile(filepath.Join(work, "up.txt")); string(b) != "via sftp" {
+		t.Fatalf("sftp put: %q", b)
+	}
+	rf, err := sc.Open("up.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rf)
+	rf.Close()
+	if string(b) != "via sftp" {
+		t.Fatalf("sftp get: %q", b)
+	}
+	sc.Close()
+	// Another key is refused.
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	os2, _ := gossh.NewSignerFromKey(other)
+	cfg.Auth = []gossh.AuthMethod{gossh.PublicKeys(os2)}
+	if c, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), cfg); err == nil {
+		c.Close()
+		t.Fatal("an unknown key logged in")
+	}
+	a.send("shutdown-service", `"sshd"`)
+	time.Sleep(300 * time.Millisecond)
+	if c, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: time.Second}); err == nil {
+		c.Close()
+		t.Fatal("sshd still answers after shutdown-service")
+	}
+}
