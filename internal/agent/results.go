@@ -117,3 +117,6 @@ func intData(v any) (int64, bool) {
 	}
 	return 0, false
 }
+
+// KernelHost is the address a kernel's service ports are dialled at.
+func (a *Agent) KernelHost() string { return a.kernelHost() }

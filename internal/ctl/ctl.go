@@ -76,7 +76,7 @@ rpc-auth-agent-keypair.`,
 	root.PersistentFlags().StringVar(&o.managerKey, "manager-keypair", "", "manager's .key_secret certificate (CurveZMQ)")
 	root.PersistentFlags().BoolVar(&o.jsonOut, "json", false, "print JSON instead of tables")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the agent")
-	root.AddCommand(o.pingCmd(), o.infoCmd(), o.createCmd(), o.lsCmd(), o.execCmd(), o.logsCmd(), o.restartCmd(), o.destroyCmd(), o.cpCmd(), o.imagesCmd(), o.pullCmd())
+	root.AddCommand(o.pingCmd(), o.infoCmd(), o.createCmd(), o.lsCmd(), o.execCmd(), o.appCmd(), o.appsCmd(), o.logsCmd(), o.restartCmd(), o.destroyCmd(), o.cpCmd(), o.imagesCmd(), o.pullCmd())
 	return root
 }
 

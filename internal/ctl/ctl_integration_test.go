@@ -137,6 +137,17 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 	if out := p.ctl(t, 1, "exec", kid, "print(1)"); !strings.Contains(out, "query mode is disabled") || !strings.Contains(out, "exit code 127") {
 		t.Fatalf("exec query on an app runtime:\n%s", out)
 	}
+	// Apps: the kernel's service ports, and start one (the test image's
+	// jupyter is only a label: the runner says it cannot run it).
+	if out := p.ctl(t, 0, "apps", kid); !strings.Contains(out, "sshd") || !strings.Contains(out, "jupyter") {
+		t.Fatalf("apps:\n%s", out)
+	}
+	if out := p.ctl(t, 0, "app", kid, "sshd"); !strings.Contains(out, "started: ssh -i ") || !strings.Contains(out, "work@127.0.0.1") {
+		t.Fatalf("app sshd:\n%s", out)
+	}
+	if out := p.ctl(t, 1, "app", kid, "jupyter"); !strings.Contains(out, "unsupported service: jupyter") {
+		t.Fatalf("app jupyter:\n%s", out)
+	}
 	repl := exec.Command(p.bin, "ctl", "-f", p.cfg, "exec", kid, "--mode", "batch")
 	repl.Stdin = strings.NewReader("echo one\necho two\n")
 	if out, err := repl.CombinedOutput(); err != nil || !strings.Contains(string(out), "one\n") || !strings.Contains(string(out), "two\n") {

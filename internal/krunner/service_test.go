@@ -104,7 +104,7 @@ func TestServices(t *testing.T) {
 		{"web2", "http", nil, "unsupported service: web2"},
 		{"web", "http", map[string]any{"arguments": map[string]any{"--evil": "x"}}, "DisallowedArgument('Argument --evil not allowed for service web')"},
 		{"web", "http", map[string]any{"envs": map[string]any{"X": "1"}}, "DisallowedEnvironment"},
-		{"sshd", "tcp", nil, "the executable file is not found: /opt/kernel/dropbearmulti"},
+		{"ttyd", "http", nil, "the executable file is not found: /opt/kernel/ttyd"},
 		{"term", "pty", nil, "not implemented yet"},
 	} {
 		time.Sleep(300 * time.Millisecond)

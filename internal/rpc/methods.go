@@ -693,6 +693,10 @@ func (m *methods) baiStatus(context.Context, *Call) (any, error) {
 	for s, v := range avail {
 		slots[string(s)] = map[string]any{"available": resource.FormatAmount(v), "used": resource.FormatAmount(used[s]), "type": string(m.a.SlotTypes()[s])}
 	}
+	kernelHost := ""
+	if kh, ok := m.a.(interface{ KernelHost() string }); ok {
+		kernelHost = kh.KernelHost()
+	}
 	var kernels []any
 	for _, kk := range m.a.Kernels() {
 		k := kk.View()
@@ -728,6 +732,7 @@ func (m *methods) baiStatus(context.Context, *Call) (any, error) {
 			"id":           k.ID, "session_id": k.SessionID, "state": string(k.State), "image": k.ImageName,
 			"container_id": k.ContainerID, "cpu_cores": cpus, "mem": resource.FormatAmount(k.Allocation.Total("mem")),
 			"repl_in_port": k.ReplIn, "repl_out_port": k.ReplOut, "service_ports": sp, "created_at": k.CreatedAt.Unix(),
+			"kernel_host": kernelHost,
 		})
 	}
 	if kernels == nil {

@@ -150,8 +150,10 @@ def main():
     check(t == RESULT and isinstance(r["started_at"], float), f"ping_kernel {r}")
     t, meta = p.invoke("execute", [str(sid), k, 2, "r1", "sideways", "", {}, 1.0])
     check(t == FAILURE and "sideways" in meta[1], f"an unknown execute mode is refused ({meta})")
-    t, meta = p.invoke("start_service", [k, "jupyter", {}])
-    check(t == FAILURE and "not supported" in meta[1], f"start_service is not served yet ({meta})")
+    t, r = p.invoke("start_service", [k, "jupyter", {}])
+    check(t == RESULT and r == {"status": "failed", "error": "unsupported service: jupyter"}, f"start_service of a service the image cannot run ({r})")
+    t, r = p.invoke("start_service", [k, "no-such-app", {}])
+    check(t == RESULT and r == {"status": "failed", "error": "invalid service name"}, f"start_service of an unknown name ({r})")
     # shutdown_service never raises (the Python agent logs and returns None).
     check(p.invoke("shutdown_service", [k, "jupyter"]) == (RESULT, None), "shutdown_service returns None")
     t, none = p.invoke("sync_kernel_registry", [[(k, str(sid))]])
