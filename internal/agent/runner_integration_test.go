@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/google/uuid"
 	gossh "golang.org/x/crypto/ssh"
 
@@ -462,5 +463,51 @@ func TestRunnerSSH_Integration(t *testing.T) {
 	out, err := sess.CombinedOutput("id -u; pwd")
 	if err != nil || string(out) != "1600\n/home/work\n" {
 		t.Fatalf("ssh id: %q %v", out, err)
+	}
+}
+
+// The web terminal on the ttyd port of any image: the page and xterm.js
+// are served, and a WebSocket client speaking ttyd's protocol gets a shell
+// of the kernel user.
+func TestRunnerWebTerminal_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	img := testutil.TestImageWith(t, map[string]string{"ai.backend.runtime-type": "shell"})
+	uid := 1700
+	info := e.create(func(c *CreationConfig) { c.Image.Canonical = img; c.UID, c.MainGID = &uid, &uid })
+	var port int
+	for _, sp := range info.ServicePorts {
+		if sp.Name == "ttyd" {
+			port = sp.HostPorts[0]
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r, err := e.agent.StartService(ctx, info.ID, "ttyd", nil); err != nil || r["status"] != "started" {
+		t.Fatalf("start ttyd: %v %v", r, err)
+	}
+	base := fmt.Sprintf("http://%s:%d/", info.KernelHost, port)
+	for _, p := range []string{"", "xterm.js", "xterm.css"} {
+		resp, err := http.Get(base + p)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET /%s: %v %v", p, resp, err)
+		}
+		resp.Body.Close()
+	}
+	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://%s:%d/ws", info.KernelHost, port), &websocket.DialOptions{Subprotocols: []string{"tty"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	_ = c.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"","columns":80,"rows":24}`))
+	_ = c.Write(ctx, websocket.MessageBinary, []byte("0echo uid=$(id -u)\r"))
+	var out strings.Builder
+	for !strings.Contains(out.String(), "uid=1700") {
+		_, msg, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v; so far %q", err, out.String())
+		}
+		if len(msg) > 0 && msg[0] == '0' {
+			out.Write(msg[1:])
+		}
 	}
 }

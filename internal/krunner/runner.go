@@ -59,6 +59,7 @@ type Runner struct {
 
 	sshMu sync.Mutex
 	ssh   *sshServer
+	term  *webTerm
 }
 
 type job struct{ kind, payload string }
@@ -236,6 +237,7 @@ func (r *Runner) Serve(ctx context.Context) error {
 
 func (r *Runner) close() {
 	r.stopSSH()
+	r.stopWebTerm()
 	r.stopServices()
 	r.interrupt()
 	if h := r.helper(); h != nil {

@@ -20,6 +20,10 @@ import (
 // ServiceDefDir is where images describe their services.
 var ServiceDefDir = "/etc/backend.ai/service-defs"
 
+// serviceLaunchTimeout is how long a service has to open its port
+// (upstream's 30 s for user services).
+var serviceLaunchTimeout = 30 * time.Second
+
 // ServiceDef is one /etc/backend.ai/service-defs/<name>.json (upstream's
 // ServiceDefinition: unknown keys are rejected).
 type ServiceDef struct {
@@ -165,7 +169,7 @@ func (r *Runner) startService(payload []byte) map[string]any {
 	}
 	var argv []string
 	env := map[string]string{}
-	timeout := 30 * time.Second
+	timeout := serviceLaunchTimeout
 	switch req.Name {
 	case "sshd":
 		// The built-in SSH server (any image, no dropbear needed).
@@ -177,7 +181,14 @@ func (r *Runner) startService(payload []byte) map[string]any {
 		}
 		return map[string]any{"status": "started"}
 	case "ttyd":
-		argv, timeout = []string{"/opt/kernel/ttyd", "-W", "-p", strconv.Itoa(ports[0]), "/bin/sh"}, 10*time.Second
+		// The built-in web terminal, speaking ttyd's protocol.
+		if r.webTermRunning() {
+			return map[string]any{"status": "running"}
+		}
+		if err := r.startWebTerm(ports); err != nil {
+			return map[string]any{"status": "failed", "error": fmt.Sprintf("the process did not start properly: ttyd (%v)", err)}
+		}
+		return map[string]any{"status": "started"}
 	default:
 		def, ok := r.loadServiceDefs()[req.Name]
 		if ok && !def.Noop {
@@ -248,8 +259,12 @@ func (r *Runner) startService(payload []byte) map[string]any {
 // shutdownService stops a service: SIGTERM to its group, SIGKILL after
 // 2 s; it returns once the process is gone (or after 3 s).
 func (r *Runner) shutdownService(name string) {
-	if name == "sshd" {
+	switch name {
+	case "sshd":
 		r.stopSSH()
+		return
+	case "ttyd":
+		r.stopWebTerm()
 		return
 	}
 	r.svc.mu.Lock()

@@ -51,6 +51,9 @@ func TestServices(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(defs, "web.json"), b, 0o644)
 	_ = os.WriteFile(filepath.Join(defs, "broken.json"), []byte(`{"command": ["x"], "bogus": 1}`), 0o644)
 	_ = os.WriteFile(filepath.Join(defs, "never.json"), []byte(`{"command": ["`+bb+`", "sleep", "100"]}`), 0o644)
+	oldTimeout := serviceLaunchTimeout
+	serviceLaunchTimeout = 2 * time.Second
+	defer func() { serviceLaunchTimeout = oldTimeout }()
 	a := startRunner(t, "app")
 	a.send("get-apps", "")
 	_, apps := a.until("apps-result")
@@ -104,7 +107,7 @@ func TestServices(t *testing.T) {
 		{"web2", "http", nil, "unsupported service: web2"},
 		{"web", "http", map[string]any{"arguments": map[string]any{"--evil": "x"}}, "DisallowedArgument('Argument --evil not allowed for service web')"},
 		{"web", "http", map[string]any{"envs": map[string]any{"X": "1"}}, "DisallowedEnvironment"},
-		{"ttyd", "http", nil, "the executable file is not found: /opt/kernel/ttyd"},
+		{"never", "http", nil, "opening the service port timed out: never"},
 		{"term", "pty", nil, "not implemented yet"},
 	} {
 		time.Sleep(300 * time.Millisecond)

@@ -1,17 +1,20 @@
 package krunner
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -106,5 +109,49 @@ func TestBuiltinSSH(t *testing.T) {
 	if c, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: time.Second}); err == nil {
 		c.Close()
 		t.Fatal("sshd still answers after shutdown-service")
+	}
+}
+
+// The web terminal speaks ttyd's protocol: a shell answers typed input,
+// a resize reaches the PTY, the page is served.
+func TestWebTerminal(t *testing.T) {
+	a := startRunner(t, "shell")
+	port := freePort(t)
+	body, _ := json.Marshal(map[string]any{"name": "ttyd", "port": port, "ports": []int{port}, "protocol": "http", "options": map[string]any{}})
+	a.send("start-service", string(body))
+	if _, rec := a.until("service-result"); !strings.Contains(rec.data, `"started"`) {
+		t.Fatalf("start ttyd: %s", rec.data)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "xterm.js") || !strings.Contains(string(page), `["tty"]`) {
+		t.Fatalf("page: %s", page)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), &websocket.DialOptions{Subprotocols: []string{"tty"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if c.Subprotocol() != "tty" {
+		t.Fatalf("subprotocol %q", c.Subprotocol())
+	}
+	_ = c.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"","columns":80,"rows":24}`))
+	_ = c.Write(ctx, websocket.MessageBinary, []byte(`1{"columns":101,"rows":33}`))
+	_ = c.Write(ctx, websocket.MessageBinary, []byte("0echo web-$((6*7)); stty size\r"))
+	var out strings.Builder
+	for !strings.Contains(out.String(), "web-42") || !strings.Contains(out.String(), "33 101") {
+		_, msg, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v; so far %q", err, out.String())
+		}
+		if len(msg) > 0 && msg[0] == '0' {
+			out.Write(msg[1:])
+		}
 	}
 }

@@ -345,6 +345,14 @@ func KrunnerBinary(t testing.TB) string {
 			return
 		}
 		krunnerPath = filepath.Join(dir, fmt.Sprintf("bai-krunner-%d", os.Getpid()))
+		// The web terminal's xterm.js, as `make build` embeds it.
+		const xterm = "/usr/share/javascript/xterm"
+		assets := filepath.Join(ModuleRoot(t), "internal", "krunner", "webassets")
+		for src, dst := range map[string]string{"xterm.js": "xterm.js", "xterm.css": "xterm.css", "addons/fit/fit.js": "fit.js"} {
+			if b, err := os.ReadFile(filepath.Join(xterm, src)); err == nil {
+				_ = os.WriteFile(filepath.Join(assets, dst), b, 0o644)
+			}
+		}
 		cmd := exec.Command("go", "build", "-trimpath", "-o", krunnerPath, "./cmd/bai-krunner")
 		cmd.Dir = ModuleRoot(t)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
