@@ -56,8 +56,11 @@ func (a *Agent) watchEngine(ctx context.Context) {
 }
 
 // engineVerdictWait is how long a container's stop waits to see whether
-// the engine goes down with it.
-const engineVerdictWait = 2 * time.Second
+// the engine goes down with it. Kernel runners exit within milliseconds
+// of dockerd's stop signal, and dockerd may take a few seconds more to
+// stop answering (containerd, the network controller): 2 s was too short
+// on a loaded 2-core machine.
+const engineVerdictWait = 5 * time.Second
 
 // awaitEngineVerdict pings the engine for up to engineVerdictWait and
 // records an outage as soon as it does not answer.
