@@ -319,7 +319,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		}
 	})
 	if cfg.Container.KernelRunner {
-		if a.krunner, err = resolveKrunner(cfg.Container.KrunnerBinary, o.Getenv); err != nil {
+		if a.krunner, err = ResolveKrunner(cfg.Container.KrunnerBinary, o.Getenv); err != nil {
 			return nil, err
 		}
 	}

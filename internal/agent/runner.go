@@ -27,9 +27,9 @@ var ErrRunnerMissing = errors.New("kernel runner binary unusable")
 // restarted).
 var ErrRunnerNotReady = errors.New("kernel runner not initialized")
 
-// resolveKrunner finds the runner binary: [container] krunner-binary,
+// ResolveKrunner finds the runner binary: [container] krunner-binary,
 // $BAI_KRUNNER_BINARY, else bai-krunner next to the agent executable.
-func resolveKrunner(configured string, getenv func(string) string) (string, error) {
+func ResolveKrunner(configured string, getenv func(string) string) (string, error) {
 	p := configured
 	if p == "" {
 		p = getenv("BAI_KRUNNER_BINARY")

@@ -13,22 +13,22 @@ import (
 func TestResolveKrunner(t *testing.T) {
 	noenv := func(string) string { return "" }
 	missing := filepath.Join(t.TempDir(), "bai-krunner")
-	if _, err := resolveKrunner(missing, noenv); !errors.Is(err, ErrRunnerMissing) || !strings.Contains(err.Error(), missing) {
+	if _, err := ResolveKrunner(missing, noenv); !errors.Is(err, ErrRunnerMissing) || !strings.Contains(err.Error(), missing) {
 		t.Errorf("missing binary: %v", err)
 	}
 	dynamic, err := os.Executable() // this test binary links libc (cgo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := resolveKrunner(dynamic, noenv); !errors.Is(err, ErrRunnerMissing) || !strings.Contains(err.Error(), "dynamically linked") {
+	if _, err := ResolveKrunner(dynamic, noenv); !errors.Is(err, ErrRunnerMissing) || !strings.Contains(err.Error(), "dynamically linked") {
 		t.Errorf("dynamic binary: %v", err)
 	}
 	script := filepath.Join(t.TempDir(), "x.sh")
 	_ = os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755)
-	if _, err := resolveKrunner(script, noenv); !errors.Is(err, ErrRunnerMissing) {
+	if _, err := ResolveKrunner(script, noenv); !errors.Is(err, ErrRunnerMissing) {
 		t.Errorf("a script: %v", err)
 	}
-	if _, err := resolveKrunner("", func(k string) string {
+	if _, err := ResolveKrunner("", func(k string) string {
 		if k == "BAI_KRUNNER_BINARY" {
 			return missing
 		}

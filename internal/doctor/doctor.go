@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/cgroup"
@@ -69,6 +70,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) []Finding {
 	checkScratch(ctx, cfg, add)
 	checkPorts(cfg, add)
 	checkControlPlane(ctx, cfg, o, add)
+	checkRunner(cfg, add)
 	checkAccelerators(ctx, cfg, o, add)
 	return out
 }
@@ -281,6 +283,21 @@ func checkControlPlane(ctx context.Context, cfg *config.Config, o Options, add a
 	default:
 		add("clock", OK, "within %s of Redis TIME", skew.Round(time.Millisecond))
 	}
+}
+
+// checkRunner finds the kernel runner the agent will mount into kernels
+// and checks it would run in any image (static).
+func checkRunner(cfg *config.Config, add adder) {
+	if !cfg.Container.KernelRunner {
+		add("kernel runner", Warn, "[container] kernel-runner = false: kernels run their images' own commands; no code execution or apps")
+		return
+	}
+	p, err := agent.ResolveKrunner(cfg.Container.KrunnerBinary, os.Getenv)
+	if err != nil {
+		add("kernel runner", Fail, "%v", err)
+		return
+	}
+	add("kernel runner", OK, "%s (static)", p)
 }
 
 // checkAccelerators loads the accelerator plugins as the agent would

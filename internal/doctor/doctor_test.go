@@ -66,6 +66,14 @@ func TestDoctor_Integration(t *testing.T) {
 		}
 	}
 
+	if f := find(fs, "kernel runner"); f.Level != OK {
+		t.Errorf("kernel runner: %v %s", f.Level, f.Msg)
+	}
+	bad := load(t, fmt.Sprintf(base, "control-plane = \"none\"\n", ""))
+	bad.Container.KrunnerBinary = "/nonexistent/bai-krunner"
+	if f := find(Run(ctx, bad, Options{}), "kernel runner"); f.Level != Fail || !strings.Contains(f.Msg, "/nonexistent/bai-krunner") {
+		t.Errorf("missing runner: %v %s", f.Level, f.Msg)
+	}
 	if f := find(fs, "accelerators"); f.Level != Info || !strings.Contains(f.Msg, "CPU-only") {
 		t.Errorf("no accelerator configured: %v %s", f.Level, f.Msg)
 	}

@@ -90,6 +90,10 @@ type Supervisor struct {
 	done  chan struct{}
 	state string
 	wake  chan struct{}
+	// spawns counts start attempts; spawnErr is the last one's failure
+	// (nil when it started), so Start can answer at once.
+	spawns   int
+	spawnErr error
 }
 
 func (s *Supervisor) init() {
@@ -185,10 +189,16 @@ func (s *Supervisor) spawn() (chan struct{}, error) {
 	// reach the agent, and kernels (containers) are not its children.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
+		s.mu.Lock()
+		s.spawns++
+		s.spawnErr = err
+		s.mu.Unlock()
 		return nil, err
 	}
 	done := make(chan struct{})
 	s.mu.Lock()
+	s.spawns++
+	s.spawnErr = nil
 	s.cmd, s.done, s.state = cmd, done, "active"
 	s.mu.Unlock()
 	s.Log.Info("agent started", "pid", cmd.Process.Pid)
@@ -239,11 +249,20 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.init()
 	s.want = true
+	before := s.spawns
 	s.mu.Unlock()
 	s.poke()
 	for {
 		if s.PID() != 0 {
 			return nil
+		}
+		// A binary that cannot be started fails at once, not after the
+		// caller's deadline.
+		s.mu.Lock()
+		tried, err := s.spawns > before, s.spawnErr
+		s.mu.Unlock()
+		if tried && err != nil {
+			return fmt.Errorf("agent start: %w", err)
 		}
 		select {
 		case <-ctx.Done():

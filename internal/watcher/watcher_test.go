@@ -3,11 +3,14 @@ package watcher
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -130,5 +133,27 @@ func TestHandlerRoutes(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err != nil {
 		t.Fatalf("engine restart command not run: %v", err)
+	}
+}
+
+// A supervisor whose agent binary cannot start answers Start at once with
+// the reason instead of waiting out the caller's deadline.
+func TestSupervisorStartFailsFast(t *testing.T) {
+	s := &Supervisor{Argv: []string{"/nonexistent/bai-agent", "start-server"}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), MinBackoff: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer scancel()
+	t0 := time.Now()
+	err := s.Start(sctx)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/bai-agent") {
+		t.Fatalf("start: %v", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("Start took %s", d)
+	}
+	if st := s.Status(context.Background()); st != "failed" && st != "activating" {
+		t.Fatalf("status %q", st)
 	}
 }
