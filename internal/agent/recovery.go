@@ -152,6 +152,19 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		k.Config = kc.Config
 		k.ImageName = kc.ImageName
 		k.RuntimeType, k.RuntimePath = kc.RuntimeType, kc.RuntimePath
+	} else if pkc, perr := readPythonKconfig(sd.Config); perr == nil {
+		// A kernel the Python agent started: its pickled creation config
+		// becomes ours, kept as kconfig.json so restart_kernel works.
+		pkc.ImageRef, pkc.ImageName = k.ImageRef, c.Image
+		pkc.RuntimeType = pkc.Config.Image.Labels["ai.backend.runtime-type"]
+		pkc.RuntimePath = pkc.Config.Image.Labels["ai.backend.runtime-path"]
+		k.Config, k.ImageName = pkc.Config, c.Image
+		k.RuntimeType, k.RuntimePath = pkc.RuntimeType, pkc.RuntimePath
+		if err := writeJSON(filepath.Join(sd.Config, kconfigFile), pkc); err != nil {
+			a.log.Warn("restart data of a Python agent's kernel not saved", "kernel_id", kid, "error", err)
+		} else {
+			a.log.Info("adopted a kernel started by the Python agent", "kernel_id", kid)
+		}
 	}
 	if b, err := os.ReadFile(filepath.Join(sd.Config, "environ.txt")); err == nil {
 		k.Environ = parseEnviron(b)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -509,5 +510,43 @@ func TestRunnerWebTerminal_Integration(t *testing.T) {
 		if len(msg) > 0 && msg[0] == '0' {
 			out.Write(msg[1:])
 		}
+	}
+}
+
+// A kernel whose restart data is the Python agent's (kconfig.dat, a
+// pickle, and cluster.json; no kconfig.json) is adopted, and
+// restart_kernel works on it with the pickled creation config.
+func TestAdoptPythonAgentKernel_Integration(t *testing.T) {
+	e := newEnv(t, nil)
+	info := e.create(nil)
+	k, _ := e.agent.Kernel(info.ID)
+	cfgDir := k.Scratch.Config
+	e.agent.Close()
+	e.agent = nil
+	if err := os.Remove(filepath.Join(cfgDir, kconfigFile)); err != nil {
+		t.Fatal(err)
+	}
+	gen := filepath.Join(testutil.ModuleRoot(t), "internal", "agent", "testdata", "gen_kconfig.py")
+	if out, err := exec.Command("python3", gen, cfgDir, info.ID, k.SessionID).CombinedOutput(); err != nil {
+		t.Fatalf("gen_kconfig.py: %v %s", err, out)
+	}
+	e.agent = e.start()
+	k2, ok := e.agent.Kernel(info.ID)
+	if !ok {
+		t.Fatal("kernel not adopted")
+	}
+	if k2.Config.Environ["HELLO"] != "world" || k2.Config.SessionType != "interactive" {
+		t.Fatalf("pickled creation config not read: %+v", k2.Config)
+	}
+	if _, err := os.Stat(filepath.Join(cfgDir, kconfigFile)); err != nil {
+		t.Fatalf("kconfig.json not written from kconfig.dat: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := e.agent.RestartKernel(ctx, k2.SessionID, info.ID, nil); err != nil {
+		t.Fatalf("restart of an adopted Python-agent kernel: %v", err)
+	}
+	if res := e.exec(info.ID, "b", "batch", "", flushIn(20*time.Second)); res == nil {
+		t.Fatal("no runner after the restart")
 	}
 }
