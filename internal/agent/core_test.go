@@ -393,7 +393,9 @@ func TestContainerExit_Fake(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.be.Exit(info.ContainerID, 3, false)
-	waitFor(t, 5*time.Second, "kernel cleaned after exit", func() bool {
+	// The exit waits up to engineVerdictWait to see whether the engine
+	// went down with the container.
+	waitFor(t, engineVerdictWait+10*time.Second, "kernel cleaned after exit", func() bool {
 		_, ok := c.agent.Kernel(info.ID)
 		return !ok
 	})
