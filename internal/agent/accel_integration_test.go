@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -193,31 +191,7 @@ func TestMockGPURecoveryAfterSIGKILL_Integration(t *testing.T) {
 		t.Fatal(err)
 	}
 	kid := uuid.NewString()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentProcess$")
-	cmd.Env = append(os.Environ(), "BAI_HELPER_CONFIG="+cfgPath, "BAI_HELPER_KERNEL="+kid, "BAI_HELPER_IMAGE="+e.image, "BAI_HELPER_SLOTS=cuda.device=2")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	var got string
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(got, "HELPER-READY") && time.Now().Before(deadline) {
-		n, rerr := out.Read(buf)
-		got += string(buf[:n])
-		if rerr != nil {
-			break
-		}
-	}
-	_ = cmd.Process.Signal(os.Kill)
-	_ = cmd.Wait()
-	if !strings.Contains(got, "HELPER-READY") {
-		t.Fatalf("helper did not get ready: %q", got)
-	}
+	runHelperAndKill(t, cfgPath, kid, e.image, "BAI_HELPER_SLOTS=cuda.device=2")
 	e.agent = e.start()
 	k, ok := e.agent.Kernel(kid)
 	if !ok || k.State() != kernel.Running {
@@ -229,7 +203,7 @@ func TestMockGPURecoveryAfterSIGKILL_Integration(t *testing.T) {
 	if m := e.agent.ScanGPUAllocMap(); m["gpu-a"] != "1" || m["gpu-b"] != "1" {
 		t.Fatalf("alloc map after restart %v", m)
 	}
-	_, err = e.agent.CreateKernels(context.Background(), e.request(uuid.NewString(), func(c *CreationConfig) {
+	_, err := e.agent.CreateKernels(context.Background(), e.request(uuid.NewString(), func(c *CreationConfig) {
 		c.ResourceSlots = map[string]string{"cpu": "1", "mem": "134217728", "cuda.device": "1"}
 	}))
 	if !errors.Is(err, resource.ErrInsufficient) {

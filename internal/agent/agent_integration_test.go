@@ -484,32 +484,7 @@ func TestRecoveryAfterSIGKILL_Integration(t *testing.T) {
 		t.Fatal(err)
 	}
 	kid := uuid.NewString()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentProcess$")
-	cmd.Env = append(os.Environ(), "BAI_HELPER_CONFIG="+cfgPath, "BAI_HELPER_KERNEL="+kid, "BAI_HELPER_IMAGE="+e.image)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	var got string
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(got, "HELPER-READY") && time.Now().Before(deadline) {
-		n, rerr := out.Read(buf)
-		got += string(buf[:n])
-		if rerr != nil {
-			break
-		}
-	}
-	if !strings.Contains(got, "HELPER-READY") {
-		_ = cmd.Process.Kill()
-		t.Fatalf("helper did not get ready: %q", got)
-	}
-	_ = cmd.Process.Signal(os.Kill)
-	_ = cmd.Wait()
+	runHelperAndKill(t, cfgPath, kid, e.image)
 
 	ctx := context.Background()
 	list, _ := e.be.List(ctx, map[string]string{LabelKernelID: kid})
@@ -561,6 +536,38 @@ func TestRecoveryAfterSIGKILL_Integration(t *testing.T) {
 	}
 	if e.agent.Ports().InUse() != 0 {
 		t.Fatal("ports leaked after destroying the adopted kernel")
+	}
+}
+
+// runHelperAndKill runs an agent in a helper process (TestHelperAgentProcess)
+// that creates kernel kid, waits until it says it is ready, and SIGKILLs
+// it: the kernel is left running for the next agent to adopt.
+func runHelperAndKill(t *testing.T, cfgPath, kid, image string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentProcess$")
+	cmd.Env = append(append(os.Environ(), "BAI_HELPER_CONFIG="+cfgPath, "BAI_HELPER_KERNEL="+kid, "BAI_HELPER_IMAGE="+image), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var got string
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(got, "HELPER-READY") && time.Now().Before(deadline) {
+		n, rerr := out.Read(buf)
+		got += string(buf[:n])
+		if rerr != nil {
+			break
+		}
+	}
+	_ = cmd.Process.Signal(os.Kill)
+	_ = cmd.Wait()
+	if !strings.Contains(got, "HELPER-READY") {
+		t.Fatalf("helper did not get ready: %q", got)
 	}
 }
 

@@ -187,13 +187,15 @@ func TestChurnWithKills_Integration(t *testing.T) {
 		}(uint64(w + 1))
 	}
 	r := rand.New(rand.NewPCG(7, 7))
+	// Kernels start with the runner's handshake (about a second on a busy
+	// 2-core machine): leave room between kills for operations to finish.
 	for i := 0; i < kills; i++ {
-		time.Sleep(time.Duration(1000+r.IntN(2500)) * time.Millisecond)
+		time.Sleep(time.Duration(2500+r.IntN(2500)) * time.Millisecond)
 		s.kill()
 		time.Sleep(time.Duration(r.IntN(500)) * time.Millisecond)
 		s.start()
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(6 * time.Second)
 	close(stop)
 	wg.Wait()
 	// Quiescence: two sync periods.

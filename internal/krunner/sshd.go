@@ -97,15 +97,8 @@ func (r *Runner) startSSH(ports []int) error {
 		}},
 	}
 	s.srv.AddHostKey(signer)
-	for _, p := range ports {
-		ln, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p))
-		if err != nil {
-			for _, l := range s.lns {
-				l.Close()
-			}
-			return err
-		}
-		s.lns = append(s.lns, ln)
+	if s.lns, err = listenAll(ports); err != nil {
+		return err
 	}
 	for _, ln := range s.lns {
 		go func(ln net.Listener) { _ = s.srv.Serve(ln) }(ln)
@@ -114,6 +107,23 @@ func (r *Runner) startSSH(ports []int) error {
 	r.ssh = s
 	r.sshMu.Unlock()
 	return nil
+}
+
+// listenAll listens on every port on all interfaces (Docker's port
+// mapping reaches the container interface), or on none.
+func listenAll(ports []int) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, p := range ports {
+		ln, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
 }
 
 func (r *Runner) stopSSH() {

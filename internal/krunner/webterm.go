@@ -4,7 +4,6 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -42,15 +41,9 @@ func (r *Runner) startWebTerm(ports []int) error {
 	})
 	mux.HandleFunc("/ws", r.webTermSession)
 	t := &webTerm{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
-	for _, p := range ports {
-		ln, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", p))
-		if err != nil {
-			for _, l := range t.lns {
-				l.Close()
-			}
-			return err
-		}
-		t.lns = append(t.lns, ln)
+	var err error
+	if t.lns, err = listenAll(ports); err != nil {
+		return err
 	}
 	for _, ln := range t.lns {
 		go func(ln net.Listener) { _ = t.srv.Serve(ln) }(ln)
