@@ -51,7 +51,10 @@ type Client struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
-	reqMu  sync.Mutex // one status/apps/completion exchange at a time
+	// One exchange per reply kind at a time (replies are matched FIFO);
+	// kinds do not wait for each other, so a 35 s service start does not
+	// hold up ping_kernel.
+	statusMu, complMu, appsMu, svcMu sync.Mutex
 	// wakeR/wakeW wake the socket goroutine when something is queued.
 	wakeR, wakeW *os.File
 
@@ -142,9 +145,9 @@ func (c *Client) loop(ctx *zmq.Context, push, pull *zmq.Socket) {
 		}
 		if time.Now().After(nextPing) {
 			nextPing = time.Now().Add(StatusEvery)
-			if c.reqMu.TryLock() {
+			if c.statusMu.TryLock() {
 				_, _ = push.SendMessage("status", "")
-				c.reqMu.Unlock()
+				c.statusMu.Unlock()
 			}
 		}
 		for drained := false; !drained; {
@@ -295,9 +298,9 @@ func (c *Client) enqueue(kind, payload string) error {
 // wake interrupts the loop's poll; a full pipe means a wake is pending.
 func (c *Client) wake() { _, _ = c.wakeW.Write([]byte{1}) }
 
-func (c *Client) exchange(ctx context.Context, kind, payload string, reply chan []byte) ([]byte, error) {
-	c.reqMu.Lock()
-	defer c.reqMu.Unlock()
+func (c *Client) exchange(ctx context.Context, mu *sync.Mutex, kind, payload string, reply chan []byte) ([]byte, error) {
+	mu.Lock()
+	defer mu.Unlock()
 	// A reply left from an abandoned exchange would answer this one.
 	for len(reply) > 0 {
 		<-reply
@@ -317,7 +320,7 @@ func (c *Client) exchange(ctx context.Context, kind, payload string, reply chan 
 
 // Status asks for the runner's status and returns its started_at.
 func (c *Client) Status(ctx context.Context) (float64, error) {
-	b, err := c.exchange(ctx, "status", "", c.status)
+	b, err := c.exchange(ctx, &c.statusMu, "status", "", c.status)
 	if err != nil {
 		return 0, err
 	}
@@ -326,7 +329,7 @@ func (c *Client) Status(ctx context.Context) (float64, error) {
 
 // Apps asks for the runner's service apps (get-apps).
 func (c *Client) Apps(ctx context.Context) (map[string]any, error) {
-	b, err := c.exchange(ctx, "get-apps", "", c.apps)
+	b, err := c.exchange(ctx, &c.appsMu, "get-apps", "", c.apps)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +348,7 @@ func (c *Client) Complete(ctx context.Context, code string, opts map[string]any)
 	}
 	req["code"] = code
 	body, _ := json.Marshal(req)
-	b, err := c.exchange(ctx, "complete", string(body), c.compl)
+	b, err := c.exchange(ctx, &c.complMu, "complete", string(body), c.compl)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +368,7 @@ func (c *Client) Complete(ctx context.Context, code string, opts map[string]any)
 // service-result.
 func (c *Client) StartService(ctx context.Context, req map[string]any) (map[string]any, error) {
 	body, _ := json.Marshal(req)
-	b, err := c.exchange(ctx, "start-service", string(body), c.svc)
+	b, err := c.exchange(ctx, &c.svcMu, "start-service", string(body), c.svc)
 	if err != nil {
 		return nil, err
 	}

@@ -151,3 +151,27 @@ func TestIncrementalUTF8(t *testing.T) {
 		t.Fatal("a status without started_at accepted")
 	}
 }
+
+// A caller that gives up while its run waits in line does not leave the
+// run in the line: later runs still get their turn.
+func TestAbandonedWaiterDoesNotBlock(t *testing.T) {
+	c := pair(t, "shell")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan map[string]any, 1)
+	go func() {
+		r, _ := c.Execute(ctx, Request{RunID: "first", Mode: "query", Code: "sleep 0.5; echo one", APIVersion: 3})
+		done <- r
+	}()
+	time.Sleep(100 * time.Millisecond)
+	wctx, wcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	if _, err := c.Execute(wctx, Request{RunID: "quitter", Mode: "query", Code: "echo never", APIVersion: 3}); err == nil {
+		t.Fatal("a run queued behind a busy one did not wait")
+	}
+	wcancel()
+	<-done
+	r, err := c.Execute(ctx, Request{RunID: "third", Mode: "query", Code: "echo three", APIVersion: 3, Flush: dur(10 * time.Second)})
+	if err != nil || r["status"] != "finished" || fmt.Sprint(r["console"]) != "[[stdout three\n]]" {
+		t.Fatalf("the run after an abandoned one: %v %v", r, err)
+	}
+}

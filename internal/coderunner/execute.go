@@ -51,9 +51,32 @@ func (c *Client) attach(ctx context.Context, id string) (*run, error) {
 	case <-r.active:
 		return r, nil
 	case <-ctx.Done():
+		c.abandon(r)
 		return nil, ctx.Err()
 	case <-c.done:
 		return nil, ErrClosed
+	}
+}
+
+// abandon takes a run whose caller gave up while queued out of the FIFO:
+// left there it would become current with nobody collecting it, and every
+// later run would wait behind it for ever. A run activated meanwhile is
+// finished instead.
+func (c *Client) abandon(r *run) {
+	c.mu.Lock()
+	for i, w := range c.waiters {
+		if w == r {
+			c.waiters = append(c.waiters[:i], c.waiters[i+1:]...)
+			delete(c.runs, r.id)
+			c.mu.Unlock()
+			return
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.active:
+		c.finish(r)
+	default:
 	}
 }
 
