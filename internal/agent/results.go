@@ -84,10 +84,10 @@ func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
 					if ad, ok := models[string(id)]; ok {
 						name := ad.ModelName
 						u.ModelName = &name
-						if v, ok := intData(ad.Data["proc"]); ok {
+						if v, ok := device.Int64(ad.Data["proc"]); ok {
 							u.ProcessingUnits = &v
 						}
-						if v, ok := intData(ad.Data["mem"]); ok {
+						if v, ok := device.Int64(ad.Data["mem"]); ok {
 							u.MemorySize = &v
 						}
 					}
@@ -106,16 +106,6 @@ func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
 		ContainerID: k.ContainerID(), KernelHost: a.kernelHost(), ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut,
 		ServicePorts: sp, UsedDevices: event.UsedDevices{Units: units},
 	}
-}
-
-func intData(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int64:
-		return x, true
-	case int:
-		return int64(x), true
-	}
-	return 0, false
 }
 
 // KernelHost is the address a kernel's service ports are dialled at.

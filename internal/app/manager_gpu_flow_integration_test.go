@@ -13,20 +13,6 @@ import (
 	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
-const flowMockGPUs = `slot_name = "cuda"
-stats = "fixed"
-devices = [
-  { mother_uuid = "gpu-a", model_name = "Mock H100", numa_node = 0, subproc_count = 132, memory_size = "80G", is_mig_device = false },
-  { mother_uuid = "gpu-b", model_name = "Mock H100", numa_node = 0, subproc_count = 132, memory_size = "80G", is_mig_device = false },
-]
-[formats.device]
-display_unit = "GPU"
-display_icon = "gpu1"
-human_readable_name = "GPU"
-description = "CUDA-capable GPU"
-number_format = { binary = false, round_length = 0 }
-`
-
 // A manager's GPU session (test/pypeer/manager_gpu_flow.py) against the
 // agent binary running the mock accelerator, with etcd and Redis: the
 // heartbeat's slots and plugins, computer.metadata, create_kernels with
@@ -41,7 +27,7 @@ func TestManagerGPUFlow_Integration(t *testing.T) {
 	}
 	img := testutil.TestImage(t)
 	mockCfg := filepath.Join(t.TempDir(), "mock-accelerator.toml")
-	if err := os.WriteFile(mockCfg, []byte(flowMockGPUs), 0o644); err != nil {
+	if err := os.WriteFile(mockCfg, []byte(testutil.MockTwoGPUs), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s := newStack(t, fmt.Sprintf("allow-compute-plugins = [\"ai.backend.accelerator.mock\"]\nmock-accelerator-config = %q\n"+

@@ -3,7 +3,6 @@ package device
 import (
 	"context"
 	"fmt"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,7 +150,7 @@ func GPUEnv(devName string, attached []AttachedDevice) map[string]string {
 	}
 	var cfg, tf []string
 	for i, d := range attached {
-		mem := toInt64(d.Data["mem"])
+		mem, _ := Int64(d.Data["mem"])
 		cfg = append(cfg, fmt.Sprintf("%d:%s", i, units.FormatBinarySize(mem)))
 		tf = append(tf, fmt.Sprintf("%d:%d", i, mem>>20))
 	}
@@ -162,16 +161,18 @@ func GPUEnv(devName string, attached []AttachedDevice) map[string]string {
 	return env
 }
 
-func toInt64(v any) int64 {
+// Int64 reads an integer from an attached device's data (int64 as the
+// plugins store it; int and float64 after a round trip).
+func Int64(v any) (int64, bool) {
 	switch x := v.(type) {
 	case int64:
-		return x
+		return x, true
 	case int:
-		return int64(x)
+		return int64(x), true
 	case float64:
-		return int64(x)
+		return int64(x), true
 	}
-	return 0
+	return 0, false
 }
 
 // pluginModule maps a Python entry point's module path to our plugin
@@ -228,16 +229,6 @@ func Selection(name string, allow, block []string) (load, explicit bool) {
 		return true, true
 	}
 	return false, false
-}
-
-// matchSlot reports whether slot matches one of the patterns (fnmatch).
-func matchSlot(slot string, patterns []string) bool {
-	for _, p := range patterns {
-		if ok, _ := path.Match(p, slot); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // RequestChecker is implemented by plugins with rules on request sizes

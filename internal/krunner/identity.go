@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/bai-agent/bai-agent/internal/fsutil"
 )
 
 // Identity is who the kernel's code runs as.
@@ -60,11 +62,7 @@ func readLines(path string) []string {
 }
 
 func writeLines(path string, lines []string) error {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".bai-krunner")
-	if err := os.WriteFile(tmp, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fsutil.WriteFileAtomic(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 }
 
 // SetupUser makes the passwd and group files under root name the kernel

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/bai-agent/bai-agent/internal/testutil"
 	"io"
 	"log/slog"
 	"math"
@@ -212,7 +213,7 @@ func TestShellInterruptAndInput(t *testing.T) {
 
 func TestPythonQuery(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		t.Skip("no python3 on this host")
+		testutil.Missing(t, "python3 for the python runtime (apt-get install python3)")
 	}
 	a := startRunner(t, "python")
 	run := func(code string) ([]record, int) {
@@ -295,7 +296,7 @@ func TestPythonQuery(t *testing.T) {
 // reference's quirk).
 func TestPythonDisplay(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		t.Skip("no python3 on this host")
+		testutil.Missing(t, "python3 for the python runtime (apt-get install python3)")
 	}
 	a := startRunner(t, "python")
 	a.send("code", `

@@ -3,6 +3,7 @@ package krunner
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/bai-agent/bai-agent/internal/testutil"
 	"net"
 	"net/http"
 	"os"
@@ -33,7 +34,7 @@ func TestInterpolate(t *testing.T) {
 func TestServices(t *testing.T) {
 	bb := "/bin/busybox"
 	if _, err := os.Stat(bb); err != nil {
-		t.Skip("busybox-static not installed")
+		testutil.Missing(t, "busybox-static (apt-get install busybox-static)")
 	}
 	defs := t.TempDir()
 	old := ServiceDefDir

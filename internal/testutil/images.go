@@ -153,3 +153,19 @@ func ScratchImage(t testing.TB) string {
 	}
 	return scratchRef
 }
+
+// MockTwoGPUs is a mock-accelerator.toml with two 80 GiB "cuda" devices
+// and fixed statistics, for tests of the GPU path without a GPU.
+const MockTwoGPUs = `slot_name = "cuda"
+stats = "fixed"
+devices = [
+  { mother_uuid = "gpu-a", model_name = "Mock H100", numa_node = 0, subproc_count = 132, memory_size = "80G", is_mig_device = false },
+  { mother_uuid = "gpu-b", model_name = "Mock H100", numa_node = 0, subproc_count = 132, memory_size = "80G", is_mig_device = false },
+]
+[formats.device]
+display_unit = "GPU"
+display_icon = "gpu1"
+human_readable_name = "GPU"
+description = "CUDA-capable GPU"
+number_format = { binary = false, round_length = 0 }
+`

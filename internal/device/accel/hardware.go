@@ -78,7 +78,7 @@ func newCUDA(ctx context.Context, o Options, pc map[string]any, explicit bool) (
 	if err != nil {
 		return nil, false, err
 	}
-	if len(p.HWInfo()) > 0 && p.HWInfo()["gpu_count"] == "0" && !explicit {
+	if p.GPUCount() == 0 && !explicit {
 		_ = p.Close()
 		o.Log.Info("NVML works but lists no GPU: cuda plugin not loaded")
 		return nil, false, nil

@@ -694,6 +694,10 @@ func (p *Plugin) Close() error {
 	return p.lib.Shutdown()
 }
 
+// GPUCount is the number of (unmasked) GPUs NVML listed, usable by
+// containers or not.
+func (p *Plugin) GPUCount() int { return len(p.physical) }
+
 // Injector returns how GPUs reach containers and why.
 func (p *Plugin) Injector() (Injector, string) { return p.injector, p.why }
 

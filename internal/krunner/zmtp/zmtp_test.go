@@ -3,6 +3,7 @@ package zmtp
 import (
 	"context"
 	"fmt"
+	"github.com/bai-agent/bai-agent/internal/testutil"
 	"os/exec"
 	"strings"
 	"testing"
@@ -104,7 +105,7 @@ func TestAgainstLibzmq(t *testing.T) {
 // pyzmq frames a message the same way: a PUSH from Python reaches our PULL.
 func TestAgainstPyzmq(t *testing.T) {
 	if err := exec.Command("python3", "-c", "import zmq").Run(); err != nil {
-		t.Skip("python3-zmq not installed")
+		testutil.Missing(t, "python3-zmq (apt-get install python3-zmq)")
 	}
 	pull, err := Listen("PULL", "127.0.0.1:0")
 	if err != nil {
