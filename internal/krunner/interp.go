@@ -9,61 +9,43 @@ import (
 // interpolate expands a service definition's ${{ expr }} and {expr}
 // tokens (the latter not after '$' or '{', so ${HOME} stays for the
 // shell). An unknown variable or a stray brace is an invalid definition.
-func interpolate(s string, vars map[string]any) (string, error) {
+func interpolate(s string, vars map[string]any) (string, error) { return expand(s, vars, true) }
+
+// formatMap is str.format_map for prestart arguments: every {expr}, with
+// {{ and }} for literal braces.
+func formatMap(s string, vars map[string]any) (string, error) { return expand(s, vars, false) }
+
+func expand(s string, vars map[string]any, service bool) (string, error) {
 	var b strings.Builder
+	emit := func(expr string) error {
+		v, err := evalExpr(expr, vars)
+		if err == nil {
+			b.WriteString(v)
+		}
+		return err
+	}
 	for i := 0; i < len(s); {
 		switch {
-		case strings.HasPrefix(s[i:], "${{"):
+		case service && strings.HasPrefix(s[i:], "${{"):
 			end := strings.Index(s[i+3:], "}}")
 			if end < 0 {
 				return "", fmt.Errorf("InvalidServiceDefinition('unterminated ${{ in %q')", s)
 			}
-			v, err := evalExpr(strings.TrimSpace(s[i+3:i+3+end]), vars)
-			if err != nil {
+			if err := emit(strings.TrimSpace(s[i+3 : i+3+end])); err != nil {
 				return "", err
 			}
-			b.WriteString(v)
 			i += 3 + end + 2
-		case s[i] == '{' && (i == 0 || (s[i-1] != '$' && s[i-1] != '{')) && !strings.HasPrefix(s[i:], "{{"):
-			end := strings.IndexByte(s[i:], '}')
-			if end < 0 {
-				return "", fmt.Errorf("InvalidServiceDefinition('unterminated { in %q')", s)
-			}
-			v, err := evalExpr(s[i+1:i+end], vars)
-			if err != nil {
-				return "", err
-			}
-			b.WriteString(v)
-			i += end + 1
-		default:
+		case !service && (strings.HasPrefix(s[i:], "{{") || strings.HasPrefix(s[i:], "}}")):
 			b.WriteByte(s[i])
-			i++
-		}
-	}
-	return b.String(), nil
-}
-
-// formatMap is str.format_map for prestart arguments: every {expr}.
-func formatMap(s string, vars map[string]any) (string, error) {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		switch {
-		case strings.HasPrefix(s[i:], "{{"):
-			b.WriteByte('{')
 			i += 2
-		case strings.HasPrefix(s[i:], "}}"):
-			b.WriteByte('}')
-			i += 2
-		case s[i] == '{':
+		case s[i] == '{' && !(service && (strings.HasPrefix(s[i:], "{{") || i > 0 && (s[i-1] == '$' || s[i-1] == '{'))):
 			end := strings.IndexByte(s[i:], '}')
 			if end < 0 {
 				return "", fmt.Errorf("InvalidServiceDefinition('unterminated { in %q')", s)
 			}
-			v, err := evalExpr(s[i+1:i+end], vars)
-			if err != nil {
+			if err := emit(s[i+1 : i+end]); err != nil {
 				return "", err
 			}
-			b.WriteString(v)
 			i += end + 1
 		default:
 			b.WriteByte(s[i])

@@ -120,3 +120,10 @@ func TestServices(t *testing.T) {
 		t.Errorf("preopen: %v", r)
 	}
 }
+
+func TestFormatMap(t *testing.T) {
+	vars := map[string]any{"tmp": "/tmp/x.py", "ports": []any{8080}}
+	if got, err := formatMap("python {tmp} --port {ports[0]} {{literal}}", vars); err != nil || got != "python /tmp/x.py --port 8080 {literal}" {
+		t.Fatalf("%q %v", got, err)
+	}
+}

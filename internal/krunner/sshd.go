@@ -16,7 +16,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/creack/pty"
 	"github.com/gliderlabs/ssh"
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
@@ -162,31 +161,20 @@ func (r *Runner) sshSession(sess ssh.Session) {
 	ptyReq, winCh, isPty := sess.Pty()
 	if isPty {
 		cmd.Env = append(cmd.Env, "TERM="+ptyReq.Term)
-		f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: uint16(ptyReq.Window.Height), Cols: uint16(ptyReq.Window.Width)})
+		t, err := startPTY(cmd, uint16(ptyReq.Window.Width), uint16(ptyReq.Window.Height))
 		if err != nil {
 			fmt.Fprintln(sess.Stderr(), err)
 			_ = sess.Exit(1)
 			return
 		}
-		var fmu sync.Mutex
-		closed := false
-		defer func() {
-			fmu.Lock()
-			closed = true
-			f.Close()
-			fmu.Unlock()
-		}()
+		defer t.Close()
 		go func() {
 			for w := range winCh {
-				fmu.Lock()
-				if !closed {
-					_ = pty.Setsize(f, &pty.Winsize{Rows: uint16(w.Height), Cols: uint16(w.Width)})
-				}
-				fmu.Unlock()
+				t.Resize(uint16(w.Width), uint16(w.Height))
 			}
 		}()
-		go func() { _, _ = io.Copy(f, sess) }()
-		_, _ = io.Copy(sess, f)
+		go func() { _, _ = io.Copy(t, sess) }()
+		_, _ = io.Copy(sess, t)
 	} else {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = sess, sess, sess.Stderr()
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -9,11 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/creack/pty"
 )
 
 // webAssets holds the terminal page; xterm.js, xterm.css and fit.js are
@@ -99,18 +97,13 @@ func (r *Runner) webTermSession(w http.ResponseWriter, req *http.Request) {
 	cmd := exec.Command(shell, "-l")
 	cmd.Dir = r.o.WorkDir
 	cmd.Env = append(r.childEnv(false), "TERM=xterm-256color")
-	f, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: hello.Columns, Rows: hello.Rows})
+	f, err := startPTY(cmd, hello.Columns, hello.Rows)
 	if err != nil {
 		_ = c.Write(ctx, websocket.MessageBinary, []byte("0"+err.Error()+"\r\n"))
 		return
 	}
-	var fmu sync.Mutex
-	closed := false
 	defer func() {
-		fmu.Lock()
-		closed = true
 		f.Close()
-		fmu.Unlock()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}()
@@ -140,22 +133,14 @@ func (r *Runner) webTermSession(w http.ResponseWriter, req *http.Request) {
 		}
 		switch msg[0] {
 		case '0':
-			fmu.Lock()
-			if !closed {
-				_, _ = f.Write(msg[1:])
-			}
-			fmu.Unlock()
+			_, _ = f.Write(msg[1:])
 		case '1':
 			var sz struct {
 				Columns uint16 `json:"columns"`
 				Rows    uint16 `json:"rows"`
 			}
-			if json.Unmarshal(msg[1:], &sz) == nil && sz.Columns > 0 && sz.Rows > 0 {
-				fmu.Lock()
-				if !closed {
-					_ = pty.Setsize(f, &pty.Winsize{Cols: sz.Columns, Rows: sz.Rows})
-				}
-				fmu.Unlock()
+			if json.Unmarshal(msg[1:], &sz) == nil {
+				f.Resize(sz.Columns, sz.Rows)
 			}
 		}
 	}
