@@ -104,7 +104,7 @@ func TestAgainstLibzmq(t *testing.T) {
 
 // pyzmq frames a message the same way: a PUSH from Python reaches our PULL.
 func TestAgainstPyzmq(t *testing.T) {
-	if err := exec.Command("python3", "-c", "import zmq").Run(); err != nil {
+	if err := exec.Command("/usr/bin/python3", "-c", "import zmq").Run(); err != nil {
 		testutil.Missing(t, "python3-zmq (apt-get install python3-zmq)")
 	}
 	pull, err := Listen("PULL", "127.0.0.1:0")
@@ -122,7 +122,7 @@ s.send_multipart([b"code", "print('héllo')".encode()])
 s.close()
 c.term()
 `, pull.Addr())
-	if out, err := exec.Command("python3", "-c", script).CombinedOutput(); err != nil {
+	if out, err := exec.Command("/usr/bin/python3", "-c", script).CombinedOutput(); err != nil {
 		t.Fatalf("pyzmq: %v %s", err, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
