@@ -5,6 +5,7 @@
 //
 //	bai-krunner entrypoint RUNTIME [RUNTIME_PATH]   as root: set up the user, run bootstrap.sh, drop privileges, exec run
 //	bai-krunner run RUNTIME [RUNTIME_PATH]          serve the agent on ports 2000/2001
+//	bai-krunner ssh [ARGS]  (or invoked as ssh)     a small OpenSSH-compatible client
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +26,13 @@ import (
 const self = "/opt/kernel/bai-krunner"
 
 func main() {
+	// Installed as ssh in images without one (see installSSH).
+	if filepath.Base(os.Args[0]) == "ssh" {
+		os.Exit(krunner.SSHMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	if len(os.Args) >= 2 && os.Args[1] == "ssh" {
+		os.Exit(krunner.SSHMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, "usage: bai-krunner entrypoint|run RUNTIME [RUNTIME_PATH]")
 		os.Exit(2)
@@ -77,6 +86,9 @@ func entrypoint(args []string) {
 			}
 		}
 	}
+	if os.Geteuid() == 0 {
+		installSSH(log)
+	}
 	env := os.Environ()
 	if os.Geteuid() == 0 {
 		if st, err := os.Stat("/opt/container/bootstrap.sh"); err == nil {
@@ -121,6 +133,26 @@ func entrypoint(args []string) {
 	}
 }
 
+// installSSH links the runner's built-in client as ssh when the image
+// has none on PATH, as upstream links dropbear's scp: cluster sessions
+// and MPI launchers need "ssh host command" in every image.
+func installSSH(log *slog.Logger) {
+	if _, err := exec.LookPath("ssh"); err == nil {
+		return
+	}
+	dir := "/usr/bin"
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		dir = "/usr/local/bin"
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			log.Warn("no ssh client installed", "error", err)
+			return
+		}
+	}
+	if err := os.Symlink(self, filepath.Join(dir, "ssh")); err != nil && !os.IsExist(err) {
+		log.Warn("no ssh client installed", "error", err)
+	}
+}
+
 func setEnv(env []string, k, v string) []string {
 	for i, kv := range env {
 		if strings.HasPrefix(kv, k+"=") {
@@ -141,6 +173,22 @@ func run(args []string) int {
 	}
 	if v := os.Getenv("BAI_KRUNNER_CONFIGDIR"); v != "" {
 		o.ConfigDir = v
+	}
+	cfgDir := o.ConfigDir
+	if cfgDir == "" {
+		cfgDir = "/home/config"
+	}
+	// A host-network kernel binds the host ports the agent chose.
+	ip, err := krunner.IntrinsicPorts(cfgDir)
+	if err != nil {
+		o.Log.Error("intrinsic ports; using the defaults", "error", err)
+	}
+	o.InPort, o.OutPort = ip["replin"], ip["replout"]
+	if p := ip["sshd"]; p != 0 {
+		o.SSHPorts = []int{p}
+	}
+	if p := ip["ttyd"]; p != 0 {
+		o.TermPorts = []int{p}
 	}
 	r, err := krunner.New(o)
 	if err != nil {

@@ -71,7 +71,10 @@ type Kernel struct {
 	Services   []image.ServicePort
 	HostPorts  []int
 	Environ    map[string]string
-	CreatedAt  time.Time
+	// Network is the session network the kernel joined: its name, "host"
+	// for the host's namespace, "" for the default bridge.
+	Network   string
+	CreatedAt time.Time
 	// RuntimeType and RuntimePath are the runner's runtime (the image's
 	// ai.backend.runtime-type and runtime-path labels).
 	RuntimeType string
@@ -169,6 +172,9 @@ type Agent struct {
 	// syncs counts finished sync passes (tests wait on it).
 	syncs   uint64
 	syncsMu sync.Mutex
+	// lastNetSweep is when the sync loop last looked for unused session
+	// networks (under syncsMu).
+	lastNetSweep time.Time
 }
 
 // LogCollector keeps a finished container's logs for the manager.

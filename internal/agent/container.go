@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"os"
@@ -273,7 +274,7 @@ func hostLimit(res int, want int64) int64 {
 	return want
 }
 
-func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource.Mount) *backend.ContainerSpec {
+func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterInfo, mounts []resource.Mount) *backend.ContainerSpec {
 	cfg := &k.Config
 	// Plugins' container arguments merge as upstream's
 	// update_nested_dict (lists extend, scalars overwrite); an accelerator
@@ -355,14 +356,7 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 			pb = append(pb, backend.PortBinding{ContainerPort: cp, Protocol: "tcp", HostIP: hostIP, HostPort: sp.HostPorts[i]})
 		}
 	}
-	hostname := cfg.ClusterHostname
-	if hostname == "" {
-		role := cfg.ClusterRole
-		if role == "" {
-			role = "main"
-		}
-		hostname = fmt.Sprintf("%s%d", role, cfg.ClusterIdx)
-	}
+	hostname := kernelHostname(cfg)
 	// Kernels are locked down: Docker's default seccomp profile and
 	// capabilities plus only the two upstream adds (IPC_LOCK for
 	// hugepages/RDMA, SYS_NICE for GPUDirect Storage), never privileged,
@@ -396,11 +390,10 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 		Mounts:     ms,
 		Ports:      pb,
 		// [container-logs]: the total split over 5 rotated files.
-		LogDriver:      a.cfg.ContainerLogs.Driver,
-		LogOpts:        map[string]string{"max-size": strconv.FormatInt(int64(a.cfg.ContainerLogs.MaxLength)/5, 10), "max-file": "5", "compress": "false"},
-		NetworkAliases: nil,
-		Runtime:        res.Runtime,
-		GroupAdd:       res.GroupAdd,
+		LogDriver: a.cfg.ContainerLogs.Driver,
+		LogOpts:   map[string]string{"max-size": strconv.FormatInt(int64(a.cfg.ContainerLogs.MaxLength)/5, 10), "max-file": "5", "compress": "false"},
+		Runtime:   res.Runtime,
+		GroupAdd:  res.GroupAdd,
 	}
 	spec.SecurityOpt = append(spec.SecurityOpt, res.SecurityOpt...)
 	for _, r := range res.DeviceRequests {
@@ -436,10 +429,7 @@ func (a *Agent) containerSpec(k *Kernel, cluster *ClusterInfo, mounts []resource
 			a.log.Warn("scratch is not on a block device; I/O throttling not applied", "kernel_id", k.ID, "scratch", k.Scratch.Work)
 		}
 	}
-	if cluster.NetworkName != "" && (cluster.NetworkMode == "" || cluster.NetworkMode == "bridge") {
-		spec.Network = cluster.NetworkName
-		spec.NetworkAliases = []string{hostname}
-	}
+	a.applyNetwork(ctx, spec, cfg, cluster)
 	if a.krunner != "" {
 		// The runner is every kernel's entrypoint, read-only from the host;
 		// the image's own command is not run (as upstream's entrypoint.sh).

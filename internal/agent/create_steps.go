@@ -157,6 +157,9 @@ func (j *createJob) validate(context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := validateNetwork(j.cluster); err != nil {
+		return err
+	}
 	j.slots, j.mounts, j.services = slots, mounts, services
 	return nil
 }
@@ -224,6 +227,16 @@ func (j *createJob) free(context.Context) { j.a.alloc.Free(j.alloc) }
 // takePorts takes two host ports for the REPL plus one per service
 // container port.
 func (j *createJob) takePorts(context.Context) error {
+	if j.cluster.hostNetwork() {
+		taken, err := j.hostNetworkPorts()
+		if err != nil {
+			return err
+		}
+		j.ports = taken
+		j.k.HostPorts = taken
+		j.k.Services = j.services
+		return nil
+	}
 	n := 2
 	for _, sp := range j.services {
 		n += len(sp.ContainerPorts)
@@ -278,12 +291,16 @@ func (j *createJob) writeFiles(context.Context) error {
 			k.Spec.Extra[key] = v
 		}
 	}
-	return a.writeKernelFiles(k, j.cluster)
+	k.Network = j.cluster.kernelNetwork()
+	if err := a.writeKernelFiles(k, j.cluster); err != nil {
+		return err
+	}
+	return a.writeClusterFiles(k, j.cluster)
 }
 
 func (j *createJob) createContainer(ctx context.Context) error {
 	a, k := j.a, j.k
-	j.spec = a.containerSpec(k, j.cluster, j.mounts)
+	j.spec = a.containerSpec(ctx, k, j.cluster, j.mounts)
 	cid, err := a.be.Create(ctx, j.spec)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)

@@ -226,6 +226,28 @@ func (b *timedBackend) RemoveNetwork(ctx context.Context, name string) error {
 	return timeoutErr(ctx, "network remove", b.t.Network, nw.RemoveNetwork(ctx, name))
 }
 
+func (b *timedBackend) ListNetworks(ctx context.Context, labels map[string]string) ([]backend.Network, error) {
+	nw, ok := b.inner.(backend.Networks)
+	if !ok {
+		return nil, fmt.Errorf("networks: %w", ErrUnsupported)
+	}
+	ctx, cancel := within(ctx, b.t.Network)
+	defer cancel()
+	out, err := nw.ListNetworks(ctx, labels)
+	return out, timeoutErr(ctx, "network list", b.t.Network, err)
+}
+
+func (b *timedBackend) InspectNetwork(ctx context.Context, name string) (*backend.Network, error) {
+	nw, ok := b.inner.(backend.Networks)
+	if !ok {
+		return nil, fmt.Errorf("networks: %w", ErrUnsupported)
+	}
+	ctx, cancel := within(ctx, b.t.Network)
+	defer cancel()
+	out, err := nw.InspectNetwork(ctx, name)
+	return out, timeoutErr(ctx, "network inspect", b.t.Network, err)
+}
+
 var (
 	_ backend.Backend  = (*timedBackend)(nil)
 	_ backend.Images   = (*timedBackend)(nil)

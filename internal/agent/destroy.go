@@ -93,6 +93,17 @@ var cleanSteps = []step[*cleanJob]{
 	{name: "scratch", do: (*cleanJob).removeScratch},
 	{name: "release", do: (*cleanJob).release},
 	{name: "publish", do: (*cleanJob).publish},
+	{name: "network", do: (*cleanJob).network},
+}
+
+// network removes the session network this agent created once its last
+// kernel is gone (the manager's destroy_local_network may never come if
+// it lost track of the session).
+func (j *cleanJob) network(ctx context.Context) error {
+	if j.k.Network != "" {
+		j.a.sweepNetworks(ctx, j.k.Network)
+	}
+	return nil
 }
 
 // clean is the CLEAN phase: read the exit status, keep the logs, remove

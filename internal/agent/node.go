@@ -4,32 +4,9 @@
 package agent
 
 import (
-	"context"
-	"fmt"
-
-	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/shopspring/decimal"
 )
-
-// CreateLocalNetwork creates a bridge network for a single-node
-// multi-container session (idempotent).
-func (a *Agent) CreateLocalNetwork(ctx context.Context, name string) error {
-	nw, ok := a.be.(backend.Networks)
-	if !ok {
-		return fmt.Errorf("networks: %w", ErrUnsupported)
-	}
-	return nw.CreateNetwork(ctx, name, map[string]string{"ai.backend.cluster-network": "1"})
-}
-
-// DestroyLocalNetwork removes it; a missing network is fine.
-func (a *Agent) DestroyLocalNetwork(ctx context.Context, name string) error {
-	nw, ok := a.be.(backend.Networks)
-	if !ok {
-		return fmt.Errorf("networks: %w", ErrUnsupported)
-	}
-	return nw.RemoveNetwork(ctx, name)
-}
 
 // AssignPort takes a host port, skipping the reuse cooldown.
 func (a *Agent) AssignPort() (int, error) {

@@ -151,6 +151,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 	if err := readJSON(filepath.Join(sd.Config, kconfigFile), &kc); err == nil {
 		k.Config = kc.Config
 		k.ImageName = kc.ImageName
+		k.Network = kc.Cluster.kernelNetwork()
 		k.RuntimeType, k.RuntimePath = kc.RuntimeType, kc.RuntimePath
 	} else if pkc, perr := readPythonKconfig(sd.Config); perr == nil {
 		// A kernel the Python agent started: its pickled creation config
@@ -159,6 +160,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		pkc.RuntimeType = pkc.Config.Image.Labels["ai.backend.runtime-type"]
 		pkc.RuntimePath = pkc.Config.Image.Labels["ai.backend.runtime-path"]
 		k.Config, k.ImageName = pkc.Config, c.Image
+		k.Network = pkc.Cluster.kernelNetwork()
 		k.RuntimeType, k.RuntimePath = pkc.RuntimeType, pkc.RuntimePath
 		if err := writeJSON(filepath.Join(sd.Config, kconfigFile), pkc); err != nil {
 			a.log.Warn("restart data of a Python agent's kernel not saved", "kernel_id", kid, "error", err)

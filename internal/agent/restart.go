@@ -100,7 +100,7 @@ func (j *restartJob) environ(context.Context) error {
 
 func (j *restartJob) createContainer(ctx context.Context) error {
 	a, k := j.a, j.k
-	j.spec = a.containerSpec(k, &j.kc.Cluster, k.Spec.Mounts)
+	j.spec = a.containerSpec(ctx, k, &j.kc.Cluster, k.Spec.Mounts)
 	cid, err := a.be.Create(ctx, j.spec)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)

@@ -174,11 +174,15 @@ func (a *Agent) StartService(ctx context.Context, kernelID, name string, opts ma
 	}
 	ctx, cancel := context.WithTimeout(ctx, 35*time.Second)
 	defer cancel()
-	port := 0
-	if len(sp.ContainerPorts) > 0 {
-		port = sp.ContainerPorts[0]
+	port, ports := 0, sp.ContainerPorts
+	if k.Network == "host" && (name == "sshd" || name == "ttyd") {
+		// In the host's namespace the runner binds the host ports.
+		ports = sp.HostPorts
 	}
-	res, err := c.StartService(ctx, map[string]any{"name": name, "port": port, "ports": sp.ContainerPorts, "protocol": sp.Protocol, "options": opts})
+	if len(ports) > 0 {
+		port = ports[0]
+	}
+	res, err := c.StartService(ctx, map[string]any{"name": name, "port": port, "ports": ports, "protocol": sp.Protocol, "options": opts})
 	if errors.Is(err, context.DeadlineExceeded) {
 		return map[string]any{"status": "failed", "error": "timeout"}, nil
 	}

@@ -442,7 +442,8 @@ func TestRunnerSSH_Integration(t *testing.T) {
 			port = sp.HostPorts[0]
 		}
 	}
-	if r, err := e.agent.StartService(context.Background(), info.ID, "sshd", nil); err != nil || r["status"] != "started" {
+	// Running since boot, as upstream's intrinsic sshd.
+	if r, err := e.agent.StartService(context.Background(), info.ID, "sshd", nil); err != nil || r["status"] != "running" {
 		t.Fatalf("start sshd: %v %v", r, err)
 	}
 	// The key the user downloads is the kernel's id_container.
@@ -483,7 +484,7 @@ func TestRunnerWebTerminal_Integration(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if r, err := e.agent.StartService(ctx, info.ID, "ttyd", nil); err != nil || r["status"] != "started" {
+	if r, err := e.agent.StartService(ctx, info.ID, "ttyd", nil); err != nil || r["status"] != "running" {
 		t.Fatalf("start ttyd: %v %v", r, err)
 	}
 	base := fmt.Sprintf("http://%s:%d/", info.KernelHost, port)

@@ -122,5 +122,14 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 		}
 		unlock()
 	}
+	a.syncsMu.Lock()
+	sweep := time.Since(a.lastNetSweep) >= networkSweepInterval
+	if sweep {
+		a.lastNetSweep = time.Now()
+	}
+	a.syncsMu.Unlock()
+	if sweep {
+		a.sweepNetworks(ctx, "")
+	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"encoding/json"
+	"fmt"
+
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/resource"
@@ -90,6 +93,57 @@ type ClusterInfo struct {
 	Replicas    map[string]int `json:"replicas"`
 	NetworkMode string         `json:"network_mode"`
 	NetworkName string         `json:"network_name"`
+	// SSHKeypair is the session-wide key kernels use to reach each other
+	// (cluster_info.ssh_keypair). It is written to config/ssh and never
+	// kept in the agent's own records.
+	SSHKeypair *SSHKeypair `json:"-"`
+	// SSHPortMapping is cluster_ssh_port_mapping: where each kernel's
+	// SSH server is reachable in host-network sessions.
+	SSHPortMapping map[string]HostPort `json:"ssh_port_mapping,omitempty"`
+}
+
+// SSHKeypair is an OpenSSH public key line and its PEM private key.
+type SSHKeypair struct {
+	PublicKey  string
+	PrivateKey string
+}
+
+// HostPort is an address and port; it is a two-item list in JSON, as
+// the manager's tuples are in port-mapping.json.
+type HostPort struct {
+	Host string
+	Port int
+}
+
+// MarshalJSON writes [host, port].
+func (h HostPort) MarshalJSON() ([]byte, error) { return json.Marshal([]any{h.Host, h.Port}) }
+
+// UnmarshalJSON reads [host, port].
+func (h *HostPort) UnmarshalJSON(b []byte) error {
+	var v []json.RawMessage
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	if len(v) != 2 {
+		return fmt.Errorf("host and port: want 2 items, got %d", len(v))
+	}
+	if err := json.Unmarshal(v[0], &h.Host); err != nil {
+		return err
+	}
+	return json.Unmarshal(v[1], &h.Port)
+}
+
+// hostNetwork reports whether the session's kernels share their hosts'
+// network namespaces.
+func (c *ClusterInfo) hostNetwork() bool { return c != nil && c.NetworkMode == "host" }
+
+// kernelNetwork is what Kernel.Network records: the network's name, or
+// "host".
+func (c *ClusterInfo) kernelNetwork() string {
+	if c.hostNetwork() {
+		return "host"
+	}
+	return c.NetworkName
 }
 
 // CreateRequest is one create_kernels call.

@@ -65,15 +65,22 @@ type ContainerSpec struct {
 	Memory      int64
 	ShmSize     int64
 	// Block I/O throttling (bytes per second per device).
-	ReadBps        []Throttle
-	WriteBps       []Throttle
-	PidsLimit      int64
-	Mounts         []Mount
-	Ports          []PortBinding
+	ReadBps   []Throttle
+	WriteBps  []Throttle
+	PidsLimit int64
+	Mounts    []Mount
+	Ports     []PortBinding
+	// Network is a network name to join, or "host" for the host's
+	// network namespace (no port bindings then).
 	Network        string
 	NetworkAliases []string
-	LogDriver      string
-	LogOpts        map[string]string
+	// NetworkDriverOpts are the endpoint's driver options (overlay: the
+	// interface name inside the container).
+	NetworkDriverOpts map[string]string
+	// ExtraHosts are "name:address" lines for /etc/hosts.
+	ExtraHosts []string
+	LogDriver  string
+	LogOpts    map[string]string
 	// Accelerators: GPUs through a device driver (nvidia, cdi), the legacy
 	// nvidia runtime, device nodes (/dev/kfd, /dev/dri/renderD*), extra
 	// groups.
@@ -208,4 +215,18 @@ type Networks interface {
 	CreateNetwork(ctx context.Context, name string, labels map[string]string) error
 	// RemoveNetwork removes a network; a missing one is fine.
 	RemoveNetwork(ctx context.Context, name string) error
+	// ListNetworks lists the networks carrying all the given labels.
+	ListNetworks(ctx context.Context, labels map[string]string) ([]Network, error)
+	// InspectNetwork describes one network (ErrNotFound when missing).
+	InspectNetwork(ctx context.Context, name string) (*Network, error)
+}
+
+// Network is what the agent needs to know about a network.
+type Network struct {
+	ID, Name, Driver string
+	Labels           map[string]string
+	Created          time.Time
+	Subnets          []string
+	// Containers is how many containers are attached (on this engine).
+	Containers int
 }

@@ -35,7 +35,7 @@ func pair(t *testing.T, runtime string) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := krunner.New(krunner.Options{Runtime: runtime, Addr: "127.0.0.1", InPort: in, OutPort: out, WorkDir: t.TempDir(), ConfigDir: t.TempDir(), Env: []string{"PATH=" + os.Getenv("PATH")}, Log: log})
+	r, err := krunner.New(krunner.Options{Runtime: runtime, Addr: "127.0.0.1", InPort: in, OutPort: out, SSHPorts: []int{freePort(t)}, TermPorts: []int{freePort(t)}, WorkDir: t.TempDir(), ConfigDir: t.TempDir(), Env: []string{"PATH=" + os.Getenv("PATH")}, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

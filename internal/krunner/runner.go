@@ -30,10 +30,14 @@ type Options struct {
 	// ports (2000/2001).
 	Addr            string
 	InPort, OutPort int
-	WorkDir         string // /home/work
-	ConfigDir       string // /home/config
-	Env             []string
-	Log             *slog.Logger
+	// SSHPorts and TermPorts are where the built-in SSH server and web
+	// terminal start at boot ([2200] and [7681]; host ports in a
+	// host-network kernel).
+	SSHPorts, TermPorts []int
+	WorkDir             string // /home/work
+	ConfigDir           string // /home/config
+	Env                 []string
+	Log                 *slog.Logger
 }
 
 // Runner serves one kernel.
@@ -80,6 +84,12 @@ func New(o Options) (*Runner, error) {
 	}
 	if o.OutPort == 0 {
 		o.OutPort = 2001
+	}
+	if len(o.SSHPorts) == 0 {
+		o.SSHPorts = []int{2200}
+	}
+	if len(o.TermPorts) == 0 {
+		o.TermPorts = []int{7681}
 	}
 	if o.WorkDir == "" {
 		o.WorkDir = "/home/work"
@@ -179,6 +189,7 @@ func (r *Runner) statusPayload() []byte {
 func (r *Runner) Serve(ctx context.Context) error {
 	defer r.close()
 	go r.worker(ctx)
+	r.startIntrinsic()
 	for {
 		msg, err := r.in.Recv(ctx)
 		if err != nil {
@@ -232,6 +243,23 @@ func (r *Runner) Serve(ctx context.Context) error {
 		default:
 			r.log.Warn("unknown message type; ignored", "type", kind)
 		}
+	}
+}
+
+// startIntrinsic prepares cluster SSH and starts the SSH server and the
+// web terminal at boot, as upstream's runner does with dropbear and ttyd:
+// the other kernels of a cluster session reach this one over SSH without
+// anyone calling start_service here. A failure is logged; start_service
+// tries again.
+func (r *Runner) startIntrinsic() {
+	if err := r.prepareClusterSSH(); err != nil {
+		r.log.Warn("cluster SSH config not written", "error", err)
+	}
+	if err := r.startSSH(r.o.SSHPorts); err != nil {
+		r.log.Warn("the SSH server did not start", "ports", r.o.SSHPorts, "error", err)
+	}
+	if err := r.startWebTerm(r.o.TermPorts); err != nil {
+		r.log.Warn("the web terminal did not start", "ports", r.o.TermPorts, "error", err)
 	}
 }
 

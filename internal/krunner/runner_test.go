@@ -45,6 +45,7 @@ func startRunner(t *testing.T, runtime string) *agent {
 		t.Fatal(err)
 	}
 	r, err := New(Options{Runtime: runtime, Addr: "127.0.0.1", InPort: freePort(t), OutPort: freePort(t), WorkDir: work, ConfigDir: cfg,
+		SSHPorts: []int{freePort(t)}, TermPorts: []int{freePort(t)},
 		Env: []string{"PATH=" + os.Getenv("PATH")}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -46,9 +46,17 @@ func (r *Runner) hostKey() (gossh.Signer, error) {
 	return gossh.NewSignerFromKey(priv)
 }
 
-// authorized reports whether key is in the work user's authorized_keys.
+// authorized reports whether key is in the work user's authorized_keys
+// or is the cluster session's key (config/ssh/id_cluster.pub), which the
+// other kernels of the session use.
 func (r *Runner) authorized(key ssh.PublicKey) bool {
-	b, err := os.ReadFile(filepath.Join(r.o.WorkDir, ".ssh", "authorized_keys"))
+	return keyListed(filepath.Join(r.o.WorkDir, ".ssh", "authorized_keys"), key) ||
+		keyListed(filepath.Join(r.o.ConfigDir, "ssh", "id_cluster.pub"), key)
+}
+
+// keyListed reports whether an authorized_keys-format file lists key.
+func keyListed(path string, key ssh.PublicKey) bool {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return false
 	}

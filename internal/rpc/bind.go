@@ -297,6 +297,53 @@ func bindClusterInfo(v any, path string) (agent.ClusterInfo, error) {
 			return ci, nf.err
 		}
 	}
+	if kv, ok := m.Get("ssh_keypair"); ok && kv != nil {
+		km, err := asMap(kv, path+".ssh_keypair")
+		if err != nil {
+			return ci, err
+		}
+		kp := &agent.SSHKeypair{}
+		kf := &fields{m: km, path: path + ".ssh_keypair"}
+		kf.reqStr("public_key", &kp.PublicKey)
+		kf.reqStr("private_key", &kp.PrivateKey)
+		if kf.err != nil {
+			return ci, kf.err
+		}
+		ci.SSHKeypair = kp
+	}
+	if pv, ok := m.Get("cluster_ssh_port_mapping"); ok && pv != nil {
+		pp := path + ".cluster_ssh_port_mapping"
+		pm, err := asMap(pv, pp)
+		if err != nil {
+			return ci, err
+		}
+		ci.SSHPortMapping = map[string]agent.HostPort{}
+		for _, kv := range pm {
+			name, err := asStr(kv.Key, pp+" key")
+			if err != nil {
+				return ci, err
+			}
+			ep := pp + "[" + PyRepr(name) + "]"
+			l, err := asList(kv.Val, ep)
+			if err != nil {
+				return ci, err
+			}
+			if len(l) != 2 {
+				return ci, typeError("%s: expected (host, port), got %d items", ep, len(l))
+			}
+			var hp agent.HostPort
+			if hp.Host, err = asStr(l[0], ep+"[0]"); err != nil {
+				return ci, err
+			}
+			if hp.Port, err = asInt(l[1], ep+"[1]"); err != nil {
+				return ci, err
+			}
+			if hp.Port < 1 || hp.Port > 65535 {
+				return ci, typeError("%s[1]: port %d is out of range", ep, hp.Port)
+			}
+			ci.SSHPortMapping[name] = hp
+		}
+	}
 	return ci, nil
 }
 

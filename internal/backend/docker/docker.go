@@ -176,10 +176,17 @@ func (b *Backend) Create(ctx context.Context, s *backend.ContainerSpec) (string,
 		hc.PortBindings[port] = append(hc.PortBindings[port], pb)
 	}
 	var nc *network.NetworkingConfig
-	if s.Network != "" {
+	hc.ExtraHosts = s.ExtraHosts
+	switch s.Network {
+	case "":
+	case "host":
+		// The host's namespace: published ports mean nothing there.
+		hc.NetworkMode = "host"
+		hc.PortBindings, cfg.ExposedPorts = nil, nil
+	default:
 		hc.NetworkMode = container.NetworkMode(s.Network)
 		nc = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
-			s.Network: {Aliases: s.NetworkAliases},
+			s.Network: {Aliases: s.NetworkAliases, DriverOpts: s.NetworkDriverOpts},
 		}}
 	}
 	res, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc, NetworkingConfig: nc, Name: s.Name})

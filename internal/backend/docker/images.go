@@ -157,6 +157,47 @@ func (b *Backend) CreateNetwork(ctx context.Context, name string, labels map[str
 	return mapErr(err, "create network "+name)
 }
 
+// ListNetworks implements backend.Networks. The list endpoint does not
+// count attached containers, so each network is inspected.
+func (b *Backend) ListNetworks(ctx context.Context, labels map[string]string) ([]backend.Network, error) {
+	f := client.Filters{}
+	for k, v := range labels {
+		f.Add("label", k+"="+v)
+	}
+	res, err := b.cli.NetworkList(ctx, client.NetworkListOptions{Filters: f})
+	if err != nil {
+		return nil, mapErr(err, "list networks")
+	}
+	out := make([]backend.Network, 0, len(res.Items))
+	for _, n := range res.Items {
+		info, err := b.InspectNetwork(ctx, n.ID)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *info)
+	}
+	return out, nil
+}
+
+// InspectNetwork implements backend.Networks.
+func (b *Backend) InspectNetwork(ctx context.Context, name string) (*backend.Network, error) {
+	res, err := b.cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
+	if err != nil {
+		return nil, mapErr(err, "inspect network "+name)
+	}
+	n := res.Network
+	out := &backend.Network{ID: n.ID, Name: n.Name, Driver: n.Driver, Labels: n.Labels, Created: n.Created, Containers: len(n.Containers)}
+	for _, c := range n.IPAM.Config {
+		if c.Subnet.IsValid() {
+			out.Subnets = append(out.Subnets, c.Subnet.String())
+		}
+	}
+	return out, nil
+}
+
 // RemoveNetwork implements backend.Networks.
 func (b *Backend) RemoveNetwork(ctx context.Context, name string) error {
 	_, err := b.cli.NetworkRemove(ctx, name, client.NetworkRemoveOptions{})
