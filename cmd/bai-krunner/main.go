@@ -140,17 +140,18 @@ func installSSH(log *slog.Logger) {
 	if _, err := exec.LookPath("ssh"); err == nil {
 		return
 	}
-	dir := "/usr/bin"
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		dir = "/usr/local/bin"
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			log.Warn("no ssh client installed", "error", err)
+	// The first directory on PATH that takes the link (busybox images
+	// have only /bin).
+	var last error
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			continue
+		}
+		if last = os.Symlink(self, filepath.Join(dir, "ssh")); last == nil {
 			return
 		}
 	}
-	if err := os.Symlink(self, filepath.Join(dir, "ssh")); err != nil && !os.IsExist(err) {
-		log.Warn("no ssh client installed", "error", err)
-	}
+	log.Warn("no ssh client installed: no writable directory on PATH", "path", os.Getenv("PATH"), "error", last)
 }
 
 func setEnv(env []string, k, v string) []string {

@@ -605,14 +605,24 @@ func TestHelperAgentProcess(t *testing.T) {
 	}
 	kid := os.Getenv("BAI_HELPER_KERNEL")
 	e := &env{image: os.Getenv("BAI_HELPER_IMAGE")}
-	if _, err := a.CreateKernels(ctx, e.request(kid, func(c *CreationConfig) {
+	req := e.request(kid, func(c *CreationConfig) {
 		if extra := os.Getenv("BAI_HELPER_SLOTS"); extra != "" {
 			for _, kv := range strings.Split(extra, ",") {
 				k, v, _ := strings.Cut(kv, "=")
 				c.ResourceSlots[k] = v
 			}
 		}
-	})); err != nil {
+	})
+	// The first kernel of a cluster session on its session network.
+	if nw := os.Getenv("BAI_HELPER_NETWORK"); nw != "" {
+		if err := a.CreateLocalNetwork(ctx, nw); err != nil {
+			t.Fatal(err)
+		}
+		req.SessionID = os.Getenv("BAI_HELPER_SESSION")
+		req.Configs[0].SessionID = req.SessionID
+		req.Cluster = ClusterInfo{Mode: "single-node", Size: 2, Replicas: map[string]int{"main": 1, "sub": 1}, NetworkMode: "bridge", NetworkName: nw}
+	}
+	if _, err := a.CreateKernels(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("HELPER-READY")

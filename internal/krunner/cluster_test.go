@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -207,6 +209,21 @@ func TestSSHClientWithClusterKey(t *testing.T) {
 	out.Reset()
 	if code := SSHMain([]string{"-F", conf, "peer1", "cat; exit 3"}, strings.NewReader("piped\n"), &out, &errb); code != 3 || out.String() != "piped\n" {
 		t.Fatalf("exit %d, out %q, err %q", code, out.String(), errb.String())
+	}
+	// Local stdin left open (a runner's child): the command still ends
+	// when the remote side exits.
+	out.Reset()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	done := make(chan int, 1)
+	go func() { done <- SSHMain([]string{"-F", conf, "peer1", "echo open-stdin"}, pr, &out, &errb) }()
+	select {
+	case code := <-done:
+		if code != 0 || out.String() != "open-stdin\n" {
+			t.Fatalf("open stdin: exit %d, out %q", code, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ssh waited for local stdin after the remote command ended")
 	}
 	out.Reset()
 	if code := SSHMain([]string{"-F", conf, "-t", "peer1", "test -t 0 && echo tty"}, strings.NewReader(""), &out, &errb); code != 0 || !strings.Contains(out.String(), "tty") {

@@ -311,7 +311,18 @@ func SSHMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if o.nullStdin {
 		stdin = strings.NewReader("")
 	}
-	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
+	// stdin is copied outside the session: Session.Wait would wait for
+	// that copy, and a command must end when the remote side exits (as
+	// with OpenSSH) even if local stdin stays open.
+	sess.Stdout, sess.Stderr = stdout, stderr
+	remoteIn, err := sess.StdinPipe()
+	if err != nil {
+		return fail(err)
+	}
+	go func() {
+		_, _ = io.Copy(remoteIn, stdin)
+		_ = remoteIn.Close()
+	}()
 	in, _ := stdin.(*os.File)
 	tty := in != nil && isTerminal(int(in.Fd()))
 	if o.forcePTY || (o.command == "" && !o.noPTY && tty) {

@@ -184,13 +184,23 @@ func (r *Runner) sshSession(sess ssh.Session) {
 		go func() { _, _ = io.Copy(t, sess) }()
 		_, _ = io.Copy(sess, t)
 	} else {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = sess, sess, sess.Stderr()
+		// stdin through a pipe copied outside Wait: the session ends when
+		// the command does, even if the client never closes its stdin.
+		cmd.Stdout, cmd.Stderr = sess, sess.Stderr()
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
+		in, err := cmd.StdinPipe()
+		if err == nil {
+			err = cmd.Start()
+		}
+		if err != nil {
 			fmt.Fprintln(sess.Stderr(), err)
 			_ = sess.Exit(127)
 			return
 		}
+		go func() {
+			_, _ = io.Copy(in, sess)
+			_ = in.Close()
+		}()
 	}
 	_ = cmd.Wait()
 	code := 0
