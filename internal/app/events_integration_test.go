@@ -39,13 +39,39 @@ type stack struct {
 // newStack starts redis-server and etcd, seeds etcd as a manager would,
 // and writes an agent config pointing at them.
 func newStack(t testing.TB, extraAgent string) *stack {
+	return newStackWith(t, extraAgent, stackOpts{})
+}
+
+// stackOpts let several agents share one control plane (Redis, etcd and
+// its namespace), each with its own port range and environment.
+type stackOpts struct {
+	redis     *testutil.Redis
+	etcd      *testutil.Etcd
+	ns        string
+	portRange [2]int
+	env       []string
+}
+
+func newStackWith(t testing.TB, extraAgent string, o stackOpts) *stack {
 	testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
-	s := &stack{bin: testutil.AgentBinary(t), t: t, redis: testutil.StartRedis(t), etcd: testutil.StartEtcd(t), root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8]}
-	ns := "ns" + uuid.NewString()[:6]
+	if o.redis == nil {
+		o.redis = testutil.StartRedis(t)
+	}
+	if o.etcd == nil {
+		o.etcd = testutil.StartEtcd(t)
+	}
+	if o.portRange == [2]int{} {
+		o.portRange = [2]int{37000, 37199}
+	}
+	s := &stack{bin: testutil.AgentBinary(t), t: t, redis: o.redis, etcd: o.etcd, root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8], env: o.env}
+	ns := o.ns
+	if ns == "" {
+		ns = "ns" + uuid.NewString()[:6]
+		s.etcd.Put(t, "/sorna/"+ns+"/config/redis/addr", s.redis.Addr)
+		s.etcd.Put(t, "/sorna/"+ns+"/nodes/manager/i-mgr", "up")
+	}
 	s.ns = ns
-	s.etcd.Put(t, "/sorna/"+ns+"/config/redis/addr", s.redis.Addr)
-	s.etcd.Put(t, "/sorna/"+ns+"/nodes/manager/i-mgr", "up")
 	s.rpc = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	s.vfroot = filepath.Join(s.root, "vfroot")
 	_ = os.MkdirAll(s.vfroot, 0o755)
@@ -64,7 +90,7 @@ mount-path = %q
 [agent.sync-container-lifecycles]
 interval = 2
 [container]
-port-range = [37000, 37199]
+port-range = [%d, %d]
 port-reuse-cooldown-sec = 0
 bind-host = "127.0.0.1"
 scratch-root = %q
@@ -73,7 +99,7 @@ reserved-cpu = 0
 reserved-mem = "64M"
 [debug]
 heartbeat-interval = 1.0
-`, ns, s.etcd.Addr, s.id, s.rpc, filepath.Join(s.root, "var"), s.vfroot, extraAgent, filepath.Join(s.root, "scratch"))
+`, ns, s.etcd.Addr, s.id, s.rpc, filepath.Join(s.root, "var"), s.vfroot, extraAgent, o.portRange[0], o.portRange[1], filepath.Join(s.root, "scratch"))
 	if err := os.WriteFile(s.cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +114,7 @@ heartbeat-interval = 1.0
 		}
 	})
 	// Consumer group first, as the manager has one before agents start.
-	if err := s.rdb.XGroupCreateMkStream(context.Background(), "events", "manager", "$").Err(); err != nil {
+	if err := s.rdb.XGroupCreateMkStream(context.Background(), "events", "manager", "$").Err(); err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
 		t.Fatal(err)
 	}
 	return s

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,11 @@ type Engine struct {
 	Host   string // DOCKER_HOST value
 	dir    string
 	bridge string
+	addr   string // the bridge's address on the host
+	swarm  bool
+	// gwbridge is set when joining a swarm made the host's
+	// docker_gwbridge, which the cleanup then removes.
+	gwbridge bool
 	args   []string
 	cmd    *exec.Cmd
 	t      testing.TB
@@ -41,7 +47,7 @@ func StartEngine(t testing.TB, liveRestore bool) *Engine {
 		t.Fatal(err)
 	}
 	n := rand.IntN(200) + 20
-	e := &Engine{dir: dir, bridge: fmt.Sprintf("bai-t%d", n), t: t}
+	e := &Engine{dir: dir, bridge: fmt.Sprintf("bai-t%d", n), addr: fmt.Sprintf("10.213.%d.1", n), t: t}
 	e.Sock = filepath.Join(dir, "docker.sock")
 	e.Host = "unix://" + e.Sock
 	cfg := `{}`
@@ -53,7 +59,7 @@ func StartEngine(t testing.TB, liveRestore bool) *Engine {
 	}
 	for _, c := range [][]string{
 		{"ip", "link", "add", e.bridge, "type", "bridge"},
-		{"ip", "addr", "add", fmt.Sprintf("10.213.%d.1/24", n), "dev", e.bridge},
+		{"ip", "addr", "add", e.addr + "/24", "dev", e.bridge},
 		{"ip", "link", "set", e.bridge, "up"},
 	} {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
@@ -118,14 +124,48 @@ func (e *Engine) Backend() *docker.Backend {
 }
 
 // ImportTestImage builds the busybox test kernel image into the engine.
-func (e *Engine) ImportTestImage() string {
+func (e *Engine) ImportTestImage() string { return e.ImportTestImageWith(nil) }
+
+// ImportTestImageWith builds it with labels overriding ImageLabels.
+func (e *Engine) ImportTestImageWith(override map[string]string) string {
 	e.t.Helper()
 	be := e.Backend()
-	ref, err := buildImage(be.Client(), ModuleRoot(e.t), ImageLabels)
+	labels := map[string]string{}
+	for k, v := range ImageLabels {
+		labels[k] = v
+	}
+	for k, v := range override {
+		labels[k] = v
+	}
+	ref, err := buildImage(be.Client(), ModuleRoot(e.t), labels)
 	if err != nil {
 		e.t.Fatalf("build test image in the test engine: %v", err)
 	}
 	return ref
+}
+
+// Docker runs the docker CLI against the engine.
+func (e *Engine) Docker(args ...string) string {
+	e.t.Helper()
+	out, err := exec.Command("docker", append([]string{"-H", e.Host}, args...)...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("docker %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// InitSwarm makes the engine a single-node swarm manager (overlay
+// networks), advertising its bridge address. Swarm mode creates the
+// host interface docker_gwbridge, so a host that already has one (a
+// swarm member) cannot run this test.
+func (e *Engine) InitSwarm() {
+	e.t.Helper()
+	if err := exec.Command("ip", "link", "show", "docker_gwbridge").Run(); err == nil {
+		e.t.Skip("this host already has a docker_gwbridge (it is in a swarm): a test swarm would take it over")
+	}
+	e.gwbridge = true
+	e.Docker("swarm", "init", "--advertise-addr", e.addr, "--listen-addr", e.addr+":2377")
+	e.swarm = true
 }
 
 func (e *Engine) cleanup() {
@@ -133,7 +173,13 @@ func (e *Engine) cleanup() {
 		// Remove what runs there first, then stop the engine.
 		_ = exec.Command("sh", "-c", "docker -H "+e.Host+" ps -aq | xargs -r docker -H "+e.Host+" rm -f").Run()
 	}
+	if e.swarm && e.cmd != nil {
+		_ = exec.Command("docker", "-H", e.Host, "swarm", "leave", "--force").Run()
+	}
 	e.Stop(syscall.SIGTERM)
+	if e.gwbridge {
+		_ = exec.Command("ip", "link", "del", "docker_gwbridge").Run()
+	}
 	// containerd-shims of a killed engine may linger; their mounts too.
 	_ = exec.Command("sh", "-c", "pkill -f 'containerd.*"+e.dir+"'").Run()
 	_ = exec.Command("sh", "-c", "grep ' "+e.dir+"' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l").Run()
