@@ -124,7 +124,7 @@ func (j *createJob) hostNetworkPorts() ([]int, error) {
 	k := j.k
 	n := 2
 	mapped := 0
-	if hp, ok := j.cluster.SSHPortMapping[kernelHostname(j.cfg)]; ok {
+	if hp, ok := j.cluster.sshMapping(j.cfg); ok {
 		mapped = hp.Port
 	}
 	for _, sp := range j.services {
@@ -161,6 +161,17 @@ func (j *createJob) hostNetworkPorts() ([]int, error) {
 		taken = append(taken, mapped)
 	}
 	return taken, nil
+}
+
+// sshMapping finds the kernel's own entry in cluster_ssh_port_mapping:
+// under its cluster hostname (what upstream's agent looks up), or under
+// "node-<kernel id>" (the key the manager's launcher actually writes).
+func (c *ClusterInfo) sshMapping(cfg *CreationConfig) (HostPort, bool) {
+	if hp, ok := c.SSHPortMapping[kernelHostname(cfg)]; ok {
+		return hp, true
+	}
+	hp, ok := c.SSHPortMapping["node-"+cfg.KernelID]
+	return hp, ok
 }
 
 // intrinsicPorts is config/intrinsic-ports.json for a host-network

@@ -206,11 +206,9 @@ func TestHostNetworkSession_Integration(t *testing.T) {
 	}
 	ids, cfgs := e.clusterConfigs(sid, img, []string{"main1", "sub1"}, nil)
 	mapping := map[string]HostPort{"node-" + ids[0]: {Host: "127.0.0.1", Port: p1}, "node-" + ids[1]: {Host: "127.0.0.1", Port: p2}}
-	// The manager keys the mapping by "node-<kernel id>"; a kernel's
-	// sshd port is found under its cluster hostname.
-	for i := range cfgs {
-		cfgs[i].ClusterHostname = "node-" + ids[i]
-	}
+	// The manager's launcher keys the mapping by "node-<kernel id>" while
+	// the kernels keep their main1/sub1 hostnames; each kernel's sshd
+	// takes the port assigned under its key.
 	infos, err := e.agent.CreateKernels(ctx, &CreateRequest{SessionID: sid, KernelIDs: ids, Configs: cfgs,
 		Cluster: ClusterInfo{Mode: "single-node", Size: 2, Replicas: map[string]int{"main": 1, "sub": 1}, NetworkMode: "host", SSHKeypair: clusterKeypair(t), SSHPortMapping: mapping}})
 	if err != nil {

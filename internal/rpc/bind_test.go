@@ -249,3 +249,45 @@ func TestConfiguredBodyLimit(t *testing.T) {
 		}
 	}
 }
+
+// cluster_info's SSH parts as the launcher sends them: ssh_keypair a
+// dict (or None), cluster_ssh_port_mapping {hostname: (host, port)}
+// (tuples arrive as lists) or None; a wrong shape names its path.
+func TestBindClusterSSH(t *testing.T) {
+	kp := msgpack.Map{{Key: "public_key", Val: "ssh-rsa AAAA x"}, {Key: "private_key", Val: "-----BEGIN RSA PRIVATE KEY-----\n"}}
+	pm := msgpack.Map{{Key: "node-a", Val: []any{"10.0.0.1", int64(30001)}}}
+	ci := func(kv ...msgpack.KV) msgpack.Map {
+		return append(msgpack.Map{{Key: "mode", Val: "multi-node"}, {Key: "size", Val: int64(2)}}, kv...)
+	}
+	got, err := bindClusterInfo(ci(msgpack.KV{Key: "network_config", Val: msgpack.Map{{Key: "mode", Val: "host"}}},
+		msgpack.KV{Key: "ssh_keypair", Val: kp}, msgpack.KV{Key: "cluster_ssh_port_mapping", Val: pm}), "raw_cluster_info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NetworkMode != "host" || got.SSHKeypair == nil || got.SSHKeypair.PublicKey != "ssh-rsa AAAA x" ||
+		got.SSHPortMapping["node-a"] != (agent.HostPort{Host: "10.0.0.1", Port: 30001}) {
+		t.Fatalf("bound %+v", got)
+	}
+	got, err = bindClusterInfo(ci(msgpack.KV{Key: "ssh_keypair", Val: nil}, msgpack.KV{Key: "cluster_ssh_port_mapping", Val: nil}), "raw_cluster_info")
+	if err != nil || got.SSHKeypair != nil || got.SSHPortMapping != nil {
+		t.Fatalf("None values: %+v %v", got, err)
+	}
+	for _, tc := range []struct {
+		name string
+		kv   msgpack.KV
+		want string
+	}{
+		{"keypair not a dict", msgpack.KV{Key: "ssh_keypair", Val: "k"}, "raw_cluster_info.ssh_keypair: expected dict, got str"},
+		{"keypair without private key", msgpack.KV{Key: "ssh_keypair", Val: kp[:1]}, "raw_cluster_info.ssh_keypair.private_key: required key is missing"},
+		{"mapping entry not a pair", msgpack.KV{Key: "cluster_ssh_port_mapping", Val: msgpack.Map{{Key: "n", Val: []any{"h"}}}}, "expected (host, port), got 1 items"},
+		{"port not an int", msgpack.KV{Key: "cluster_ssh_port_mapping", Val: msgpack.Map{{Key: "n", Val: []any{"h", "22"}}}}, "raw_cluster_info.cluster_ssh_port_mapping['n'][1]: expected int"},
+		{"port out of range", msgpack.KV{Key: "cluster_ssh_port_mapping", Val: msgpack.Map{{Key: "n", Val: []any{"h", int64(70000)}}}}, "port 70000 is out of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := bindClusterInfo(ci(tc.kv), "raw_cluster_info")
+			if err == nil || !strings.Contains(err.Error(), tc.want) || ExceptionName(err) != "TypeError" {
+				t.Fatalf("got %v (%s), want %q", err, ExceptionName(err), tc.want)
+			}
+		})
+	}
+}
