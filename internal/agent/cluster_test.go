@@ -16,7 +16,7 @@ type gwEngine struct {
 }
 
 func (g gwEngine) CreateNetwork(context.Context, string, map[string]string) error { return nil }
-func (g gwEngine) RemoveNetwork(context.Context, string) error                     { return nil }
+func (g gwEngine) RemoveNetwork(context.Context, string) error                    { return nil }
 func (g gwEngine) ListNetworks(context.Context, map[string]string) ([]backend.Network, error) {
 	return nil, nil
 }

@@ -29,9 +29,9 @@ type Engine struct {
 	// gwbridge is set when joining a swarm made the host's
 	// docker_gwbridge, which the cleanup then removes.
 	gwbridge bool
-	args   []string
-	cmd    *exec.Cmd
-	t      testing.TB
+	args     []string
+	cmd      *exec.Cmd
+	t        testing.TB
 }
 
 // StartEngine starts a test engine; liveRestore sets "live-restore".
