@@ -100,7 +100,7 @@ var cleanSteps = []step[*cleanJob]{
 // kernel is gone (the manager's destroy_local_network may never come if
 // it lost track of the session).
 func (j *cleanJob) network(ctx context.Context) error {
-	if j.k.Network != "" {
+	if j.k.Network != "" && j.k.Network != "host" {
 		j.a.sweepNetworks(ctx, j.k.Network)
 	}
 	return nil
