@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -206,12 +207,28 @@ func run(args []string) int {
 			}
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	// A stop signal ends the runner with 128+signal, as a shell reports a
+	// process a signal ended: the agent tells a kernel stopped from
+	// outside (an engine shutting down, docker stop) from one whose
+	// runner exited by itself.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	var got atomic.Int32
+	go func() {
+		if s, ok := (<-sigs).(syscall.Signal); ok {
+			got.Store(int32(s))
+		}
+		cancel()
+	}()
 	o.Log.Info("serving", "runtime", o.Runtime)
-	if err := r.Serve(ctx); err != nil {
+	if err := r.Serve(ctx); err != nil && ctx.Err() == nil {
 		o.Log.Error("serve", "error", err)
 		return 1
+	}
+	if s := got.Load(); s != 0 {
+		return 128 + int(s)
 	}
 	return 0
 }

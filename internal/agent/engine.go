@@ -62,10 +62,20 @@ func (a *Agent) watchEngine(ctx context.Context) {
 // on a loaded 2-core machine.
 const engineVerdictWait = 5 * time.Second
 
-// awaitEngineVerdict pings the engine for up to engineVerdictWait and
-// records an outage as soon as it does not answer.
-func (a *Agent) awaitEngineVerdict(ctx context.Context) {
-	deadline := time.Now().Add(engineVerdictWait)
+// engineStopVerdictWait is the wait for a kernel stopped by a signal from
+// outside the agent (its runner exits with 128+SIGINT or SIGTERM, or
+// 137 after the stop timeout): that is how an engine shutdown begins,
+// and a loaded engine may take well over 5 s more to stop answering.
+const engineStopVerdictWait = 20 * time.Second
+
+// stoppedBySignal reports whether an exit code says the container's main
+// process was stopped (SIGINT, SIGTERM, SIGKILL).
+func stoppedBySignal(code int) bool { return code == 130 || code == 143 || code == 137 }
+
+// awaitEngineVerdict pings the engine for up to d and records an outage
+// as soon as it does not answer.
+func (a *Agent) awaitEngineVerdict(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		_, err := a.be.Ping(pctx)

@@ -78,12 +78,20 @@ func (a *Agent) handleEvent(ctx context.Context, ev backend.Event) {
 				}
 			}
 			cancel()
-			if !oom {
+			// A kernel the agent itself is stopping, restarting or has
+			// cleaned already needs no verdict.
+			k, known := a.Kernel(kid)
+			ours := !known || k.State() != kernel.Running || k.restarting.Load() || k.cleaned.Load()
+			if !oom && !ours {
 				// An engine that shuts down stops every container first
 				// (their processes may well exit 0) and only then stops
 				// answering: give it a moment to show it, so that the
 				// manager hears why the kernel ended.
-				a.awaitEngineVerdict(ctx)
+				wait := engineVerdictWait
+				if stoppedBySignal(ev.ExitCode) {
+					wait = engineStopVerdictWait
+				}
+				a.awaitEngineVerdict(ctx, wait)
 			}
 			a.onContainerExit(context.WithoutCancel(ctx), kid, ev.ContainerID, ev.ExitCode, oom, finished)
 		}()

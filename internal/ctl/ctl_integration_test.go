@@ -142,7 +142,8 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 	if out := p.ctl(t, 0, "apps", kid); !strings.Contains(out, "sshd") || !strings.Contains(out, "jupyter") {
 		t.Fatalf("apps:\n%s", out)
 	}
-	if out := p.ctl(t, 0, "app", kid, "sshd"); !strings.Contains(out, "started: ssh -i ") || !strings.Contains(out, "work@127.0.0.1") {
+	// The SSH server runs from boot (as upstream's intrinsic sshd).
+	if out := p.ctl(t, 0, "app", kid, "sshd"); !strings.Contains(out, "running: ssh -i ") || !strings.Contains(out, "work@127.0.0.1") {
 		t.Fatalf("app sshd:\n%s", out)
 	}
 	if out := p.ctl(t, 1, "app", kid, "jupyter"); !strings.Contains(out, "unsupported service: jupyter") {
