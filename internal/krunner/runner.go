@@ -234,6 +234,8 @@ func (r *Runner) Serve(ctx context.Context) error {
 			r.log.Info("event from the agent", "event", payload)
 		case "start-service":
 			go func(b []byte) { r.emitJSON("service-result", r.startService(b)) }(msg[1])
+		case "start-model-service":
+			go func(b []byte) { r.emitJSON("model-service-result", r.startModelService(b)) }(msg[1])
 		case "shutdown-service":
 			var name string
 			if err := json.Unmarshal(msg[1], &name); err != nil {

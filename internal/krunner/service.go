@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,45 +201,14 @@ func (r *Runner) startService(payload []byte) map[string]any {
 	if len(argv) == 0 {
 		return map[string]any{"status": "failed", "error": "unsupported service: " + req.Name}
 	}
-	st, err := os.Stat(argv[0])
-	if err != nil {
-		if p, lerr := exec.LookPath(argv[0]); lerr == nil && !strings.Contains(argv[0], "/") {
-			argv[0] = p
-		} else {
-			return map[string]any{"status": "failed", "error": "the executable file is not found: " + argv[0]}
-		}
-	} else if st.Mode()&0o111 == 0 || st.IsDir() {
-		return map[string]any{"status": "failed", "error": "the target file is not executable: " + argv[0]}
+	proc, msg := r.spawnService(req.Name, argv, env, r.o.WorkDir)
+	if proc == nil {
+		return map[string]any{"status": "failed", "error": msg}
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = r.o.WorkDir
-	cmd.Env = r.childEnv(false)
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return map[string]any{"status": "failed", "error": "the process did not start properly: " + argv[0]}
-	}
-	exited := make(chan struct{})
-	proc := &svcProc{cmd: cmd, exited: exited}
-	r.svc.running[req.Name] = proc
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-		r.svc.mu.Lock()
-		if r.svc.running[req.Name] == proc {
-			delete(r.svc.running, req.Name)
-		}
-		r.svc.mu.Unlock()
-		r.log.Info("service exited", "service", req.Name, "code", exitCode(cmd, nil))
-	}()
+	exited, cmd := proc.exited, proc.cmd
 	deadline := time.Now().Add(timeout)
 	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
+		if portOpen(ports[0]) {
 			r.log.Info("service started", "service", req.Name, "port", ports[0])
 			return map[string]any{"status": "started"}
 		}
@@ -254,6 +222,46 @@ func (r *Runner) startService(payload []byte) map[string]any {
 			return map[string]any{"status": "failed", "error": "opening the service port timed out: " + req.Name}
 		}
 	}
+}
+
+// spawnService starts a service's process in dir and registers it under
+// name; the caller holds r.svc.mu. It returns the process, or nil and
+// upstream's error text.
+func (r *Runner) spawnService(name string, argv []string, env map[string]string, dir string) (*svcProc, string) {
+	st, err := os.Stat(argv[0])
+	if err != nil {
+		if p, lerr := exec.LookPath(argv[0]); lerr == nil && !strings.Contains(argv[0], "/") {
+			argv[0] = p
+		} else {
+			return nil, "the executable file is not found: " + argv[0]
+		}
+	} else if st.Mode()&0o111 == 0 || st.IsDir() {
+		return nil, "the target file is not executable: " + argv[0]
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = r.childEnv(false)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "the process did not start properly: " + argv[0]
+	}
+	proc := &svcProc{cmd: cmd, exited: make(chan struct{})}
+	r.svc.running[name] = proc
+	go func() {
+		_ = cmd.Wait()
+		close(proc.exited)
+		r.svc.mu.Lock()
+		if r.svc.running[name] == proc {
+			delete(r.svc.running, name)
+		}
+		r.svc.mu.Unlock()
+		r.log.Info("service exited", "service", name, "code", exitCode(cmd, nil))
+	}()
+	return proc, ""
 }
 
 // shutdownService stops a service: SIGTERM to its group, SIGKILL after
@@ -333,13 +341,13 @@ func (r *Runner) buildService(req serviceReq, d *ServiceDef, ports []int) ([]str
 		if shell == "" {
 			argv = strings.Fields(s)
 		} else {
-			if !strings.HasPrefix(shell, "/") {
-				if p, err := exec.LookPath(shell); err == nil {
-					shell = p
-				} else {
-					r.log.Info("service shell missing; using /bin/sh", "shell", shell)
-					shell = "/bin/sh"
-				}
+			// A shell the image lacks (bash in a busybox image) falls back
+			// to /bin/sh.
+			if p, err := exec.LookPath(shell); err == nil {
+				shell = p
+			} else {
+				r.log.Info("service shell missing; using /bin/sh", "shell", shell)
+				shell = "/bin/sh"
 			}
 			argv = []string{shell, "-c", s}
 		}
