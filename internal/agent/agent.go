@@ -167,6 +167,9 @@ type Agent struct {
 
 	bg     sync.WaitGroup
 	cancel context.CancelFunc
+	// ctx is the agent's run context (Start to Close), for background
+	// work that outlives an RPC.
+	ctx context.Context
 	syncCh chan struct{}
 	closed chan struct{}
 	// syncs counts finished sync passes (tests wait on it).
@@ -447,6 +450,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
+	a.ctx = ctx
 	// Watch events before listing, so a container dying during recovery is
 	// not missed; the sync loop covers anything that still slips through.
 	a.bg.Add(1)
@@ -585,4 +589,12 @@ func (a *Agent) MarkOOM(kernelID string) {
 			_ = c.Event("oom", map[string]any{})
 		}
 	}
+}
+
+// runCtx is the agent's run context (Background before Start).
+func (a *Agent) runCtx() context.Context {
+	if a.ctx == nil {
+		return context.Background()
+	}
+	return a.ctx
 }

@@ -52,6 +52,7 @@ type createJob struct {
 	services []image.ServicePort
 	alloc    resource.Allocation
 	ports    []int
+	models   []ModelConfig // an inference session's models
 	scratch  scratch.Dir
 	spec     *backend.ContainerSpec
 	cid      string
@@ -160,6 +161,14 @@ func (j *createJob) validate(context.Context) error {
 	if err := validateNetwork(j.cluster); err != nil {
 		return err
 	}
+	if cfg.SessionType == "inference" {
+		models, added, err := modelDefinition(cfg, services)
+		if err != nil {
+			return err
+		}
+		services = append(services, added...)
+		j.models = models
+	}
 	j.slots, j.mounts, j.services = slots, mounts, services
 	return nil
 }
@@ -171,7 +180,7 @@ func servicePorts(cfg *CreationConfig, labels *image.Info) ([]image.ServicePort,
 		{Name: "sshd", Protocol: "tcp", ContainerPorts: []int{2200}},
 		{Name: "ttyd", Protocol: "http", ContainerPorts: []int{7681}},
 	}
-	if cfg.ClusterRole != "" && cfg.ClusterRole != "main" && cfg.ClusterRole != "master" {
+	if !isMainRole(cfg.ClusterRole) {
 		return services, nil
 	}
 	for _, sp := range labels.ServicePorts {
@@ -184,12 +193,12 @@ func servicePorts(cfg *CreationConfig, labels *image.Info) ([]image.ServicePort,
 	}
 	for _, p := range cfg.PreopenPorts {
 		if p == replInContainerPort || p == replOutContainerPort {
-			return nil, fmt.Errorf("%w: preopen port %d is reserved for the kernel runner", ErrInvalidArgument, p)
+			return nil, fmt.Errorf("%w: Port 2000 and 2001 are reserved for internal use", ErrReservedPort)
 		}
 		for _, sp := range services {
 			for _, cp := range sp.ContainerPorts {
 				if cp == p {
-					return nil, fmt.Errorf("%w: preopen port %d conflicts with service %s", ErrInvalidArgument, p, sp.Name)
+					return nil, fmt.Errorf("%w: Port %d overlaps with built-in service %s", ErrPortConflict, p, sp.Name)
 				}
 			}
 		}
@@ -284,6 +293,7 @@ func (j *createJob) removeScratch(ctx context.Context) {
 func (j *createJob) writeFiles(context.Context) error {
 	a, k := j.a, j.k
 	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc)
+	modelEnviron(k.Environ, j.models)
 	k.RuntimeType, k.RuntimePath = j.labels.RuntimeType, j.labels.RuntimePath
 	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts, Extra: map[string]string{}}
 	for _, acc := range a.accels {
@@ -363,8 +373,14 @@ func (j *createJob) publish(ctx context.Context) error {
 	if !j.inspect.Running {
 		a.requestSync()
 	}
+	if len(j.models) > 0 && isMainRole(j.cfg.ClusterRole) {
+		a.startModelServices(k, j.models, j.img.Cmd)
+	}
 	return nil
 }
+
+// isMainRole reports whether a cluster role runs the session's services.
+func isMainRole(role string) bool { return role == "" || role == "main" || role == "master" }
 
 // seconds converts a config duration.
 func seconds(d config.Duration) time.Duration {

@@ -18,6 +18,13 @@ var (
 	ErrAgentShuttingDown  = errors.New("agent is shutting down")
 	ErrRestartUnsupported = errors.New("kernel cannot be restarted")
 	ErrPullTimeout        = errors.New("image pull timeout")
+	// Service-port and inference-session errors, named as upstream's.
+	ErrReservedPort            = errors.New("reserved port")
+	ErrPortConflict            = errors.New("port conflict")
+	ErrModelFolderNotSpecified = errors.New("model folder not specified")
+	ErrModelDefinitionNotFound = errors.New("model definition not found")
+	ErrModelDefinitionEmpty    = errors.New("model definition is empty")
+	ErrInvalidModelDefinition  = errors.New("invalid model definition")
 )
 
 func kernelErr(id string, err error) error { return fmt.Errorf("kernel %s: %w", id, err) }

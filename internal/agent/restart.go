@@ -148,5 +148,15 @@ func (j *restartJob) publish(ctx context.Context) error {
 		KernelLifecycle: event.KernelLifecycle{KernelID: k.ID, SessionID: k.SessionID, Reason: ReasonRestarting}, CreationInfo: a.creationInfo(k),
 	})
 	j.result = &RestartInfo{ContainerID: k.ContainerID(), ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut, ServicePorts: publicServices(k.Services)}
+	// An inference kernel's model services start again, as on creation.
+	if k.Config.SessionType == "inference" && isMainRole(k.Config.ClusterRole) {
+		if models, _, err := modelDefinition(&k.Config, nil); err == nil {
+			var cmd []string
+			if img, err := a.be.InspectImage(ctx, k.ImageName); err == nil {
+				cmd = img.Cmd
+			}
+			a.startModelServices(k, models, cmd)
+		}
+	}
 	return nil
 }

@@ -168,6 +168,8 @@ type Image struct {
 	Tags         []string
 	Labels       map[string]string
 	Architecture string
+	// Cmd is the image's default command (Config.Cmd).
+	Cmd []string
 }
 
 // Backend is the runtime contract.

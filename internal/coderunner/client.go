@@ -48,13 +48,14 @@ type Client struct {
 	compl  chan []byte
 	apps   chan []byte
 	svc    chan []byte
+	model  chan []byte
 	done   chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
 	// One exchange per reply kind at a time (replies are matched FIFO);
 	// kinds do not wait for each other, so a 35 s service start does not
 	// hold up ping_kernel.
-	statusMu, complMu, appsMu, svcMu sync.Mutex
+	statusMu, complMu, appsMu, svcMu, modelMu sync.Mutex
 	// wakeR/wakeW wake the socket goroutine when something is queued.
 	wakeR, wakeW *os.File
 
@@ -112,7 +113,7 @@ func Dial(host string, inPort, outPort int, log *slog.Logger) (*Client, error) {
 	_ = unix.SetNonblock(int(wakeW.Fd()), true)
 	_ = unix.SetNonblock(int(wakeR.Fd()), true)
 	c := &Client{log: log, send: make(chan [][]byte, 256), status: make(chan []byte, 128), compl: make(chan []byte, 8),
-		apps: make(chan []byte, 8), svc: make(chan []byte, 8), done: make(chan struct{}), runs: map[string]*run{}, wakeR: wakeR, wakeW: wakeW}
+		apps: make(chan []byte, 8), svc: make(chan []byte, 8), model: make(chan []byte, 8), done: make(chan struct{}), runs: map[string]*run{}, wakeR: wakeR, wakeW: wakeW}
 	c.wg.Add(1)
 	go c.loop(ctx, push, pull)
 	return c, nil
@@ -209,7 +210,13 @@ func (c *Client) dispatch(kind string, data []byte) {
 	case "service-result":
 		offer(c.svc, data)
 		return
-	case "model-service-result", "model-service-status":
+	case "model-service-result":
+		offer(c.model, data)
+		return
+	case "model-service-status":
+		// Health changes of a model service: the agent does not act on
+		// them (nor does upstream's); they are logged.
+		c.log.Info("model service health", "status", string(data))
 		return
 	}
 	c.mu.Lock()
@@ -375,6 +382,24 @@ func (c *Client) StartService(ctx context.Context, req map[string]any) (map[stri
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("service-result: %w", err)
+	}
+	return m, nil
+}
+
+// StartModelService asks the runner to start a model's service
+// (start-model-service) and returns its model-service-result.
+func (c *Client) StartModelService(ctx context.Context, model any) (map[string]any, error) {
+	body, err := json.Marshal(model)
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.exchange(ctx, &c.modelMu, "start-model-service", string(body), c.model)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("model-service-result: %w", err)
 	}
 	return m, nil
 }

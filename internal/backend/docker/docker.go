@@ -368,6 +368,7 @@ func (b *Backend) InspectImage(ctx context.Context, ref string) (*backend.Image,
 	img := &backend.Image{ID: res.ID, Tags: res.RepoTags, Architecture: res.Architecture}
 	if res.Config != nil {
 		img.Labels = res.Config.Labels
+		img.Cmd = res.Config.Cmd
 	}
 	return img, nil
 }
