@@ -169,7 +169,7 @@ type Agent struct {
 	cancel context.CancelFunc
 	// ctx is the agent's run context (Start to Close), for background
 	// work that outlives an RPC.
-	ctx context.Context
+	ctx    context.Context
 	syncCh chan struct{}
 	closed chan struct{}
 	// syncs counts finished sync passes (tests wait on it).

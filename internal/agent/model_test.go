@@ -11,7 +11,9 @@ import (
 
 func TestModelDefinition(t *testing.T) {
 	folder := []MountSpec{{Name: "llama", VFID: "vf-1", KernelPath: "/models", UsageMode: "model"}}
-	def := func(models ...any) map[string]any { return map[string]any{"model_definition": map[string]any{"models": models}} }
+	def := func(models ...any) map[string]any {
+		return map[string]any{"model_definition": map[string]any{"models": models}}
+	}
 	svc := func(port int) map[string]any {
 		return map[string]any{"name": "llm", "model_path": "/models", "service": map[string]any{"start_command": "serve", "port": port}}
 	}
