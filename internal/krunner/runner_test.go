@@ -38,15 +38,19 @@ type agent struct {
 	finished chan struct{}
 }
 
-func startRunner(t *testing.T, runtime string) *agent {
+func startRunner(t *testing.T, runtime string, mutate ...func(*Options)) *agent {
 	t.Helper()
 	work, cfg := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(cfg, "environ.txt"), []byte("BAI_TEST_VAR=from-environ\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Options{Runtime: runtime, Addr: "127.0.0.1", InPort: freePort(t), OutPort: freePort(t), WorkDir: work, ConfigDir: cfg,
+	o := Options{Runtime: runtime, Addr: "127.0.0.1", InPort: freePort(t), OutPort: freePort(t), WorkDir: work, ConfigDir: cfg,
 		SSHPorts: []int{freePort(t)}, TermPorts: []int{freePort(t)},
-		Env: []string{"PATH=" + os.Getenv("PATH")}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Env: []string{"PATH=" + os.Getenv("PATH")}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, m := range mutate {
+		m(&o)
+	}
+	r, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,6 +196,13 @@ func (r *Runner) startService(payload []byte) map[string]any {
 			if err != nil {
 				return map[string]any{"status": "failed", "error": err.Error()}
 			}
+		} else if !ok && r.o.Runtime == "python" {
+			// The python runtime's own apps, as upstream's runner has them.
+			var why string
+			argv, why = r.pythonApp(req.Name, ports[0])
+			if why != "" {
+				return map[string]any{"status": "failed", "error": "unsupported service: " + req.Name + " (" + why + ")"}
+			}
 		}
 	}
 	if len(argv) == 0 {
