@@ -4,14 +4,14 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 .PHONY: build test bench fmt vet clean package gpucheck
 
-# xterm.js for the runner's web terminal comes from Debian's libjs-xterm
-# and is embedded at build time (not committed).
-XTERM ?= /usr/share/javascript/xterm
+# xterm.js for the runner's web terminal is bundled from Debian's
+# node-xterm (and libjs-xterm's stylesheet and fit addon) and embedded at
+# build time (not committed).
 WEBASSETS := internal/krunner/webassets
 
 build:
 	$(GO) build -o bin/bai-agent ./cmd/bai-agent
-	@if [ -f $(XTERM)/xterm.js ]; then cp $(XTERM)/xterm.js $(XTERM)/xterm.css $(WEBASSETS)/ && cp $(XTERM)/addons/fit/fit.js $(WEBASSETS)/; else echo "make: $(XTERM) missing (apt-get install libjs-xterm): the web terminal page will say so" >&2; fi
+	@$(GO) run ./tools/xtermbundle $(WEBASSETS) || echo "make: no xterm.js bundled (apt-get install node-xterm libjs-xterm): the web terminal page will say so" >&2
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/bai-krunner ./cmd/bai-krunner
 
 test:

@@ -9,7 +9,12 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null 2>&1 && SUDO="sudo" || { echo "setup: run as root (or install sudo)" >&2; exit 1; }
 fi
 
-PKGS=(libzmq3-dev pkg-config make busybox-static libjs-xterm python3-zmq python3-msgpack python3-redis e2fsprogs mount ca-certificates docker-registry redis-server redis-sentinel etcd-server etcd-client prometheus)
+PKGS=(libzmq3-dev pkg-config make busybox-static libjs-xterm node-xterm python3-zmq python3-msgpack python3-redis e2fsprogs mount ca-certificates docker-registry redis-server redis-sentinel etcd-server etcd-client prometheus)
+# --test adds what only the tests use: OpenSSH's client (ssh/sftp into a
+# kernel) and headless Chromium (the web terminal in a real browser).
+if [ "${1:-}" = "--test" ]; then
+  PKGS+=(openssh-client chromium)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,7 +5,7 @@
 # Under CI=true a missing service fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --test
 export PATH="/usr/local/go/bin:$PATH"
 export CGO_ENABLED=1
 # go-nvml's vendored nvml.h marks old calls deprecated; their warnings are

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -550,4 +551,67 @@ func TestAdoptPythonAgentKernel_Integration(t *testing.T) {
 	if res := e.exec(info.ID, "b", "batch", "", flushIn(20*time.Second)); res == nil {
 		t.Fatal("no runner after the restart")
 	}
+}
+
+// The web terminal in a real browser: headless Chromium opens the page on
+// the kernel's ttyd host port, xterm.js connects with ttyd's protocol and
+// shows the kernel user's shell prompt (read back from the rendered DOM).
+// A screenshot of the page is kept and its path logged.
+func TestWebTerminalInChromium_Integration(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		testutil.Missing(t, "chromium (apt-get install chromium)")
+	}
+	e := newEnv(t, nil)
+	img := testutil.TestImageWith(t, map[string]string{"ai.backend.runtime-type": "shell"})
+	info := e.create(func(c *CreationConfig) {
+		c.Image.Canonical = img
+		c.Environ["PS1"] = "bai-webterm-$(id -u)$ "
+		uid := 1700
+		c.UID, c.MainGID = &uid, &uid
+	})
+	var port int
+	for _, sp := range info.ServicePorts {
+		if sp.Name == "ttyd" {
+			port = sp.HostPorts[0]
+		}
+	}
+	url := fmt.Sprintf("http://%s:%d/", info.KernelHost, port)
+	shot := filepath.Join(os.TempDir(), "bai-webterm-"+info.ID[:8]+".png")
+	browse := func(url string, args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+			"--user-data-dir=" + t.TempDir(), "--window-size=900,400", "--virtual-time-budget=10000"}
+		out, err := exec.CommandContext(ctx, chromium, append(append(base, args...), url)...).Output()
+		if err != nil {
+			t.Fatalf("chromium %v: %v", args, err)
+		}
+		return string(out)
+	}
+	var dom string
+	deadline := time.Now().Add(90 * time.Second)
+	// The DOM renderer puts the screen's text in the page.
+	screen := func(dom string) string {
+		// One span per cell: the rows' text is the page without tags.
+		if i := strings.Index(dom, `class="xterm-rows`); i >= 0 {
+			dom = dom[i:]
+		}
+		return regexp.MustCompile(`<[^>]*>`).ReplaceAllString(dom, "")
+	}
+	for dom = screen(browse(url+"?renderer=dom", "--dump-dom")); !strings.Contains(dom, "bai-webterm-"); dom = screen(browse(url+"?renderer=dom", "--dump-dom")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no prompt in the rendered terminal:\n%s", dom)
+		}
+		time.Sleep(time.Second)
+	}
+	if !strings.Contains(dom, "bai-webterm-1700$") {
+		t.Fatalf("prompt without the kernel user's uid:\n%s", dom)
+	}
+	browse(url, "--screenshot="+shot)
+	st, err := os.Stat(shot)
+	if err != nil || st.Size() < 1000 {
+		t.Fatalf("screenshot %s: %v", shot, err)
+	}
+	t.Logf("web terminal screenshot: %s (%d bytes)", shot, st.Size())
 }
