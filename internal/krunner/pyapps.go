@@ -20,7 +20,9 @@ var pythonApps = map[string]struct {
 	"ipython":     {"IPython", func(*Runner, int) ([]string, error) { return []string{"IPython"}, nil }},
 	"digits":      {"digits", func(*Runner, int) ([]string, error) { return []string{"digits"}, nil }},
 	"tensorboard": {"tensorboard", tensorboardArgs},
-	"sftp":        {"sftpserver", func(_ *Runner, port int) ([]string, error) { return []string{"sftpserver", "--port", strconv.Itoa(port)}, nil }},
+	"sftp": {"sftpserver", func(_ *Runner, port int) ([]string, error) {
+		return []string{"sftpserver", "--port", strconv.Itoa(port)}, nil
+	}},
 }
 
 // pythonApp builds a python-runtime service's command line, or says why
