@@ -467,6 +467,32 @@ func TestRunnerSSH_Integration(t *testing.T) {
 	if err != nil || string(out) != "1600\n/home/work\n" {
 		t.Fatalf("ssh id: %q %v", out, err)
 	}
+	// And with Debian's OpenSSH client and sftp, as a user would.
+	sshBin, err := exec.LookPath("ssh")
+	if err != nil {
+		testutil.Missing(t, "openssh-client (apt-get install openssh-client)")
+	}
+	keyFile := filepath.Join(t.TempDir(), "id_container")
+	_ = os.WriteFile(keyFile, keyPEM, 0o600)
+	opts := []string{"-i", keyFile, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}
+	o, err := exec.Command(sshBin, append(opts, "-p", fmt.Sprint(port), "work@"+info.KernelHost, "id", "-u")...).CombinedOutput()
+	if err != nil || string(o) != "1600\n" {
+		t.Fatalf("OpenSSH ssh: %q %v", o, err)
+	}
+	local := filepath.Join(t.TempDir(), "up.txt")
+	_ = os.WriteFile(local, []byte("through sftp\n"), 0o644)
+	batch := filepath.Join(t.TempDir(), "batch")
+	_ = os.WriteFile(batch, []byte("put "+local+" up.txt\nget up.txt "+local+".back\n"), 0o644)
+	o, err = exec.Command("sftp", append(opts, "-P", fmt.Sprint(port), "-b", batch, "work@"+info.KernelHost)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("OpenSSH sftp: %v\n%s", err, o)
+	}
+	if b, _ := os.ReadFile(local + ".back"); string(b) != "through sftp\n" {
+		t.Fatalf("sftp round trip: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(k.Scratch.Work, "up.txt")); string(b) != "through sftp\n" {
+		t.Fatalf("the uploaded file in /home/work: %q", b)
+	}
 }
 
 // The web terminal on the ttyd port of any image: the page and xterm.js
