@@ -196,6 +196,27 @@ func TestRunnerPythonKernel_Integration(t *testing.T) {
 	if err != nil || !strings.Contains(fmt.Sprint(sugg), "import") {
 		t.Fatalf("completions %v %v", sugg, err)
 	}
+	// The image's http-server service (python -m http.server from its
+	// service definition) serves a file the code wrote.
+	e.exec(info.ID, "", "query", "open('hello.txt', 'w').write('from python')", flushIn(30*time.Second))
+	var port int
+	for _, sp := range info.ServicePorts {
+		if sp.Name == "http-server" {
+			port = sp.HostPorts[0]
+		}
+	}
+	if r, err := e.agent.StartService(context.Background(), info.ID, "http-server", nil); err != nil || r["status"] != "started" {
+		t.Fatalf("start http-server: %v %v", r, err)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://%s:%d/hello.txt", info.KernelHost, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "from python" {
+		t.Fatalf("http-server: %q", b)
+	}
 }
 
 // A runner that never answers: creation fails after init-timeout-sec

@@ -30,6 +30,13 @@ var Labels = map[string]string{
 	"ai.backend.kernelspec": "1", "ai.backend.features": "uid-match", "ai.backend.runtime-type": "python",
 	"ai.backend.runtime-path": Python, "ai.backend.resource.min.cpu": "1", "ai.backend.resource.min.mem": "64m",
 	"ai.backend.base-distro": "debian",
+	// A file server over /home/work, defined in service-defs below.
+	"ai.backend.service-ports": "http-server:http:8070",
+}
+
+// serviceDefs are the image's /etc/backend.ai/service-defs.
+var serviceDefs = map[string]string{
+	"http-server.json": `{"command": ["{runtime_path}", "-m", "http.server", "--directory", "/home/work", "{ports[0]}"], "url_template": "http://{host}:{port}/"}`,
 }
 
 // skipDirs are left out of the standard library.
@@ -88,6 +95,19 @@ func collect() (*content, error) {
 		if st, err := os.Stat(f); err == nil {
 			fmt.Fprintf(h, "%s %d %d\n", f, st.Size(), st.ModTime().Unix())
 		}
+	}
+	// The image's own files count too: a new service definition is a new
+	// image.
+	keys := make([]string, 0, len(Labels))
+	for k := range Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "label %s=%s\n", k, Labels[k])
+	}
+	for _, n := range []string{"http-server.json"} {
+		fmt.Fprintf(h, "def %s %s\n", n, serviceDefs[n])
 	}
 	c.digest = hex.EncodeToString(h.Sum(nil))[:12]
 	return c, nil
@@ -173,7 +193,11 @@ func Build(ctx context.Context, cli *client.Client, tag string) (built bool, err
 	}
 	_ = tw.WriteHeader(&tar.Header{Name: "usr/bin/python3", Typeflag: tar.TypeSymlink, Linkname: "python3.11", Mode: 0o777})
 	_ = tw.WriteHeader(&tar.Header{Name: "usr/bin/python", Typeflag: tar.TypeSymlink, Linkname: "python3.11", Mode: 0o777})
-	for name, body := range map[string]string{"/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "/etc/group": "root:x:0:\n"} {
+	files := map[string]string{"/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "/etc/group": "root:x:0:\n"}
+	for n, body := range serviceDefs {
+		files["/etc/backend.ai/service-defs/"+n] = body
+	}
+	for name, body := range files {
 		mkdirs(name)
 		_ = tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(name, "/"), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
 		_, _ = tw.Write([]byte(body))
