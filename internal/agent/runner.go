@@ -354,12 +354,16 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 		case <-ctx.Done():
 		}
 	}()
-	var deadline <-chan time.Time
+	// The job's deadline is a context: its Done channel is closed, not
+	// sent once, so every waiter sees it (a timer's single value could
+	// be taken by a stale waiter and the timeout missed).
+	jctx := ctx
 	if timeout != nil {
-		t := time.NewTimer(*timeout)
-		defer t.Stop()
-		deadline = t.C
+		var jcancel context.CancelFunc
+		jctx, jcancel = context.WithTimeout(ctx, *timeout)
+		defer jcancel()
 	}
+	timedOut := func() bool { return jctx.Err() == context.DeadlineExceeded }
 	flush := time.Second
 	mode := "batch"
 	if resume {
@@ -374,10 +378,11 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 		}
 	}
 	for {
-		select {
-		case <-deadline:
+		if timedOut() {
 			result(false, "task-timeout", -2)
 			return
+		}
+		select {
 		case <-a.closed:
 			return // the restarted agent re-attaches (recovery)
 		default:
@@ -392,21 +397,12 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 			time.Sleep(time.Second)
 			continue
 		}
-		rctx, rcancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-deadline:
-			case <-rctx.Done():
-			}
-			rcancel()
-		}()
-		res, err := c.Execute(rctx, coderunner.Request{RunID: "batch-job", Mode: mode, Code: "", Opts: map[string]any{"exec": code}, APIVersion: 3, Flush: &flush})
-		rcancel()
+		res, err := c.Execute(jctx, coderunner.Request{RunID: "batch-job", Mode: mode, Code: "", Opts: map[string]any{"exec": code}, APIVersion: 3, Flush: &flush})
 		if err != nil {
 			if k.State() != kernel.Running {
 				return
 			}
-			if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			if timedOut() {
 				result(false, "task-timeout", -2)
 				return
 			}
