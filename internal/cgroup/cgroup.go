@@ -21,12 +21,17 @@ const (
 	Unified Mode = 3 // v2 only
 )
 
-// FS reads cgroup and proc files under Root ("" means "/").
-type FS struct{ Root string }
+// FS reads cgroup and proc files under Root ("" means "/"). With H set,
+// the files are kept open in H between reads (one container's files; see
+// Handles).
+type FS struct {
+	Root string
+	H    *Handles
+}
 
 func (f FS) path(p string) string { return filepath.Join(f.Root, p) }
 
-func (f FS) read(p string) ([]byte, error) { return readFile(f.path(p)) }
+func (f FS) read(p string) ([]byte, error) { return f.H.read(f.path(p)) }
 
 // Detect returns the host's layout.
 func (f FS) Detect() Mode {
@@ -190,7 +195,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 	if p.V2 != "" && p.CPUAcct == "" {
 		return f.readV2(p.V2)
 	}
-	b, err := readFile(filepath.Join(p.CPUAcct, "cpuacct.usage"))
+	b, err := f.H.read(filepath.Join(p.CPUAcct, "cpuacct.usage"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -202,26 +207,26 @@ func (f FS) Read(p Paths) (Sample, error) {
 		return s, fmt.Errorf("cpuacct.usage: %w", err)
 	}
 	s.CPUUsec = ns / 1000
-	if b, err = readFile(filepath.Join(p.Memory, "memory.usage_in_bytes")); err == nil {
+	if b, err = f.H.read(filepath.Join(p.Memory, "memory.usage_in_bytes")); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := readFile(filepath.Join(p.Memory, "memory.stat"))
+		st, _ := f.H.read(filepath.Join(p.Memory, "memory.stat"))
 		inactive := kv(st)["total_inactive_file"]
 		if inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = readFile(filepath.Join(p.Memory, "memory.limit_in_bytes")); err == nil {
+	if b, err = f.H.read(filepath.Join(p.Memory, "memory.limit_in_bytes")); err == nil {
 		if l, _ := parseUint(b); l < noLimitV1 {
 			s.MemLimit = l
 		}
 	}
-	if b, err = readFile(filepath.Join(p.Memory, "memory.oom_control")); err == nil {
+	if b, err = f.H.read(filepath.Join(p.Memory, "memory.oom_control")); err == nil {
 		if v, ok := kv(b)["oom_kill"]; ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = readFile(filepath.Join(p.Blkio, "blkio.throttle.io_service_bytes")); err == nil {
+	if b, err = f.H.read(filepath.Join(p.Blkio, "blkio.throttle.io_service_bytes")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
 			if len(f) != 3 {
@@ -241,7 +246,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 
 func (f FS) readV2(dir string) (Sample, error) {
 	var s Sample
-	b, err := readFile(filepath.Join(dir, "cpu.stat"))
+	b, err := f.H.read(filepath.Join(dir, "cpu.stat"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -249,23 +254,23 @@ func (f FS) readV2(dir string) (Sample, error) {
 		return s, err
 	}
 	s.CPUUsec = kv(b)["usage_usec"]
-	if b, err = readFile(filepath.Join(dir, "memory.current")); err == nil {
+	if b, err = f.H.read(filepath.Join(dir, "memory.current")); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := readFile(filepath.Join(dir, "memory.stat"))
+		st, _ := f.H.read(filepath.Join(dir, "memory.stat"))
 		if inactive := kv(st)["inactive_file"]; inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = readFile(filepath.Join(dir, "memory.max")); err == nil {
+	if b, err = f.H.read(filepath.Join(dir, "memory.max")); err == nil {
 		s.MemLimit, _ = parseUint(b)
 	}
-	if b, err = readFile(filepath.Join(dir, "memory.events")); err == nil {
+	if b, err = f.H.read(filepath.Join(dir, "memory.events")); err == nil {
 		if v, ok := kv(b)["oom_kill"]; ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = readFile(filepath.Join(dir, "io.stat")); err == nil {
+	if b, err = f.H.read(filepath.Join(dir, "io.stat")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			for _, f := range strings.Fields(line)[min(1, len(strings.Fields(line))):] {
 				k, v, ok := strings.Cut(f, "=")
@@ -294,7 +299,7 @@ func (f FS) Procs(p Paths) ([]int, error) {
 	if p.V2 != "" && p.CPUAcct == "" {
 		dir = p.V2
 	}
-	b, err := readFile(filepath.Join(dir, "cgroup.procs"))
+	b, err := f.H.read(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		return nil, err
 	}

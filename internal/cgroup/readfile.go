@@ -3,7 +3,11 @@ package cgroup
 import (
 	"errors"
 	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -58,4 +62,142 @@ func openRetry(path string) (int, error) {
 		}
 		return fd, err
 	}
+}
+
+// Handles keeps one container's pseudo-files open between collection
+// cycles: reading one again is a single pread at offset 0, which the
+// kernel answers with fresh contents (seq_file), instead of a path walk,
+// an open and a close each time. A cycle reads about a dozen files per
+// container, and the open/close pair cost as much as the reads
+// themselves. At most max files are kept (a container with thousands of
+// processes has the rest read the plain way). A file whose read fails is
+// closed and read once the plain way, so a vanished cgroup or process
+// reports what a fresh open says (ENOENT).
+type Handles struct {
+	mu     sync.Mutex
+	fds    map[string]int
+	max    int
+	closed bool
+	// closeReq asks the reader in progress to close everything when its
+	// read returns: Close must never wait for a read that may hang (a
+	// stuck cgroup or FUSE-backed process).
+	closeReq atomic.Bool
+}
+
+// NewHandles keeps up to max files open.
+func NewHandles(max int) *Handles { return &Handles{fds: map[string]int{}, max: max} }
+
+func (h *Handles) read(path string) ([]byte, error) {
+	if h == nil {
+		return readFile(path)
+	}
+	h.mu.Lock()
+	defer func() {
+		if h.closeReq.Load() {
+			h.closeLocked()
+		}
+		h.mu.Unlock()
+	}()
+	fd, ok := h.fds[path]
+	if !ok {
+		if h.closed || len(h.fds) >= h.max {
+			return readFile(path)
+		}
+		var err error
+		if fd, err = openRetry(path); err != nil {
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		h.fds[path] = fd
+	}
+	b, err := preadAll(fd)
+	if err != nil {
+		syscall.Close(fd)
+		delete(h.fds, path)
+		return readFile(path)
+	}
+	return b, nil
+}
+
+// preadAll reads a whole pseudo-file from offset 0.
+func preadAll(fd int) ([]byte, error) {
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
+	n := 0
+	for {
+		if n == len(buf) {
+			nb := make([]byte, 2*len(buf))
+			copy(nb, buf[:n])
+			buf = nb
+		}
+		m, err := syscall.Pread(fd, buf[n:], int64(n))
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	out := make([]byte, n)
+	copy(out, buf[:n])
+	return out, nil
+}
+
+// KeepProcs closes the files of processes (/proc/<pid>/...) not in
+// alive: they exited. (Only the kernel's own reader calls it.)
+func (h *Handles) KeepProcs(root string, alive map[int]bool) {
+	if h == nil {
+		return
+	}
+	prefix := filepath.Join(root, "/proc") + "/"
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p, fd := range h.fds {
+		rest, ok := strings.CutPrefix(p, prefix)
+		if !ok {
+			continue
+		}
+		pidStr, _, _ := strings.Cut(rest, "/")
+		if pid, err := strconv.Atoi(pidStr); err == nil && !alive[pid] {
+			syscall.Close(fd)
+			delete(h.fds, p)
+		}
+	}
+}
+
+// Open is how many files are kept open.
+func (h *Handles) Open() int {
+	if h == nil {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.fds)
+}
+
+// Close closes every kept file; later reads use the plain way. It never
+// waits: with a read in progress, that reader closes them when it
+// returns.
+func (h *Handles) Close() {
+	if h == nil {
+		return
+	}
+	h.closeReq.Store(true)
+	if !h.mu.TryLock() {
+		return
+	}
+	defer h.mu.Unlock()
+	h.closeLocked()
+}
+
+func (h *Handles) closeLocked() {
+	for p, fd := range h.fds {
+		syscall.Close(fd)
+		delete(h.fds, p)
+	}
+	h.closed = true
 }

@@ -41,6 +41,9 @@ type kernelState struct {
 	target   Target
 	paths    cgroup.Paths
 	pathsPid int
+	// files keeps the container's cgroup and /proc files open between
+	// cycles (closed when the kernel goes or its cgroup changes).
+	files    *cgroup.Handles
 	metrics  map[string]*Metric
 	procs    map[int]map[string]*Metric
 	inflight bool
@@ -158,6 +161,9 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 		live[t.KernelID] = true
 		st, ok := c.kernels[t.KernelID]
 		if !ok || st.target.ContainerID != t.ContainerID {
+			if ok {
+				st.files.Close()
+			}
 			st = &kernelState{target: t, metrics: map[string]*Metric{}, procs: map[int]map[string]*Metric{}}
 			c.kernels[t.KernelID] = st
 		}
@@ -169,8 +175,9 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 		st.inflight = true
 		jobs = append(jobs, job{st, t})
 	}
-	for id := range c.kernels {
+	for id, st := range c.kernels {
 		if !live[id] {
+			st.files.Close()
 			delete(c.kernels, id)
 			res.Gone = append(res.Gone, id)
 		}
@@ -228,6 +235,11 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 	return res
 }
 
+// maxOpenPerKernel bounds the files kept open per kernel: its cgroup
+// files, its network counters and two per process for the first
+// processes (about 25 processes; the rest are read the plain way).
+const maxOpenPerKernel = 64
+
 // readKernel does the I/O of one kernel and updates its metrics. It runs
 // on its own goroutine; it may outlive the cycle that started it.
 func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
@@ -240,27 +252,33 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 		if err != nil {
 			return err, false
 		}
-		st.paths, st.pathsPid = p, t.Pid
+		st.files.Close()
+		st.paths, st.pathsPid, st.files = p, t.Pid, cgroup.NewHandles(maxOpenPerKernel)
 	}
-	s, err := c.FS.Read(st.paths)
+	fs := c.FS
+	fs.H = st.files
+	s, err := fs.Read(st.paths)
 	if err != nil {
 		if errors.Is(err, cgroup.ErrGone) {
 			st.paths = cgroup.Paths{}
 		}
 		return err, false
 	}
-	rx, tx, nerr := c.FS.NetDev(t.Pid)
+	rx, tx, nerr := fs.NetDev(t.Pid)
 	scratch := scratchUsage(t.ScratchDir)
 	var procs []cgroup.Proc
-	if pids, err := c.FS.Procs(st.paths); err == nil {
+	if pids, err := fs.Procs(st.paths); err == nil {
 		if len(pids) > 2000 {
 			pids = pids[:2000] // bound the work for process bombs
 		}
+		alive := make(map[int]bool, len(pids))
 		for _, pid := range pids {
-			if p, err := c.FS.ReadProc(pid); err == nil {
+			alive[pid] = true
+			if p, err := fs.ReadProc(pid); err == nil {
 				procs = append(procs, p)
 			}
 		}
+		st.files.KeepProcs(c.FS.Root, alive)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
