@@ -173,17 +173,24 @@ func parseUint(b []byte) (uint64, error) {
 	return strconv.ParseUint(s, 10, 64)
 }
 
-func kv(b []byte) map[string]uint64 {
-	out := map[string]uint64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 {
-			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-				out[f[0]] = v
+// kvGet finds "key value" in a flat-keyed file (memory.stat,
+// cpu.stat): a scan without building a map of every line, which cost as
+// much as the read.
+func kvGet(b []byte, key string) (uint64, bool) {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(line) > len(key) && line[len(key)] == ' ' && string(line[:len(key)]) == key {
+			if v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key)+1:])), 10, 64); err == nil {
+				return v, true
 			}
 		}
 	}
-	return out
+	return 0, false
 }
 
 // noLimitV1 is what v1 reports for "unlimited" (page-aligned max int64).
@@ -210,7 +217,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 	if b, err = f.H.read(filepath.Join(p.Memory, "memory.usage_in_bytes")); err == nil {
 		usage, _ := parseUint(b)
 		st, _ := f.H.read(filepath.Join(p.Memory, "memory.stat"))
-		inactive := kv(st)["total_inactive_file"]
+		inactive, _ := kvGet(st, "total_inactive_file")
 		if inactive < usage {
 			usage -= inactive
 		}
@@ -222,7 +229,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 		}
 	}
 	if b, err = f.H.read(filepath.Join(p.Memory, "memory.oom_control")); err == nil {
-		if v, ok := kv(b)["oom_kill"]; ok {
+		if v, ok := kvGet(b, "oom_kill"); ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
@@ -253,11 +260,11 @@ func (f FS) readV2(dir string) (Sample, error) {
 		}
 		return s, err
 	}
-	s.CPUUsec = kv(b)["usage_usec"]
+	s.CPUUsec, _ = kvGet(b, "usage_usec")
 	if b, err = f.H.read(filepath.Join(dir, "memory.current")); err == nil {
 		usage, _ := parseUint(b)
 		st, _ := f.H.read(filepath.Join(dir, "memory.stat"))
-		if inactive := kv(st)["inactive_file"]; inactive < usage {
+		if inactive, _ := kvGet(st, "inactive_file"); inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
@@ -266,7 +273,7 @@ func (f FS) readV2(dir string) (Sample, error) {
 		s.MemLimit, _ = parseUint(b)
 	}
 	if b, err = f.H.read(filepath.Join(dir, "memory.events")); err == nil {
-		if v, ok := kv(b)["oom_kill"]; ok {
+		if v, ok := kvGet(b, "oom_kill"); ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
@@ -323,23 +330,38 @@ func (f FS) NetDev(pid int) (rx, tx uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		c := bytes.IndexByte(line, ':')
+		if c < 0 || string(bytes.TrimSpace(line[:c])) == "lo" {
 			continue
 		}
-		name = strings.TrimSpace(name)
-		if name == "lo" {
-			continue
+		// rx bytes is the 1st counter, tx bytes the 9th.
+		var r, t uint64
+		n := 0
+		for rest := line[c+1:]; len(rest) > 0 && n <= 8; n++ {
+			rest = bytes.TrimLeft(rest, " ")
+			end := bytes.IndexByte(rest, ' ')
+			if end < 0 {
+				end = len(rest)
+			}
+			switch n {
+			case 0:
+				r, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
+			case 8:
+				t, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
+			}
+			rest = rest[end:]
 		}
-		fields := strings.Fields(rest)
-		if len(fields) < 9 {
-			continue
+		if n > 8 {
+			rx += r
+			tx += t
 		}
-		r, _ := strconv.ParseUint(fields[0], 10, 64)
-		t, _ := strconv.ParseUint(fields[8], 10, 64)
-		rx += r
-		tx += t
 	}
 	return rx, tx, nil
 }
@@ -365,26 +387,49 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 	if i < 0 {
 		return p, fmt.Errorf("bad /proc/%d/stat", pid)
 	}
-	fs := strings.Fields(string(b[i+1:]))
-	if len(fs) > 13 {
-		ut, _ := strconv.ParseUint(fs[11], 10, 64)
-		st, _ := strconv.ParseUint(fs[12], 10, 64)
-		p.CPUMsec = (ut + st) * 10 // USER_HZ = 100
-	}
-	// rss (field 24, in pages) is in stat already: no need to read status.
-	if len(fs) > 21 {
-		pages, _ := strconv.ParseUint(fs[21], 10, 64)
-		p.RSS = pages * uint64(os.Getpagesize())
-	}
-	if b, err := f.read(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
-		m := map[string]uint64{}
-		for _, line := range strings.Split(string(b), "\n") {
-			k, v, ok := strings.Cut(line, ":")
-			if ok {
-				m[k], _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-			}
+	// utime, stime (fields 14, 15) and rss (24, in pages; no need to read
+	// status) are the 12th, 13th and 22nd after the command.
+	var ut, st, pages uint64
+	field := 0
+	for rest := b[i+1:]; len(rest) > 0 && field <= 21; {
+		rest = bytes.TrimLeft(rest, " ")
+		end := bytes.IndexByte(rest, ' ')
+		if end < 0 {
+			end = len(rest)
 		}
-		p.IORead, p.IOWrite = m["read_bytes"], m["write_bytes"]
+		switch field {
+		case 11:
+			ut, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
+		case 12:
+			st, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
+		case 21:
+			pages, _ = strconv.ParseUint(string(bytes.TrimSpace(rest[:end])), 10, 64)
+		}
+		field++
+		rest = rest[end:]
+	}
+	p.CPUMsec = (ut + st) * 10 // USER_HZ = 100
+	p.RSS = pages * uint64(os.Getpagesize())
+	if b, err := f.read(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		p.IORead, _ = colonGet(b, "read_bytes")
+		p.IOWrite, _ = colonGet(b, "write_bytes")
 	}
 	return p, nil
+}
+
+// colonGet finds "key: value" (/proc/<pid>/io).
+func colonGet(b []byte, key string) (uint64, bool) {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(line) > len(key) && line[len(key)] == ':' && string(line[:len(key)]) == key {
+			v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key)+1:])), 10, 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
 }
