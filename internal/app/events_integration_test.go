@@ -480,9 +480,10 @@ func TestVolumeEvents_Integration(t *testing.T) {
 	wait := s.broadcasts()
 	payload, _ := json.Marshal(map[string]any{"dir_name": "vol1", "volume_backend_name": "nfs", "quota_scope_id": "user:1", "fs_location": "/srv", "fs_type": "nfs", "cmd_options": "", "scaling_group": "default", "edit_fstab": false, "fstab_path": "/etc/fstab"})
 	msg, _ := json.Marshal(map[string]any{"name": "do_volume_mount", "source": "i-mgr", "payload": string(payload)})
+	// Two subscribers: the test's own (above) and the agent's.
 	testutil.Eventually(t, 10*time.Second, "agent subscribed", func() bool {
 		n, _ := s.rdb.PubSubNumSub(ctx, "events_all").Result()
-		return n["events_all"] > 0
+		return n["events_all"] >= 2
 	})
 	if err := s.rdb.Publish(ctx, "events_all", string(msg)).Err(); err != nil {
 		t.Fatal(err)
@@ -605,9 +606,10 @@ func TestVolumeMountLocal_Integration(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "marker"), []byte("vol"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Two subscribers: the test's own (above) and the agent's.
 	testutil.Eventually(t, 10*time.Second, "agent subscribed", func() bool {
 		n, _ := s.rdb.PubSubNumSub(ctx, "events_all").Result()
-		return n["events_all"] > 0
+		return n["events_all"] >= 2
 	})
 	send := func(name string, p map[string]any) {
 		payload, _ := json.Marshal(p)

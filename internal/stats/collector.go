@@ -43,7 +43,11 @@ type kernelState struct {
 	pathsPid int
 	// files keeps the container's cgroup and /proc files open between
 	// cycles (closed when the kernel goes or its cgroup changes).
-	files    *cgroup.Handles
+	files *cgroup.Handles
+	// retired is set when the kernel went while its read was in flight:
+	// that reader closes the files when it returns (readKernel owns
+	// files and paths while inflight).
+	retired  bool
 	metrics  map[string]*Metric
 	procs    map[int]map[string]*Metric
 	inflight bool
@@ -162,7 +166,7 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 		st, ok := c.kernels[t.KernelID]
 		if !ok || st.target.ContainerID != t.ContainerID {
 			if ok {
-				st.files.Close()
+				st.retire()
 			}
 			st = &kernelState{target: t, metrics: map[string]*Metric{}, procs: map[int]map[string]*Metric{}}
 			c.kernels[t.KernelID] = st
@@ -177,7 +181,7 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 	}
 	for id, st := range c.kernels {
 		if !live[id] {
-			st.files.Close()
+			st.retire()
 			delete(c.kernels, id)
 			res.Gone = append(res.Gone, id)
 		}
@@ -196,6 +200,9 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 			err, oom := c.readKernel(j.st, j.t)
 			c.mu.Lock()
 			j.st.inflight = false
+			if j.st.retired {
+				j.st.files.Close()
+			}
 			partial := j.st.netErr
 			c.mu.Unlock()
 			done <- outcome{j.t.KernelID, err, oom, partial}
@@ -233,6 +240,15 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 		}
 	}
 	return res
+}
+
+// retire closes the kernel's kept files, or leaves that to the reader in
+// flight. The caller holds c.mu.
+func (st *kernelState) retire() {
+	st.retired = true
+	if !st.inflight {
+		st.files.Close()
+	}
 }
 
 // maxOpenPerKernel bounds the files kept open per kernel: its cgroup
