@@ -155,10 +155,20 @@ func (j *createJob) hostNetworkPorts() ([]int, error) {
 			}
 		}
 	}
-	// The assigned sshd port came from this agent's pool (assign_port):
-	// it is the kernel's now, and goes back with its other ports.
+	// The assigned sshd port and the allocated host ports came from this
+	// agent's pool (assign_port): they are the kernel's now, and go back
+	// with its other ports.
 	if mapped != 0 && j.a.ports.IsUsed(mapped) {
 		taken = append(taken, mapped)
+	}
+	for _, sp := range j.services {
+		if fixedHostPorts(sp) {
+			for _, p := range sp.HostPorts {
+				if j.a.ports.IsUsed(p) {
+					taken = append(taken, p)
+				}
+			}
+		}
 	}
 	return taken, nil
 }

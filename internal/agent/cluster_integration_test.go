@@ -204,7 +204,12 @@ func TestHostNetworkSession_Integration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p3, err := e.agent.AssignPort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ids, cfgs := e.clusterConfigs(sid, img, []string{"main1", "sub1"}, nil)
+	cfgs[0].AllocatedHostPorts = []int{p3}
 	mapping := map[string]HostPort{"node-" + ids[0]: {Host: "127.0.0.1", Port: p1}, "node-" + ids[1]: {Host: "127.0.0.1", Port: p2}}
 	// The manager's launcher keys the mapping by "node-<kernel id>" while
 	// the kernels keep their main1/sub1 hostnames; each kernel's sshd
@@ -233,6 +238,23 @@ func TestHostNetworkSession_Integration(t *testing.T) {
 		if err := json.Unmarshal(b, &ip); err != nil || ip["replin"] != info.ReplInPort || ip["sshd"] != mapping["node-"+ids[i]].Port {
 			t.Fatalf("intrinsic-ports.json %s: %v", b, err)
 		}
+	}
+	// allocated_host_ports: an internal "hostport1" entry on the main
+	// kernel, the same number inside and out, not shown to the manager.
+	k0, _ := e.agent.Kernel(ids[0])
+	found := false
+	for _, sp := range k0.Services {
+		if sp.Name == "hostport1" && sp.Protocol == "internal" && sp.HostPorts[0] == p3 && sp.ContainerPorts[0] == p3 {
+			found = true
+		}
+	}
+	for _, sp := range infos[0].ServicePorts {
+		if sp.Name == "hostport1" {
+			t.Fatal("an internal hostport entry is in the creation result")
+		}
+	}
+	if !found {
+		t.Fatalf("no hostport1 entry: %+v", k0.Services)
 	}
 	// The runner answers on the host ports (execute goes through them).
 	res := e.exec(ids[0], "h1", "query", "ssh node-"+ids[1]+" 'echo from-$BACKENDAI_CLUSTER_HOST'; grep -c node- /etc/hosts", flushIn(60*time.Second))

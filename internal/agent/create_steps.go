@@ -207,7 +207,22 @@ func servicePorts(cfg *CreationConfig, labels *image.Info) ([]image.ServicePort,
 		}
 		services = append(services, image.ServicePort{Name: strconv.Itoa(p), Protocol: "preopen", ContainerPorts: []int{p}})
 	}
+	// Host ports the manager allocated for the session (host-network
+	// clusters): internal entries "hostport<i>", the same number inside
+	// and outside, never shown to users.
+	for i, p := range cfg.AllocatedHostPorts {
+		if p < 1 || p > 65535 {
+			return nil, fmt.Errorf("%w: allocated_host_ports[%d] = %d is out of range", ErrInvalidArgument, i, p)
+		}
+		services = append(services, image.ServicePort{Name: fmt.Sprintf("hostport%d", i+1), Protocol: "internal", ContainerPorts: []int{p}, HostPorts: []int{p}})
+	}
 	return services, nil
+}
+
+// fixedHostPorts reports whether a service's host ports are given (the
+// manager's allocated host ports) rather than taken from the pool.
+func fixedHostPorts(sp image.ServicePort) bool {
+	return sp.Protocol == "internal" && len(sp.HostPorts) == len(sp.ContainerPorts) && len(sp.HostPorts) > 0
 }
 
 // allocate takes the kernel's slots (all or nothing). Any allocation
@@ -248,24 +263,36 @@ func (j *createJob) takePorts(context.Context) error {
 	}
 	n := 2
 	for _, sp := range j.services {
-		n += len(sp.ContainerPorts)
+		if !fixedHostPorts(sp) {
+			n += len(sp.ContainerPorts)
+		}
 	}
 	hostPorts, err := j.a.ports.Take(n)
 	if err != nil {
 		return err
 	}
-	j.ports = hostPorts
 	k := j.k
-	k.HostPorts = hostPorts
 	k.ReplIn, k.ReplOut = hostPorts[0], hostPorts[1]
 	next := 2
 	for i := range j.services {
+		if fixedHostPorts(j.services[i]) {
+			// Allocated through assign_port on this agent: the kernel's
+			// now, released with it (the manager never releases them).
+			for _, p := range j.services[i].HostPorts {
+				if j.a.ports.IsUsed(p) {
+					hostPorts = append(hostPorts, p)
+				}
+			}
+			continue
+		}
 		j.services[i].HostPorts = nil
 		for range j.services[i].ContainerPorts {
 			j.services[i].HostPorts = append(j.services[i].HostPorts, hostPorts[next])
 			next++
 		}
 	}
+	j.ports = hostPorts
+	k.HostPorts = hostPorts
 	k.Services = j.services
 	return nil
 }
