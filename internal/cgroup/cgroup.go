@@ -368,7 +368,9 @@ func (f FS) NetDev(pid int) (rx, tx uint64, err error) {
 
 // Proc is one process's counters.
 type Proc struct {
-	Pid     int
+	Pid int
+	// State is /proc/<pid>/stat's state letter (R, S, D, Z, ...).
+	State   byte
 	CPUMsec uint64
 	RSS     uint64
 	IORead  uint64
@@ -389,6 +391,9 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 	}
 	// utime, stime (fields 14, 15) and rss (24, in pages; no need to read
 	// status) are the 12th, 13th and 22nd after the command.
+	if rest := bytes.TrimLeft(b[i+1:], " "); len(rest) > 0 {
+		p.State = rest[0]
+	}
 	var ut, st, pages uint64
 	field := 0
 	for rest := b[i+1:]; len(rest) > 0 && field <= 21; {

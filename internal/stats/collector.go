@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -54,6 +55,9 @@ type kernelState struct {
 	readOnce bool
 	// netErr is why the last read had no network counters (nil: it had).
 	netErr error
+	// stuck lists the processes last seen in uninterruptible sleep (D:
+	// a FUSE or NFS mount that does not answer, a hung device).
+	stuck []int
 	// Per-process I/O, for hosts whose blkio controller accounts nothing
 	// (buffered writes on cgroup v1, some virtual disks): counters of
 	// processes seen alive, plus the last counters of those that exited.
@@ -203,7 +207,13 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 			if j.st.retired {
 				j.st.files.Close()
 			}
-			partial := j.st.netErr
+			var partial error
+			switch {
+			case j.st.netErr != nil:
+				partial = fmt.Errorf("network counters unavailable: %w", j.st.netErr)
+			case len(j.st.stuck) > 0:
+				partial = fmt.Errorf("processes in uninterruptible sleep (D; a mount or device that does not answer): %v", j.st.stuck)
+			}
 			c.mu.Unlock()
 			done <- outcome{j.t.KernelID, err, oom, partial}
 		}(j)
@@ -225,7 +235,7 @@ func (c *Collector) CollectContainers(ctx context.Context, targets []Target) Cyc
 				if o.err != nil {
 					res.Problems[o.id] = o.err.Error()
 				} else {
-					res.Problems[o.id] = "network counters unavailable: " + o.partial.Error()
+					res.Problems[o.id] = o.partial.Error()
 				}
 			}
 			if o.oom {
@@ -296,9 +306,16 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 		}
 		st.files.KeepProcs(c.FS.Root, alive)
 	}
+	var stuck []int
+	for _, p := range procs {
+		if p.State == 'D' {
+			stuck = append(stuck, p.Pid)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st.netErr = nerr
+	st.stuck = stuck
 	if nerr == nil {
 		st.updateNet(now, rx, tx)
 	}
