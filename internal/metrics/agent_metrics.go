@@ -28,6 +28,8 @@ type Agent struct {
 	Heartbeat          *Family
 	AgentCPU           *Family
 	AgentMem           *Family
+	AgentGoroutines    *Family
+	AgentOpenFiles     *Family
 	AgentGPU           *Family
 	KernelCount        *Family
 	OOMKills           *Family
@@ -59,6 +61,8 @@ func NewAgent() *Agent {
 		Heartbeat:          r.NewCounter("backendai_agent_heartbeat", "Number of heartbeats delivered.", "agent_id"),
 		AgentCPU:           r.NewGauge("backendai_agent_cpu_usage", "CPU used by the agent process, in percent of one core.", "agent_id"),
 		AgentMem:           r.NewGauge("backendai_agent_mem_usage", "Resident memory of the agent process, in bytes.", "agent_id"),
+		AgentGoroutines:    r.NewGauge("backendai_agent_goroutines", "Goroutines of the agent process (a leak shows as steady growth).", "agent_id"),
+		AgentOpenFiles:     r.NewGauge("backendai_agent_open_files", "Open file descriptors of the agent process.", "agent_id"),
 		AgentGPU:           r.NewGauge("backendai_agent_gpu_usage", "GPU memory used by the agent process, in bytes.", "agent_id"),
 		KernelCount:        r.NewGauge("backendai_kernel_count", "Number of kernels on this agent.", "agent_id"),
 		OOMKills:           r.NewCounter("backendai_container_oom_kills", "Number of out-of-memory kills seen in kernel containers.", "agent_id", "kernel_id"),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -322,5 +323,9 @@ func (m *Monitor) self(context.Context) error {
 		}
 	}
 	m.o.Metrics.AgentGPU.Set(0, m.o.AgentID)
+	m.o.Metrics.AgentGoroutines.Set(float64(runtime.NumGoroutine()), m.o.AgentID)
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		m.o.Metrics.AgentOpenFiles.Set(float64(len(fds)), m.o.AgentID)
+	}
 	return nil
 }
