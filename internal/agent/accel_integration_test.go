@@ -170,12 +170,7 @@ func TestMockGPURecoveryAfterSIGKILL_Integration(t *testing.T) {
 	e := newEnv(t, withMock)
 	e.agent.Close()
 	e.agent = nil
-	cfgPath := filepath.Join(e.root, "agent.toml")
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:16011\"\nmount-path=%q\nallow-compute-plugins=[\"ai.backend.accelerator.mock\"]\nmock-accelerator-config=%q\n[container]\nport-range=[%d,%d]\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
-		e.cfg.Agent.ID, e.vfroot, e.cfg.Agent.MockAcceleratorConfig, e.cfg.Container.PortRange[0], e.cfg.Container.PortRange[1], e.cfg.Container.ScratchRoot)
-	if err := os.WriteFile(cfgPath, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := e.configFile(fmt.Sprintf("allow-compute-plugins=[\"ai.backend.accelerator.mock\"]\nmock-accelerator-config=%q\n", e.cfg.Agent.MockAcceleratorConfig))
 	kid := uuid.NewString()
 	runHelperAndKill(t, cfgPath, kid, e.image, "BAI_HELPER_SLOTS=cuda.device=2")
 	e.agent = e.start()

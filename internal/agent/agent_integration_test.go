@@ -477,12 +477,7 @@ func TestRecoveryAfterSIGKILL_Integration(t *testing.T) {
 	e := newEnv(t, nil)
 	e.agent.Close()
 	e.agent = nil
-	cfgPath := filepath.Join(e.root, "agent.toml")
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:16011\"\nmount-path=%q\n[container]\nport-range=[%d,%d]\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
-		e.cfg.Agent.ID, e.vfroot, e.cfg.Container.PortRange[0], e.cfg.Container.PortRange[1], e.cfg.Container.ScratchRoot)
-	if err := os.WriteFile(cfgPath, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := e.configFile()
 	kid := uuid.NewString()
 	runHelperAndKill(t, cfgPath, kid, e.image)
 
@@ -537,6 +532,20 @@ func TestRecoveryAfterSIGKILL_Integration(t *testing.T) {
 	if e.agent.Ports().InUse() != 0 {
 		t.Fatal("ports leaked after destroying the adopted kernel")
 	}
+}
+
+// configFile writes the env's agent configuration for a helper agent
+// process (the same id, ports and scratch root; agentExtra goes into
+// [agent]) and returns its path.
+func (e *env) configFile(agentExtra ...string) string {
+	e.t.Helper()
+	p := filepath.Join(e.root, "agent.toml")
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:16011\"\nmount-path=%q\n"+strings.Join(agentExtra, "")+"[container]\nport-range=[%d,%d]\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
+		e.cfg.Agent.ID, e.vfroot, e.cfg.Container.PortRange[0], e.cfg.Container.PortRange[1], e.cfg.Container.ScratchRoot)
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
 }
 
 // runHelperAndKill runs an agent in a helper process (TestHelperAgentProcess)

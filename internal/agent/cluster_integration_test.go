@@ -151,12 +151,7 @@ func TestClusterNetworkAfterSIGKILL_Integration(t *testing.T) {
 	e := newEnv(t, nil)
 	e.agent.Close()
 	e.agent = nil
-	cfgPath := filepath.Join(e.root, "agent.toml")
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:16011\"\nmount-path=%q\n[container]\nport-range=[%d,%d]\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
-		e.cfg.Agent.ID, e.vfroot, e.cfg.Container.PortRange[0], e.cfg.Container.PortRange[1], e.cfg.Container.ScratchRoot)
-	if err := os.WriteFile(cfgPath, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := e.configFile()
 	sid, main := uuid.NewString(), uuid.NewString()
 	netName := "bai-singlenode-" + sid
 	t.Cleanup(func() { _ = e.be.RemoveNetwork(context.Background(), netName) })

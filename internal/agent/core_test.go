@@ -717,9 +717,11 @@ func TestEngineRestartReason_Fake(t *testing.T) {
 	waitFor(t, 10*time.Second, "the agent notices the engine is down", func() bool { return !c.agent.EngineAvailable() })
 	c.be.Exit(info.ContainerID, 143, false)
 	c.be.Inject(fake.CallPing, nil)
-	waitFor(t, 10*time.Second, "kernel cleaned after the outage", func() bool {
-		_, ok := c.agent.Kernel(info.ID)
-		return !ok
+	// The event, not the registry: the kernel leaves the registry just
+	// before its kernel_terminated is published.
+	waitFor(t, 30*time.Second, "kernel_terminated after the outage", func() bool {
+		_, ok := c.events.find("kernel_terminated", info.ID)
+		return ok
 	})
 	ev, ok := c.events.find("kernel_terminated", info.ID)
 	if !ok || ev["reason"] != ReasonAnomalyDetected {

@@ -26,12 +26,7 @@ import (
 // other with the overlay network_config and the session SSH key, then
 // runs "ssh sub1 hostname" on main1 through execute.
 func TestMultiNodeOverlayCluster_Integration(t *testing.T) {
-	py := "/usr/bin/python3"
-	for _, mod := range []string{"zmq", "msgpack", "redis"} {
-		if err := exec.Command(py, "-c", "import "+mod).Run(); err != nil {
-			testutil.Missing(t, "python3-%s (apt-get install python3-%s)", mod, mod)
-		}
-	}
+	py := managerPeerPython(t)
 	eng := testutil.StartEngine(t, false)
 	eng.InitSwarm()
 	img := eng.ImportTestImageWith(map[string]string{"ai.backend.runtime-type": "shell"})

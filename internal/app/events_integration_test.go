@@ -662,3 +662,16 @@ func TestGracefulShutdown_Integration(t *testing.T) {
 		t.Fatalf("kernel container after shutdown: %v %+v", err, list)
 	}
 }
+
+// managerPeerPython is Debian's python3 with the modules the manager
+// peers (test/pypeer) import.
+func managerPeerPython(t testing.TB) string {
+	t.Helper()
+	py := "/usr/bin/python3"
+	for _, mod := range []string{"zmq", "msgpack", "redis"} {
+		if err := exec.Command(py, "-c", "import "+mod).Run(); err != nil {
+			testutil.Missing(t, "python3-%s (apt-get install python3-%s)", mod, mod)
+		}
+	}
+	return py
+}

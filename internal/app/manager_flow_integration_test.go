@@ -21,12 +21,7 @@ import (
 // presence and service-discovery keys parsed as the manager parses them,
 // failures that keep the session alive, destroy.
 func TestManagerFlow_Integration(t *testing.T) {
-	py := "/usr/bin/python3"
-	for _, mod := range []string{"zmq", "msgpack", "redis"} {
-		if err := exec.Command(py, "-c", "import "+mod).Run(); err != nil {
-			testutil.Missing(t, "python3-%s (apt-get install python3-%s)", mod, mod)
-		}
-	}
+	py := managerPeerPython(t)
 	img := testutil.TestImage(t)
 	be := testutil.RequireDocker(t)
 	registry := testutil.StartRegistry(t)

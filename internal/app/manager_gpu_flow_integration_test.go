@@ -19,12 +19,7 @@ import (
 // cuda.device, attached and used devices, scan_gpu_alloc_map, hwinfo, GPU
 // statistics, exhaustion and destroy.
 func TestManagerGPUFlow_Integration(t *testing.T) {
-	py := "/usr/bin/python3"
-	for _, mod := range []string{"zmq", "msgpack", "redis"} {
-		if err := exec.Command(py, "-c", "import "+mod).Run(); err != nil {
-			testutil.Missing(t, "python3-%s (apt-get install python3-%s)", mod, mod)
-		}
-	}
+	py := managerPeerPython(t)
 	img := testutil.TestImage(t)
 	mockCfg := filepath.Join(t.TempDir(), "mock-accelerator.toml")
 	if err := os.WriteFile(mockCfg, []byte(testutil.MockTwoGPUs), 0o644); err != nil {

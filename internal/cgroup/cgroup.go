@@ -176,7 +176,10 @@ func parseUint(b []byte) (uint64, error) {
 // kvGet finds "key value" in a flat-keyed file (memory.stat,
 // cpu.stat): a scan without building a map of every line, which cost as
 // much as the read.
-func kvGet(b []byte, key string) (uint64, bool) {
+func kvGet(b []byte, key string) (uint64, bool) { return lineValue(b, key, ' ') }
+
+// lineValue finds the line "<key><sep> <number>" and parses the number.
+func lineValue(b []byte, key string, sep byte) (uint64, bool) {
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -184,10 +187,9 @@ func kvGet(b []byte, key string) (uint64, bool) {
 		} else {
 			b = nil
 		}
-		if len(line) > len(key) && line[len(key)] == ' ' && string(line[:len(key)]) == key {
-			if v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key)+1:])), 10, 64); err == nil {
-				return v, true
-			}
+		if len(line) > len(key) && line[len(key)] == sep && string(line[:len(key)]) == key {
+			v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key)+1:])), 10, 64)
+			return v, err == nil
 		}
 	}
 	return 0, false
@@ -423,18 +425,4 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 }
 
 // colonGet finds "key: value" (/proc/<pid>/io).
-func colonGet(b []byte, key string) (uint64, bool) {
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
-		if len(line) > len(key) && line[len(key)] == ':' && string(line[:len(key)]) == key {
-			v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key)+1:])), 10, 64)
-			return v, err == nil
-		}
-	}
-	return 0, false
-}
+func colonGet(b []byte, key string) (uint64, bool) { return lineValue(b, key, ':') }

@@ -25,33 +25,11 @@ func readFile(path string) ([]byte, error) {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer syscall.Close(fd)
-	bp := readBufs.Get().(*[]byte)
-	defer readBufs.Put(bp)
-	buf := *bp
-	n := 0
-	for {
-		if n == len(buf) {
-			// Larger than the pooled buffer (a big memory.stat): grow a
-			// private one.
-			nb := make([]byte, 2*len(buf))
-			copy(nb, buf[:n])
-			buf = nb
-		}
-		m, err := syscall.Read(fd, buf[n:])
-		if errors.Is(err, syscall.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
-		}
-		if m == 0 {
-			break
-		}
-		n += m
+	b, err := preadAll(fd)
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
 	}
-	out := make([]byte, n)
-	copy(out, buf[:n])
-	return out, nil
+	return b, nil
 }
 
 func openRetry(path string) (int, error) {
