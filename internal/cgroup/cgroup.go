@@ -344,25 +344,9 @@ func (f FS) NetDev(pid int) (rx, tx uint64, err error) {
 			continue
 		}
 		// rx bytes is the 1st counter, tx bytes the 9th.
-		var r, t uint64
-		n := 0
-		for rest := line[c+1:]; len(rest) > 0 && n <= 8; n++ {
-			rest = bytes.TrimLeft(rest, " ")
-			end := bytes.IndexByte(rest, ' ')
-			if end < 0 {
-				end = len(rest)
-			}
-			switch n {
-			case 0:
-				r, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
-			case 8:
-				t, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
-			}
-			rest = rest[end:]
-		}
-		if n > 8 {
-			rx += r
-			tx += t
+		if v, n := numFields(line[c+1:], 0, 8); n > 8 {
+			rx += v[0]
+			tx += v[1]
 		}
 	}
 	return rx, tx, nil
@@ -396,25 +380,8 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 	if rest := bytes.TrimLeft(b[i+1:], " "); len(rest) > 0 {
 		p.State = rest[0]
 	}
-	var ut, st, pages uint64
-	field := 0
-	for rest := b[i+1:]; len(rest) > 0 && field <= 21; {
-		rest = bytes.TrimLeft(rest, " ")
-		end := bytes.IndexByte(rest, ' ')
-		if end < 0 {
-			end = len(rest)
-		}
-		switch field {
-		case 11:
-			ut, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
-		case 12:
-			st, _ = strconv.ParseUint(string(rest[:end]), 10, 64)
-		case 21:
-			pages, _ = strconv.ParseUint(string(bytes.TrimSpace(rest[:end])), 10, 64)
-		}
-		field++
-		rest = rest[end:]
-	}
+	v, _ := numFields(b[i+1:], 11, 12, 21)
+	ut, st, pages := v[0], v[1], v[2]
 	p.CPUMsec = (ut + st) * 10 // USER_HZ = 100
 	p.RSS = pages * uint64(os.Getpagesize())
 	if b, err := f.read(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
@@ -426,3 +393,27 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 
 // colonGet finds "key: value" (/proc/<pid>/io).
 func colonGet(b []byte, key string) (uint64, bool) { return lineValue(b, key, ':') }
+
+// numFields parses the space-separated fields of b at the given indexes
+// (ascending) as numbers, and says how many fields it walked (the last
+// index + 1 when b has that many).
+func numFields(b []byte, idx ...int) ([]uint64, int) {
+	out := make([]uint64, len(idx))
+	n, k := 0, 0
+	for rest := b; len(rest) > 0 && k < len(idx); n++ {
+		rest = bytes.TrimLeft(rest, " \t")
+		if len(rest) == 0 {
+			break
+		}
+		end := bytes.IndexAny(rest, " \t\n")
+		if end < 0 {
+			end = len(rest)
+		}
+		if n == idx[k] {
+			out[k], _ = strconv.ParseUint(string(rest[:end]), 10, 64)
+			k++
+		}
+		rest = rest[end:]
+	}
+	return out, n
+}
