@@ -194,14 +194,16 @@ func (j *cleanJob) publish(ctx context.Context) error {
 		_ = k.Transition(kernel.Terminating, t.Reason)
 	}
 	_ = k.Transition(kernel.Terminated, t.Reason)
-	a.unregister(k.ID, k)
+	// The event goes out before the kernel leaves the registry: whoever
+	// sees it gone can also see why.
+	if !j.suppressEvents {
+		a.events.Publish(ctx, event.KernelTerminated{KernelID: k.ID, SessionID: k.SessionID, Reason: t.Reason, ExitCode: t.ExitCode})
+	}
 	a.remember(k.ID, t)
+	a.unregister(k.ID, k)
 	j.log.Info("kernel terminated", "reason", t.Reason, "exit_code", t.ExitCode, "oom_killed", t.OOMKilled, "shm_exhausted", t.ShmExhausted)
 	if a.onChange != nil {
 		a.onChange(k.ID, false)
-	}
-	if !j.suppressEvents {
-		a.events.Publish(ctx, event.KernelTerminated{KernelID: k.ID, SessionID: k.SessionID, Reason: t.Reason, ExitCode: t.ExitCode})
 	}
 	return nil
 }
