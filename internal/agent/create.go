@@ -87,6 +87,9 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 		ImageRef:  ref,
 		Config:    *cfg,
 		CreatedAt: time.Now(),
+		// Set before the kernel is registered (and never after): the
+		// network sweep reads it from other goroutines.
+		Network: cluster.kernelNetwork(),
 	}
 	if err := a.register(k); err != nil {
 		return nil, err

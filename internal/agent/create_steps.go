@@ -328,7 +328,6 @@ func (j *createJob) writeFiles(context.Context) error {
 			k.Spec.Extra[key] = v
 		}
 	}
-	k.Network = j.cluster.kernelNetwork()
 	if err := a.writeKernelFiles(k, j.cluster); err != nil {
 		return err
 	}
