@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
 // The python runtime's built-in apps: jupyter runs "<python> -m notebook
@@ -18,7 +20,7 @@ import (
 func TestPythonRuntimeApps(t *testing.T) {
 	py := "/usr/bin/python3"
 	if _, err := os.Stat(py); err != nil {
-		t.Skip("no /usr/bin/python3")
+		testutil.Missing(t, "python3 (apt-get install python3)")
 	}
 	mods := t.TempDir()
 	_ = os.MkdirAll(filepath.Join(mods, "notebook"), 0o755)
