@@ -162,7 +162,7 @@ func (e *env) start() *Agent {
 	e.t.Helper()
 	ctx := context.Background()
 	accels := loadAccels(e.t, e.cfg, e.be)
-	a, err := New(ctx, Options{Config: e.cfg, Backend: e.be, Events: e.events, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), StopTimeout: 2 * time.Second, Accelerators: accels})
+	a, err := New(ctx, Options{Config: e.cfg, Backend: e.be, Events: e.events, Log: testLogger(), StopTimeout: 2 * time.Second, Accelerators: accels})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -170,6 +170,15 @@ func (e *env) start() *Agent {
 		e.t.Fatal(err)
 	}
 	return a
+}
+
+// testLogger discards the agent's log unless BAI_TEST_AGENT_LOG is set
+// (then it goes to stderr at debug level).
+func testLogger() *slog.Logger {
+	if os.Getenv("BAI_TEST_AGENT_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func (e *env) request(kid string, mutate func(*CreationConfig)) *CreateRequest {
