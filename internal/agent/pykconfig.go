@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/bai-agent/bai-agent/internal/wire/pickle"
 )
@@ -43,6 +44,13 @@ func pyPlain(v any) any {
 		}
 		return out
 	case *pickle.Object:
+		if g, ok := x.Class(); ok && g.Module == "builtins" && g.Name == "getattr" && len(x.Args) == 2 {
+			// An enum member pickled by name (early Python 3.11 releases:
+			// getattr(SessionTypes, "INTERACTIVE")).
+			cls, _ := x.Args[0].(pickle.Global)
+			name, _ := x.Args[1].(string)
+			return pyEnumValue(cls, name)
+		}
 		if len(x.Args) == 1 {
 			// Enum members (SessionTypes("interactive")), Decimal("1"),
 			// int subclasses (BinarySize(...)).
@@ -60,6 +68,29 @@ func pyPlain(v any) any {
 		return x.String()
 	}
 	return v
+}
+
+// pyEnums are the values of the Backend.AI enum members a creation config
+// holds (ai.backend.common.types), for members pickled by name.
+var pyEnums = map[string]string{
+	"SessionTypes.INTERACTIVE": "interactive", "SessionTypes.BATCH": "batch",
+	"SessionTypes.INFERENCE": "inference", "SessionTypes.SYSTEM": "system",
+	"ClusterMode.SINGLE_NODE": "single-node", "ClusterMode.MULTI_NODE": "multi-node",
+	"AutoPullBehavior.DIGEST": "digest", "AutoPullBehavior.TAG": "tag", "AutoPullBehavior.NONE": "none",
+	"MountPermission.READ_ONLY": "ro", "MountPermission.READ_WRITE": "rw", "MountPermission.RW_DELETE": "wd",
+	"MountTypes.VOLUME": "volume", "MountTypes.BIND": "bind", "MountTypes.TMPFS": "tmpfs",
+	"MountTypes.OVERLAY": "overlay", "MountTypes.K8S_GENERIC": "k8s-generic", "MountTypes.K8S_HOSTPATH": "k8s-hostpath",
+	"ServicePortProtocols.HTTP": "http", "ServicePortProtocols.TCP": "tcp", "ServicePortProtocols.PREOPEN": "preopen",
+	"ServicePortProtocols.INTERNAL": "internal", "ServicePortProtocols.VNC": "vnc", "ServicePortProtocols.RDP": "rdp",
+}
+
+// pyEnumValue is the value of cls.name: from pyEnums, else the name in
+// lower case with dashes (the convention of Backend.AI's enums).
+func pyEnumValue(cls pickle.Global, name string) string {
+	if v, ok := pyEnums[cls.Name+"."+name]; ok {
+		return v
+	}
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
 // pythonCluster is the Python agent's cluster.json.

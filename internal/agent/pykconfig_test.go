@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -10,11 +12,31 @@ import (
 
 // kconfig.dat and cluster.json exactly as the Python agent writes them
 // (pickled by Python, testdata/gen_kconfig.py) become our restart data.
+// Enum members both as early Python 3.11 releases pickle them (by name)
+// and as later ones do (by value).
 func TestReadPythonKconfig(t *testing.T) {
+	for _, form := range []string{"by-value", "by-name"} {
+		t.Run(form, func(t *testing.T) { testReadPythonKconfig(t, form == "by-name") })
+	}
+	if _, err := readPythonKconfig(t.TempDir()); err == nil {
+		t.Error("a missing kconfig.dat gave no error")
+	}
+}
+
+func testReadPythonKconfig(t *testing.T, byName bool) {
 	dir := t.TempDir()
 	gen := filepath.Join(testutil.ModuleRoot(t), "internal", "agent", "testdata", "gen_kconfig.py")
-	if out, err := exec.Command("python3", gen, dir, "k-1", "s-1").CombinedOutput(); err != nil {
+	cmd := exec.Command("python3", gen, dir, "k-1", "s-1")
+	cmd.Env = append(os.Environ(), "GEN_ENUM_BY_NAME=0")
+	if byName {
+		cmd.Env = append(os.Environ(), "GEN_ENUM_BY_NAME=1")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
 		testutil.Missing(t, "python3 to generate kconfig.dat: %v %s", err, out)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "kconfig.dat"))
+	if got := bytes.Contains(raw, []byte("getattr")); got != byName {
+		t.Fatalf("generator wrote getattr: %v, want %v", got, byName)
 	}
 	kc, err := readPythonKconfig(dir)
 	if err != nil {
@@ -44,8 +66,5 @@ func TestReadPythonKconfig(t *testing.T) {
 		if tc.got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, tc.got, tc.want)
 		}
-	}
-	if _, err := readPythonKconfig(t.TempDir()); err == nil {
-		t.Error("a missing kconfig.dat gave no error")
 	}
 }

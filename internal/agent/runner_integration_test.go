@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -12,7 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +27,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/coderunner"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
@@ -562,28 +567,99 @@ func TestRunnerWebTerminal_Integration(t *testing.T) {
 	}
 }
 
-// A kernel whose restart data is the Python agent's (kconfig.dat, a
-// pickle, and cluster.json; no kconfig.json) is adopted, and
-// restart_kernel works on it with the pickled creation config.
+// writePythonAgentFiles replaces the config files bai-agent wrote for
+// kernel k by the ones the Python agent writes for the same kernel:
+// environ.txt, resource.txt (and their _base copies) and recovery.json
+// from gen_pyagent_files.py, kconfig.dat and cluster.json (a pickle, no
+// kconfig.json) from gen_kconfig.py; both restate the Python agent's
+// writers.
+func writePythonAgentFiles(t *testing.T, agentID string, k *Kernel) {
+	t.Helper()
+	dir := k.Scratch.Config
+	for _, f := range []string{kconfigFile, "recovery.json", "resource.txt", "environ.txt"} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cores []string
+	for _, id := range k.Allocation.Devices("cpu") {
+		cores = append(cores, string(id))
+	}
+	facts, _ := json.Marshal(map[string]any{
+		"dir": dir, "agent_id": agentID, "kernel_id": k.ID, "session_id": k.SessionID,
+		"owner_user_id": k.Config.OwnerUserID, "owner_project_id": nil,
+		"image": k.ImageRef, "network_id": k.Config.NetworkID, "session_type": k.Config.SessionType,
+		"cores": cores, "mem": k.Allocation.Total("mem").IntPart(), "scratch_size": 0,
+		"service_ports": k.Services, "repl_in": k.ReplIn, "repl_out": k.ReplOut, "environ": k.Environ,
+	})
+	td := filepath.Join(testutil.ModuleRoot(t), "internal", "agent", "testdata")
+	cmd := exec.Command("/usr/bin/python3", filepath.Join(td, "gen_pyagent_files.py"))
+	cmd.Stdin = bytes.NewReader(facts)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gen_pyagent_files.py: %v %s", err, out)
+	}
+	if out, err := exec.Command("/usr/bin/python3", filepath.Join(td, "gen_kconfig.py"), dir, k.ID, k.SessionID).CombinedOutput(); err != nil {
+		t.Fatalf("gen_kconfig.py: %v %s", err, out)
+	}
+}
+
+// checkAdoptedAsBefore compares what adoption rebuilt from the Python
+// agent's files with the kernel as bai-agent created it.
+func checkAdoptedAsBefore(t *testing.T, before, after *Kernel) {
+	t.Helper()
+	for _, c := range []struct {
+		what      string
+		got, want any
+	}{
+		{"cpu cores", after.Allocation.Devices("cpu"), before.Allocation.Devices("cpu")},
+		{"memory", after.Allocation.Total("mem").String(), before.Allocation.Total("mem").String()},
+		{"repl ports", [2]int{after.ReplIn, after.ReplOut}, [2]int{before.ReplIn, before.ReplOut}},
+		{"host ports", sorted(after.HostPorts), sorted(before.HostPorts)},
+		{"service ports", portsOnly(after.Services), portsOnly(before.Services)},
+		{"image", after.ImageRef, before.ImageRef},
+		{"session", after.SessionID, before.SessionID},
+		{"environ", after.Environ["BACKENDAI_SESSION_ID"], before.Environ["BACKENDAI_SESSION_ID"]},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("adopted %s = %v, created with %v", c.what, c.got, c.want)
+		}
+	}
+}
+
+// portsOnly keeps what the Python agent's recovery.json holds of a
+// service port (not the URL template the runner's get-apps adds).
+func portsOnly(sps []image.ServicePort) string {
+	var b strings.Builder
+	for _, sp := range sps {
+		fmt.Fprintf(&b, "%s/%s/%v/%v/%v ", sp.Name, sp.Protocol, sp.ContainerPorts, sp.HostPorts, sp.IsInference)
+	}
+	return b.String()
+}
+
+func sorted(p []int) []int {
+	out := append([]int(nil), p...)
+	sort.Ints(out)
+	return out
+}
+
+// A kernel whose files are all the Python agent's (recovery.json,
+// resource.txt and environ.txt in its formats, kconfig.dat, a pickle, and
+// cluster.json; no kconfig.json) is adopted with the same allocation and
+// ports, and restart_kernel works on it with the pickled creation config.
 func TestAdoptPythonAgentKernel_Integration(t *testing.T) {
 	e := newEnv(t, nil)
 	info := e.create(nil)
 	k, _ := e.agent.Kernel(info.ID)
-	cfgDir := k.Scratch.Config
 	e.agent.Close()
 	e.agent = nil
-	if err := os.Remove(filepath.Join(cfgDir, kconfigFile)); err != nil {
-		t.Fatal(err)
-	}
-	gen := filepath.Join(testutil.ModuleRoot(t), "internal", "agent", "testdata", "gen_kconfig.py")
-	if out, err := exec.Command("python3", gen, cfgDir, info.ID, k.SessionID).CombinedOutput(); err != nil {
-		t.Fatalf("gen_kconfig.py: %v %s", err, out)
-	}
+	writePythonAgentFiles(t, e.cfg.Agent.ID, k)
+	cfgDir := k.Scratch.Config
 	e.agent = e.start()
 	k2, ok := e.agent.Kernel(info.ID)
 	if !ok {
 		t.Fatal("kernel not adopted")
 	}
+	checkAdoptedAsBefore(t, k, k2)
 	if k2.Config.Environ["HELLO"] != "world" || k2.Config.SessionType != "interactive" {
 		t.Fatalf("pickled creation config not read: %+v", k2.Config)
 	}

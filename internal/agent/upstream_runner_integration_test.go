@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +17,8 @@ import (
 
 // The swap from the Python agent with the Python agent's own kernel
 // runner: a kernel container laid out as that agent leaves it (its
-// labels, mounts and published REPL ports, config/resource.txt,
-// environ.txt, recovery data and the pickled kconfig.dat) whose main
+// labels, mounts and published REPL ports; resource.txt, environ.txt,
+// recovery.json and the pickled kconfig.dat in its formats) whose main
 // process is Backend.AI's ai.backend.kernel runner started as its
 // entrypoint starts it. bai-agent adopts it and drives that runner over
 // the same protocol: ping, query-mode code through ipykernel, an
@@ -76,13 +74,7 @@ func TestAdoptUpstreamKernelRunner_Integration(t *testing.T) {
 	if _, err := cli.ContainerStart(ctx, cr.ID, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(filepath.Join(cfgDir, kconfigFile)); err != nil {
-		t.Fatal(err)
-	}
-	gen := filepath.Join(testutil.ModuleRoot(t), "internal", "agent", "testdata", "gen_kconfig.py")
-	if out, err := exec.Command("python3", gen, cfgDir, info.ID, k.SessionID).CombinedOutput(); err != nil {
-		t.Fatalf("gen_kconfig.py: %v %s", err, out)
-	}
+	writePythonAgentFiles(t, e.cfg.Agent.ID, k)
 	logs := func() string {
 		res, err := cli.ContainerLogs(ctx, cr.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "40"})
 		if err != nil {
@@ -122,6 +114,7 @@ func TestAdoptUpstreamKernelRunner_Integration(t *testing.T) {
 	if k2.ContainerID() != cr.ID {
 		t.Fatalf("adopted container %s, want %s", k2.ContainerID(), cr.ID)
 	}
+	checkAdoptedAsBefore(t, k, k2)
 	// The runner takes a moment to import and bind its sockets.
 	var started float64
 	deadline := time.Now().Add(60 * time.Second)

@@ -8,7 +8,7 @@ real module path (ai.backend.common.types), with the fields the agent
 pickles, as gen_events.py restates the event models: the bytes are what
 pickle writes for those classes; no Backend.AI code is copied or needed.
 
-    gen_kconfig.py DIR KERNEL_ID SESSION_ID
+    [GEN_ENUM_BY_NAME=1] gen_kconfig.py DIR KERNEL_ID SESSION_ID
 """
 import enum
 import json
@@ -46,6 +46,23 @@ class BinarySize(int):
 for cls in (SessionTypes, ClusterMode, AutoPullBehavior, BinarySize):
     cls.__module__ = "ai.backend.common.types"
     setattr(T, cls.__name__, cls)
+
+# Early Python 3.11 releases (Debian 12's 3.11.2; not 3.11.7) pickle an
+# enum member by name, getattr(SessionTypes, "INTERACTIVE"); later releases by value,
+# SessionTypes("interactive"). GEN_ENUM_BY_NAME=1 writes the former, =0
+# the latter, with any interpreter; unset, the interpreter's own.
+def _by_name(self, proto):
+    return getattr, (self.__class__, self._name_)
+
+
+def _by_value(self, proto):
+    return self.__class__, (self._value_,)
+
+
+_form = {"1": _by_name, "0": _by_value}.get(os.environ.get("GEN_ENUM_BY_NAME", ""))
+if _form is not None:
+    for cls in (SessionTypes, ClusterMode, AutoPullBehavior):
+        cls.__reduce_ex__ = _form
 
 
 def main():
