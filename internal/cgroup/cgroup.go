@@ -236,19 +236,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 		}
 	}
 	if b, err = f.H.read(filepath.Join(p.Blkio, "blkio.throttle.io_service_bytes")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) != 3 {
-				continue
-			}
-			v, _ := strconv.ParseUint(f[2], 10, 64)
-			switch f[1] {
-			case "Read":
-				s.IORead += v
-			case "Write":
-				s.IOWrite += v
-			}
-		}
+		s.IORead, s.IOWrite = blkioBytes(b)
 	}
 	return s, nil
 }
@@ -312,13 +300,68 @@ func (f FS) Procs(p Paths) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []int
-	for _, l := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(l); err == nil {
+	out := make([]int, 0, bytes.Count(b, []byte{'\n'}))
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if n, ok := atoiBytes(line); ok {
 			out = append(out, n)
 		}
 	}
 	return out, nil
+}
+
+// atoiBytes parses a non-negative decimal number without allocating.
+func atoiBytes(b []byte) (int, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// blkioBytes sums the "<maj:min> Read <n>" and "<maj:min> Write <n>"
+// lines of blkio.throttle.io_service_bytes (the Total lines and other
+// operations are skipped).
+func blkioBytes(b []byte) (read, write uint64) {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		sp := bytes.IndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		rest := line[sp+1:]
+		sp = bytes.IndexByte(rest, ' ')
+		if sp < 0 {
+			continue
+		}
+		v, ok := atoiBytes(rest[sp+1:])
+		if !ok {
+			continue
+		}
+		switch string(rest[:sp]) {
+		case "Read":
+			read += uint64(v)
+		case "Write":
+			write += uint64(v)
+		}
+	}
+	return read, write
 }
 
 // NetDev sums rx/tx bytes of every interface but lo in pid's network

@@ -94,3 +94,28 @@ func TestNetDevAndProc(t *testing.T) {
 		t.Fatalf("proc %+v %v", p, err)
 	}
 }
+
+func TestScanners(t *testing.T) {
+	for _, c := range []struct {
+		in          string
+		read, write uint64
+	}{
+		{"", 0, 0},
+		{"254:0 Read 4096\n254:0 Write 8192\n254:0 Sync 1\n254:0 Async 2\n254:0 Total 12288\nTotal 12288\n", 4096, 8192},
+		{"8:0 Read 1\n8:16 Read 2\n8:0 Write 3\n8:16 Write 4", 3, 7},
+		{"8:0 Read x\n8:0 Write -1\ngarbage\n", 0, 0},
+	} {
+		if r, w := blkioBytes([]byte(c.in)); r != c.read || w != c.write {
+			t.Errorf("blkioBytes(%q) = %d, %d; want %d, %d", c.in, r, w, c.read, c.write)
+		}
+	}
+	for _, c := range []struct {
+		in string
+		n  int
+		ok bool
+	}{{"0", 0, true}, {"12345", 12345, true}, {"", 0, false}, {"12a", 0, false}, {"-1", 0, false}, {" 1", 0, false}} {
+		if n, ok := atoiBytes([]byte(c.in)); n != c.n || ok != c.ok {
+			t.Errorf("atoiBytes(%q) = %d, %v", c.in, n, ok)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,5 +68,34 @@ func TestHandles(t *testing.T) {
 	var nilH *Handles
 	if b, err := nilH.read(a); err != nil || len(b) == 0 {
 		t.Fatalf("nil Handles: %v", err)
+	}
+}
+
+// Files larger than the read buffer come back whole, both regular files
+// and seq_file pseudo-files (a short read ends the file, a full one does
+// not).
+func TestReadFileLargerThanBuffer(t *testing.T) {
+	big := make([]byte, 40<<10+123)
+	for i := range big {
+		big[i] = byte('a' + i%26)
+	}
+	p := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(p, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*Handles{nil, NewHandles(4)} {
+		got, err := h.read(p)
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(big))
+		}
+	}
+	// /proc/kallsyms is a seq_file of megabytes whose lines do not change.
+	want, err := os.ReadFile("/proc/kallsyms")
+	if err != nil || len(want) < 64<<10 {
+		t.Skipf("no large stable seq_file here: %d bytes, %v", len(want), err)
+	}
+	got, err := readFile("/proc/kallsyms")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("kallsyms: %d bytes (%v), os.ReadFile %d", len(got), err, len(want))
 	}
 }
