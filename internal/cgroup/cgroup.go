@@ -29,8 +29,19 @@ type FS struct {
 	H    *Handles
 }
 
-func (f FS) path(p string) string { return filepath.Join(f.Root, p) }
+func (f FS) path(p string) string {
+	if f.Root == "" {
+		return p // the paths read are clean and absolute
+	}
+	return filepath.Join(f.Root, p)
+}
 
+// procFile is /proc/<pid>/<name>, built without fmt (a collection cycle
+// makes several per process).
+func procFile(pid int, name string) string { return "/proc/" + strconv.Itoa(pid) + "/" + name }
+
+// read returns a file's contents; through Handles they are only good
+// until the next read (parse them at once).
 func (f FS) read(p string) ([]byte, error) { return f.H.read(f.path(p)) }
 
 // Detect returns the host's layout.
@@ -93,6 +104,7 @@ func (f FS) PathsFor(pid int) (Paths, error) {
 	if err != nil {
 		return Paths{}, fmt.Errorf("cgroups of pid %d: %w", pid, err)
 	}
+	cgroups := string(b) // b is only good until the next read (Handles)
 	ms, err := f.mounts()
 	if err != nil {
 		return Paths{}, err
@@ -122,7 +134,7 @@ func (f FS) PathsFor(pid int) (Paths, error) {
 		}
 		return ""
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(cgroups), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue
@@ -204,7 +216,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 	if p.V2 != "" && p.CPUAcct == "" {
 		return f.readV2(p.V2)
 	}
-	b, err := f.H.read(filepath.Join(p.CPUAcct, "cpuacct.usage"))
+	b, err := f.H.read(p.CPUAcct + "/cpuacct.usage")
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -216,26 +228,26 @@ func (f FS) Read(p Paths) (Sample, error) {
 		return s, fmt.Errorf("cpuacct.usage: %w", err)
 	}
 	s.CPUUsec = ns / 1000
-	if b, err = f.H.read(filepath.Join(p.Memory, "memory.usage_in_bytes")); err == nil {
+	if b, err = f.H.read(p.Memory + "/memory.usage_in_bytes"); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := f.H.read(filepath.Join(p.Memory, "memory.stat"))
+		st, _ := f.H.read(p.Memory + "/memory.stat")
 		inactive, _ := kvGet(st, "total_inactive_file")
 		if inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = f.H.read(filepath.Join(p.Memory, "memory.limit_in_bytes")); err == nil {
+	if b, err = f.H.read(p.Memory + "/memory.limit_in_bytes"); err == nil {
 		if l, _ := parseUint(b); l < noLimitV1 {
 			s.MemLimit = l
 		}
 	}
-	if b, err = f.H.read(filepath.Join(p.Memory, "memory.oom_control")); err == nil {
+	if b, err = f.H.read(p.Memory + "/memory.oom_control"); err == nil {
 		if v, ok := kvGet(b, "oom_kill"); ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = f.H.read(filepath.Join(p.Blkio, "blkio.throttle.io_service_bytes")); err == nil {
+	if b, err = f.H.read(p.Blkio + "/blkio.throttle.io_service_bytes"); err == nil {
 		s.IORead, s.IOWrite = blkioBytes(b)
 	}
 	return s, nil
@@ -243,7 +255,7 @@ func (f FS) Read(p Paths) (Sample, error) {
 
 func (f FS) readV2(dir string) (Sample, error) {
 	var s Sample
-	b, err := f.H.read(filepath.Join(dir, "cpu.stat"))
+	b, err := f.H.read(dir + "/cpu.stat")
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -251,23 +263,23 @@ func (f FS) readV2(dir string) (Sample, error) {
 		return s, err
 	}
 	s.CPUUsec, _ = kvGet(b, "usage_usec")
-	if b, err = f.H.read(filepath.Join(dir, "memory.current")); err == nil {
+	if b, err = f.H.read(dir + "/memory.current"); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := f.H.read(filepath.Join(dir, "memory.stat"))
+		st, _ := f.H.read(dir + "/memory.stat")
 		if inactive, _ := kvGet(st, "inactive_file"); inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = f.H.read(filepath.Join(dir, "memory.max")); err == nil {
+	if b, err = f.H.read(dir + "/memory.max"); err == nil {
 		s.MemLimit, _ = parseUint(b)
 	}
-	if b, err = f.H.read(filepath.Join(dir, "memory.events")); err == nil {
+	if b, err = f.H.read(dir + "/memory.events"); err == nil {
 		if v, ok := kvGet(b, "oom_kill"); ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = f.H.read(filepath.Join(dir, "io.stat")); err == nil {
+	if b, err = f.H.read(dir + "/io.stat"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			for _, f := range strings.Fields(line)[min(1, len(strings.Fields(line))):] {
 				k, v, ok := strings.Cut(f, "=")
@@ -296,7 +308,7 @@ func (f FS) Procs(p Paths) ([]int, error) {
 	if p.V2 != "" && p.CPUAcct == "" {
 		dir = p.V2
 	}
-	b, err := f.H.read(filepath.Join(dir, "cgroup.procs"))
+	b, err := f.H.read(dir + "/cgroup.procs")
 	if err != nil {
 		return nil, err
 	}
@@ -369,7 +381,7 @@ func blkioBytes(b []byte) (read, write uint64) {
 func (f FS) NetDev(pid int) (rx, tx uint64, err error) {
 	path := "/proc/net/dev"
 	if pid > 0 {
-		path = fmt.Sprintf("/proc/%d/net/dev", pid)
+		path = procFile(pid, "net/dev")
 	}
 	b, err := f.read(path)
 	if err != nil {
@@ -409,7 +421,7 @@ type Proc struct {
 // ReadProc reads /proc/<pid>/stat and io.
 func (f FS) ReadProc(pid int) (Proc, error) {
 	p := Proc{Pid: pid}
-	b, err := f.read(fmt.Sprintf("/proc/%d/stat", pid))
+	b, err := f.read(procFile(pid, "stat"))
 	if err != nil {
 		return p, err
 	}
@@ -427,7 +439,7 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 	ut, st, pages := v[0], v[1], v[2]
 	p.CPUMsec = (ut + st) * 10 // USER_HZ = 100
 	p.RSS = pages * uint64(os.Getpagesize())
-	if b, err := f.read(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+	if b, err := f.read(procFile(pid, "io")); err == nil {
 		p.IORead, _ = colonGet(b, "read_bytes")
 		p.IOWrite, _ = colonGet(b, "write_bytes")
 	}

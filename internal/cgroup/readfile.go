@@ -60,6 +60,10 @@ type Handles struct {
 	// read returns: Close must never wait for a read that may hang (a
 	// stuck cgroup or FUSE-backed process).
 	closeReq atomic.Bool
+	// buf is what kept files are read into: the slice read returns is
+	// valid until the next read through h (every caller parses it at
+	// once), so a cycle allocates nothing per file.
+	buf []byte
 }
 
 // NewHandles keeps up to max files open.
@@ -87,12 +91,16 @@ func (h *Handles) read(path string) ([]byte, error) {
 		}
 		h.fds[path] = fd
 	}
-	b, err := preadAll(fd)
+	if h.buf == nil {
+		h.buf = make([]byte, 4<<10)
+	}
+	b, err := preadInto(fd, h.buf)
 	if err != nil {
 		syscall.Close(fd)
 		delete(h.fds, path)
 		return readFile(path)
 	}
+	h.buf = b[:cap(b)]
 	return b, nil
 }
 
@@ -101,11 +109,26 @@ func (h *Handles) read(path string) ([]byte, error) {
 // that did not fit.
 const shortEOF = 3 << 10
 
-// preadAll reads a whole pseudo-file from offset 0.
+// preadAll reads a whole pseudo-file from offset 0 into a new slice.
 func preadAll(fd int) ([]byte, error) {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
-	buf := *bp
+	b, err := preadInto(fd, *bp)
+	if err != nil {
+		return nil, err
+	}
+	if cap(b) > cap(*bp) {
+		*bp = b[:cap(b)]
+	}
+	out := make([]byte, len(b))
+	copy(out, b)
+	return out, nil
+}
+
+// preadInto reads a whole pseudo-file from offset 0 into buf, growing it
+// when the file is larger; it returns the filled part.
+func preadInto(fd int, buf []byte) ([]byte, error) {
+	buf = buf[:cap(buf)]
 	n := 0
 	for {
 		if n == len(buf) {
@@ -133,9 +156,7 @@ func preadAll(fd int) ([]byte, error) {
 			break
 		}
 	}
-	out := make([]byte, n)
-	copy(out, buf[:n])
-	return out, nil
+	return buf[:n], nil
 }
 
 // KeepProcs closes the files of processes (/proc/<pid>/...) not in
