@@ -62,6 +62,33 @@ type Paths struct {
 	Blkio   string // v1
 	Pids    string // v1 (for cgroup.procs)
 	V2      string // v2 group (unified hosts)
+	// files are the paths read each cycle, joined once by PathsFor.
+	files *files
+}
+
+// files holds a container's file paths (v1 or v2 names).
+type files struct {
+	cpu, memUsage, memStat, memLimit, oom, io, procs string
+}
+
+// fileNames joins the paths of the files Read and Procs use.
+func (p Paths) fileNames() *files {
+	if p.files != nil {
+		return p.files
+	}
+	procsDir := p.Pids
+	if procsDir == "" {
+		procsDir = p.CPUAcct
+	}
+	if p.V2 != "" && p.CPUAcct == "" {
+		d := p.V2
+		return &files{cpu: d + "/cpu.stat", memUsage: d + "/memory.current", memStat: d + "/memory.stat",
+			memLimit: d + "/memory.max", oom: d + "/memory.events", io: d + "/io.stat", procs: d + "/cgroup.procs"}
+	}
+	return &files{cpu: p.CPUAcct + "/cpuacct.usage", memUsage: p.Memory + "/memory.usage_in_bytes",
+		memStat: p.Memory + "/memory.stat", memLimit: p.Memory + "/memory.limit_in_bytes",
+		oom: p.Memory + "/memory.oom_control", io: p.Blkio + "/blkio.throttle.io_service_bytes",
+		procs: procsDir + "/cgroup.procs"}
 }
 
 type mount struct {
@@ -160,6 +187,7 @@ func (f FS) PathsFor(pid int) (Paths, error) {
 	if p.CPUAcct == "" && p.V2 == "" {
 		return p, fmt.Errorf("no cgroup found for pid %d", pid)
 	}
+	p.files = p.fileNames()
 	return p, nil
 }
 
@@ -213,10 +241,11 @@ const noLimitV1 = uint64(0x7FFFFFFFFFFFF000)
 // Read reads the counters.
 func (f FS) Read(p Paths) (Sample, error) {
 	var s Sample
+	fn := p.fileNames()
 	if p.V2 != "" && p.CPUAcct == "" {
-		return f.readV2(p.V2)
+		return f.readV2(fn)
 	}
-	b, err := f.H.read(p.CPUAcct + "/cpuacct.usage")
+	b, err := f.H.read(fn.cpu)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -228,34 +257,34 @@ func (f FS) Read(p Paths) (Sample, error) {
 		return s, fmt.Errorf("cpuacct.usage: %w", err)
 	}
 	s.CPUUsec = ns / 1000
-	if b, err = f.H.read(p.Memory + "/memory.usage_in_bytes"); err == nil {
+	if b, err = f.H.read(fn.memUsage); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := f.H.read(p.Memory + "/memory.stat")
+		st, _ := f.H.read(fn.memStat)
 		inactive, _ := kvGet(st, "total_inactive_file")
 		if inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = f.H.read(p.Memory + "/memory.limit_in_bytes"); err == nil {
+	if b, err = f.H.read(fn.memLimit); err == nil {
 		if l, _ := parseUint(b); l < noLimitV1 {
 			s.MemLimit = l
 		}
 	}
-	if b, err = f.H.read(p.Memory + "/memory.oom_control"); err == nil {
+	if b, err = f.H.read(fn.oom); err == nil {
 		if v, ok := kvGet(b, "oom_kill"); ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = f.H.read(p.Blkio + "/blkio.throttle.io_service_bytes"); err == nil {
+	if b, err = f.H.read(fn.io); err == nil {
 		s.IORead, s.IOWrite = blkioBytes(b)
 	}
 	return s, nil
 }
 
-func (f FS) readV2(dir string) (Sample, error) {
+func (f FS) readV2(fn *files) (Sample, error) {
 	var s Sample
-	b, err := f.H.read(dir + "/cpu.stat")
+	b, err := f.H.read(fn.cpu)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return s, ErrGone
@@ -263,23 +292,23 @@ func (f FS) readV2(dir string) (Sample, error) {
 		return s, err
 	}
 	s.CPUUsec, _ = kvGet(b, "usage_usec")
-	if b, err = f.H.read(dir + "/memory.current"); err == nil {
+	if b, err = f.H.read(fn.memUsage); err == nil {
 		usage, _ := parseUint(b)
-		st, _ := f.H.read(dir + "/memory.stat")
+		st, _ := f.H.read(fn.memStat)
 		if inactive, _ := kvGet(st, "inactive_file"); inactive < usage {
 			usage -= inactive
 		}
 		s.MemUsage = usage
 	}
-	if b, err = f.H.read(dir + "/memory.max"); err == nil {
+	if b, err = f.H.read(fn.memLimit); err == nil {
 		s.MemLimit, _ = parseUint(b)
 	}
-	if b, err = f.H.read(dir + "/memory.events"); err == nil {
+	if b, err = f.H.read(fn.oom); err == nil {
 		if v, ok := kvGet(b, "oom_kill"); ok {
 			s.OOMKills, s.HasOOMCount = v, true
 		}
 	}
-	if b, err = f.H.read(dir + "/io.stat"); err == nil {
+	if b, err = f.H.read(fn.io); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			for _, f := range strings.Fields(line)[min(1, len(strings.Fields(line))):] {
 				k, v, ok := strings.Cut(f, "=")
@@ -301,14 +330,7 @@ func (f FS) readV2(dir string) (Sample, error) {
 
 // Procs lists the PIDs in the container's cgroup.
 func (f FS) Procs(p Paths) ([]int, error) {
-	dir := p.Pids
-	if dir == "" {
-		dir = p.CPUAcct
-	}
-	if p.V2 != "" && p.CPUAcct == "" {
-		dir = p.V2
-	}
-	b, err := f.H.read(dir + "/cgroup.procs")
+	b, err := f.H.read(p.fileNames().procs)
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +403,7 @@ func blkioBytes(b []byte) (read, write uint64) {
 func (f FS) NetDev(pid int) (rx, tx uint64, err error) {
 	path := "/proc/net/dev"
 	if pid > 0 {
-		path = procFile(pid, "net/dev")
+		path = f.H.procFiles(pid)[2]
 	}
 	b, err := f.read(path)
 	if err != nil {
@@ -421,7 +443,8 @@ type Proc struct {
 // ReadProc reads /proc/<pid>/stat and io.
 func (f FS) ReadProc(pid int) (Proc, error) {
 	p := Proc{Pid: pid}
-	b, err := f.read(procFile(pid, "stat"))
+	names := f.H.procFiles(pid)
+	b, err := f.read(names[0])
 	if err != nil {
 		return p, err
 	}
@@ -439,7 +462,7 @@ func (f FS) ReadProc(pid int) (Proc, error) {
 	ut, st, pages := v[0], v[1], v[2]
 	p.CPUMsec = (ut + st) * 10 // USER_HZ = 100
 	p.RSS = pages * uint64(os.Getpagesize())
-	if b, err := f.read(procFile(pid, "io")); err == nil {
+	if b, err := f.read(names[1]); err == nil {
 		p.IORead, _ = colonGet(b, "read_bytes")
 		p.IOWrite, _ = colonGet(b, "write_bytes")
 	}

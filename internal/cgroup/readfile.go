@@ -64,6 +64,28 @@ type Handles struct {
 	// valid until the next read through h (every caller parses it at
 	// once), so a cycle allocates nothing per file.
 	buf []byte
+	// procNames caches /proc/<pid>/stat, io and net/dev per process
+	// (built once).
+	procNames map[int]*[3]string
+}
+
+// procFiles returns the stat, io and net/dev paths of pid, cached while h keeps
+// the process's files.
+func (h *Handles) procFiles(pid int) *[3]string {
+	if h == nil {
+		return &[3]string{procFile(pid, "stat"), procFile(pid, "io"), procFile(pid, "net/dev")}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n, ok := h.procNames[pid]; ok {
+		return n
+	}
+	n := &[3]string{procFile(pid, "stat"), procFile(pid, "io"), procFile(pid, "net/dev")}
+	if h.procNames == nil {
+		h.procNames = map[int]*[3]string{}
+	}
+	h.procNames[pid] = n
+	return n
 }
 
 // NewHandles keeps up to max files open.
@@ -168,6 +190,11 @@ func (h *Handles) KeepProcs(root string, alive map[int]bool) {
 	prefix := filepath.Join(root, "/proc") + "/"
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for pid := range h.procNames {
+		if !alive[pid] {
+			delete(h.procNames, pid)
+		}
+	}
 	for p, fd := range h.fds {
 		rest, ok := strings.CutPrefix(p, prefix)
 		if !ok {

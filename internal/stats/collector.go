@@ -53,6 +53,8 @@ type kernelState struct {
 	procs    map[int]map[string]*Metric
 	inflight bool
 	readOnce bool
+	// memLimit is the limit the mem metric's capacity was made from.
+	memLimit uint64
 	// netErr is why the last read had no network counters (nil: it had).
 	netErr error
 	// stuck lists the processes last seen in uninterruptible sleep (D:
@@ -94,22 +96,23 @@ var oneCore = decimal.NewFromInt(1000)
 // updateCounters records one sample of the counters every source
 // provides. The caller holds c.mu.
 func (st *kernelState) updateCounters(now time.Time, cpuUsec, memUsage, memLimit, ioRead, ioWrite uint64) {
-	cpuMsec := dec(cpuUsec).Div(decimal.NewFromInt(1000))
-	st.metric(DefContainerCPUUtil, &oneCore).Stats.Update(cpuMsec, now)
-	st.metric(DefCPUUsed, nil).Stats.Update(cpuMsec, now)
-	var memCap *decimal.Decimal
-	if memLimit > 0 {
+	// Microseconds are thousandths of the milliseconds reported.
+	st.metric(DefContainerCPUUtil, &oneCore).Stats.UpdateThousandths(cpuUsec, now)
+	st.metric(DefCPUUsed, nil).Stats.UpdateThousandths(cpuUsec, now)
+	mem := st.metric(DefMem, nil)
+	if memLimit > 0 && (mem.Capacity == nil || memLimit != st.memLimit) {
 		v := dec(memLimit)
-		memCap = &v
+		mem.Capacity = &v
+		st.memLimit = memLimit
 	}
-	st.metric(DefMem, memCap).Stats.Update(dec(memUsage), now)
-	st.metric(DefIORead, nil).Stats.Update(dec(ioRead), now)
-	st.metric(DefIOWrite, nil).Stats.Update(dec(ioWrite), now)
+	mem.Stats.UpdateUint(memUsage, now)
+	st.metric(DefIORead, nil).Stats.UpdateUint(ioRead, now)
+	st.metric(DefIOWrite, nil).Stats.UpdateUint(ioWrite, now)
 }
 
 func (st *kernelState) updateNet(now time.Time, rx, tx uint64) {
-	st.metric(DefNetRx, nil).Stats.Update(dec(rx), now)
-	st.metric(DefNetTx, nil).Stats.Update(dec(tx), now)
+	st.metric(DefNetRx, nil).Stats.UpdateUint(rx, now)
+	st.metric(DefNetTx, nil).Stats.UpdateUint(tx, now)
 }
 
 // Collector owns the per-kernel and node metric state.
@@ -324,7 +327,7 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 		v := decimal.NewFromInt(t.ScratchSize)
 		scap = &v
 	}
-	st.metric(DefIOScratchSize, scap).Stats.Update(dec(scratch), now)
+	st.metric(DefIOScratchSize, scap).Stats.UpdateUint(scratch, now)
 	if st.procIO == nil {
 		st.procIO = map[int][2]uint64{}
 	}
@@ -359,11 +362,11 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 			}
 			st.procs[p.Pid] = pm
 		}
-		pm["cpu_util"].Stats.Update(dec(p.CPUMsec), now)
-		pm["cpu_used"].Stats.Update(dec(p.CPUMsec), now)
-		pm["mem"].Stats.Update(dec(p.RSS), now)
-		pm["io_read"].Stats.Update(dec(p.IORead), now)
-		pm["io_write"].Stats.Update(dec(p.IOWrite), now)
+		pm["cpu_util"].Stats.UpdateUint(p.CPUMsec, now)
+		pm["cpu_used"].Stats.UpdateUint(p.CPUMsec, now)
+		pm["mem"].Stats.UpdateUint(p.RSS, now)
+		pm["io_read"].Stats.UpdateUint(p.IORead, now)
+		pm["io_write"].Stats.UpdateUint(p.IOWrite, now)
 	}
 	for pid := range st.procs {
 		if !alive[pid] {
@@ -497,11 +500,11 @@ func (c *Collector) CollectNode(interval time.Duration) error {
 		get(c.cores, core, cpuDef, &ivl).Stats.Update(v, now)
 	}
 	memTotal := dec(mi["MemTotal"])
-	get(c.node, "mem", DefMem, &memTotal).Stats.Update(dec(mi["MemTotal"]-mi["MemAvailable"]), now)
+	get(c.node, "mem", DefMem, &memTotal).Stats.UpdateUint(mi["MemTotal"]-mi["MemAvailable"], now)
 	dcap := dec(diskCap)
-	get(c.node, "disk", DefDisk, &dcap).Stats.Update(dec(diskUsed), now)
-	get(c.node, "net_rx", DefNetRx, nil).Stats.Update(dec(rx), now)
-	get(c.node, "net_tx", DefNetTx, nil).Stats.Update(dec(tx), now)
+	get(c.node, "disk", DefDisk, &dcap).Stats.UpdateUint(diskUsed, now)
+	get(c.node, "net_rx", DefNetRx, nil).Stats.UpdateUint(rx, now)
+	get(c.node, "net_tx", DefNetTx, nil).Stats.UpdateUint(tx, now)
 	c.nodeAt = now
 	return nil
 }

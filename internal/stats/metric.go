@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"math"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -27,49 +28,149 @@ const (
 	CurrentDiff                    // the difference of the last two samples
 )
 
-type sample struct {
-	v decimal.Decimal
-	t time.Time
-}
-
 // Moving is MovingStatistics: min, max, sum, avg over all samples, and
 // diff/rate over the last two (a negative diff is a counter reset,
 // reported as 0).
+//
+// The samples are whole bytes or microsecond-precise milliseconds, so
+// they are kept in thousandths as int64: a collection cycle updates about
+// twenty of them per container, and decimal arithmetic allocated three
+// times per update (most of a cycle's garbage). A sample that does not
+// fit (finer than a thousandth, or past 9.2e15) or a sum that would
+// overflow switches the metric to exact decimals for good, so the
+// figures are the same either way.
 type Moving struct {
-	last, prev *sample
-	min, max   decimal.Decimal
-	sum        decimal.Decimal
-	n          int64
+	n            int64
+	lastT, prevT time.Time
+	// thousandths (the fast path)
+	last, prev, min, max, sum int64
+	// exact: the decimal fields hold the values from then on.
+	exact                          bool
+	dlast, dprev, dmin, dmax, dsum decimal.Decimal
 }
 
-// Update adds a sample.
-func (m *Moving) Update(v decimal.Decimal, t time.Time) {
-	if m.n == 0 || v.LessThan(m.min) {
-		m.min = v
+// maxMilli is the largest whole-unit sample the fast path holds.
+const maxMilli = math.MaxInt64 / 1000
+
+var maxInt64 = decimal.NewFromInt(math.MaxInt64)
+
+// UpdateUint adds a sample of whole units (bytes, milliseconds).
+func (m *Moving) UpdateUint(v uint64, t time.Time) {
+	if v > maxMilli {
+		m.UpdateDecimal(decimal.NewFromUint64(v), t)
+		return
 	}
-	if m.n == 0 || v.GreaterThan(m.max) {
-		m.max = v
+	m.UpdateMilli(int64(v)*1000, t)
+}
+
+// UpdateThousandths adds a sample given in thousandths of the unit
+// (microseconds for a metric in milliseconds).
+func (m *Moving) UpdateThousandths(x uint64, t time.Time) {
+	if x > math.MaxInt64 {
+		m.UpdateDecimal(decimal.NewFromUint64(x).Shift(-3), t)
+		return
 	}
-	m.sum = m.sum.Add(v)
+	m.UpdateMilli(int64(x), t)
+}
+
+// UpdateMilli adds a sample given in thousandths.
+func (m *Moving) UpdateMilli(x int64, t time.Time) {
+	if !m.exact {
+		if sum, ok := addInt64(m.sum, x); ok {
+			if m.n == 0 || x < m.min {
+				m.min = x
+			}
+			if m.n == 0 || x > m.max {
+				m.max = x
+			}
+			m.sum = sum
+			m.n++
+			m.prev, m.prevT = m.last, m.lastT
+			m.last, m.lastT = x, t
+			return
+		}
+		m.toExact()
+	}
+	m.updateExact(decimal.New(x, -3), t)
+}
+
+// Update adds a sample (plugin measures come as decimals).
+func (m *Moving) Update(v decimal.Decimal, t time.Time) { m.UpdateDecimal(v, t) }
+
+// UpdateDecimal adds a decimal sample: on the fast path when it is a
+// whole number of thousandths in range.
+func (m *Moving) UpdateDecimal(v decimal.Decimal, t time.Time) {
+	if !m.exact {
+		if s := v.Shift(3); s.IsInteger() && s.Abs().LessThanOrEqual(maxInt64) {
+			m.UpdateMilli(s.IntPart(), t)
+			return
+		}
+		m.toExact()
+	}
+	m.updateExact(v, t)
+}
+
+func addInt64(a, b int64) (int64, bool) {
+	s := a + b
+	if (b > 0 && s < a) || (b < 0 && s > a) {
+		return 0, false
+	}
+	return s, true
+}
+
+func milli(x int64) decimal.Decimal { return decimal.New(x, -3) }
+
+// toExact moves the fast-path state into the decimal fields.
+func (m *Moving) toExact() {
+	m.exact = true
+	m.dlast, m.dprev, m.dmin, m.dmax, m.dsum = milli(m.last), milli(m.prev), milli(m.min), milli(m.max), milli(m.sum)
+}
+
+func (m *Moving) updateExact(v decimal.Decimal, t time.Time) {
+	if m.n == 0 || v.LessThan(m.dmin) {
+		m.dmin = v
+	}
+	if m.n == 0 || v.GreaterThan(m.dmax) {
+		m.dmax = v
+	}
+	m.dsum = m.dsum.Add(v)
 	m.n++
-	m.prev = m.last
-	m.last = &sample{v: v, t: t}
+	m.dprev, m.prevT = m.dlast, m.lastT
+	m.dlast, m.lastT = v, t
+}
+
+func (m *Moving) pick(fast int64, exact decimal.Decimal) decimal.Decimal {
+	if m.exact {
+		return exact
+	}
+	return milli(fast)
 }
 
 // Last returns the last sample (0 if none).
 func (m *Moving) Last() decimal.Decimal {
-	if m.last == nil {
+	if m.n == 0 {
 		return decimal.Zero
 	}
-	return m.last.v
+	return m.pick(m.last, m.dlast)
 }
+
+// Min, Max and Sum are over all samples (0 if none).
+func (m *Moving) Min() decimal.Decimal { return m.pick(m.min, m.dmin) }
+func (m *Moving) Max() decimal.Decimal { return m.pick(m.max, m.dmax) }
+func (m *Moving) Sum() decimal.Decimal { return m.pick(m.sum, m.dsum) }
 
 // Diff is last - previous, clamped at 0.
 func (m *Moving) Diff() decimal.Decimal {
-	if m.last == nil || m.prev == nil {
+	if m.n < 2 {
 		return decimal.Zero
 	}
-	d := m.last.v.Sub(m.prev.v)
+	if !m.exact {
+		if m.last <= m.prev {
+			return decimal.Zero
+		}
+		return milli(m.last - m.prev)
+	}
+	d := m.dlast.Sub(m.dprev)
 	if d.IsNegative() {
 		return decimal.Zero
 	}
@@ -78,10 +179,10 @@ func (m *Moving) Diff() decimal.Decimal {
 
 // Rate is Diff per wall-clock second.
 func (m *Moving) Rate() decimal.Decimal {
-	if m.last == nil || m.prev == nil {
+	if m.n < 2 {
 		return decimal.Zero
 	}
-	secs := m.last.t.Sub(m.prev.t).Seconds()
+	secs := m.lastT.Sub(m.prevT).Seconds()
 	if secs <= 0 {
 		return decimal.Zero
 	}
@@ -93,7 +194,7 @@ func (m *Moving) Avg() decimal.Decimal {
 	if m.n == 0 {
 		return decimal.Zero
 	}
-	return m.sum.Div(decimal.NewFromInt(m.n))
+	return m.Sum().Div(decimal.NewFromInt(m.n))
 }
 
 // Metric is a metric's state.
@@ -155,11 +256,11 @@ func (m *Metric) Value() map[string]any {
 		var v decimal.Decimal
 		switch k {
 		case "min":
-			v = m.Stats.min
+			v = m.Stats.Min()
 		case "max":
-			v = m.Stats.max
+			v = m.Stats.Max()
 		case "sum":
-			v = m.Stats.sum
+			v = m.Stats.Sum()
 		case "avg":
 			v = m.Stats.Avg()
 		case "diff":

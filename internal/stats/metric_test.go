@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -36,5 +37,87 @@ func TestMetricValueSerialization(t *testing.T) {
 	h.Stats.Update(decimal.NewFromInt(1), t0)
 	if p := h.Value()["pct"]; p != "33.33" {
 		t.Fatalf("pct %v", p)
+	}
+}
+
+// refMoving is the plain decimal MovingStatistics the fast path must
+// match figure for figure.
+type refMoving struct {
+	vals []decimal.Decimal
+	ts   []time.Time
+}
+
+func (r *refMoving) check(t *testing.T, m *Moving, what string) {
+	t.Helper()
+	n := len(r.vals)
+	min, max, sum := r.vals[0], r.vals[0], decimal.Zero
+	for _, v := range r.vals {
+		if v.LessThan(min) {
+			min = v
+		}
+		if v.GreaterThan(max) {
+			max = v
+		}
+		sum = sum.Add(v)
+	}
+	diff, rate := decimal.Zero, decimal.Zero
+	if n >= 2 {
+		if d := r.vals[n-1].Sub(r.vals[n-2]); d.IsPositive() {
+			diff = d
+			rate = d.Div(decimal.NewFromFloat(r.ts[n-1].Sub(r.ts[n-2]).Seconds()))
+		}
+	}
+	for _, c := range []struct {
+		name      string
+		got, want decimal.Decimal
+	}{
+		{"last", m.Last(), r.vals[n-1]}, {"min", m.Min(), min}, {"max", m.Max(), max}, {"sum", m.Sum(), sum},
+		{"avg", m.Avg(), sum.Div(decimal.NewFromInt(int64(n)))}, {"diff", m.Diff(), diff}, {"rate", m.Rate(), rate},
+	} {
+		if !c.got.Equal(c.want) {
+			t.Errorf("%s: %s = %s, want %s", what, c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestMovingFastPathMatchesDecimals(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	big := decimal.NewFromUint64(1 << 62)
+	for _, tc := range []struct {
+		name    string
+		samples []decimal.Decimal
+		exact   bool // whether the metric ends on the exact path
+	}{
+		{"bytes", []decimal.Decimal{decimal.NewFromInt(100), decimal.NewFromInt(4096), decimal.NewFromInt(50)}, false},
+		{"msec with microseconds", []decimal.Decimal{decimal.RequireFromString("1.5"), decimal.RequireFromString("2.001"), decimal.RequireFromString("2.001")}, false},
+		{"counter reset", []decimal.Decimal{decimal.NewFromInt(10), decimal.NewFromInt(3)}, false},
+		{"finer than a thousandth", []decimal.Decimal{decimal.NewFromInt(10), decimal.RequireFromString("3.14159"), decimal.NewFromInt(20)}, true},
+		{"past the fast range", []decimal.Decimal{decimal.NewFromInt(7), big, decimal.NewFromInt(9)}, true},
+		{"sum overflows", []decimal.Decimal{decimal.NewFromInt(maxMilli), decimal.NewFromInt(maxMilli), decimal.NewFromInt(1)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var m Moving
+			var ref refMoving
+			for i, v := range tc.samples {
+				ts := t0.Add(time.Duration(i*3) * time.Second)
+				if v.IsInteger() && v.Sign() >= 0 && v.LessThanOrEqual(decimal.NewFromInt(maxMilli)) {
+					m.UpdateUint(uint64(v.IntPart()), ts)
+				} else {
+					m.Update(v, ts)
+				}
+				ref.vals, ref.ts = append(ref.vals, v), append(ref.ts, ts)
+				ref.check(t, &m, fmt.Sprintf("after sample %d", i))
+			}
+			if m.exact != tc.exact {
+				t.Errorf("exact = %v, want %v", m.exact, tc.exact)
+			}
+		})
+	}
+	// Thousandths (container CPU: microseconds into milliseconds).
+	var m Moving
+	m.UpdateThousandths(1500, t0)
+	m.UpdateThousandths(2501, t0.Add(time.Second))
+	if m.Last().String() != "2.501" || m.Diff().String() != "1.001" || m.exact {
+		t.Fatalf("thousandths: last %s diff %s exact %v", m.Last(), m.Diff(), m.exact)
 	}
 }
