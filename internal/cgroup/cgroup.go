@@ -221,12 +221,8 @@ func kvGet(b []byte, key string) (uint64, bool) { return lineValue(b, key, ' ') 
 // lineValue finds the line "<key><sep> <number>" and parses the number.
 func lineValue(b []byte, key string, sep byte) (uint64, bool) {
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b = nextLine(b)
 		if len(line) > len(key) && line[len(key)] == sep && string(line[:len(key)]) == key {
 			v, err := strconv.ParseUint(string(bytes.TrimSpace(line[len(key)+1:])), 10, 64)
 			return v, err == nil
@@ -336,17 +332,21 @@ func (f FS) Procs(p Paths) ([]int, error) {
 	}
 	out := make([]int, 0, bytes.Count(b, []byte{'\n'}))
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b = nextLine(b)
 		if n, ok := atoiBytes(line); ok {
 			out = append(out, n)
 		}
 	}
 	return out, nil
+}
+
+// nextLine splits b at its first newline (the scanners' loop step).
+func nextLine(b []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return b[:i], b[i+1:]
+	}
+	return b, nil
 }
 
 // atoiBytes parses a non-negative decimal number without allocating.
@@ -369,12 +369,8 @@ func atoiBytes(b []byte) (int, bool) {
 // operations are skipped).
 func blkioBytes(b []byte) (read, write uint64) {
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b = nextLine(b)
 		sp := bytes.IndexByte(line, ' ')
 		if sp < 0 {
 			continue
@@ -410,12 +406,8 @@ func (f FS) NetDev(pid int) (rx, tx uint64, err error) {
 		return 0, 0, err
 	}
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b = nextLine(b)
 		c := bytes.IndexByte(line, ':')
 		if c < 0 || string(bytes.TrimSpace(line[:c])) == "lo" {
 			continue
