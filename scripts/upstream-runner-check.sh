@@ -24,7 +24,12 @@ if [ "$(id -u)" = 0 ]; then
 fi
 export CGO_ENABLED=1 CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# Each export builds its own image (the tag follows the files); remove them.
+cleanup() {
+  rm -rf "$tmp"
+  docker images -q bai-test/upstream-runner | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 rc=0
 for ref in "${refs[@]}"; do
   mkdir -p "$tmp/$ref"
