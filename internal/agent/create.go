@@ -73,6 +73,9 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 		return nil, ErrAgentShuttingDown
 	default:
 	}
+	if err := a.engineDownErr(ctx); err != nil {
+		return nil, kernelErr(kernelID, err)
+	}
 	policy := cfg.AutoPull
 	if policy == "" {
 		policy = cfg.Image.AutoPull

@@ -6,8 +6,11 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/bai-agent/bai-agent/internal/backend"
 )
 
 // enginePoll is how often the engine is pinged.
@@ -19,6 +22,7 @@ type engineState struct {
 	down   bool
 	downAt time.Time // start of the last outage
 	backAt time.Time // end of the last outage (zero while down)
+	why    error     // what the failed ping said
 }
 
 // watchEngine pings the engine and logs its outages; when it is back, a
@@ -41,18 +45,23 @@ func (a *Agent) watchEngine(ctx context.Context) {
 			a.markEngineDown(err)
 			continue
 		}
-		a.engine.mu.Lock()
-		switch {
-		case a.engine.down:
-			a.engine.down, a.engine.backAt = false, time.Now()
-			outage := a.engine.backAt.Sub(a.engine.downAt)
-			a.engine.mu.Unlock()
-			a.log.Warn("container engine is back; reconciling kernels", "outage", outage.Round(time.Millisecond))
-			a.requestSync()
-			continue
-		}
-		a.engine.mu.Unlock()
+		a.markEngineUp()
 	}
+}
+
+// markEngineUp ends an outage (once): a sync pass reconciles every
+// kernel at once.
+func (a *Agent) markEngineUp() {
+	a.engine.mu.Lock()
+	if !a.engine.down {
+		a.engine.mu.Unlock()
+		return
+	}
+	a.engine.down, a.engine.backAt = false, time.Now()
+	outage := a.engine.backAt.Sub(a.engine.downAt)
+	a.engine.mu.Unlock()
+	a.log.Warn("container engine is back; reconciling kernels", "outage", outage.Round(time.Millisecond))
+	a.requestSync()
 }
 
 // engineVerdictWait is how long a container's stop waits to see whether
@@ -98,7 +107,7 @@ func (a *Agent) markEngineDown(err error) {
 		a.engine.mu.Unlock()
 		return
 	}
-	a.engine.down, a.engine.downAt, a.engine.backAt = true, time.Now(), time.Time{}
+	a.engine.down, a.engine.downAt, a.engine.backAt, a.engine.why = true, time.Now(), time.Time{}, err
 	a.engine.mu.Unlock()
 	a.log.Warn("container engine unavailable; kernel operations fail until it is back", "error", err)
 }
@@ -125,6 +134,32 @@ func (a *Agent) exitedWithEngine(t time.Time) bool {
 	}
 	return !t.Before(a.engine.downAt.Add(-engineRestartGrace)) && !t.After(end.Add(engineRestartGrace))
 }
+
+// engineDownErr fails a creation at once while the engine is known not
+// to answer: a hung engine (it accepts connections and never replies)
+// would otherwise hold each creation, and what it took, until its first
+// runtime call timed out.
+// It pings once more first (the watcher polls every 2 s and the engine
+// may have just come back).
+func (a *Agent) engineDownErr(ctx context.Context) error {
+	if a.EngineAvailable() {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, engineRecheck)
+	_, err := a.be.Ping(pctx)
+	cancel()
+	if err == nil {
+		a.markEngineUp()
+		return nil
+	}
+	a.engine.mu.Lock()
+	defer a.engine.mu.Unlock()
+	return fmt.Errorf("%w since %s (its last ping: %v); nothing was created", backend.ErrUnavailable,
+		a.engine.downAt.UTC().Format(time.RFC3339), a.engine.why)
+}
+
+// engineRecheck bounds the ping a creation makes during an outage.
+const engineRecheck = 2 * time.Second
 
 // EngineAvailable reports whether the last ping of the engine answered.
 func (a *Agent) EngineAvailable() bool {

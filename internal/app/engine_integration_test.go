@@ -101,6 +101,75 @@ func engineRestart(t *testing.T, sig syscall.Signal) {
 	s.ctl("destroy", k3)
 }
 
+// A hung engine (it accepts connections and never answers, as a
+// deadlocked dockerd does; here the test's engine stopped with SIGSTOP):
+// the agent keeps answering RPC and heartbeating, reports the engine as
+// unhealthy, and a creation fails with an error instead of hanging; the
+// running kernel is not declared dead. When the engine answers again the
+// kernel is still there and creation works.
+func TestEngineHung_Integration(t *testing.T) {
+	eng := testutil.StartEngine(t, false)
+	img := eng.ImportTestImage()
+	s := newStack(t, "")
+	s.env = append(s.env, "DOCKER_HOST="+eng.Host)
+	s.start()
+	k1 := s.createKernel(img)
+	s.readEvents(30*time.Second, func(evs []event) bool { return countName(evs, "kernel_started") >= 1 })
+
+	eng.Freeze()
+	t0 := time.Now()
+	out, err := exec.Command(s.bin, "ctl", "--addr", s.rpc, "create", "--image", img, "--cpu", "1", "--mem", "64m").CombinedOutput()
+	t.Logf("create with the engine hung: %v after %s\n%s", err, time.Since(t0).Round(time.Millisecond), out)
+	if err == nil {
+		t.Fatalf("create succeeded with the engine hung:\n%s", out)
+	}
+	if time.Since(t0) > 45*time.Second || !strings.Contains(string(out), "did not answer") && !strings.Contains(string(out), "container engine unavailable") {
+		t.Fatalf("create with the engine hung: not failed within its deadline with a clear error")
+	}
+	s.ctl("ping")
+	var all []event
+	all = append(all, s.readEvents(20*time.Second, func(evs []event) bool { return countName(evs, "agent_heartbeat") >= 3 })...)
+	// The outage is known now: a creation fails at once, taking nothing.
+	t0 = time.Now()
+	out, err = exec.Command(s.bin, "ctl", "--addr", s.rpc, "create", "--image", img, "--cpu", "1", "--mem", "64m").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "container engine unavailable since") || time.Since(t0) > 5*time.Second {
+		t.Fatalf("create during a known outage: %v after %s\n%s", err, time.Since(t0), out)
+	}
+	c, err := client.Dial("tcp://"+s.rpc, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.Call(context.Background(), "health_v2", nil, map[string]any{"req": map[string]any{}})
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm, _ := h.(msgpack.Map)
+	conn, _ := hm.Get("connectivity")
+	checks, _ := conn.(msgpack.Map).Get("connectivity_checks")
+	for _, ck := range checks.([]any) {
+		m := ck.(msgpack.Map)
+		id, _ := m.Get("component_id")
+		ok, _ := m.Get("is_healthy")
+		if (id == "docker") == (ok == true) {
+			t.Errorf("health check %v healthy=%v with the engine hung", id, ok)
+		}
+	}
+
+	eng.Thaw()
+	all = append(all, s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "agent_heartbeat") >= 2 })...)
+	if got := kernelEvents(all, k1); strings.Contains(strings.Join(got, ","), "kernel_terminated") {
+		t.Fatalf("the running kernel was declared dead while the engine hung: %v", got)
+	}
+	var ls []map[string]any
+	if err := json.Unmarshal([]byte(s.ctl("--json", "ls")), &ls); err != nil || len(ls) != 1 || ls[0]["state"] != "running" {
+		t.Fatalf("kernels after the engine came back: %v %v", ls, err)
+	}
+	k2 := s.createKernel(img)
+	s.ctl("destroy", k2)
+	s.ctl("destroy", k1)
+}
+
 // With live-restore the kernels keep running through the engine's
 // restart and stay adopted.
 func TestEngineLiveRestore_Integration(t *testing.T) {

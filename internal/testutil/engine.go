@@ -31,6 +31,7 @@ type Engine struct {
 	gwbridge bool
 	args     []string
 	cmd      *exec.Cmd
+	frozen   bool
 	t        testing.TB
 }
 
@@ -112,6 +113,24 @@ func (e *Engine) Stop(sig syscall.Signal) {
 	e.cmd = nil
 }
 
+// Freeze stops the engine's process without ending it (SIGSTOP): its
+// socket accepts connections and nothing answers, as a deadlocked
+// dockerd does. Thaw (SIGCONT) lets it go on; cleanup thaws it first.
+func (e *Engine) Freeze() {
+	if e.cmd != nil && e.cmd.Process != nil {
+		_ = e.cmd.Process.Signal(syscall.SIGSTOP)
+		e.frozen = true
+	}
+}
+
+// Thaw resumes a frozen engine.
+func (e *Engine) Thaw() {
+	if e.cmd != nil && e.cmd.Process != nil && e.frozen {
+		_ = e.cmd.Process.Signal(syscall.SIGCONT)
+		e.frozen = false
+	}
+}
+
 // Backend is a client of the test engine.
 func (e *Engine) Backend() *docker.Backend {
 	e.t.Helper()
@@ -169,6 +188,7 @@ func (e *Engine) InitSwarm() {
 }
 
 func (e *Engine) cleanup() {
+	e.Thaw()
 	if e.cmd != nil {
 		// Remove what runs there first, then stop the engine.
 		_ = exec.Command("sh", "-c", "docker -H "+e.Host+" ps -aq | xargs -r docker -H "+e.Host+" rm -f").Run()
