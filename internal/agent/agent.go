@@ -82,6 +82,10 @@ type Kernel struct {
 	// restarting is set while restart_kernel recreates the container, so
 	// the die event and the sync loop leave the kernel alone.
 	restarting atomic.Bool
+	// exitClaim names the container whose exit is being handled (by the
+	// die event or by the sync loop, whichever sees it first), so the
+	// other does not classify it again without the engine's verdict.
+	exitClaim atomic.Pointer[string]
 	// cleaned is set once CLEAN released everything, so a second CLEAN
 	// (die event + destroy) is a no-op.
 	cleaned atomic.Bool

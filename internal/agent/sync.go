@@ -87,7 +87,14 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 			if err == nil {
 				code, oom, finished = ins.ExitCode, ins.OOMKilled, ins.FinishedAt
 			}
-			a.onContainerExit(ctx, kid, c.ID, code, oom, finished)
+			// The die event may be handling it already (then this
+			// returns at once); if the event was missed, this waits for
+			// the engine's verdict in the background as that path does.
+			a.bg.Add(1)
+			go func(kid, cid string) {
+				defer a.bg.Done()
+				a.handleExit(ctx, kid, cid, code, oom, finished, false)
+			}(kid, c.ID)
 		}
 	}
 	for _, k := range a.Kernels() {
