@@ -51,26 +51,7 @@ func engineRestart(t *testing.T, sig syscall.Signal) {
 	}
 	s.ctl("ping")
 	// health_v2 reports the engine as unhealthy (and the rest healthy).
-	c, err := client.Dial("tcp://"+s.rpc, 5*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := c.Call(context.Background(), "health_v2", nil, map[string]any{"req": map[string]any{}})
-	c.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hm, _ := h.(msgpack.Map)
-	conn, _ := hm.Get("connectivity")
-	checks, _ := conn.(msgpack.Map).Get("connectivity_checks")
-	for _, ck := range checks.([]any) {
-		m := ck.(msgpack.Map)
-		id, _ := m.Get("component_id")
-		ok, _ := m.Get("is_healthy")
-		if (id == "docker") == (ok == true) {
-			t.Errorf("health check %v healthy=%v with the engine down", id, ok)
-		}
-	}
+	checkOnlyDockerUnhealthy(t, s)
 	// Events seen from here on, across reads (each read consumes).
 	var all []event
 	all = append(all, s.readEvents(20*time.Second, func(evs []event) bool { return countName(evs, "agent_heartbeat") >= 3 })...)
@@ -135,26 +116,7 @@ func TestEngineHung_Integration(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "container engine unavailable since") || time.Since(t0) > 5*time.Second {
 		t.Fatalf("create during a known outage: %v after %s\n%s", err, time.Since(t0), out)
 	}
-	c, err := client.Dial("tcp://"+s.rpc, 5*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := c.Call(context.Background(), "health_v2", nil, map[string]any{"req": map[string]any{}})
-	c.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hm, _ := h.(msgpack.Map)
-	conn, _ := hm.Get("connectivity")
-	checks, _ := conn.(msgpack.Map).Get("connectivity_checks")
-	for _, ck := range checks.([]any) {
-		m := ck.(msgpack.Map)
-		id, _ := m.Get("component_id")
-		ok, _ := m.Get("is_healthy")
-		if (id == "docker") == (ok == true) {
-			t.Errorf("health check %v healthy=%v with the engine hung", id, ok)
-		}
-	}
+	checkOnlyDockerUnhealthy(t, s)
 
 	eng.Thaw()
 	all = append(all, s.readEvents(10*time.Second, func(evs []event) bool { return countName(evs, "agent_heartbeat") >= 2 })...)
@@ -191,4 +153,30 @@ func TestEngineLiveRestore_Integration(t *testing.T) {
 		t.Fatalf("kernels after the restart: %v %v", ls, err)
 	}
 	s.ctl("destroy", k)
+}
+
+// checkOnlyDockerUnhealthy asks health_v2 and expects the docker check,
+// and only it, to be unhealthy.
+func checkOnlyDockerUnhealthy(t *testing.T, s *stack) {
+	t.Helper()
+	c, err := client.Dial("tcp://"+s.rpc, 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.Call(context.Background(), "health_v2", nil, map[string]any{"req": map[string]any{}})
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm, _ := h.(msgpack.Map)
+	conn, _ := hm.Get("connectivity")
+	checks, _ := conn.(msgpack.Map).Get("connectivity_checks")
+	for _, ck := range checks.([]any) {
+		m := ck.(msgpack.Map)
+		id, _ := m.Get("component_id")
+		ok, _ := m.Get("is_healthy")
+		if (id == "docker") == (ok == true) {
+			t.Errorf("health check %v healthy=%v with the engine down", id, ok)
+		}
+	}
 }

@@ -57,7 +57,7 @@ var maxInt64 = decimal.NewFromInt(math.MaxInt64)
 // UpdateUint adds a sample of whole units (bytes, milliseconds).
 func (m *Moving) UpdateUint(v uint64, t time.Time) {
 	if v > maxMilli {
-		m.UpdateDecimal(decimal.NewFromUint64(v), t)
+		m.Update(decimal.NewFromUint64(v), t)
 		return
 	}
 	m.UpdateMilli(int64(v)*1000, t)
@@ -67,7 +67,7 @@ func (m *Moving) UpdateUint(v uint64, t time.Time) {
 // (microseconds for a metric in milliseconds).
 func (m *Moving) UpdateThousandths(x uint64, t time.Time) {
 	if x > math.MaxInt64 {
-		m.UpdateDecimal(decimal.NewFromUint64(x).Shift(-3), t)
+		m.Update(decimal.NewFromUint64(x).Shift(-3), t)
 		return
 	}
 	m.UpdateMilli(int64(x), t)
@@ -94,12 +94,9 @@ func (m *Moving) UpdateMilli(x int64, t time.Time) {
 	m.updateExact(decimal.New(x, -3), t)
 }
 
-// Update adds a sample (plugin measures come as decimals).
-func (m *Moving) Update(v decimal.Decimal, t time.Time) { m.UpdateDecimal(v, t) }
-
-// UpdateDecimal adds a decimal sample: on the fast path when it is a
-// whole number of thousandths in range.
-func (m *Moving) UpdateDecimal(v decimal.Decimal, t time.Time) {
+// Update adds a decimal sample (plugin measures, node CPU): on the fast
+// path when it is a whole number of thousandths in range.
+func (m *Moving) Update(v decimal.Decimal, t time.Time) {
 	if !m.exact {
 		if s := v.Shift(3); s.IsInteger() && s.Abs().LessThanOrEqual(maxInt64) {
 			m.UpdateMilli(s.IntPart(), t)
