@@ -11,13 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
-	"github.com/bai-agent/bai-agent/internal/fsutil"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 )
 
 const (
@@ -202,24 +201,18 @@ func intrinsicPorts(k *Kernel) map[string]int {
 // a host-network kernel. Files are owned by the kernel user when the
 // agent runs as root, so the runner can read the private key.
 func (a *Agent) writeClusterFiles(k *Kernel, c *ClusterInfo) error {
-	uid, gid, owned := kernelOwner(k)
-	chown := func(p string) {
-		if owned && os.Geteuid() == 0 {
-			_ = os.Lchown(p, uid, gid)
-		}
+	owner := safefs.NoOwner
+	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
+		owner = safefs.Owner{UID: uid, GID: gid}
 	}
 	if c.hostNetwork() {
 		b, _ := json.Marshal(intrinsicPorts(k))
-		if err := fsutil.WriteFileAtomic(filepath.Join(k.Scratch.Config, "intrinsic-ports.json"), b, 0o644); err != nil {
+		if err := writeScratchFile(k.Scratch.Config, "intrinsic-ports.json", b, 0o644, safefs.NoOwner); err != nil {
 			return err
 		}
 	}
 	if c.SSHKeypair == nil {
 		return nil
-	}
-	dir := filepath.Join(k.Scratch.Config, "ssh")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
 	}
 	priv := c.SSHKeypair.PrivateKey
 	if !strings.HasSuffix(priv, "\n") {
@@ -245,11 +238,9 @@ func (a *Agent) writeClusterFiles(k *Kernel, c *ClusterInfo) error {
 		}{"port-mapping.json", b, 0o644})
 	}
 	for _, f := range files {
-		p := filepath.Join(dir, f.name)
-		if err := fsutil.WriteFileAtomic(p, f.body, f.mode); err != nil {
+		if err := writeScratchFile(k.Scratch.Config, "ssh/"+f.name, f.body, f.mode, owner); err != nil {
 			return err
 		}
-		chown(p)
 	}
 	return nil
 }

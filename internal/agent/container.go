@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 	"github.com/bai-agent/bai-agent/internal/scratch"
 )
 
@@ -35,6 +35,11 @@ func checkPorts(ins *backend.Container, want []backend.PortBinding) error {
 func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resource.Allocation) map[string]string {
 	env := map[string]string{}
 	for k, v := range cfg.Environ {
+		// validateCreation refused these already; a config read back
+		// from disk (restart, adoption) is not trusted more.
+		if _, owned := agentOwnedEnv[k]; owned || !validEnvKey(k) || strings.ContainsAny(v, "\x00\n\r") {
+			continue
+		}
 		env[k] = v
 	}
 	uid, gid := a.cfg.Container.KernelUID, a.cfg.Container.KernelGID
@@ -113,27 +118,27 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 
 func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 	cfgDir := k.Scratch.Config
-	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "environ.txt"), environText(k.Environ), 0o644); err != nil {
+	if err := writeScratchFile(cfgDir, "environ.txt", environText(k.Environ), 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "environ_base.txt"), environText(k.Environ), 0o644); err != nil {
+	if err := writeScratchFile(cfgDir, "environ_base.txt", environText(k.Environ), 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
 	rt := k.Spec.Marshal(a.slotTypes)
-	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "resource.txt"), rt, 0o644); err != nil {
+	if err := writeScratchFile(cfgDir, "resource.txt", rt, 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, "resource_base.txt"), rt, 0o644); err != nil {
+	if err := writeScratchFile(cfgDir, "resource_base.txt", rt, 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(cfgDir, "recovery.json"), a.recoveryData(k, cluster)); err != nil {
+	if err := writeJSON(cfgDir, "recovery.json", a.recoveryData(k, cluster)); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(cfgDir, kconfigFile), kconfig{Config: k.Config, Cluster: *cluster, ImageRef: k.ImageRef, ImageName: k.ImageName, HostPorts: k.HostPorts, RuntimeType: k.RuntimeType, RuntimePath: k.RuntimePath}); err != nil {
+	if err := writeJSON(cfgDir, kconfigFile, kconfig{Config: k.Config, Cluster: *cluster, ImageRef: k.ImageRef, ImageName: k.ImageName, HostPorts: k.HostPorts, RuntimeType: k.RuntimeType, RuntimePath: k.RuntimePath}); err != nil {
 		return err
 	}
 	if k.Config.BootstrapScript != "" {
-		if err := fsutil.WriteFileAtomic(filepath.Join(k.Scratch.Work, "bootstrap.sh"), []byte(k.Config.BootstrapScript), 0o755); err != nil {
+		if err := writeScratchFile(k.Scratch.Work, "bootstrap.sh", []byte(k.Config.BootstrapScript), 0o755, safefs.NoOwner); err != nil {
 			return err
 		}
 	}
@@ -146,75 +151,52 @@ func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 // /home/work (relative, or absolute under /home/work); upstream also
 // wrote other absolute paths on the host as given, which is refused here.
 func (a *Agent) writeUserFiles(k *Kernel) error {
-	work := k.Scratch.Work
-	uid, gid, owned := kernelOwner(k)
-	chown := func(p string) {
-		if owned && os.Geteuid() == 0 {
-			_ = os.Lchown(p, uid, gid)
-		}
+	owner := safefs.NoOwner
+	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
+		owner = safefs.Owner{UID: uid, GID: gid}
 	}
+	_, err := safefs.Do(context.Background(), "write the user's files", func() (struct{}, error) {
+		root, err := safefs.OpenRoot(k.Scratch.Work)
+		if err != nil {
+			return struct{}{}, err
+		}
+		defer root.Close()
+		return struct{}{}, a.writeUserFilesIn(root, k, owner)
+	})
+	return err
+}
+
+func (a *Agent) writeUserFilesIn(root *safefs.Root, k *Kernel, owner safefs.Owner) error {
 	if kp, ok := k.Config.InternalData["ssh_keypair"].(map[string]any); ok && !a.mountsTarget(k, "/home/work/.ssh") {
 		pub, _ := kp["public_key"].(string)
 		priv, _ := kp["private_key"].(string)
 		if pub != "" && priv != "" {
-			dir := filepath.Join(work, ".ssh")
-			if err := os.MkdirAll(dir, 0o700); err != nil {
+			if err := root.MkdirAll(".ssh", 0o700, owner); err != nil {
 				return err
 			}
-			chown(dir)
-			for name, body := range map[string]string{".ssh/authorized_keys": pub, ".ssh/id_rsa": priv, "id_container": priv} {
-				p := filepath.Join(work, name)
-				if name == ".ssh/id_rsa" {
-					if _, err := os.Stat(p); err == nil {
+			for _, f := range []struct{ name, body string }{{".ssh/authorized_keys", pub}, {".ssh/id_rsa", priv}, {"id_container", priv}} {
+				if f.name == ".ssh/id_rsa" {
+					if _, err := root.Lstat(f.name); err == nil {
 						continue // the user's own key wins
 					}
 				}
-				if err := fsutil.WriteFileAtomic(p, []byte(body), 0o600); err != nil {
+				if err := root.WriteFile(f.name, []byte(f.body), safefs.WriteOptions{Perm: 0o600, Owner: owner, Sync: true}); err != nil {
 					return err
 				}
-				chown(p)
 			}
 		}
 	}
-	dots, _ := k.Config.InternalData["dotfiles"].([]any)
-	for i, d := range dots {
-		m, _ := d.(map[string]any)
-		path, _ := m["path"].(string)
-		data, _ := m["data"].(string)
-		perm := os.FileMode(0o644)
-		if ps, ok := m["perm"].(string); ok && ps != "" {
-			n, err := strconv.ParseUint(ps, 8, 32)
-			if err != nil {
-				return fmt.Errorf("%w: internal_data.dotfiles[%d].perm %q is not an octal mode", ErrInvalidArgument, i, ps)
-			}
-			perm = os.FileMode(n) & 0o777
+	dots, err := userDotfiles(k.Config.InternalData)
+	if err != nil {
+		return err
+	}
+	for _, d := range dots {
+		if d.rel == "" {
+			a.log.Warn("dotfile outside /home/work not written", "kernel_id", k.ID, "path", d.path)
+			continue
 		}
-		rel := path
-		if filepath.IsAbs(path) {
-			r, ok := strings.CutPrefix(filepath.Clean(path), "/home/work/")
-			if !ok {
-				a.log.Warn("dotfile outside /home/work not written", "kernel_id", k.ID, "path", path)
-				continue
-			}
-			rel = r
-		}
-		rel = filepath.Clean(rel)
-		if rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-			return fmt.Errorf("%w: internal_data.dotfiles[%d].path %q leaves /home/work", ErrInvalidArgument, i, path)
-		}
-		if !strings.HasSuffix(data, "\n") {
-			data += "\n"
-		}
-		p := filepath.Join(work, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := root.WriteFile(d.rel, []byte(d.data), safefs.WriteOptions{Perm: d.perm, Owner: owner, Mkdir: true, DirPerm: 0o755, Sync: true}); err != nil {
 			return err
-		}
-		if err := fsutil.WriteFileAtomic(p, []byte(data), perm); err != nil {
-			return err
-		}
-		chown(p)
-		for dir := filepath.Dir(p); dir != work && strings.HasPrefix(dir, work); dir = filepath.Dir(dir) {
-			chown(dir)
 		}
 	}
 	return nil

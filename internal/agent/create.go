@@ -83,12 +83,15 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	if err := ValidateAutoPull(policy); err != nil {
 		return nil, kernelErr(kernelID, err)
 	}
+	if err := validateCreation(cfg); err != nil {
+		return nil, kernelErr(kernelID, err)
+	}
 	k := &Kernel{
 		Machine:   kernel.NewMachine(kernelID, kernel.Preparing),
 		ID:        kernelID,
 		SessionID: sessionID,
 		ImageRef:  ref,
-		Config:    *cfg,
+		Config:    withoutSecrets(cfg),
 		CreatedAt: time.Now(),
 		// Set before the kernel is registered (and never after): the
 		// network sweep reads it from other goroutines.

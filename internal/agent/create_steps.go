@@ -3,9 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
-	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"log/slog"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 	"github.com/bai-agent/bai-agent/internal/scratch"
 	"github.com/bai-agent/bai-agent/internal/vfolder"
 	"github.com/bai-agent/bai-agent/internal/wire"
@@ -344,7 +343,7 @@ func (j *createJob) createContainer(ctx context.Context) error {
 	j.cid = cid
 	k.setContainerID(cid)
 	k.Spec.ContainerID = cid
-	return fsutil.WriteFileAtomic(filepath.Join(j.scratch.Config, "resource.txt"), k.Spec.Marshal(a.slotTypes), 0o644)
+	return writeScratchFile(j.scratch.Config, "resource.txt", k.Spec.Marshal(a.slotTypes), 0o644, safefs.NoOwner)
 }
 
 func (j *createJob) removeContainer(ctx context.Context) {

@@ -10,14 +10,12 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 )
 
 // File errors (mapped to PermissionError, FileNotFoundError, ValueError).
@@ -32,12 +30,24 @@ const MaxDownloadSize = 1 << 20
 
 const workDir = "/home/work"
 
+// Bounds of the file RPCs: a walk deeper or a folder longer than these
+// ends with a size error (the 1 MiB archive is full long before).
+const (
+	maxWalkDepth   = 64
+	maxDirEntries  = 100_000
+	fileRPCTimeout = 30 * time.Second
+)
+
 // kernelPath resolves a path given by the manager (relative to /home/work,
 // or absolute inside it) to a host directory that holds it (the scratch
 // work dir, or a vfolder mounted under /home/work) and the path relative
-// to that directory. All access then goes through os.Root, so symlinks
-// inside cannot lead out.
+// to that directory. All access then goes through safefs, so nothing the
+// kernel planted beneath it (links, FIFOs, device nodes) is followed or
+// opened.
 func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOnly bool, err error) {
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", "", false, fmt.Errorf("%w: the path has a NUL byte", ErrInvalidArgument)
+	}
 	full := p
 	if !path.IsAbs(full) {
 		full = path.Join(workDir, full)
@@ -65,21 +75,21 @@ func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOn
 }
 
 // openKernelPath resolves p for a kernel and opens the directory holding
-// it as an os.Root; the caller closes the root.
-func (a *Agent) openKernelPath(kernelID, p string) (root *os.Root, rel string, readOnly bool, err error) {
-	k, err := a.runningKernel(kernelID)
+// it; the caller closes the root.
+func (a *Agent) openKernelPath(kernelID, p string) (k *Kernel, root *safefs.Root, rel string, readOnly bool, err error) {
+	k, err = a.runningKernel(kernelID)
 	if err != nil {
-		return nil, "", false, err
+		return nil, nil, "", false, err
 	}
 	dir, rel, readOnly, err := a.kernelPath(k, p)
 	if err != nil {
-		return nil, "", false, err
+		return nil, nil, "", false, err
 	}
-	root, err = os.OpenRoot(dir)
+	root, err = safefs.OpenRoot(dir)
 	if err != nil {
-		return nil, "", false, fileErr(p, err)
+		return nil, nil, "", false, fileErr(p, err)
 	}
-	return root, rel, readOnly, nil
+	return k, root, rel, readOnly, nil
 }
 
 func (a *Agent) runningKernel(id string) (*Kernel, error) {
@@ -90,38 +100,34 @@ func (a *Agent) runningKernel(id string) (*Kernel, error) {
 	return k, nil
 }
 
-// errPathEscapes is the error os.Root gives for a path that leaves the
-// root (unexported in package os): taken once from a real escape, so that
-// errors are compared by identity, never by text.
-var errPathEscapes = func() error {
-	r, err := os.OpenRoot(os.TempDir())
-	if err != nil {
-		return errors.New("os.Root unavailable")
-	}
-	defer r.Close()
-	_, err = r.Stat("../bai-agent-probe")
-	for u := errors.Unwrap(err); u != nil; u = errors.Unwrap(u) {
-		err = u
-	}
-	if err == nil {
-		return errors.New("os.Root did not refuse an escaping path")
-	}
-	return err
-}()
+// fileCtx bounds one file RPC: the caller's deadline, at most
+// fileRPCTimeout.
+func fileCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, fileRPCTimeout)
+}
 
+// fileErr maps safefs's and the system's errors to the manager's kinds.
 func fileErr(p string, err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, safefs.ErrBusy):
+		return fmt.Errorf("%s: %w", p, err)
+	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%w: %s", ErrFileNotFound, p)
-	}
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, errPathEscapes) {
+	case errors.Is(err, safefs.ErrTooLarge):
+		return fmt.Errorf("%s: %w (%v)", p, ErrTooLarge, err)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, safefs.ErrEscape), errors.Is(err, safefs.ErrSymlink), errors.Is(err, safefs.ErrNotRegular):
 		return fmt.Errorf("%w: %s: %v", ErrPermission, p, err)
+	case errors.Is(err, safefs.ErrIsDir), errors.Is(err, safefs.ErrNotDir):
+		return fmt.Errorf("%w: %s: %v", ErrInvalidArgument, p, err)
 	}
 	return fmt.Errorf("%s: %w", p, err)
 }
 
-// UploadFile writes data to filename inside the kernel's /home/work.
-func (a *Agent) UploadFile(_ context.Context, kernelID, filename string, data []byte) error {
-	root, rel, ro, err := a.openKernelPath(kernelID, filename)
+// UploadFile writes data to filename inside the kernel's /home/work: a
+// new file renamed over the name, so whatever the kernel left there (a
+// device node, a FIFO, a link) is replaced, never opened.
+func (a *Agent) UploadFile(ctx context.Context, kernelID, filename string, data []byte) error {
+	k, root, rel, ro, err := a.openKernelPath(kernelID, filename)
 	if err != nil {
 		return err
 	}
@@ -132,19 +138,33 @@ func (a *Agent) UploadFile(_ context.Context, kernelID, filename string, data []
 	if ro {
 		return fmt.Errorf("%w: %s is on a read-only vfolder", ErrPermission, filename)
 	}
-	if dir := filepath.Dir(rel); dir != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return fileErr(filename, err)
-		}
-	}
-	if err := root.WriteFile(rel, data, 0o644); err != nil {
+	ctx, cancel := fileCtx(ctx)
+	defer cancel()
+	_, err = safefs.Do(ctx, "upload_file", func() (struct{}, error) {
+		return struct{}{}, root.WriteFile(rel, data, safefs.WriteOptions{
+			Perm: 0o644, Owner: fileOwner(k, root), Mkdir: true, DirPerm: 0o755,
+		})
+	})
+	if err != nil {
 		return fileErr(filename, err)
 	}
-	k, _ := a.Kernel(kernelID)
-	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
-		_ = root.Lchown(rel, uid, gid)
-	}
 	return nil
+}
+
+// fileOwner is who the agent's files in a kernel's folder belong to: the
+// kernel's user when the agent knows its uid, else the owner of the
+// folder itself; the agent's own when it is not root.
+func fileOwner(k *Kernel, root *safefs.Root) safefs.Owner {
+	if os.Geteuid() != 0 {
+		return safefs.NoOwner
+	}
+	if uid, gid, ok := kernelOwner(k); ok {
+		return safefs.Owner{UID: uid, GID: gid}
+	}
+	if info, err := root.Lstat("."); err == nil {
+		return safefs.Owner{UID: int(info.Stat().Uid), GID: int(info.Stat().Gid)}
+	}
+	return safefs.NoOwner
 }
 
 // kernelOwner is the uid/gid the kernel's user runs as.
@@ -174,90 +194,124 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 // DownloadFile returns a tar archive of a file or directory under
-// /home/work, at most 1 MiB.
-func (a *Agent) DownloadFile(_ context.Context, kernelID, p string) ([]byte, error) {
-	root, rel, _, err := a.openKernelPath(kernelID, p)
+// /home/work, at most 1 MiB. Links are archived as links (never
+// followed); FIFOs, sockets and device nodes as headers only (never
+// opened).
+func (a *Agent) DownloadFile(ctx context.Context, kernelID, p string) ([]byte, error) {
+	_, root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	if _, err := root.Lstat(rel); err != nil {
-		return nil, fileErr(p, err)
-	}
-	buf := &limitedBuffer{max: MaxDownloadSize}
-	tw := tar.NewWriter(buf)
 	base := path.Base(path.Clean("/" + strings.TrimPrefix(p, "/")))
 	if rel == "." {
 		base = "work"
 	}
-	fsys := root.FS()
-	err = fs.WalkDir(fsys, rel, func(name string, d fs.DirEntry, werr error) error {
-		if werr != nil {
-			return werr
+	ctx, cancel := fileCtx(ctx)
+	defer cancel()
+	out, err := safefs.Do(ctx, "download_file", func() ([]byte, error) {
+		buf := &limitedBuffer{max: MaxDownloadSize}
+		tw := tar.NewWriter(buf)
+		err := root.Walk(rel, maxWalkDepth, maxDirEntries, func(name string, info *safefs.Info) error {
+			return archiveEntry(tw, root, rel, base, name, info)
+		})
+		if err == nil {
+			err = tw.Close()
 		}
-		info, err := d.Info()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = root.Readlink(name); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = path.Join(base, strings.TrimPrefix(strings.TrimPrefix(name, rel), "/"))
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if info.Mode().IsRegular() {
-			f, err := fsys.Open(name)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			return err
-		}
-		return nil
+		return buf.Bytes(), nil
 	})
-	if err == nil {
-		err = tw.Close()
-	}
 	if err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			return nil, fmt.Errorf("archive of %s %w", p, ErrTooLarge)
 		}
 		return nil, fileErr(p, err)
 	}
-	return buf.Bytes(), nil
+	return out, nil
 }
 
-// DownloadSingle returns the content of one regular file (at most 1 MiB).
-func (a *Agent) DownloadSingle(_ context.Context, kernelID, p string) ([]byte, error) {
-	root, rel, _, err := a.openKernelPath(kernelID, p)
+func archiveEntry(tw *tar.Writer, root *safefs.Root, rel, base, name string, info *safefs.Info) error {
+	link := ""
+	if info.Mode()&fs.ModeSymlink != 0 {
+		l, err := root.Readlink(name)
+		if err != nil {
+			return err
+		}
+		link = l
+	}
+	hdr, err := tar.FileInfoHeader(info, link)
+	if err != nil {
+		return err
+	}
+	st := info.Stat()
+	hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+	hdr.Name = path.Join(base, strings.TrimPrefix(strings.TrimPrefix(name, rel), "/"))
+	if rel == "." {
+		hdr.Name = path.Join(base, name)
+	}
+	if info.IsDir() {
+		hdr.Name += "/"
+	}
+	if !info.Mode().IsRegular() {
+		return tw.WriteHeader(hdr)
+	}
+	f, finfo, err := root.Open(name)
+	if err != nil {
+		if errors.Is(err, safefs.ErrNotRegular) || errors.Is(err, fs.ErrNotExist) {
+			return nil // swapped for something else meanwhile: left out
+		}
+		return err
+	}
+	defer f.Close()
+	// The header carries the size of what was opened, and exactly that
+	// many bytes are copied: a file that grows or shrinks meanwhile
+	// cannot make the archive lie.
+	hdr.Size = finfo.Size()
+	if hdr.Size > MaxDownloadSize {
+		return ErrTooLarge
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	n, err := io.Copy(tw, io.LimitReader(f, hdr.Size))
+	if err != nil {
+		return err
+	}
+	if n < hdr.Size { // shrank: pad so the archive stays well-formed
+		_, err = io.CopyN(tw, zeroReader{}, hdr.Size-n)
+	}
+	return err
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// DownloadSingle returns the content of one regular file (at most 1 MiB),
+// read from the descriptor whose size was checked.
+func (a *Agent) DownloadSingle(ctx context.Context, kernelID, p string) ([]byte, error) {
+	_, root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	st, err := root.Stat(rel)
+	ctx, cancel := fileCtx(ctx)
+	defer cancel()
+	data, err := safefs.Do(ctx, "download_single", func() ([]byte, error) {
+		return root.ReadFile(rel, MaxDownloadSize)
+	})
 	if err != nil {
-		return nil, fileErr(p, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: expected a single file at %s", ErrInvalidArgument, p)
-	}
-	if st.Size() > MaxDownloadSize {
-		return nil, fmt.Errorf("file %s (%d bytes) %w", p, st.Size(), ErrTooLarge)
-	}
-	data, err := root.ReadFile(rel)
-	if err != nil {
+		if errors.Is(err, safefs.ErrIsDir) || errors.Is(err, safefs.ErrNotRegular) {
+			return nil, fmt.Errorf("%w: expected a single file at %s (%v)", ErrInvalidArgument, p, err)
+		}
+		if errors.Is(err, safefs.ErrTooLarge) {
+			return nil, fmt.Errorf("file %s %w (%v)", p, ErrTooLarge, err)
+		}
 		return nil, fileErr(p, err)
 	}
 	return data, nil
@@ -283,43 +337,38 @@ type Listing struct {
 
 // ListFiles lists a directory under /home/work. It reads the host side of
 // the kernel's mounts, so it works on any image (the Python agent runs
-// Python inside the container). An unknown kernel or a path outside
-// /home/work is an error; anything else goes into Listing.Error.
-func (a *Agent) ListFiles(_ context.Context, kernelID, p string) (*Listing, error) {
+// Python inside the container). Entries are described by fstatat without
+// following links; nothing listed is opened. An unknown kernel or a path
+// outside /home/work is an error; anything else goes into Listing.Error.
+func (a *Agent) ListFiles(ctx context.Context, kernelID, p string) (*Listing, error) {
 	l := &Listing{Abspath: p}
-	root, rel, _, err := a.openKernelPath(kernelID, p)
+	_, root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
-		if errors.Is(err, ErrKernelNotFound) || errors.Is(err, ErrPermission) {
+		if errors.Is(err, ErrKernelNotFound) || errors.Is(err, ErrPermission) || errors.Is(err, ErrInvalidArgument) {
 			return nil, err
 		}
 		l.Error = err.Error()
 		return l, nil
 	}
 	defer root.Close()
-	f, err := root.Open(rel)
+	ctx, cancel := fileCtx(ctx)
+	defer cancel()
+	ents, err := safefs.Do(ctx, "list_files", func() ([]*safefs.Info, error) {
+		return root.ReadDir(rel, maxDirEntries)
+	})
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fileErr(p, err)
+		}
 		l.Error = fileErr(p, err).Error()
 		return l, nil
 	}
-	ents, err := f.ReadDir(-1)
-	f.Close()
-	if err != nil {
-		l.Error = fileErr(p, err).Error()
-		return l, nil
-	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	for _, e := range ents {
-		info, err := e.Info()
-		if err != nil {
-			continue
-		}
-		fe := FileEntry{Mode: FileMode(info.Mode()), Size: info.Size(), Filename: e.Name()}
-		fe.Mtime = float64(info.ModTime().UnixNano()) / 1e9
-		fe.Ctime, fe.Atime = fe.Mtime, fe.Mtime
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			fe.Ctime = float64(time.Unix(st.Ctim.Unix()).UnixNano()) / 1e9
-			fe.Atime = float64(time.Unix(st.Atim.Unix()).UnixNano()) / 1e9
-		}
+	for _, info := range ents {
+		st := info.Stat()
+		fe := FileEntry{Mode: FileMode(info.Mode()), Size: info.Size(), Filename: info.Name()}
+		fe.Mtime = float64(time.Unix(st.Mtim.Unix()).UnixNano()) / 1e9
+		fe.Ctime = float64(time.Unix(st.Ctim.Unix()).UnixNano()) / 1e9
+		fe.Atime = float64(time.Unix(st.Atim.Unix()).UnixNano()) / 1e9
 		l.Files = append(l.Files, fe)
 	}
 	return l, nil

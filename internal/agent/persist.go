@@ -1,9 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
-	"github.com/bai-agent/bai-agent/internal/fsutil"
-	"os"
 	"sort"
 	"strings"
 
@@ -45,22 +42,6 @@ func strPtr(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(path, b, 0o644)
-}
-
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
 }
 
 // environText renders environ.txt (K=V lines, sorted for stable output).

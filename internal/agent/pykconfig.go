@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/bai-agent/bai-agent/internal/wire/pickle"
@@ -108,7 +106,7 @@ type pythonCluster struct {
 // a kernel (config/kconfig.dat, a pickle of KernelCreationConfig, and
 // config/cluster.json), so kernels it started can be restarted here.
 func readPythonKconfig(dir string) (*kconfig, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "kconfig.dat"))
+	b, err := readScratchFile(dir, "kconfig.dat")
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +146,7 @@ func readPythonKconfig(dir string) (*kconfig, error) {
 	if block, ok := kc.Config.InternalData["block_service_ports"].(bool); ok {
 		kc.Config.BlockServicePorts = block
 	}
-	if cb, err := os.ReadFile(filepath.Join(dir, "cluster.json")); err == nil {
+	if cb, err := readScratchFile(dir, "cluster.json"); err == nil {
 		var pc pythonCluster
 		if err := json.Unmarshal(cb, &pc); err != nil {
 			return nil, fmt.Errorf("cluster.json: %w", err)

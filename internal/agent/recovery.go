@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -134,7 +133,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 	k.setContainerID(c.ID)
 	k.setPid(c.Pid)
 	var rec RecoveryData
-	if err := readJSON(filepath.Join(sd.Config, "recovery.json"), &rec); err == nil {
+	if err := readJSON(sd.Config, "recovery.json", &rec); err == nil {
 		k.ImageRef = rec.ImageRef
 		k.Kernelspec = rec.Version
 		k.Services = rec.ServicePorts
@@ -148,7 +147,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		a.log.Warn("recovery.json unreadable; rebuilding from the container", "kernel_id", kid, "error", err)
 	}
 	var kc kconfig
-	if err := readJSON(filepath.Join(sd.Config, kconfigFile), &kc); err == nil {
+	if err := readJSON(sd.Config, kconfigFile, &kc); err == nil {
 		k.Config = kc.Config
 		k.ImageName = kc.ImageName
 		k.Network = kc.Cluster.kernelNetwork()
@@ -157,23 +156,24 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		// A kernel the Python agent started: its pickled creation config
 		// becomes ours, kept as kconfig.json so restart_kernel works.
 		pkc.ImageRef, pkc.ImageName = k.ImageRef, c.Image
+		pkc.Config = withoutSecrets(&pkc.Config)
 		pkc.RuntimeType = pkc.Config.Image.Labels["ai.backend.runtime-type"]
 		pkc.RuntimePath = pkc.Config.Image.Labels["ai.backend.runtime-path"]
 		k.Config, k.ImageName = pkc.Config, c.Image
 		k.Network = pkc.Cluster.kernelNetwork()
 		k.RuntimeType, k.RuntimePath = pkc.RuntimeType, pkc.RuntimePath
-		if err := writeJSON(filepath.Join(sd.Config, kconfigFile), pkc); err != nil {
+		if err := writeJSON(sd.Config, kconfigFile, pkc); err != nil {
 			a.log.Warn("restart data of a Python agent's kernel not saved", "kernel_id", kid, "error", err)
 		} else {
 			a.log.Info("adopted a kernel started by the Python agent", "kernel_id", kid)
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(sd.Config, "environ.txt")); err == nil {
+	if b, err := readScratchFile(sd.Config, "environ.txt"); err == nil {
 		k.Environ = parseEnviron(b)
 	}
 	// Allocation: resource.txt first; the container's own limits if the
 	// scratch is gone (the Python agent refused to start then, #5117).
-	if b, err := os.ReadFile(filepath.Join(sd.Config, "resource.txt")); err == nil {
+	if b, err := readScratchFile(sd.Config, "resource.txt"); err == nil {
 		spec, perr := resource.ParseSpec(b, a.slotTypes)
 		if perr != nil {
 			return perr

@@ -7,11 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/bai-agent/bai-agent/internal/fsutil"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 )
 
 // RestartKernel recreates a kernel's container keeping its scratch,
@@ -30,8 +30,13 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 	if k.State() != kernel.Running {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: it is %s", ErrRestartUnsupported, k.State()))
 	}
+	// The updated environment obeys the creation rules: nothing taken
+	// down yet when it is refused.
+	if err := validateEnviron(updated); err != nil {
+		return nil, kernelErr(kernelID, fmt.Errorf("updated_config: %w", err))
+	}
 	var kc kconfig
-	if err := readJSON(k.Scratch.Config+"/"+kconfigFile, &kc); err != nil {
+	if err := readJSON(k.Scratch.Config, kconfigFile, &kc); err != nil {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: restart data: %v", ErrRestartUnsupported, err))
 	}
 	if err := k.Transition(kernel.Restarting, ReasonRestarting); err != nil {
@@ -95,7 +100,7 @@ func (j *restartJob) environ(context.Context) error {
 		k.Environ[key] = v
 		k.Config.Environ[key] = v
 	}
-	return fsutil.WriteFileAtomic(k.Scratch.Config+"/environ.txt", environText(k.Environ), 0o644)
+	return writeScratchFile(k.Scratch.Config, "environ.txt", environText(k.Environ), 0o644, safefs.NoOwner)
 }
 
 func (j *restartJob) createContainer(ctx context.Context) error {
@@ -107,7 +112,7 @@ func (j *restartJob) createContainer(ctx context.Context) error {
 	}
 	k.setContainerID(cid)
 	k.Spec.ContainerID = cid
-	return fsutil.WriteFileAtomic(k.Scratch.Config+"/resource.txt", k.Spec.Marshal(a.slotTypes), 0o644)
+	return writeScratchFile(k.Scratch.Config, "resource.txt", k.Spec.Marshal(a.slotTypes), 0o644, safefs.NoOwner)
 }
 
 func (j *restartJob) start(ctx context.Context) error {

@@ -10,12 +10,14 @@ import (
 	"github.com/bai-agent/bai-agent/internal/wire"
 )
 
-// RegistryInfo is the registry part of an ImageConfig.
+// RegistryInfo is the registry part of an ImageConfig. The credentials
+// are used for the pull and never written anywhere (json:"-": not in
+// kconfig.json, which the kernel can read as /home/config/kconfig.json).
 type RegistryInfo struct {
 	Name     string `json:"name"`
 	URL      string `json:"url"`
-	Username string `json:"username,omitempty"`
-	Password string `json:"password,omitempty"`
+	Username string `json:"-"`
+	Password string `json:"-"`
 }
 
 // ImageConfig is the manager's description of a kernel image.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bai-agent/bai-agent/internal/fsutil"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
@@ -57,8 +59,17 @@ func (m *Manager) image(kernelID string) string { return filepath.Join(m.Root, k
 // Check verifies the scratch root is usable and, for memory and hostfile,
 // that the host can really mount what they need. It leaves nothing behind.
 func (m *Manager) Check(ctx context.Context) error {
-	if err := os.MkdirAll(m.Root, 0o755); err != nil {
+	if err := os.MkdirAll(m.Root, 0o700); err != nil {
 		return fmt.Errorf("scratch-root %s: %w", m.Root, err)
+	}
+	// Nothing under the root is for other host users: config/ holds the
+	// session's keys and environment, a memory scratch's _tmp is world-
+	// writable for the kernel's /tmp. Containers reach their folders
+	// through bind mounts, which need no search permission on the root.
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(m.Root, 0o700); err != nil {
+			return fmt.Errorf("scratch-root %s: %w", m.Root, err)
+		}
 	}
 	probe := ".probe-" + uuid.NewString()
 	switch m.Type {
@@ -226,11 +237,27 @@ func mountedUnder(dir string) []string {
 	return out
 }
 
-// Remove unmounts and deletes a kernel's scratch. Missing pieces are fine.
+// Remove unmounts and deletes a kernel's scratch. Missing pieces are
+// fine. It never follows a link out of the scratch (os.RemoveAll unlinks
+// links, FIFOs and device nodes by name, and descends with
+// O_NOFOLLOW|O_DIRECTORY) and it is bounded by ctx's deadline (30 s
+// without one), so a mount that stopped answering costs the caller its
+// deadline, not its goroutine.
 func (m *Manager) Remove(ctx context.Context, kernelID string) error {
 	if _, err := uuid.Parse(kernelID); err != nil {
 		return fmt.Errorf("scratch: kernel id %q is not a UUID", kernelID)
 	}
+	// A clean-up finishes even when its caller gave up (an RPC that
+	// ended); it is bounded by its own deadline instead.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), safefs.DefaultTimeout)
+	defer cancel()
+	_, err := safefs.Do(ctx, "remove scratch of "+kernelID, func() (struct{}, error) {
+		return struct{}{}, m.remove(kernelID)
+	})
+	return err
+}
+
+func (m *Manager) remove(kernelID string) error {
 	d := m.Paths(kernelID)
 	var errs []error
 	for _, dir := range []string{d.Base, d.Base + "_tmp"} {

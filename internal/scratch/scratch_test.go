@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/google/uuid"
 
@@ -92,5 +95,62 @@ func TestMemoryAndHostFile(t *testing.T) {
 				t.Fatalf("left behind: %v", ents)
 			}
 		})
+	}
+}
+
+// What a kernel leaves in its work folder (links to host folders, a FIFO,
+// a device node, a deep tree) is removed by name: nothing outside the
+// scratch is touched, nothing blocks.
+func TestRemoveNeverLeavesScratch(t *testing.T) {
+	base := t.TempDir()
+	m := &Manager{Root: filepath.Join(base, "scratches"), Type: HostDir, UID: -1, GID: -1}
+	ctx := context.Background()
+	if err := m.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(m.Root); os.Geteuid() == 0 && st.Mode().Perm() != 0o700 {
+		t.Fatalf("scratch root mode %v, want 0700", st.Mode().Perm())
+	}
+	host := filepath.Join(base, "host")
+	if err := os.MkdirAll(filepath.Join(host, "keep"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(host, "keep", "file"), []byte("host"), 0o644)
+	id := uuid.NewString()
+	d, err := m.Create(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"todir": host, "tofile": filepath.Join(host, "keep", "file"), "toroot": "/"} {
+		if err := os.Symlink(target, filepath.Join(d.Work, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mkfifo(filepath.Join(d.Work, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := unix.Mknod(filepath.Join(d.Work, "dev"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(d.Work, strings.Repeat("deep/", 200)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Remove(ctx, id) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Remove blocked")
+	}
+	if _, err := os.Lstat(d.Base); !os.IsNotExist(err) {
+		t.Fatalf("scratch left: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(host, "keep", "file")); err != nil || string(b) != "host" {
+		t.Fatalf("host file: %q %v", b, err)
 	}
 }

@@ -51,6 +51,10 @@ type Policy struct {
 const (
 	workDir   = "/home/work"
 	configDir = "/home/config"
+	// runnerDir holds the agent's runner, bind-mounted read-only: a
+	// vfolder there would let the kernel's user put their own binary in
+	// its place at the next restart.
+	runnerDir = "/opt/kernel"
 	// LogsVFolder is the one vfolder mounted under prevent_vfolder_mounts.
 	LogsVFolder = ".logs"
 )
@@ -127,6 +131,9 @@ func (p Policy) validateOne(r Request) (resource.Mount, error) {
 	if r.HostPath == "" || !filepath.IsAbs(r.HostPath) {
 		return resource.Mount{}, fail(r, "host path %q is not absolute", r.HostPath)
 	}
+	if strings.IndexByte(r.HostPath, 0) >= 0 || strings.IndexByte(r.KernelPath, 0) >= 0 {
+		return resource.Mount{}, fail(r, "a path has a NUL byte")
+	}
 	if hasDotDot(r.HostPath) {
 		return resource.Mount{}, fail(r, "host path %q contains '..'", r.HostPath)
 	}
@@ -175,7 +182,7 @@ func (p Policy) validateOne(r Request) (resource.Mount, error) {
 		kp = path.Join(workDir, kp)
 	}
 	kp = path.Clean(kp)
-	if kp == "/" || kp == workDir || within(kp, configDir) {
+	if kp == "/" || kp == workDir || within(kp, configDir) || within(kp, runnerDir) {
 		return resource.Mount{}, fail(r, "kernel path %q would hide the kernel's own %s", kp, kp)
 	}
 	if p.Mode == Strict {

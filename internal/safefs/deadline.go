@@ -1,0 +1,62 @@
+package safefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DefaultTimeout bounds a file call whose context has no deadline.
+const DefaultTimeout = 30 * time.Second
+
+// maxInflight bounds the goroutines file calls may hold: a call stuck in
+// the kernel (a FUSE server that never answers) keeps its goroutine until
+// the kernel lets go; past this many, new calls fail at once instead of
+// piling up.
+const maxInflight = 256
+
+var inflight = make(chan struct{}, maxInflight)
+
+// ErrBusy: too many file calls are stuck already.
+var ErrBusy = errors.New("too many file operations still in progress")
+
+// Do runs fn under ctx's deadline (DefaultTimeout when it has none) and
+// returns its result, or a context error once the deadline passes; fn
+// keeps running in its goroutine until it returns and its result is then
+// dropped. fn must release what it takes itself (it does: every
+// descriptor here is closed by the function that opened it).
+func Do[T any](ctx context.Context, what string, fn func() (T, error)) (T, error) {
+	var zero T
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	select {
+	case inflight <- struct{}{}:
+	default:
+		return zero, fmt.Errorf("%s: %w (%d)", what, ErrBusy, maxInflight)
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() { <-inflight }()
+		v, err := fn()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		select {
+		case r := <-done: // finished as the deadline passed
+			return r.v, r.err
+		default:
+		}
+		return zero, fmt.Errorf("%s: no answer from the file system in time: %w", what, ctx.Err())
+	}
+}
