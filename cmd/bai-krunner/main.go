@@ -112,6 +112,21 @@ func entrypoint(args []string) {
 		}
 	}
 	env = setEnv(env, "HOME", "/home/work")
+	// The runner secret (CURVE keys, terminal token) is readable by root
+	// only: read it before dropping privileges and hand it over through
+	// a pipe, so the kernel user cannot read it from /home/config.
+	cfgDir := os.Getenv("BAI_KRUNNER_CONFIGDIR")
+	if cfgDir == "" {
+		cfgDir = "/home/config"
+	}
+	secret, err := krunner.ReadAuthFile(cfgDir)
+	if err != nil {
+		// run reads it again and refuses to serve without it.
+		log.Error("runner secret", "error", err)
+	}
+	if env, err = krunner.PassAuth(secret, env); err != nil {
+		log.Error("runner secret", "error", err)
+	}
 	if os.Geteuid() == 0 && id.UID != 0 {
 		if err := syscall.Setgroups(groups); err != nil {
 			log.Error("setgroups", "error", err)
@@ -186,11 +201,26 @@ func run(args []string) int {
 		o.Log.Error("intrinsic ports; using the defaults", "error", err)
 	}
 	o.InPort, o.OutPort = ip["replin"], ip["replout"]
+	// Only a host-network kernel has intrinsic ports; one we cannot read
+	// is treated as one.
+	o.HostNetwork = err != nil || len(ip) > 0
 	if p := ip["sshd"]; p != 0 {
 		o.SSHPorts = []int{p}
 	}
 	if p := ip["ttyd"]; p != 0 {
 		o.TermPorts = []int{p}
+	}
+	auth, err := krunner.LoadAuth(cfgDir)
+	if err != nil {
+		o.Log.Error("runner secret; not serving", "error", err)
+		return 1
+	}
+	if auth != nil {
+		if o.Curve, err = auth.Curve(); err != nil {
+			o.Log.Error("runner secret; not serving", "error", err)
+			return 1
+		}
+		o.TermToken = auth.TermToken
 	}
 	r, err := krunner.New(o)
 	if err != nil {

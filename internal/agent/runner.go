@@ -200,7 +200,11 @@ func (a *Agent) ShutdownService(kernelID, name string) {
 
 // connectRunner dials the kernel's runner through its REPL host ports.
 func (a *Agent) connectRunner(k *Kernel) (*coderunner.Client, error) {
-	c, err := coderunner.Dial("127.0.0.1", k.ReplIn, k.ReplOut, a.log.With("kernel_id", k.ID, "component", "code-runner"))
+	cv, err := runnerCurve(k)
+	if err != nil {
+		return nil, err
+	}
+	c, err := coderunner.DialCurve("127.0.0.1", k.ReplIn, k.ReplOut, cv, a.log.With("kernel_id", k.ID, "component", "code-runner"))
 	if err != nil {
 		return nil, err
 	}

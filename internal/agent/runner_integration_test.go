@@ -537,18 +537,32 @@ func TestRunnerWebTerminal_Integration(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if r, err := e.agent.StartService(ctx, info.ID, "ttyd", nil); err != nil || r["status"] != "running" {
+	r, err := e.agent.StartService(ctx, info.ID, "ttyd", nil)
+	if err != nil || r["status"] != "running" {
 		t.Fatalf("start ttyd: %v %v", r, err)
 	}
+	// The terminal's token comes back to the start_service caller; without
+	// it nothing answers.
+	token, _ := r["token"].(string)
+	if token == "" {
+		t.Fatalf("start ttyd gave no token: %v", r)
+	}
 	base := fmt.Sprintf("http://%s:%d/", info.KernelHost, port)
-	for _, p := range []string{"", "xterm.js", "xterm.css"} {
+	for _, p := range []string{"", "xterm.js", "ws"} {
 		resp, err := http.Get(base + p)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("GET /%s without the token: %v %v", p, resp, err)
+		}
+		resp.Body.Close()
+	}
+	for _, p := range []string{"", "xterm.js", "xterm.css"} {
+		resp, err := http.Get(base + p + "?token=" + token)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET /%s: %v %v", p, resp, err)
 		}
 		resp.Body.Close()
 	}
-	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://%s:%d/ws", info.KernelHost, port), &websocket.DialOptions{Subprotocols: []string{"tty"}})
+	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://%s:%d/ws?token=%s", info.KernelHost, port, token), &websocket.DialOptions{Subprotocols: []string{"tty"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -699,7 +713,14 @@ func TestWebTerminalInChromium_Integration(t *testing.T) {
 			port = sp.HostPorts[0]
 		}
 	}
-	url := fmt.Sprintf("http://%s:%d/", info.KernelHost, port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := e.agent.StartService(ctx, info.ID, "ttyd", nil)
+	token, _ := r["token"].(string)
+	if err != nil || token == "" {
+		t.Fatalf("start ttyd: %v %v", r, err)
+	}
+	url := fmt.Sprintf("http://%s:%d/?token=%s", info.KernelHost, port, token)
 	shot := filepath.Join(os.TempDir(), "bai-webterm-"+info.ID[:8]+".png")
 	browse := func(url string, args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -722,7 +743,7 @@ func TestWebTerminalInChromium_Integration(t *testing.T) {
 		}
 		return regexp.MustCompile(`<[^>]*>`).ReplaceAllString(dom, "")
 	}
-	for dom = screen(browse(url+"?renderer=dom", "--dump-dom")); !strings.Contains(dom, "bai-webterm-"); dom = screen(browse(url+"?renderer=dom", "--dump-dom")) {
+	for dom = screen(browse(url+"&renderer=dom", "--dump-dom")); !strings.Contains(dom, "bai-webterm-"); dom = screen(browse(url+"&renderer=dom", "--dump-dom")) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no prompt in the rendered terminal:\n%s", dom)
 		}

@@ -65,9 +65,23 @@ type Client struct {
 	runs    map[string]*run
 }
 
+// Curve is what the agent needs to talk CurveZMQ to one kernel's runner
+// (Z85 keys): the runner's server key and the client keypair the runner
+// accepts, and no other.
+type Curve struct {
+	ServerPublic, ClientPublic, ClientSecret string
+}
+
 // Dial connects to the runner at host (the request and output host
-// ports). Nothing is exchanged yet: libzmq queues until the runner binds.
+// ports) with the NULL mechanism, for a runner that has no keys (one the
+// Python agent started). Nothing is exchanged yet: libzmq queues until
+// the runner binds.
 func Dial(host string, inPort, outPort int, log *slog.Logger) (*Client, error) {
+	return DialCurve(host, inPort, outPort, nil, log)
+}
+
+// DialCurve is Dial as a CurveZMQ client with cv's keys (nil: NULL).
+func DialCurve(host string, inPort, outPort int, cv *Curve, log *slog.Logger) (*Client, error) {
 	ctx, err := zmq.NewContext()
 	if err != nil {
 		return nil, err
@@ -90,6 +104,17 @@ func Dial(host string, inPort, outPort int, log *slog.Logger) (*Client, error) {
 		// which would add up to that to every kernel's start.
 		_ = s.SetReconnectIvl(10 * time.Millisecond)
 		_ = s.SetReconnectIvlMax(500 * time.Millisecond)
+		if cv != nil {
+			// Set before Connect: libzmq fixes the mechanism per connection.
+			for _, err := range []error{s.SetCurveServerkey(cv.ServerPublic), s.SetCurvePublickey(cv.ClientPublic), s.SetCurveSecretkey(cv.ClientSecret)} {
+				if err != nil {
+					push.Close()
+					pull.Close()
+					ctx.Term()
+					return nil, fmt.Errorf("runner CURVE keys: %w", err)
+				}
+			}
+		}
 	}
 	if err := push.Connect(fmt.Sprintf("tcp://%s:%d", host, inPort)); err != nil {
 		push.Close()

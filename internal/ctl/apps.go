@@ -3,6 +3,7 @@ package ctl
 import (
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -90,12 +91,18 @@ func (o *options) appCmd() *cobra.Command {
 				}
 			}
 			out := map[string]any{"status": res["status"], "host": host, "port": port}
+			// The web terminal answers only with its token (ttyd's result).
+			query := ""
+			if tok := str(res["token"]); tok != "" {
+				out["token"] = tok
+				query = "?token=" + url.QueryEscape(tok)
+			}
 			o.print(cmd, out, func(w io.Writer) {
 				switch {
 				case args[1] == "sshd":
 					fmt.Fprintf(w, "%s: ssh -i <scratch>/%s/work/id_container -p %v work@%s\n", str(res["status"]), str(k["id"]), port, host)
 				case proto == "http" || proto == "preopen":
-					fmt.Fprintf(w, "%s: http://%s:%v/\n", str(res["status"]), host, port)
+					fmt.Fprintf(w, "%s: http://%s:%v/%s\n", str(res["status"]), host, port, query)
 				default:
 					fmt.Fprintf(w, "%s: %s:%v (%s)\n", str(res["status"]), host, port, proto)
 				}

@@ -38,6 +38,15 @@ type Options struct {
 	ConfigDir           string // /home/config
 	Env                 []string
 	Log                 *slog.Logger
+	// Curve, when set, makes the REPL sockets serve CurveZMQ to the
+	// agent's client key alone (nil: NULL, anyone who can connect).
+	Curve *zmtp.Curve
+	// TermToken is the web terminal's credential ("": the terminal
+	// refuses everyone).
+	TermToken string
+	// HostNetwork: the kernel shares the host's network namespace, so
+	// its loopback is the host's (SSH forwards nothing).
+	HostNetwork bool
 }
 
 // Runner serves one kernel.
@@ -104,10 +113,13 @@ func New(o Options) (*Runner, error) {
 		svc: services{running: map[string]*svcProc{}}}
 	r.env = buildEnv(o.Env, filepath.Join(o.ConfigDir, "environ.txt"))
 	var err error
-	if r.in, err = zmtp.Listen("PULL", fmt.Sprintf("%s:%d", o.Addr, o.InPort)); err != nil {
+	if o.Curve == nil {
+		o.Log.Warn("no runner secret: the REPL ports take any peer (NULL mechanism)")
+	}
+	if r.in, err = zmtp.ListenCurve("PULL", fmt.Sprintf("%s:%d", o.Addr, o.InPort), o.Curve); err != nil {
 		return nil, fmt.Errorf("bind the request port %d: %w", o.InPort, err)
 	}
-	if r.out, err = zmtp.Listen("PUSH", fmt.Sprintf("%s:%d", o.Addr, o.OutPort)); err != nil {
+	if r.out, err = zmtp.ListenCurve("PUSH", fmt.Sprintf("%s:%d", o.Addr, o.OutPort), o.Curve); err != nil {
 		r.in.Close()
 		return nil, fmt.Errorf("bind the output port %d: %w", o.OutPort, err)
 	}

@@ -38,6 +38,9 @@ type agent struct {
 	finished chan struct{}
 }
 
+// testTermToken is the web terminal token of startRunner's runners.
+const testTermToken = "0123456789abcdef-test-token"
+
 func startRunner(t *testing.T, runtime string, mutate ...func(*Options)) *agent {
 	t.Helper()
 	work, cfg := t.TempDir(), t.TempDir()
@@ -46,7 +49,7 @@ func startRunner(t *testing.T, runtime string, mutate ...func(*Options)) *agent 
 	}
 	o := Options{Runtime: runtime, Addr: "127.0.0.1", InPort: freePort(t), OutPort: freePort(t), WorkDir: work, ConfigDir: cfg,
 		SSHPorts: []int{freePort(t)}, TermPorts: []int{freePort(t)},
-		Env: []string{"PATH=" + os.Getenv("PATH")}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Env: []string{"PATH=" + os.Getenv("PATH")}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), TermToken: testTermToken}
 	for _, m := range mutate {
 		m(&o)
 	}

@@ -181,13 +181,15 @@ func (r *Runner) startService(payload []byte) map[string]any {
 		return map[string]any{"status": "started"}
 	case "ttyd":
 		// The built-in web terminal, speaking ttyd's protocol.
+		// The token goes back to the one who asked (the agent's RPC
+		// caller), who opens the terminal as /?token=TOKEN.
 		if r.webTermRunning() {
-			return map[string]any{"status": "running"}
+			return r.withTermToken(map[string]any{"status": "running"})
 		}
 		if err := r.startWebTerm(ports); err != nil {
 			return map[string]any{"status": "failed", "error": fmt.Sprintf("the process did not start properly: ttyd (%v)", err)}
 		}
-		return map[string]any{"status": "started"}
+		return r.withTermToken(map[string]any{"status": "started"})
 	default:
 		def, ok := r.loadServiceDefs()[req.Name]
 		if ok && !def.Noop {

@@ -3,6 +3,7 @@ package krunner
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -12,9 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/gliderlabs/ssh"
 	"github.com/pkg/sftp"
@@ -92,6 +95,17 @@ func (r *Runner) startSSH(ports []int) error {
 	s.srv = &ssh.Server{
 		Handler:          r.sshSession,
 		PublicKeyHandler: func(_ ssh.Context, key ssh.PublicKey) bool { return r.authorized(key) },
+		// Local forwarding (ssh -L, IDE remotes) reaches the kernel's own
+		// loopback only (directTCPIP); remote forwarding (ssh -R,
+		// tcpip-forward) and Unix-socket forwarding have no handler and
+		// are refused: a listener or a connection made by the runner
+		// must not reach the host or its network beyond what the kernel
+		// user's own processes can.
+		ChannelHandlers: map[string]ssh.ChannelHandler{
+			"session":      ssh.DefaultSessionHandler,
+			"direct-tcpip": r.directTCPIP,
+		},
+		ReversePortForwardingCallback: func(ssh.Context, string, uint32) bool { return false },
 		SubsystemHandlers: map[string]ssh.SubsystemHandler{"sftp": func(sess ssh.Session) {
 			srv, err := sftp.NewServer(sess, sftp.WithServerWorkingDirectory(r.o.WorkDir))
 			if err != nil {
@@ -211,4 +225,67 @@ func (r *Runner) sshSession(sess ssh.Session) {
 		}
 	}
 	_ = sess.Exit(code)
+}
+
+// forwardTarget is the address a direct-tcpip request to host may be
+// connected to: a loopback address of the kernel's own network
+// namespace ("localhost" is 127.0.0.1, never looked up). In a
+// host-network kernel loopback is the host's, so nothing is allowed.
+func (r *Runner) forwardTarget(host string) (net.IP, bool) {
+	if r.o.HostNetwork {
+		return nil, false
+	}
+	if host == "localhost" {
+		return net.IPv4(127, 0, 0, 1), true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return nil, false
+	}
+	return ip, true
+}
+
+// directTCPIP serves ssh -L within the kernel: the destination is
+// checked by forwardTarget and dialled by address, so no name lookup
+// can turn it into another host.
+func (r *Runner) directTCPIP(_ *ssh.Server, _ *gossh.ServerConn, nc gossh.NewChannel, ctx ssh.Context) {
+	var d struct {
+		DestAddr   string
+		DestPort   uint32
+		OriginAddr string
+		OriginPort uint32
+	}
+	if err := gossh.Unmarshal(nc.ExtraData(), &d); err != nil || d.DestPort == 0 || d.DestPort > 65535 {
+		_ = nc.Reject(gossh.ConnectionFailed, "malformed direct-tcpip request")
+		return
+	}
+	ip, ok := r.forwardTarget(d.DestAddr)
+	if !ok {
+		r.log.Info("ssh forwarding refused", "destination", d.DestAddr, "port", d.DestPort)
+		_ = nc.Reject(gossh.Prohibited, "forwarding is allowed to the kernel's own loopback only")
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(int(d.DestPort))))
+	cancel()
+	if err != nil {
+		_ = nc.Reject(gossh.ConnectionFailed, err.Error())
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		conn.Close()
+		return
+	}
+	go gossh.DiscardRequests(reqs)
+	go func() {
+		defer ch.Close()
+		defer conn.Close()
+		_, _ = io.Copy(ch, conn)
+	}()
+	go func() {
+		defer ch.Close()
+		defer conn.Close()
+		_, _ = io.Copy(conn, ch)
+	}()
 }

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,10 +128,15 @@ func TestWebTerminal(t *testing.T) {
 	port := a.r.o.TermPorts[0]
 	body, _ := json.Marshal(map[string]any{"name": "ttyd", "port": port, "ports": []int{port}, "protocol": "http", "options": map[string]any{}})
 	a.send("start-service", string(body))
-	if _, rec := a.until("service-result"); !strings.Contains(rec.data, `"running"`) {
+	_, rec := a.until("service-result")
+	if !strings.Contains(rec.data, `"running"`) {
 		t.Fatalf("start ttyd: %s", rec.data)
 	}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if !strings.Contains(rec.data, testTermToken) {
+		t.Fatalf("start ttyd gives no token: %s", rec.data)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	resp, err := http.Get(base + "/?token=" + testTermToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,9 +145,12 @@ func TestWebTerminal(t *testing.T) {
 	if !strings.Contains(string(page), "xterm.js") || !strings.Contains(string(page), `["tty"]`) {
 		t.Fatalf("page: %s", page)
 	}
+	if len(resp.Cookies()) != 1 || !resp.Cookies()[0].HttpOnly {
+		t.Fatalf("the page sets no HttpOnly token cookie: %v", resp.Cookies())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), &websocket.DialOptions{Subprotocols: []string{"tty"}})
+	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws?token=%s", port, testTermToken), &websocket.DialOptions{Subprotocols: []string{"tty"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +169,207 @@ func TestWebTerminal(t *testing.T) {
 		}
 		if len(msg) > 0 && msg[0] == '0' {
 			out.Write(msg[1:])
+		}
+	}
+}
+
+// Without the kernel's token nothing of the web terminal answers: the
+// page, /token and the WebSocket are 401 (the page with a basic-auth
+// challenge), a wrong token too; basic credentials with the token as
+// password get /token, and a WebSocket on such an ambient credential
+// still needs the token in its first message.
+func TestWebTerminalAuth(t *testing.T) {
+	a := startRunner(t, "shell")
+	port := a.r.o.TermPorts[0]
+	body, _ := json.Marshal(map[string]any{"name": "ttyd", "port": port, "ports": []int{port}, "protocol": "http", "options": map[string]any{}})
+	a.send("start-service", string(body))
+	if _, rec := a.until("service-result"); !strings.Contains(rec.data, `"running"`) {
+		t.Fatalf("start ttyd: %s", rec.data)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	get := func(path string, hdr map[string]string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+path, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, tc := range []struct {
+		name, path string
+		hdr        map[string]string
+	}{
+		{"page", "/", nil},
+		{"asset", "/xterm.js", nil},
+		{"token", "/token", nil},
+		{"websocket", "/ws", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}},
+		{"wrong query token", "/ws?token=nope", nil},
+		{"wrong bearer", "/token", map[string]string{"Authorization": "Bearer nope"}},
+		{"wrong cookie", "/", map[string]string{"Cookie": termCookie + "=nope"}},
+	} {
+		if resp := get(tc.path, tc.hdr); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", tc.name, resp.StatusCode)
+		}
+	}
+	if resp := get("/", nil); !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+		t.Errorf("no basic challenge: %v", resp.Header)
+	}
+	req, _ := http.NewRequest("GET", base+"/token", nil)
+	req.SetBasicAuth("work", testTermToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || tok.Token != testTermToken {
+		t.Fatalf("/token with basic credentials: %d %q", resp.StatusCode, tok.Token)
+	}
+	if resp := get("/", map[string]string{"Cookie": termCookie + "=" + testTermToken}); resp.StatusCode != 200 {
+		t.Fatalf("page with the cookie: %d", resp.StatusCode)
+	}
+	// A cookie alone (what a page of another site can make the browser
+	// send) opens no shell without the token in the first message.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hdr := http.Header{"Cookie": {termCookie + "=" + testTermToken}}
+	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), &websocket.DialOptions{Subprotocols: []string{"tty"}, HTTPHeader: hdr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	_ = c.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"","columns":80,"rows":24}`))
+	_ = c.Write(ctx, websocket.MessageBinary, []byte("0echo shell-$((6*7))\r"))
+	for {
+		_, msg, err := c.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+				t.Fatalf("closed with %v, want a policy violation", err)
+			}
+			break
+		}
+		if strings.Contains(string(msg), "shell-42") {
+			t.Fatal("a shell ran without the token in the first message")
+		}
+	}
+	// The same with the token in the first message is a terminal.
+	c2, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), &websocket.DialOptions{Subprotocols: []string{"tty"}, HTTPHeader: hdr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.CloseNow()
+	_ = c2.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"`+testTermToken+`","columns":80,"rows":24}`))
+	_ = c2.Write(ctx, websocket.MessageBinary, []byte("0echo shell-$((6*7))\r"))
+	var out strings.Builder
+	for !strings.Contains(out.String(), "shell-42") {
+		_, msg, err := c2.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v; so far %q", err, out.String())
+		}
+		out.Write(msg)
+	}
+	// A runner without a token refuses everyone.
+	b := startRunner(t, "shell", func(o *Options) { o.TermToken = "" })
+	bport := b.r.o.TermPorts[0]
+	body, _ = json.Marshal(map[string]any{"name": "ttyd", "port": bport, "ports": []int{bport}, "protocol": "http", "options": map[string]any{}})
+	b.send("start-service", string(body))
+	b.until("service-result")
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/?token=", bport)); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("no token configured: %v %v", resp, err)
+	}
+}
+
+// SSH forwarding stays inside the kernel: -L to its loopback works; -L
+// to any other address (the host, the gateway, a name) and -R are
+// refused; in a host-network kernel nothing is forwarded.
+func TestSSHForwarding(t *testing.T) {
+	for _, hostNet := range []bool{false, true} {
+		a := startRunner(t, "shell", func(o *Options) { o.HostNetwork = hostNet })
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		sshPub, _ := gossh.NewPublicKey(pub)
+		_ = os.MkdirAll(filepath.Join(a.r.o.WorkDir, ".ssh"), 0o700)
+		_ = os.WriteFile(filepath.Join(a.r.o.WorkDir, ".ssh", "authorized_keys"), gossh.MarshalAuthorizedKey(sshPub), 0o600)
+		signer, _ := gossh.NewSignerFromKey(priv)
+		cli, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", a.r.o.SSHPorts[0]), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		// A target on loopback and one on every interface (reachable by
+		// the host's own address, which stands for the host here).
+		ln, err := net.Listen("tcp", "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte("hello"))
+				c.Close()
+			}
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		var hostIP string
+		if addrs, _ := net.InterfaceAddrs(); len(addrs) > 0 {
+			for _, ad := range addrs {
+				if ipn, ok := ad.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+					hostIP = ipn.IP.String()
+				}
+			}
+		}
+		targets := []struct {
+			host string
+			ok   bool
+		}{
+			{"127.0.0.1", !hostNet},
+			{"localhost", !hostNet},
+			{"0.0.0.0", false},
+			{"172.17.0.1", false},
+			{"host.docker.internal", false},
+		}
+		if hostIP != "" {
+			targets = append(targets, struct {
+				host string
+				ok   bool
+			}{hostIP, false})
+		}
+		for _, tc := range targets {
+			c, err := cli.Dial("tcp", net.JoinHostPort(tc.host, strconv.Itoa(port)))
+			if !tc.ok {
+				if err == nil {
+					c.Close()
+					t.Errorf("host network %v: -L to %s was allowed", hostNet, tc.host)
+				} else if !strings.Contains(err.Error(), "prohibited") {
+					t.Errorf("host network %v: -L to %s: %v, want prohibited", hostNet, tc.host, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("-L to %s: %v", tc.host, err)
+			}
+			b, _ := io.ReadAll(c)
+			c.Close()
+			if string(b) != "hello" {
+				t.Fatalf("-L to %s read %q", tc.host, b)
+			}
+		}
+		if l, err := cli.Listen("tcp", "127.0.0.1:0"); err == nil {
+			l.Close()
+			t.Errorf("host network %v: -R was allowed", hostNet)
+		}
+		if l, err := cli.ListenUnix("/tmp/bai-krunner-fwd.sock"); err == nil {
+			l.Close()
+			t.Errorf("host network %v: a Unix-socket forward was allowed", hostNet)
 		}
 	}
 }

@@ -2,13 +2,14 @@ package krunner
 
 import (
 	"context"
+	"crypto/subtle"
 	"embed"
 	"encoding/json"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -34,11 +35,14 @@ func (r *Runner) startWebTerm(ports []int) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", http.FileServer(http.FS(sub)))
 	mux.HandleFunc("/token", func(w http.ResponseWriter, _ *http.Request) {
+		// Only an authenticated caller gets here (termAuth), as ttyd's
+		// /token behind its -c credential.
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"token": ""}`)
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(map[string]string{"token": r.o.TermToken})
 	})
 	mux.HandleFunc("/ws", r.webTermSession)
-	t := &webTerm{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+	t := &webTerm{srv: &http.Server{Handler: r.termAuth(mux), ReadHeaderTimeout: 10 * time.Second}}
 	var err error
 	if t.lns, err = listenAll(ports); err != nil {
 		return err
@@ -50,6 +54,14 @@ func (r *Runner) startWebTerm(ports []int) error {
 	r.term = t
 	r.sshMu.Unlock()
 	return nil
+}
+
+// withTermToken adds the terminal's token to a start-service result.
+func (r *Runner) withTermToken(res map[string]any) map[string]any {
+	if r.o.TermToken != "" {
+		res["token"] = r.o.TermToken
+	}
+	return res
 }
 
 func (r *Runner) stopWebTerm() {
@@ -68,8 +80,84 @@ func (r *Runner) webTermRunning() bool {
 	return r.term != nil
 }
 
+// termCookie carries the token after the page was opened with ?token=.
+const termCookie = "bai_ttyd_token"
+
+// Credential kinds a request may carry: one it chose to send (the query
+// token, a bearer header), or one the browser adds by itself (the
+// cookie, cached basic credentials), which a page of another site can
+// make it send too.
+type termCred int
+
+const (
+	credNone termCred = iota
+	credExplicit
+	credAmbient
+)
+
+type termCredKey struct{}
+
+// termCredential reports which credential req carries that matches the
+// kernel's terminal token (compared in constant time).
+func (r *Runner) termCredential(req *http.Request) termCred {
+	tok := r.o.TermToken
+	if tok == "" {
+		return credNone
+	}
+	eq := func(s string) bool { return subtle.ConstantTimeCompare([]byte(s), []byte(tok)) == 1 }
+	if q := req.URL.Query().Get("token"); q != "" && eq(q) {
+		return credExplicit
+	}
+	if h, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok && eq(strings.TrimSpace(h)) {
+		return credExplicit
+	}
+	if _, pw, ok := req.BasicAuth(); ok && eq(pw) {
+		return credAmbient
+	}
+	if c, err := req.Cookie(termCookie); err == nil && eq(c.Value) {
+		return credAmbient
+	}
+	return credNone
+}
+
+// termAuth lets through only requests that carry the kernel's terminal
+// token: upstream runs ttyd without credentials and relies on the app
+// proxy in front of it, but the service's host port is reachable without
+// the proxy, so the runner checks by itself. The token is accepted as
+// ?token= (which also sets a cookie for the page's assets and
+// WebSocket), as a bearer token, or as the password of HTTP basic
+// credentials (any user name), as ttyd's -c. No token configured
+// refuses everyone.
+func (r *Runner) termAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		cred := r.termCredential(req)
+		if cred == credNone {
+			if r.o.TermToken == "" {
+				http.Error(w, "the web terminal has no credential configured", http.StatusForbidden)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Basic realm="bai-krunner terminal", charset="UTF-8"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		if cred == credExplicit && req.URL.Query().Get("token") != "" && req.URL.Path != "/ws" {
+			http.SetCookie(w, &http.Cookie{Name: termCookie, Value: r.o.TermToken, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		}
+		next.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), termCredKey{}, cred)))
+	})
+}
+
 func (r *Runner) webTermSession(w http.ResponseWriter, req *http.Request) {
-	c, err := websocket.Accept(w, req, &websocket.AcceptOptions{Subprotocols: []string{"tty"}, InsecureSkipVerify: true})
+	cred, _ := req.Context().Value(termCredKey{}).(termCred)
+	if cred == credNone {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	// A credential the browser adds by itself (cookie, basic) is also
+	// sent for a page of another origin that opens this WebSocket; then
+	// the origin must be this host, and the first message must carry the
+	// token (which only a same-origin page can read from /token).
+	c, err := websocket.Accept(w, req, &websocket.AcceptOptions{Subprotocols: []string{"tty"}, InsecureSkipVerify: cred == credExplicit})
 	if err != nil {
 		return
 	}
@@ -82,10 +170,15 @@ func (r *Runner) webTermSession(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var hello struct {
-		Columns uint16 `json:"columns"`
-		Rows    uint16 `json:"rows"`
+		AuthToken string `json:"AuthToken"`
+		Columns   uint16 `json:"columns"`
+		Rows      uint16 `json:"rows"`
 	}
 	_ = json.Unmarshal(first, &hello)
+	if cred != credExplicit && subtle.ConstantTimeCompare([]byte(hello.AuthToken), []byte(r.o.TermToken)) != 1 {
+		_ = c.Close(websocket.StatusPolicyViolation, "authentication required")
+		return
+	}
 	if hello.Columns == 0 || hello.Rows == 0 {
 		hello.Columns, hello.Rows = 80, 24
 	}

@@ -31,13 +31,16 @@ const (
 	flagCommand = 0x04
 )
 
-func greeting() []byte {
+func greeting(mech string, asServer bool) []byte {
 	g := make([]byte, 64)
 	g[0] = 0xFF
 	g[8] = 0x01 // ZMTP/1.0 compatible length byte, as libzmq sends
 	g[9] = 0x7F
 	g[10], g[11] = 3, 0
-	copy(g[12:32], "NULL")
+	copy(g[12:32], mech)
+	if asServer {
+		g[32] = 1
+	}
 	return g
 }
 
@@ -82,6 +85,11 @@ func writeFrame(w *bufio.Writer, flags byte, body []byte) error {
 }
 
 func readFrame(r *bufio.Reader) (flags byte, body []byte, err error) {
+	return readFrameMax(r, MaxFrame)
+}
+
+// readFrameMax reads one frame of at most max bytes.
+func readFrameMax(r *bufio.Reader, max uint64) (flags byte, body []byte, err error) {
 	flags, err = r.ReadByte()
 	if err != nil {
 		return 0, nil, err
@@ -100,8 +108,8 @@ func readFrame(r *bufio.Reader) (flags byte, body []byte, err error) {
 		}
 		size = uint64(b)
 	}
-	if size > MaxFrame {
-		return 0, nil, fmt.Errorf("zmtp: frame of %d bytes exceeds %d", size, MaxFrame)
+	if size > max {
+		return 0, nil, fmt.Errorf("zmtp: frame of %d bytes exceeds %d", size, max)
 	}
 	body = make([]byte, size)
 	_, err = io.ReadFull(r, body)
@@ -113,7 +121,11 @@ func parseReady(body []byte) (string, error) {
 	if len(body) < 6 || body[0] != 5 || string(body[1:6]) != "READY" {
 		return "", fmt.Errorf("zmtp: expected READY, got %q", body[:min(len(body), 16)])
 	}
-	p := body[6:]
+	return parseProperties(body[6:])
+}
+
+// parseProperties returns the Socket-Type of a ZMTP metadata block.
+func parseProperties(p []byte) (string, error) {
 	sockType := ""
 	for len(p) > 0 {
 		n := int(p[0])
@@ -139,6 +151,26 @@ type peer struct {
 	r    *bufio.Reader
 	w    *bufio.Writer
 	wmu  sync.Mutex
+	// cv boxes every frame after a CURVE handshake (nil: NULL).
+	cv *curveCodec
+}
+
+// writeOut writes one frame, boxed when the connection is CURVE. The
+// caller holds wmu.
+func (p *peer) writeOut(flags byte, body []byte) error {
+	if p.cv != nil {
+		return writeFrame(p.w, 0, p.cv.seal(flags, body))
+	}
+	return writeFrame(p.w, flags, body)
+}
+
+// readIn reads one frame, unboxed when the connection is CURVE.
+func (p *peer) readIn() (byte, []byte, error) {
+	fl, body, err := readFrame(p.r)
+	if err != nil || p.cv == nil {
+		return fl, body, err
+	}
+	return p.cv.open(body)
 }
 
 func (p *peer) send(msg [][]byte) error {
@@ -150,18 +182,24 @@ func (p *peer) send(msg [][]byte) error {
 		if i < len(msg)-1 {
 			flags = flagMore
 		}
-		if err := writeFrame(p.w, flags, f); err != nil {
+		if err := p.writeOut(flags, f); err != nil {
 			return err
 		}
 	}
 	return p.w.Flush()
 }
 
-func handshake(c net.Conn, mine, want string) (*peer, error) {
+// handshake greets the peer and runs the mechanism: CURVE as the server
+// when cv is set (a NULL peer is refused), else NULL.
+func handshake(c net.Conn, mine, want string, cv *Curve) (*peer, error) {
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	p := &peer{conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
-	if _, err := c.Write(greeting()); err != nil {
+	serve := "NULL"
+	if cv != nil {
+		serve = "CURVE"
+	}
+	if _, err := c.Write(greeting(serve, cv != nil)); err != nil {
 		return nil, err
 	}
 	g := make([]byte, 64)
@@ -174,8 +212,19 @@ func handshake(c net.Conn, mine, want string) (*peer, error) {
 	if g[10] < 3 {
 		return nil, fmt.Errorf("zmtp: peer speaks ZMTP %d.%d, need 3.x", g[10], g[11])
 	}
-	if mech := string(bytes.TrimRight(g[12:32], "\x00")); mech != "NULL" {
-		return nil, fmt.Errorf("zmtp: peer wants mechanism %q, only NULL is served", mech)
+	if mech := string(bytes.TrimRight(g[12:32], "\x00")); mech != serve {
+		return nil, fmt.Errorf("zmtp: peer wants mechanism %q, only %s is served", mech, serve)
+	}
+	if cv != nil {
+		t, cc, err := curveServer(p, cv, mine)
+		if err != nil {
+			return nil, err
+		}
+		if t != want {
+			return nil, fmt.Errorf("zmtp: a %s socket cannot talk to %s", mine, t)
+		}
+		p.cv = cc
+		return p, nil
 	}
 	if err := writeFrame(p.w, flagCommand, command("READY", property("Socket-Type", mine))); err != nil {
 		return nil, err
@@ -184,7 +233,7 @@ func handshake(c net.Conn, mine, want string) (*peer, error) {
 		return nil, err
 	}
 	for {
-		flags, body, err := readFrame(p.r)
+		flags, body, err := readFrameMax(p.r, handshakeMax)
 		if err != nil {
 			return nil, fmt.Errorf("zmtp: READY: %w", err)
 		}
@@ -206,7 +255,7 @@ func handshake(c net.Conn, mine, want string) (*peer, error) {
 func (p *peer) readMessage() ([][]byte, error) {
 	var msg [][]byte
 	for {
-		fl, body, err := readFrame(p.r)
+		fl, body, err := p.readIn()
 		if err != nil {
 			return nil, err
 		}
@@ -217,7 +266,7 @@ func (p *peer) readMessage() ([][]byte, error) {
 					ctx = body[7:]
 				}
 				p.wmu.Lock()
-				err := writeFrame(p.w, flagCommand, command("PONG", ctx))
+				err := p.writeOut(flagCommand, command("PONG", ctx))
 				if err == nil {
 					err = p.w.Flush()
 				}
@@ -238,6 +287,7 @@ func (p *peer) readMessage() ([][]byte, error) {
 // Socket is a bound PULL or PUSH socket.
 type Socket struct {
 	kind, want string
+	cv         *Curve
 	ln         net.Listener
 	in         chan [][]byte
 	done       chan struct{}
@@ -249,8 +299,13 @@ type Socket struct {
 	wg    sync.WaitGroup
 }
 
-// Listen binds a PULL or PUSH socket on addr ("0.0.0.0:2000").
-func Listen(kind, addr string) (*Socket, error) {
+// Listen binds a PULL or PUSH socket on addr ("0.0.0.0:2000") with the
+// NULL mechanism: any peer that can connect is served.
+func Listen(kind, addr string) (*Socket, error) { return ListenCurve(kind, addr, nil) }
+
+// ListenCurve binds a PULL or PUSH socket that serves only CurveZMQ
+// clients holding cv.Client's secret key (cv nil: NULL, as Listen).
+func ListenCurve(kind, addr string, cv *Curve) (*Socket, error) {
 	want := map[string]string{"PULL": "PUSH", "PUSH": "PULL"}[kind]
 	if want == "" {
 		return nil, fmt.Errorf("zmtp: unsupported socket type %q", kind)
@@ -259,7 +314,7 @@ func Listen(kind, addr string) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Socket{kind: kind, want: want, ln: ln, in: make(chan [][]byte, 1024), done: make(chan struct{})}
+	s := &Socket{kind: kind, want: want, cv: cv, ln: ln, in: make(chan [][]byte, 1024), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -285,7 +340,7 @@ func (s *Socket) accept() {
 
 func (s *Socket) serve(c net.Conn) {
 	defer c.Close()
-	p, err := handshake(c, s.kind, s.want)
+	p, err := handshake(c, s.kind, s.want, s.cv)
 	if err != nil {
 		return
 	}
