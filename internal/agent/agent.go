@@ -146,6 +146,9 @@ type Agent struct {
 	engine    engineState
 	// imageArch remembers each image id's architecture (image id -> string).
 	imageArch sync.Map
+	// imageUsers remembers each image id's own user (image id ->
+	// [2]int{uid, gid}, kuser.FromPasswd of its /etc/passwd).
+	imageUsers sync.Map
 	khost     string
 	stepFail  func(op, step string)
 	// createPlan is createSteps; tests substitute a plan with a failing

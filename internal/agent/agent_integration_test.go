@@ -280,7 +280,9 @@ func TestCreateDestroy_Integration(t *testing.T) {
 	if code, out := testutil.Exec(ctx, e.be, info.ContainerID, "touch", "/home/config/x"); code == 0 {
 		t.Fatalf("/home/config is writable: %q", out)
 	}
-	if _, out := testutil.Exec(ctx, e.be, info.ContainerID, "sh", "-c", "echo $OMP_NUM_THREADS $LOCAL_USER_ID"); out != "1 0" {
+	// A root agent with kernel-uid -1 names the image's own user (no
+	// /etc/passwd in the test image: 1000), never its own root.
+	if _, out := testutil.Exec(ctx, e.be, info.ContainerID, "sh", "-c", "echo $OMP_NUM_THREADS $LOCAL_USER_ID $LOCAL_GROUP_ID"); out != "1 1000 1000" {
 		t.Fatalf("env: %q", out)
 	}
 	scratchDir := k.Scratch.Base

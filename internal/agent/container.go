@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/image"
+	"github.com/bai-agent/bai-agent/internal/kuser"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
 	"github.com/bai-agent/bai-agent/internal/scratch"
@@ -32,7 +34,54 @@ func checkPorts(ins *backend.Container, want []backend.PortBinding) error {
 	return nil
 }
 
-func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resource.Allocation) map[string]string {
+// kernelIDs is the uid/gid uid-match images get: [container] kernel-uid
+// and kernel-gid, or the agent's own when they are -1, except that the
+// agent's own root is never taken implicitly: then the image's own user
+// (imageUser).
+func (a *Agent) kernelIDs(imageUser [2]int) (uid, gid int) {
+	uid, gid = a.cfg.Container.KernelUID, a.cfg.Container.KernelGID
+	if uid == -1 {
+		if uid = os.Getuid(); uid == 0 {
+			uid = imageUser[0]
+		}
+	}
+	if gid == -1 {
+		if gid = os.Getgid(); gid == 0 {
+			gid = imageUser[1]
+		}
+	}
+	return uid, gid
+}
+
+// implicitRoot reports whether nothing names the kernel's ids but the
+// agent's own root: then the image's own user is looked up.
+func (a *Agent) implicitRoot(cfg *CreationConfig) bool {
+	c := a.cfg.Container
+	return (cfg.UID == nil && c.KernelUID == -1 && os.Getuid() == 0) || (cfg.MainGID == nil && c.KernelGID == -1 && os.Getgid() == 0)
+}
+
+// imageUser is the image's own unprivileged user (kuser.FromPasswd of its
+// /etc/passwd), remembered per image id; 1000:1000 when the image has no
+// readable passwd.
+func (a *Agent) imageUser(ctx context.Context, img *backend.Image) [2]int {
+	if img == nil {
+		return [2]int{kuser.Default, kuser.Default}
+	}
+	if v, ok := a.imageUsers.Load(img.ID); ok {
+		return v.([2]int)
+	}
+	b, err := a.be.ReadImageFile(ctx, img.ID, "/etc/passwd", kuser.PasswdLimit)
+	if err != nil && !errors.Is(err, backend.ErrNotFound) {
+		// Not remembered: the next creation asks again.
+		a.log.Warn("image's /etc/passwd unreadable; its kernel user is 1000", "image", img.ID, "error", err)
+		return [2]int{kuser.Default, kuser.Default}
+	}
+	u, g := kuser.FromPasswd(b)
+	a.imageUsers.Store(img.ID, [2]int{u, g})
+	return [2]int{u, g}
+}
+
+func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resource.Allocation, imageUser [2]int) map[string]string {
 	env := map[string]string{}
 	for k, v := range cfg.Environ {
 		// validateCreation refused these already; a config read back
@@ -42,21 +91,23 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 		}
 		env[k] = v
 	}
-	uid, gid := a.cfg.Container.KernelUID, a.cfg.Container.KernelGID
-	if uid == -1 {
-		uid = os.Getuid()
-	}
-	if gid == -1 {
-		gid = os.Getgid()
-	}
+	uid, gid := a.kernelIDs(imageUser)
+	// uid-match gives the kernel the agent's own uid, as upstream; but a
+	// root agent with no kernel-uid configured would run strangers' code
+	// as root that way (and their notebooks land in vfolders owned by
+	// root). Then the image's own unprivileged user is named instead (its
+	// "work" user, else 1000), for every image, so that the agent knows
+	// whom the kernel's files belong to. uid 0 only when configured or
+	// sent by the manager.
+	implicit := a.implicitRoot(cfg)
 	if cfg.UID != nil {
 		env["LOCAL_USER_ID"] = strconv.Itoa(*cfg.UID)
-	} else if info.HasFeature("uid-match") {
+	} else if info.HasFeature("uid-match") || implicit {
 		env["LOCAL_USER_ID"] = strconv.Itoa(uid)
 	}
 	if cfg.MainGID != nil {
 		env["LOCAL_GROUP_ID"] = strconv.Itoa(*cfg.MainGID)
-	} else if info.HasFeature("uid-match") {
+	} else if info.HasFeature("uid-match") || implicit {
 		env["LOCAL_GROUP_ID"] = strconv.Itoa(gid)
 	}
 	gids := append([]int{}, cfg.SupplementaryGIDs...)

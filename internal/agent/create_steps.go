@@ -316,9 +316,13 @@ func (j *createJob) removeScratch(ctx context.Context) {
 
 // writeFiles writes the kernel's config files (environ, resource spec,
 // recovery data) into its scratch; the scratch's undo removes them.
-func (j *createJob) writeFiles(context.Context) error {
+func (j *createJob) writeFiles(ctx context.Context) error {
 	a, k := j.a, j.k
-	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc)
+	var user [2]int
+	if a.implicitRoot(j.cfg) {
+		user = a.imageUser(ctx, j.img)
+	}
+	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc, user)
 	modelEnviron(k.Environ, j.models)
 	k.RuntimeType, k.RuntimePath = j.labels.RuntimeType, j.labels.RuntimePath
 	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts, Extra: map[string]string{}}

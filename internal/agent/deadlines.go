@@ -129,6 +129,14 @@ func (b *timedBackend) InspectImage(ctx context.Context, ref string) (*backend.I
 	return i, timeoutErr(ctx, "image inspect", b.t.Inspect, err)
 }
 
+func (b *timedBackend) ReadImageFile(ctx context.Context, ref, path string, limit int64) ([]byte, error) {
+	// A create, a copy and a remove: bounded like a container creation.
+	ctx, cancel := within(ctx, b.t.Create)
+	defer cancel()
+	d, err := b.inner.ReadImageFile(ctx, ref, path, limit)
+	return d, timeoutErr(ctx, "read image file", b.t.Create, err)
+}
+
 func (b *timedBackend) Logs(ctx context.Context, id string, tty bool, limit int64) ([]byte, error) {
 	ctx, cancel := within(ctx, b.t.Logs)
 	defer cancel()

@@ -189,6 +189,10 @@ type Backend interface {
 	// the error channel then receives why.
 	Events(ctx context.Context) (<-chan Event, <-chan error)
 	InspectImage(ctx context.Context, ref string) (*Image, error)
+	// ReadImageFile returns a regular file of an image (at most limit
+	// bytes), read through a container that is created, never started,
+	// and removed. ErrNotFound when the image has no such regular file.
+	ReadImageFile(ctx context.Context, ref, path string, limit int64) ([]byte, error)
 	// Logs returns stdout+stderr (the tail, at most limit bytes when
 	// limit > 0). tty says whether the container has a TTY (raw stream)
 	// or not (multiplexed stream).

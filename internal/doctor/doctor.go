@@ -71,6 +71,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) []Finding {
 	checkPorts(cfg, add)
 	checkControlPlane(ctx, cfg, o, add)
 	checkRunner(cfg, add)
+	checkKernelUser(cfg, add)
 	checkAccelerators(ctx, cfg, o, add)
 	return out
 }
@@ -298,6 +299,21 @@ func checkRunner(cfg *config.Config, add adder) {
 		return
 	}
 	add("kernel runner", OK, "%s (static)", p)
+}
+
+// checkKernelUser says who user code in kernels runs as, and warns when
+// that is root.
+func checkKernelUser(cfg *config.Config, add adder) {
+	switch uid := cfg.Container.KernelUID; {
+	case uid == 0:
+		add("kernel user", Warn, "[container] kernel-uid = 0: user code in uid-match kernels runs as root; set a non-zero uid, or -1 for the image's own user")
+	case uid == -1 && os.Geteuid() == 0:
+		add("kernel user", OK, "kernel-uid -1 with a root agent: user code runs as the image's own user (its work user, else 1000), never as root unless the manager sends uid 0")
+	case uid == -1:
+		add("kernel user", OK, "kernel-uid -1: uid-match kernels run as the agent's uid %d", os.Geteuid())
+	default:
+		add("kernel user", OK, "kernel-uid %d", uid)
+	}
 }
 
 // checkAccelerators loads the accelerator plugins as the agent would

@@ -127,3 +127,22 @@ func TestDoctor_Integration(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckKernelUser(t *testing.T) {
+	for _, tc := range []struct {
+		uid  int
+		want Level
+	}{{0, Warn}, {-1, OK}, {1000, OK}} {
+		cfg := config.Defaults()
+		cfg.Container.KernelUID = tc.uid
+		var got []Level
+		var msgs []string
+		checkKernelUser(cfg, func(_ string, l Level, format string, args ...any) {
+			got = append(got, l)
+			msgs = append(msgs, fmt.Sprintf(format, args...))
+		})
+		if len(got) != 1 || got[0] != tc.want {
+			t.Errorf("kernel-uid %d: %v %v", tc.uid, got, msgs)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/bai-agent/bai-agent/internal/fsutil"
+	"github.com/bai-agent/bai-agent/internal/kuser"
 )
 
 // Identity is who the kernel's code runs as.
@@ -16,10 +17,23 @@ type Identity struct {
 	Additional []int
 }
 
-// ParseIdentity reads LOCAL_USER_ID, LOCAL_GROUP_ID (default 9001 each)
-// and ADDITIONAL_GIDS.
+// PasswdRoot is the root whose etc/passwd names the image's own user
+// (tests point it elsewhere).
+var PasswdRoot = "/"
+
+// ImageUser is the image's own unprivileged user (kuser.FromPasswd of
+// root's etc/passwd): its "work" user, else 1000. Never root.
+func ImageUser(root string) Identity {
+	b, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	u, g := kuser.FromPasswd(b)
+	return Identity{UID: u, GID: g}
+}
+
+// ParseIdentity reads LOCAL_USER_ID, LOCAL_GROUP_ID and ADDITIONAL_GIDS.
+// Unset ids default to the image's own user (ImageUser): the agent leaves
+// them unset rather than hand down its own root.
 func ParseIdentity(getenv func(string) string) (Identity, error) {
-	id := Identity{UID: 9001, GID: 9001}
+	id := ImageUser(PasswdRoot)
 	if v := getenv("LOCAL_USER_ID"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {

@@ -79,3 +79,37 @@ func TestGrantSudo(t *testing.T) {
 		t.Fatalf("sudoers drop-in %q", b)
 	}
 }
+
+// Without LOCAL_USER_ID the kernel runs as the image's own work user, or
+// 1000: never as root, whoever the agent is.
+func TestParseIdentityDefaultsToImageUser(t *testing.T) {
+	root := t.TempDir()
+	old := PasswdRoot
+	PasswdRoot = root
+	t.Cleanup(func() { PasswdRoot = old })
+	none := func(string) string { return "" }
+	for _, tc := range []struct {
+		name, passwd string
+		want         Identity
+	}{
+		{"no passwd", "", Identity{UID: 1000, GID: 1000}},
+		{"work user", "root:x:0:0::/root:/bin/sh\nwork:x:1001:1002::/home/work:/bin/sh\n", Identity{UID: 1001, GID: 1002}},
+		{"work is root", "work:x:0:0::/home/work:/bin/sh\n", Identity{UID: 1000, GID: 1000}},
+		{"no work user", "root:x:0:0::/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n", Identity{UID: 1000, GID: 1000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_ = os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+			if err := os.WriteFile(filepath.Join(root, "etc/passwd"), []byte(tc.passwd), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			id, err := ParseIdentity(none)
+			if err != nil || id.UID != tc.want.UID || id.GID != tc.want.GID {
+				t.Fatalf("got %+v %v, want %+v", id, err, tc.want)
+			}
+		})
+	}
+	id, err := ParseIdentity(func(k string) string { return map[string]string{"LOCAL_USER_ID": "0", "LOCAL_GROUP_ID": "0"}[k] })
+	if err != nil || id.UID != 0 || id.GID != 0 {
+		t.Fatalf("an explicit uid 0 (configured or a sudo session): %+v %v", id, err)
+	}
+}

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -371,6 +372,42 @@ func (b *Backend) InspectImage(ctx context.Context, ref string) (*backend.Image,
 		img.Cmd = res.Config.Cmd
 	}
 	return img, nil
+}
+
+// ReadImageFile implements backend.Backend: a container is created from
+// the image (never started: no process, no network), the file is copied
+// out as a tar stream, and the container is removed.
+func (b *Backend) ReadImageFile(ctx context.Context, ref, path string, limit int64) ([]byte, error) {
+	res, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &container.Config{
+			Image: ref, Entrypoint: []string{"/nonexistent"}, NetworkDisabled: true,
+			Labels: map[string]string{"ai.backend.bai-agent.probe": "image-file"},
+		},
+		HostConfig: &container.HostConfig{NetworkMode: "none"},
+	})
+	if err != nil {
+		return nil, mapErr(err, "create a container to read "+path+" of "+ref)
+	}
+	defer func() {
+		_, _ = b.cli.ContainerRemove(context.WithoutCancel(ctx), res.ID, client.ContainerRemoveOptions{Force: true})
+	}()
+	cp, err := b.cli.CopyFromContainer(ctx, res.ID, client.CopyFromContainerOptions{SourcePath: path})
+	if err != nil {
+		return nil, mapErr(err, "read "+path+" of "+ref)
+	}
+	defer cp.Content.Close()
+	tr := tar.NewReader(cp.Content)
+	hdr, err := tr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("read %s of %s: %w", path, ref, err)
+	}
+	if hdr.Typeflag != tar.TypeReg {
+		return nil, fmt.Errorf("%s of %s is not a regular file: %w", path, ref, backend.ErrNotFound)
+	}
+	if hdr.Size > limit {
+		return nil, fmt.Errorf("%s of %s is %d bytes (limit %d)", path, ref, hdr.Size, limit)
+	}
+	return io.ReadAll(io.LimitReader(tr, limit))
 }
 
 // Logs implements backend.Backend. With a TTY the stream is raw;

@@ -93,3 +93,29 @@ func TestContainerLifecycle_Integration(t *testing.T) {
 		t.Fatalf("ping: %q %v", v, err)
 	}
 }
+
+// ReadImageFile reads a regular file of an image through a container that
+// is never started and is removed afterwards; anything else (missing,
+// a folder, a link) is ErrNotFound.
+func TestReadImageFile_Integration(t *testing.T) {
+	be := testutil.RequireDocker(t)
+	img := testutil.TestImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := be.ReadImageFile(ctx, img, "/etc/passwd", 1<<20)
+	if err != nil || !strings.HasPrefix(string(b), "root:x:0:0:") {
+		t.Fatalf("/etc/passwd: %q %v", b, err)
+	}
+	for _, p := range []string{"/etc/missing", "/bin", "/bin/sh"} {
+		if _, err := be.ReadImageFile(ctx, img, p, 1<<20); !errors.Is(err, backend.ErrNotFound) {
+			t.Errorf("%s: %v, want ErrNotFound", p, err)
+		}
+	}
+	if _, err := be.ReadImageFile(ctx, img, "/bin/busybox", 1024); err == nil {
+		t.Error("a file over the limit was read")
+	}
+	left, err := be.List(ctx, map[string]string{"ai.backend.bai-agent.probe": "image-file"})
+	if err != nil || len(left) != 0 {
+		t.Fatalf("probe containers left: %d %v", len(left), err)
+	}
+}

@@ -15,21 +15,22 @@ import (
 // Call names for Inject: one per method of backend.Backend and
 // backend.Images.
 const (
-	CallCreate       = "Create"
-	CallStart        = "Start"
-	CallStop         = "Stop"
-	CallRemove       = "Remove"
-	CallInspect      = "Inspect"
-	CallList         = "List"
-	CallInspectImage = "InspectImage"
-	CallLogs         = "Logs"
-	CallPing         = "Ping"
-	CallPullImage    = "PullImage"
-	CallListImages   = "ListImages"
+	CallCreate        = "Create"
+	CallStart         = "Start"
+	CallStop          = "Stop"
+	CallRemove        = "Remove"
+	CallInspect       = "Inspect"
+	CallList          = "List"
+	CallInspectImage  = "InspectImage"
+	CallReadImageFile = "ReadImageFile"
+	CallLogs          = "Logs"
+	CallPing          = "Ping"
+	CallPullImage     = "PullImage"
+	CallListImages    = "ListImages"
 )
 
 // Calls lists every injectable call.
-var Calls = []string{CallCreate, CallStart, CallStop, CallRemove, CallInspect, CallList, CallInspectImage, CallLogs, CallPing, CallPullImage, CallListImages}
+var Calls = []string{CallCreate, CallStart, CallStop, CallRemove, CallInspect, CallList, CallInspectImage, CallReadImageFile, CallLogs, CallPing, CallPullImage, CallListImages}
 
 // Fault is what happens to a call: Err is returned (after Delay); Hang
 // blocks until the caller's context ends. Times limits how many calls it
@@ -53,6 +54,7 @@ type Backend struct {
 	images     map[string]*backend.Image // by every tag and by id
 	registry   map[string]*backend.Image // pullable images
 	faults     map[string]*Fault
+	files      map[string]map[string][]byte // image id -> path -> content
 	calls      map[string]int
 	subs       []chan backend.Event
 	nextID     int
@@ -330,6 +332,44 @@ func (b *Backend) Events(ctx context.Context) (<-chan backend.Event, <-chan erro
 		}
 	}()
 	return out, errc
+}
+
+// SetImageFile gives an image (by any of its names) a regular file.
+func (b *Backend) SetImageFile(ref, path string, data []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	img, ok := b.images[ref]
+	if !ok {
+		panic("fake: SetImageFile on an unknown image " + ref)
+	}
+	if b.files == nil {
+		b.files = map[string]map[string][]byte{}
+	}
+	if b.files[img.ID] == nil {
+		b.files[img.ID] = map[string][]byte{}
+	}
+	b.files[img.ID][path] = append([]byte(nil), data...)
+}
+
+// ReadImageFile implements backend.Backend.
+func (b *Backend) ReadImageFile(ctx context.Context, ref, path string, limit int64) ([]byte, error) {
+	if err := b.enter(ctx, CallReadImageFile); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	img, ok := b.images[ref]
+	if !ok {
+		return nil, fmt.Errorf("%w: image %s", backend.ErrNotFound, ref)
+	}
+	data, ok := b.files[img.ID][path]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s in image %s", backend.ErrNotFound, path, ref)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s of %s is %d bytes (limit %d)", path, ref, len(data), limit)
+	}
+	return append([]byte(nil), data...), nil
 }
 
 // InspectImage implements backend.Backend.
