@@ -169,6 +169,9 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 
 func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 	cfgDir := k.Scratch.Config
+	if err := writeRunnerAuth(cfgDir); err != nil {
+		return err
+	}
 	if err := writeScratchFile(cfgDir, "environ.txt", environText(k.Environ), 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
@@ -468,6 +471,11 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		// the image's own command is not run (as upstream's entrypoint.sh).
 		spec.Mounts = append(spec.Mounts, backend.Mount{Type: "bind", Source: a.krunner, Target: KrunnerPath, ReadOnly: true})
 		spec.Entrypoint = []string{KrunnerPath, "entrypoint"}
+		// The entrypoint sets up the kernel user and reads the runner's
+		// root-only secret, then becomes that user: it starts as root
+		// whatever the image's USER says (upstream's entrypoint.sh needs
+		// root the same way).
+		spec.User = "0:0"
 		rt := k.RuntimeType
 		if rt == "" {
 			rt = "app"
