@@ -149,8 +149,8 @@ type Agent struct {
 	// imageUsers remembers each image id's own user (image id ->
 	// [2]int{uid, gid}, kuser.FromPasswd of its /etc/passwd).
 	imageUsers sync.Map
-	khost     string
-	stepFail  func(op, step string)
+	khost      string
+	stepFail   func(op, step string)
 	// createPlan is createSteps; tests substitute a plan with a failing
 	// step.
 	createPlan []step[*createJob]
