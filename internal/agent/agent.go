@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strconv"
 
 	"fmt"
 	"log/slog"
@@ -89,6 +90,11 @@ type Kernel struct {
 	// cleaned is set once CLEAN released everything, so a second CLEAN
 	// (die event + destroy) is a no-op.
 	cleaned atomic.Bool
+	// owner is the kernel user's uid and gid (LOCAL_USER_ID and
+	// LOCAL_GROUP_ID), published once the environment is computed: file
+	// calls read it from other goroutines while a restart replaces
+	// Environ. Nil: unknown.
+	owner atomic.Pointer[[2]int]
 
 	cidMu       sync.Mutex
 	containerID string
@@ -103,6 +109,19 @@ func (k *Kernel) Pid() int {
 	k.cidMu.Lock()
 	defer k.cidMu.Unlock()
 	return k.pid
+}
+
+// publishOwner records the kernel user's ids from its environment; call
+// it whenever Environ is (re)computed, before other goroutines can see
+// the kernel in that state.
+func (k *Kernel) publishOwner() {
+	u, err1 := strconv.Atoi(k.Environ["LOCAL_USER_ID"])
+	g, err2 := strconv.Atoi(k.Environ["LOCAL_GROUP_ID"])
+	if err1 != nil || err2 != nil {
+		k.owner.Store(nil)
+		return
+	}
+	k.owner.Store(&[2]int{u, g})
 }
 
 func (k *Kernel) setPid(pid int) {
@@ -227,7 +246,15 @@ type Options struct {
 	// PullTimeout bounds an image pull (default: [api] pull-timeout, which
 	// etcd config/agent/api overrides).
 	PullTimeout time.Duration
+	// PortProbe replaces the host-port probe (tests on the fake runtime
+	// touch no real port); nil binds each port on bind-host for a moment.
+	PortProbe func(port int) bool
 }
+
+// ForbidEphemeralPortsEnv, set to 1 (the test suite does), turns the
+// warning about a port-range inside the host's ephemeral range into a
+// start-up error: such a range makes kernels' starts fail at random.
+const ForbidEphemeralPortsEnv = "BAI_TEST_FORBID_EPHEMERAL_PORTS"
 
 // KernelView is what a kernel shows to readers outside its lifecycle
 // (ctl's status, listings).
@@ -381,9 +408,16 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 	if a.bindHost == "" {
 		a.bindHost = "0.0.0.0"
 	}
+	if over, msg := ports.OverlapsEphemeral(cfg.Container.PortRange[0], cfg.Container.PortRange[1]); over {
+		if os.Getenv(ForbidEphemeralPortsEnv) == "1" {
+			return nil, fmt.Errorf("container.port-range: %s (%s=1)", msg, ForbidEphemeralPortsEnv)
+		}
+		a.log.Warn("kernels' host ports may be taken by outgoing connections", "reason", msg)
+	}
 	a.ports = ports.New(cfg.Container.PortRange[0], cfg.Container.PortRange[1], ports.Options{
 		Cooldown:  time.Duration(float64(cfg.Container.PortReuseCooldownSec) * float64(time.Second)),
 		ProbeHost: a.bindHost,
+		Probe:     o.PortProbe,
 	})
 	roots := append([]string{}, cfg.Agent.ExtraMountRoots...)
 	if cfg.Agent.MountPath != "" {

@@ -98,7 +98,7 @@ type env struct {
 var portBase = struct {
 	sync.Mutex
 	next int
-}{next: 32000}
+}{next: 25000} // 25000-27999, below Linux's ephemeral range (32768-60999)
 
 // newEnv makes a config with its own agent id, scratch root, vfolder root
 // and port range, so tests never see each other's kernels.
@@ -110,7 +110,9 @@ func newEnv(t *testing.T, mutate func(*config.Config)) *env {
 	root := t.TempDir()
 	portBase.Lock()
 	first := portBase.next
-	portBase.next += 40
+	if portBase.next += 40; portBase.next > 27960 {
+		portBase.next = 25000
+	}
 	portBase.Unlock()
 	doc := fmt.Sprintf(`
 [agent]

@@ -45,7 +45,7 @@ var fakeImageLabels = map[string]string{
 var fakePorts = struct {
 	sync.Mutex
 	next int
-}{next: 47000}
+}{next: 20000} // 20000-23999: no real port is probed (PortProbe), and none is in the ephemeral range
 
 type core struct {
 	t      *testing.T
@@ -64,7 +64,9 @@ func newCore(t *testing.T, mutate func(*config.Config), tune func(*Options)) *co
 	root := t.TempDir()
 	fakePorts.Lock()
 	first := fakePorts.next
-	fakePorts.next += 20
+	if fakePorts.next += 20; fakePorts.next > 23980 {
+		fakePorts.next = 20000
+	}
 	fakePorts.Unlock()
 	doc := fmt.Sprintf(`
 [agent]
@@ -97,6 +99,9 @@ reserved-mem = "64M"
 		Config: res.Config, Backend: be, Events: c.events, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Host:        &device.Host{Cores: []int{0, 1, 2, 3}, NUMANode: map[int]int{}, MemTotal: 8 << 30},
 		StopTimeout: 100 * time.Millisecond,
+		// The fake runtime binds nothing: no host port is probed, so no
+		// other process on the machine can make a fake test fail.
+		PortProbe: func(int) bool { return true },
 		OnStepFailure: func(op, step string) {
 			n, _ := c.steps.LoadOrStore(op+"/"+step, new(atomic.Int32))
 			n.(*atomic.Int32).Add(1)

@@ -324,6 +324,7 @@ func (j *createJob) writeFiles(ctx context.Context) error {
 	}
 	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc, user)
 	modelEnviron(k.Environ, j.models)
+	k.publishOwner()
 	k.RuntimeType, k.RuntimePath = j.labels.RuntimeType, j.labels.RuntimePath
 	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts, Extra: map[string]string{}}
 	for _, acc := range a.accels {

@@ -10,10 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
 )
@@ -92,10 +92,18 @@ func (a *Agent) openKernelPath(kernelID, p string) (k *Kernel, root *safefs.Root
 	return k, root, rel, readOnly, nil
 }
 
+// runningKernel is a registered kernel in the running state: the only
+// state in which its files, environment and container are complete and
+// stable. A kernel still being created, restarting or going away is not
+// there yet (or any more) for file and commit calls: KeyError, as the
+// Python agent answers for a kernel not in its registry.
 func (a *Agent) runningKernel(id string) (*Kernel, error) {
 	k, ok := a.Kernel(id)
 	if !ok {
 		return nil, kernelErr(id, ErrKernelNotFound)
+	}
+	if st := k.State(); st != kernel.Running {
+		return nil, kernelErr(id, fmt.Errorf("%w: it is %s, not running", ErrKernelNotFound, st))
 	}
 	return k, nil
 }
@@ -172,12 +180,11 @@ func kernelOwner(k *Kernel) (int, int, bool) {
 	if k == nil {
 		return 0, 0, false
 	}
-	u, err1 := strconv.Atoi(k.Environ["LOCAL_USER_ID"])
-	g, err2 := strconv.Atoi(k.Environ["LOCAL_GROUP_ID"])
-	if err1 != nil || err2 != nil {
+	o := k.owner.Load()
+	if o == nil {
 		return 0, 0, false
 	}
-	return u, g, true
+	return o[0], o[1], true
 }
 
 // limitedBuffer fails once more than max bytes are written.
@@ -415,9 +422,9 @@ func FileMode(m fs.FileMode) string {
 
 // Logs returns the kernel container's whole stdout and stderr.
 func (a *Agent) Logs(ctx context.Context, kernelID string) (string, error) {
-	k, err := a.runningKernel(kernelID)
-	if err != nil {
-		return "", err
+	k, ok := a.Kernel(kernelID) // logs of a kernel going away are still wanted
+	if !ok {
+		return "", kernelErr(kernelID, ErrKernelNotFound)
 	}
 	b, err := a.be.Logs(ctx, k.ContainerID(), kernelTTY, 0)
 	if err != nil {

@@ -170,6 +170,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 	}
 	if b, err := readScratchFile(sd.Config, "environ.txt"); err == nil {
 		k.Environ = parseEnviron(b)
+		k.publishOwner()
 	}
 	// Allocation: resource.txt first; the container's own limits if the
 	// scratch is gone (the Python agent refused to start then, #5117).

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/event"
@@ -96,10 +97,21 @@ func (j *restartJob) remove(ctx context.Context) error {
 
 func (j *restartJob) environ(context.Context) error {
 	k := j.k
-	for key, v := range j.updated {
-		k.Environ[key] = v
-		k.Config.Environ[key] = v
+	// New maps, never writes into the ones readers may hold (a concurrent
+	// map read and write is fatal, not a report).
+	env, cfgEnv := maps.Clone(k.Environ), maps.Clone(k.Config.Environ)
+	if env == nil {
+		env = map[string]string{}
 	}
+	if cfgEnv == nil {
+		cfgEnv = map[string]string{}
+	}
+	for key, v := range j.updated {
+		env[key] = v
+		cfgEnv[key] = v
+	}
+	k.Environ, k.Config.Environ = env, cfgEnv
+	k.publishOwner()
 	return writeScratchFile(k.Scratch.Config, "environ.txt", environText(k.Environ), 0o644, safefs.NoOwner)
 }
 

@@ -70,7 +70,7 @@ id = "i-envfuzz-%s"
 [agent.sync-container-lifecycles]
 interval = 3600
 [container]
-port-range = [23980, 23999]
+port-range = [24980, 24999]
 port-reuse-cooldown-sec = 0
 bind-host = "127.0.0.1"
 scratch-root = %q
@@ -96,6 +96,7 @@ reserved-mem = "64M"
 		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Host:        &device.Host{Cores: []int{0, 1, 2, 3}, NUMANode: map[int]int{}, MemTotal: 8 << 30},
 		StopTimeout: 100 * time.Millisecond,
+		PortProbe:   func(int) bool { return true }, // the fake runtime binds nothing
 	})
 	if err != nil {
 		t.Fatal(err)

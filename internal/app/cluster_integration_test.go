@@ -43,8 +43,8 @@ func TestMultiNodeOverlayCluster_Integration(t *testing.T) {
 	})
 
 	env := []string{"DOCKER_HOST=" + eng.Host}
-	a := newStackWith(t, "", stackOpts{portRange: [2]int{37200, 37239}, env: env})
-	b := newStackWith(t, "", stackOpts{redis: a.redis, etcd: a.etcd, ns: a.ns, portRange: [2]int{37240, 37279}, env: env})
+	a := newStackWith(t, "", stackOpts{portRange: [2]int{28200, 28239}, env: env})
+	b := newStackWith(t, "", stackOpts{redis: a.redis, etcd: a.etcd, ns: a.ns, portRange: [2]int{28240, 28279}, env: env})
 	a.start()
 	b.start()
 

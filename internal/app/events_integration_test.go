@@ -62,7 +62,7 @@ func newStackWith(t testing.TB, extraAgent string, o stackOpts) *stack {
 		o.etcd = testutil.StartEtcd(t)
 	}
 	if o.portRange == [2]int{} {
-		o.portRange = [2]int{37000, 37199}
+		o.portRange = [2]int{28000, 28199} // below the ephemeral range (32768-60999)
 	}
 	s := &stack{bin: testutil.AgentBinary(t), t: t, redis: o.redis, etcd: o.etcd, root: t.TempDir(), id: "i-ev-" + uuid.NewString()[:8], env: o.env}
 	ns := o.ns

@@ -33,7 +33,7 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	img := testutil.TestImage(b)
 	// Its own port range: it may run beside the test suite.
-	s := newStackWith(b, "", stackOpts{portRange: [2]int{38000, 38199}})
+	s := newStackWith(b, "", stackOpts{portRange: [2]int{28300, 28499}})
 	cfg, _ := os.ReadFile(s.cfg)
 	_ = os.WriteFile(s.cfg, append(cfg, []byte("\n[agent.utilization-metric.node]\ninterval = 5\n[agent.utilization-metric.container]\ninterval = 5\n[agent.utilization-metric.process]\ninterval = 5\n")...), 0o644)
 	s.env = []string{"BACKEND_CPU_OVERCOMMIT_FACTOR=2"}

@@ -30,7 +30,7 @@ func startAgentBinary(t *testing.T, extra string) *agentProc {
 	_ = os.MkdirAll(filepath.Join(vfroot, "data"), 0o755)
 	cfg := filepath.Join(dir, "agent.toml")
 	id := "i-ctl-" + uuid.NewString()[:8]
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\nmount-path=%q\n%s\n[container]\nport-range=[36000,36099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=%q\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\nmount-path=%q\n%s\n[container]\nport-range=[29300,29399]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
 		id, port, vfroot, extra, filepath.Join(dir, "scratch"))
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/device/accel"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
+	"github.com/bai-agent/bai-agent/internal/ports"
 	"github.com/bai-agent/bai-agent/internal/redisconn"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/scratch"
@@ -220,6 +221,9 @@ func checkPorts(cfg *config.Config, add adder) {
 		add("port-range", Warn, "only %d of the %d ports %d-%d are free on %s", free, total, first, last, host)
 	default:
 		add("port-range", OK, "%d of %d ports %d-%d free (a kernel takes 2 plus one per service port)", free, total, first, last)
+	}
+	if over, msg := ports.OverlapsEphemeral(first, last); over {
+		add("port-range", Warn, "%s: outgoing connections may hold a kernel's port and fail its start; move the range below or above it", msg)
 	}
 	rpc := cfg.Agent.RPCListenAddr.String()
 	if l, err := net.Listen("tcp", rpc); err != nil {

@@ -47,10 +47,10 @@ func find(fs []Finding, check string) Finding {
 func TestDoctor_Integration(t *testing.T) {
 	testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
-	first := testutil.FreePort(t)
+	first := 29410 // test port ranges stay below the ephemeral range (32768-60999)
 	scratchRoot := filepath.Join(t.TempDir(), "scratch")
 	base := fmt.Sprintf("[agent]\nbackend = \"docker\"\nrpc-listen-addr = \"127.0.0.1:%d\"\n%%s[container]\nport-range = [%d, %d]\nbind-host = \"127.0.0.1\"\nscratch-root = %q\n%%s",
-		testutil.FreePort(t), 46000, 46009, scratchRoot)
+		testutil.FreePort(t), 29400, 29409, scratchRoot)
 	ctx := context.Background()
 
 	fs := Run(ctx, load(t, fmt.Sprintf(base, "control-plane = \"none\"\n", "")), Options{})

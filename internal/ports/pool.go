@@ -31,7 +31,10 @@ type Options struct {
 	// ProbeHost, if set, makes Take skip ports some other process already
 	// listens on (checked by binding host:port for a moment).
 	ProbeHost string
-	Now       func() time.Time
+	// Probe replaces the bind probe (tests: no real port is touched); it
+	// reports whether a port is free for the taking.
+	Probe func(port int) bool
+	Now   func() time.Time
 }
 
 // New builds a pool over [first, last].
@@ -44,7 +47,9 @@ func New(first, last int, o Options) *Pool {
 		p.queue = append(p.queue, port)
 		p.free[port] = time.Time{}
 	}
-	if o.ProbeHost != "" {
+	if o.Probe != nil {
+		p.probe = o.Probe
+	} else if o.ProbeHost != "" {
 		host := o.ProbeHost
 		p.probe = func(port int) bool {
 			l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
@@ -73,6 +78,7 @@ func (p *Pool) take(n int, honourCooldown bool) ([]int, error) {
 	now := p.now()
 	var got []int
 	var skipped []int
+	busy := 0 // refused by the probe: another process holds them
 	for len(got) < n && len(p.queue) > 0 {
 		port := p.queue[0]
 		p.queue = p.queue[1:]
@@ -83,6 +89,7 @@ func (p *Pool) take(n int, honourCooldown bool) ([]int, error) {
 		}
 		if p.probe != nil && !p.probe(port) {
 			skipped = append(skipped, port)
+			busy++
 			continue
 		}
 		got = append(got, port)
@@ -91,7 +98,11 @@ func (p *Pool) take(n int, honourCooldown bool) ([]int, error) {
 	p.queue = append(skipped, p.queue...)
 	if len(got) < n {
 		p.queue = append(got, p.queue...)
-		return nil, fmt.Errorf("%w: need %d, %d free in %d-%d", ErrExhausted, n, p.freeCountLocked(now, honourCooldown), p.first, p.last)
+		free := p.freeCountLocked(now, honourCooldown)
+		if busy > 0 {
+			return nil, fmt.Errorf("%w: need %d in %d-%d: %d not taken by a kernel, of which %d are held by another process on this host", ErrExhausted, n, p.first, p.last, free, busy)
+		}
+		return nil, fmt.Errorf("%w: need %d, %d free in %d-%d", ErrExhausted, n, free, p.first, p.last)
 	}
 	for _, port := range got {
 		delete(p.free, port)

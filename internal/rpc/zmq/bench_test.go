@@ -153,7 +153,7 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	dir := b.TempDir()
 	port := testutil.FreePort(b)
 	cfg := filepath.Join(dir, "agent.toml")
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rss-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\n[container]\nport-range=[35000,35099]\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n", uuid.NewString()[:8], port, filepath.Join(dir, "scratch"))
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rss-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\n[container]\nport-range=[29000,29099]\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n", uuid.NewString()[:8], port, filepath.Join(dir, "scratch"))
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		b.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func TestHostileBurstMemory_Integration(t *testing.T) {
 	dir := t.TempDir()
 	port := testutil.FreePort(t)
 	cfg := filepath.Join(dir, "agent.toml")
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-burst-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\n[container]\nport-range=[35100,35199]\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n", uuid.NewString()[:8], port, filepath.Join(dir, "scratch"))
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-burst-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\ncontrol-plane=\"none\"\ninternal-addr=\"127.0.0.1:0\"\n[container]\nport-range=[29100,29199]\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n", uuid.NewString()[:8], port, filepath.Join(dir, "scratch"))
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func startAgent(t testing.TB, curve *zmq.Curve) (addr string, cfg *config.Config
 		t.Fatal(err)
 	}
 	port := testutil.FreePort(t)
-	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rpc-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\nmount-path=%q\nimage-commit-path=%q\n[container]\nport-range=[33000,33099]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
+	doc := fmt.Sprintf("[agent]\nbackend=\"docker\"\nid=\"i-rpc-%s\"\nrpc-listen-addr=\"127.0.0.1:%d\"\nmount-path=%q\nimage-commit-path=%q\n[container]\nport-range=[29200,29299]\nport-reuse-cooldown-sec=0\nbind-host=\"127.0.0.1\"\nscratch-root=%q\n[resource]\nreserved-cpu=0\nreserved-mem=\"64M\"\n",
 		uuid.NewString()[:8], port, vfroot, filepath.Join(root, "commit"), filepath.Join(root, "scratch"))
 	res, err := config.Load("", []byte(doc), nil)
 	if err != nil {
