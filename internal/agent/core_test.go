@@ -233,36 +233,52 @@ func TestCreateAndDestroy_Fake(t *testing.T) {
 // terminated.
 func TestCreateStepFailures_Fake(t *testing.T) {
 	injected := errors.New("injected failure")
-	terminatedAfter := map[string]bool{"container": true, "start": true, "wait-ready": true, "runner": true, "publish": true}
-	for _, s := range createSteps {
-		t.Run(s.name, func(t *testing.T) {
-			c := newCore(t, nil, nil)
-			plan := append([]step[*createJob](nil), createSteps...)
-			for i := range plan {
-				if plan[i].name == s.name {
-					plan[i].do = func(*createJob, context.Context) error { return injected }
+	// The reason the manager hears: none before the container exists,
+	// failed-to-create until it was started, failed-to-start after.
+	reasons := map[string]string{"container": ReasonFailedToCreate, "start": ReasonFailedToCreate, "wait-ready": ReasonFailedToStart, "runner": ReasonFailedToStart, "publish": ReasonFailedToStart}
+	for _, mode := range []string{"fails instead", "fails after its work"} {
+		for _, s := range createSteps {
+			t.Run(mode+"/"+s.name, func(t *testing.T) {
+				c := newCore(t, nil, nil)
+				plan := append([]step[*createJob](nil), createSteps...)
+				for i := range plan {
+					if plan[i].name != s.name {
+						continue
+					}
+					real := plan[i].do
+					plan[i].do = func(j *createJob, ctx context.Context) error {
+						if mode == "fails after its work" {
+							// What the step took must be given back by
+							// its own undo.
+							if err := real(j, ctx); err != nil {
+								t.Fatalf("step %s itself failed: %v", s.name, err)
+							}
+						}
+						return injected
+					}
 				}
-			}
-			c.agent.createPlan = plan
-			kid := uuid.NewString()
-			_, err := c.agent.CreateKernels(context.Background(), fakeRequest(kid, nil))
-			var se *StepError
-			if !errors.As(err, &se) || se.Step != s.name || !errors.Is(err, injected) {
-				t.Fatalf("error %v, want a StepError of %s", err, s.name)
-			}
-			if n := c.stepFailures("create", s.name); n != 1 {
-				t.Errorf("step failure reported %d times", n)
-			}
-			c.assertNothingTaken("after the failure")
-			if _, got := c.events.find("kernel_terminated", kid); got != terminatedAfter[s.name] {
-				t.Errorf("kernel_terminated published: %v, want %v", got, terminatedAfter[s.name])
-			}
-			// The agent still creates kernels.
-			c.agent.createPlan = createSteps
-			if _, err := c.create(nil); err != nil {
-				t.Fatalf("create after the failure: %v", err)
-			}
-		})
+				c.agent.createPlan = plan
+				kid := uuid.NewString()
+				_, err := c.agent.CreateKernels(context.Background(), fakeRequest(kid, nil))
+				var se *StepError
+				if !errors.As(err, &se) || se.Step != s.name || !errors.Is(err, injected) {
+					t.Fatalf("error %v, want a StepError of %s", err, s.name)
+				}
+				if n := c.stepFailures("create", s.name); n != 1 {
+					t.Errorf("step failure reported %d times", n)
+				}
+				c.assertNothingTaken("after the failure")
+				ev, got := c.events.find("kernel_terminated", kid)
+				if want := reasons[s.name]; got != (want != "") || (got && ev["reason"] != want) {
+					t.Errorf("kernel_terminated %v (%v), want reason %q", got, ev["reason"], want)
+				}
+				// The agent still creates kernels.
+				c.agent.createPlan = createSteps
+				if _, err := c.create(nil); err != nil {
+					t.Fatalf("create after the failure: %v", err)
+				}
+			})
+		}
 	}
 }
 

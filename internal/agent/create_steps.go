@@ -28,8 +28,8 @@ type createStage int
 
 const (
 	stagePrepare   createStage = iota // nothing exists outside the agent
-	stageContainer                    // the container exists
-	stageStarted                      // the container runs
+	stageContainer                    // the container exists (created, maybe not started)
+	stageStarted                      // the container was started
 )
 
 // createJob is what one kernel's creation carries from step to step.
@@ -71,7 +71,7 @@ var createSteps = []step[*createJob]{
 	{name: "files", do: (*createJob).writeFiles},
 	{name: "container", mark: func(j *createJob) { j.stage = stageContainer }, do: (*createJob).createContainer, undo: (*createJob).removeContainer},
 	{name: "start", do: (*createJob).start},
-	{name: "wait-ready", do: (*createJob).waitReady},
+	{name: "wait-ready", mark: func(j *createJob) { j.stage = stageStarted }, do: (*createJob).waitReady},
 	{name: "runner", do: (*createJob).runner, undo: (*createJob).closeRunner},
 	{name: "publish", do: (*createJob).publish},
 }
@@ -245,7 +245,12 @@ func (j *createJob) allocate(ctx context.Context) error {
 	return nil
 }
 
-func (j *createJob) free(context.Context) { j.a.alloc.Free(j.alloc) }
+func (j *createJob) free(context.Context) {
+	if j.alloc != nil {
+		j.a.alloc.Free(j.alloc)
+		j.alloc = nil
+	}
+}
 
 // takePorts takes two host ports for the REPL plus one per service
 // container port.
@@ -296,7 +301,10 @@ func (j *createJob) takePorts(context.Context) error {
 	return nil
 }
 
-func (j *createJob) releasePorts(context.Context) { j.a.ports.Release(j.ports...) }
+func (j *createJob) releasePorts(context.Context) {
+	j.a.ports.Release(j.ports...)
+	j.ports = nil
+}
 
 func (j *createJob) makeScratch(ctx context.Context) error {
 	sd, err := j.a.scratch.Create(ctx, j.k.ID)
@@ -308,7 +316,14 @@ func (j *createJob) makeScratch(ctx context.Context) error {
 	return nil
 }
 
+// removeScratch removes a scratch this creation made (scratch.Create
+// removes its own leftovers when it fails; a scratch that already existed
+// is never this creation's).
 func (j *createJob) removeScratch(ctx context.Context) {
+	if j.scratch.Base == "" {
+		return
+	}
+	j.scratch = scratch.Dir{}
 	if err := j.a.scratch.Remove(ctx, j.k.ID); err != nil {
 		j.log.Error("scratch cleanup after failed creation", "error", err)
 	}
@@ -352,8 +367,13 @@ func (j *createJob) createContainer(ctx context.Context) error {
 }
 
 func (j *createJob) removeContainer(ctx context.Context) {
-	if err := j.a.be.Remove(ctx, j.cid); err != nil {
-		j.log.Error("container cleanup after failed creation", "container_id", j.cid, "error", err)
+	if j.cid == "" {
+		return
+	}
+	cid := j.cid
+	j.cid = ""
+	if err := j.a.be.Remove(ctx, cid); err != nil {
+		j.log.Error("container cleanup after failed creation", "container_id", cid, "error", err)
 	}
 }
 

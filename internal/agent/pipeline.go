@@ -9,7 +9,10 @@ import (
 // step is one named stage of a kernel operation (creation, cleaning): do
 // takes something or changes something, undo gives it back. A step
 // without undo takes nothing. Adding a stage to an operation is adding
-// one step to its list; runSteps does the bookkeeping.
+// one step to its list; runSteps does the bookkeeping. An undo runs for
+// its own step's failure too (a step may take something and then fail),
+// so every undo gives back only what its job records as taken, and is
+// idempotent.
 // The functions take the job first so that a step can name a method
 // expression ((*createJob).allocate).
 type step[J any] struct {
@@ -34,10 +37,10 @@ func (e *StepError) Unwrap() error { return e.Err }
 // run after the caller may have given up, so they get their own time.
 const undoTimeout = 60 * time.Second
 
-// runSteps runs steps in order. When one fails, the undos of the steps
-// that succeeded run in reverse (on a context that outlives a cancelled
-// caller), onFail hears the failed step's name, and the error is a
-// *StepError wrapping the step's own.
+// runSteps runs steps in order. When one fails, its own undo and those of
+// the steps before it run in reverse (on a context that outlives a
+// cancelled caller), onFail hears the failed step's name, and the error is
+// a *StepError wrapping the step's own.
 func runSteps[J any](ctx context.Context, op string, steps []step[J], j J, onFail func(op, step string)) error {
 	for i, s := range steps {
 		if s.mark != nil {
@@ -45,7 +48,7 @@ func runSteps[J any](ctx context.Context, op string, steps []step[J], j J, onFai
 		}
 		if err := s.do(j, ctx); err != nil {
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			for k := i - 1; k >= 0; k-- {
+			for k := i; k >= 0; k-- {
 				if steps[k].undo != nil {
 					steps[k].undo(j, uctx)
 				}
