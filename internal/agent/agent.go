@@ -23,6 +23,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/ports"
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 	"github.com/bai-agent/bai-agent/internal/scratch"
 	"github.com/bai-agent/bai-agent/internal/vfolder"
 	"github.com/bai-agent/bai-agent/internal/wire"
@@ -95,6 +96,10 @@ type Kernel struct {
 	// calls read it from other goroutines while a restart replaces
 	// Environ. Nil: unknown.
 	owner atomic.Pointer[[2]int]
+	// files bounds the kernel's file RPCs in flight (fileCalls): a kernel
+	// whose calls hang (a FUSE mount that never answers, a huge tree)
+	// uses up its own slots, not the node's.
+	files atomic.Pointer[safefs.Limiter]
 
 	cidMu       sync.Mutex
 	containerID string
@@ -109,6 +114,18 @@ func (k *Kernel) Pid() int {
 	k.cidMu.Lock()
 	defer k.cidMu.Unlock()
 	return k.pid
+}
+
+// maxFileCallsPerKernel bounds one kernel's file RPCs in flight.
+const maxFileCallsPerKernel = 16
+
+// fileCalls is the kernel's file-RPC limiter.
+func (k *Kernel) fileCalls() *safefs.Limiter {
+	if l := k.files.Load(); l != nil {
+		return l
+	}
+	k.files.CompareAndSwap(nil, safefs.NewLimiter(maxFileCallsPerKernel))
+	return k.files.Load()
 }
 
 // publishOwner records the kernel user's ids from its environment; call

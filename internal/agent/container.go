@@ -53,13 +53,6 @@ func (a *Agent) kernelIDs(imageUser [2]int) (uid, gid int) {
 	return uid, gid
 }
 
-// implicitRoot reports whether nothing names the kernel's ids but the
-// agent's own root: then the image's own user is looked up.
-func (a *Agent) implicitRoot(cfg *CreationConfig) bool {
-	c := a.cfg.Container
-	return (cfg.UID == nil && c.KernelUID == -1 && os.Getuid() == 0) || (cfg.MainGID == nil && c.KernelGID == -1 && os.Getgid() == 0)
-}
-
 // imageUser is the image's own unprivileged user (kuser.FromPasswd of its
 // /etc/passwd), remembered per image id; 1000:1000 when the image has no
 // readable passwd.
@@ -95,32 +88,33 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 	// uid-match gives the kernel the agent's own uid, as upstream; but a
 	// root agent with no kernel-uid configured would run strangers' code
 	// as root that way (and their notebooks land in vfolders owned by
-	// root). Then the image's own unprivileged user is named instead (its
-	// "work" user, else 1000), for every image, so that the agent knows
-	// whom the kernel's files belong to. uid 0 only when configured or
-	// sent by the manager.
-	implicit := a.implicitRoot(cfg)
+	// root): then kernelIDs names the image's own unprivileged user (its
+	// "work" user, else 1000). Other images get that user too. uid 0 only
+	// when configured or sent by the manager. The ids are always set
+	// (never left to the image's own ENV, which a committed image of a
+	// user controls), so the agent knows whom the kernel's files belong
+	// to.
+	if !info.HasFeature("uid-match") {
+		uid, gid = imageUser[0], imageUser[1]
+	}
 	if cfg.UID != nil {
-		env["LOCAL_USER_ID"] = strconv.Itoa(*cfg.UID)
-	} else if info.HasFeature("uid-match") || implicit {
-		env["LOCAL_USER_ID"] = strconv.Itoa(uid)
+		uid = *cfg.UID
 	}
 	if cfg.MainGID != nil {
 		env["LOCAL_GROUP_ID"] = strconv.Itoa(*cfg.MainGID)
-	} else if info.HasFeature("uid-match") || implicit {
+	} else {
 		env["LOCAL_GROUP_ID"] = strconv.Itoa(gid)
 	}
+	env["LOCAL_USER_ID"] = strconv.Itoa(uid)
 	gids := append([]int{}, cfg.SupplementaryGIDs...)
 	if cfg.MainGID != nil && info.HasFeature("uid-match") {
 		gids = append(gids, gid)
 	}
-	if len(gids) > 0 {
-		parts := make([]string, len(gids))
-		for i, g := range gids {
-			parts[i] = strconv.Itoa(g)
-		}
-		env["ADDITIONAL_GIDS"] = strings.Join(parts, ",")
+	parts := make([]string, len(gids))
+	for i, g := range gids {
+		parts[i] = strconv.Itoa(g)
 	}
+	env["ADDITIONAL_GIDS"] = strings.Join(parts, ",") // "" overrides an image's ENV too
 	cores := strconv.Itoa(device.CoreCount(alloc))
 	for _, name := range info.CorecountEnvs {
 		if _, set := env[name]; !set {
@@ -153,8 +147,10 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 	if _, ok := env["BACKENDAI_KERNEL_ID"]; !ok {
 		env["BACKENDAI_KERNEL_ID"] = cfg.KernelID
 	}
+	// The runner's entrypoint gives the work user passwordless sudo on
+	// "1"; "0" is set too, so that an image's own ENV cannot ask for it.
+	env["SUDO_SESSION_ENABLED"] = "0"
 	if sudo, _ := cfg.InternalData["sudo_session_enabled"].(bool); sudo {
-		// The runner's entrypoint gives the work user passwordless sudo.
 		env["SUDO_SESSION_ENABLED"] = "1"
 	}
 	var persistent []string
@@ -209,7 +205,7 @@ func (a *Agent) writeUserFiles(k *Kernel) error {
 	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
 		owner = safefs.Owner{UID: uid, GID: gid}
 	}
-	_, err := safefs.Do(context.Background(), "write the user's files", func() (struct{}, error) {
+	_, err := safefs.Do(context.Background(), "write the user's files", func(ctx context.Context) (struct{}, error) {
 		root, err := safefs.OpenRoot(k.Scratch.Work)
 		if err != nil {
 			return struct{}{}, err

@@ -333,11 +333,7 @@ func (j *createJob) removeScratch(ctx context.Context) {
 // recovery data) into its scratch; the scratch's undo removes them.
 func (j *createJob) writeFiles(ctx context.Context) error {
 	a, k := j.a, j.k
-	var user [2]int
-	if a.implicitRoot(j.cfg) {
-		user = a.imageUser(ctx, j.img)
-	}
-	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc, user)
+	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc, a.imageUser(ctx, j.img))
 	modelEnviron(k.Environ, j.models)
 	k.publishOwner()
 	k.RuntimeType, k.RuntimePath = j.labels.RuntimeType, j.labels.RuntimePath
@@ -355,6 +351,9 @@ func (j *createJob) writeFiles(ctx context.Context) error {
 
 func (j *createJob) createContainer(ctx context.Context) error {
 	a, k := j.a, j.k
+	if err := checkMountSources(j.mounts); err != nil {
+		return err
+	}
 	j.spec = a.containerSpec(ctx, k, j.cluster, j.mounts)
 	cid, err := a.be.Create(ctx, j.spec)
 	if err != nil {

@@ -44,9 +44,9 @@ const (
 // to that directory. All access then goes through safefs, so nothing the
 // kernel planted beneath it (links, FIFOs, device nodes) is followed or
 // opened.
-func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOnly bool, err error) {
+func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOnly bool, mounted bool, err error) {
 	if strings.IndexByte(p, 0) >= 0 {
-		return "", "", false, fmt.Errorf("%w: the path has a NUL byte", ErrInvalidArgument)
+		return "", "", false, false, fmt.Errorf("%w: the path has a NUL byte", ErrInvalidArgument)
 	}
 	full := p
 	if !path.IsAbs(full) {
@@ -54,7 +54,7 @@ func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOn
 	}
 	full = path.Clean(full)
 	if full != workDir && !strings.HasPrefix(full, workDir+"/") {
-		return "", "", false, fmt.Errorf("%w: you cannot access files outside /home/work (%s)", ErrPermission, p)
+		return "", "", false, false, fmt.Errorf("%w: you cannot access files outside /home/work (%s)", ErrPermission, p)
 	}
 	root, rel = k.Scratch.Work, strings.TrimPrefix(strings.TrimPrefix(full, workDir), "/")
 	best := ""
@@ -65,13 +65,14 @@ func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOn
 				root = m.Source
 				rel = strings.TrimPrefix(strings.TrimPrefix(full, m.Target), "/")
 				readOnly = m.Perm == resource.PermRO
+				mounted = true
 			}
 		}
 	}
 	if rel == "" {
 		rel = "."
 	}
-	return root, rel, readOnly, nil
+	return root, rel, readOnly, mounted, nil
 }
 
 // openKernelPath resolves p for a kernel and opens the directory holding
@@ -81,11 +82,18 @@ func (a *Agent) openKernelPath(kernelID, p string) (k *Kernel, root *safefs.Root
 	if err != nil {
 		return nil, nil, "", false, err
 	}
-	dir, rel, readOnly, err := a.kernelPath(k, p)
+	dir, rel, readOnly, mounted, err := a.kernelPath(k, p)
 	if err != nil {
 		return nil, nil, "", false, err
 	}
-	root, err = safefs.OpenRoot(dir)
+	if mounted {
+		// A vfolder's source was resolved once, at validation, through
+		// folders its users can change (a sub-folder mount): the kernel
+		// may since have swapped a component for a link to a host folder.
+		root, err = safefs.OpenRootStrict(dir)
+	} else {
+		root, err = safefs.OpenRoot(dir)
+	}
 	if err != nil {
 		return nil, nil, "", false, fileErr(p, err)
 	}
@@ -148,7 +156,7 @@ func (a *Agent) UploadFile(ctx context.Context, kernelID, filename string, data 
 	}
 	ctx, cancel := fileCtx(ctx)
 	defer cancel()
-	_, err = safefs.Do(ctx, "upload_file", func() (struct{}, error) {
+	_, err = safefs.DoLimited(ctx, k.fileCalls(), "upload_file", func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, root.WriteFile(rel, data, safefs.WriteOptions{
 			Perm: 0o644, Owner: fileOwner(k, root), Mkdir: true, DirPerm: 0o755,
 		})
@@ -205,7 +213,7 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 // followed); FIFOs, sockets and device nodes as headers only (never
 // opened).
 func (a *Agent) DownloadFile(ctx context.Context, kernelID, p string) ([]byte, error) {
-	_, root, rel, _, err := a.openKernelPath(kernelID, p)
+	k, root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
 	}
@@ -216,10 +224,10 @@ func (a *Agent) DownloadFile(ctx context.Context, kernelID, p string) ([]byte, e
 	}
 	ctx, cancel := fileCtx(ctx)
 	defer cancel()
-	out, err := safefs.Do(ctx, "download_file", func() ([]byte, error) {
+	out, err := safefs.DoLimited(ctx, k.fileCalls(), "download_file", func(ctx context.Context) ([]byte, error) {
 		buf := &limitedBuffer{max: MaxDownloadSize}
 		tw := tar.NewWriter(buf)
-		err := root.Walk(rel, maxWalkDepth, maxDirEntries, func(name string, info *safefs.Info) error {
+		err := root.Walk(ctx, rel, maxWalkDepth, maxDirEntries, func(name string, info *safefs.Info) error {
 			return archiveEntry(tw, root, rel, base, name, info)
 		})
 		if err == nil {
@@ -302,14 +310,14 @@ func (zeroReader) Read(p []byte) (int, error) {
 // DownloadSingle returns the content of one regular file (at most 1 MiB),
 // read from the descriptor whose size was checked.
 func (a *Agent) DownloadSingle(ctx context.Context, kernelID, p string) ([]byte, error) {
-	_, root, rel, _, err := a.openKernelPath(kernelID, p)
+	k, root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
 	ctx, cancel := fileCtx(ctx)
 	defer cancel()
-	data, err := safefs.Do(ctx, "download_single", func() ([]byte, error) {
+	data, err := safefs.DoLimited(ctx, k.fileCalls(), "download_single", func(ctx context.Context) ([]byte, error) {
 		return root.ReadFile(rel, MaxDownloadSize)
 	})
 	if err != nil {
@@ -349,7 +357,7 @@ type Listing struct {
 // outside /home/work is an error; anything else goes into Listing.Error.
 func (a *Agent) ListFiles(ctx context.Context, kernelID, p string) (*Listing, error) {
 	l := &Listing{Abspath: p}
-	_, root, rel, _, err := a.openKernelPath(kernelID, p)
+	k, root, rel, _, err := a.openKernelPath(kernelID, p)
 	if err != nil {
 		if errors.Is(err, ErrKernelNotFound) || errors.Is(err, ErrPermission) || errors.Is(err, ErrInvalidArgument) {
 			return nil, err
@@ -360,8 +368,8 @@ func (a *Agent) ListFiles(ctx context.Context, kernelID, p string) (*Listing, er
 	defer root.Close()
 	ctx, cancel := fileCtx(ctx)
 	defer cancel()
-	ents, err := safefs.Do(ctx, "list_files", func() ([]*safefs.Info, error) {
-		return root.ReadDir(rel, maxDirEntries)
+	ents, err := safefs.DoLimited(ctx, k.fileCalls(), "list_files", func(ctx context.Context) ([]*safefs.Info, error) {
+		return root.ReadDir(ctx, rel, maxDirEntries)
 	})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

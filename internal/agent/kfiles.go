@@ -19,7 +19,7 @@ const maxAgentFile = 8 << 20
 // safefs: a synced temporary file renamed over rel, nothing beneath dir
 // followed or opened, under safefs's deadline.
 func writeScratchFile(dir, rel string, data []byte, perm fs.FileMode, owner safefs.Owner) error {
-	_, err := safefs.Do(context.Background(), "write "+rel, func() (struct{}, error) {
+	_, err := safefs.Do(context.Background(), "write "+rel, func(ctx context.Context) (struct{}, error) {
 		r, err := safefs.OpenRoot(dir)
 		if err != nil {
 			return struct{}{}, err
@@ -33,7 +33,7 @@ func writeScratchFile(dir, rel string, data []byte, perm fs.FileMode, owner safe
 // readScratchFile reads back a file of a kernel's scratch folder (at most
 // maxAgentFile bytes, a regular file only).
 func readScratchFile(dir, rel string) ([]byte, error) {
-	return safefs.Do(context.Background(), "read "+rel, func() ([]byte, error) {
+	return safefs.Do(context.Background(), "read "+rel, func(ctx context.Context) ([]byte, error) {
 		r, err := safefs.OpenRoot(dir)
 		if err != nil {
 			return nil, err

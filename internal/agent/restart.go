@@ -31,10 +31,15 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 	if k.State() != kernel.Running {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: it is %s", ErrRestartUnsupported, k.State()))
 	}
-	// The updated environment obeys the creation rules: nothing taken
-	// down yet when it is refused.
+	// The updated environment obeys the creation rules, and the mounts
+	// still lead where they did: nothing taken down yet when refused.
 	if err := validateEnviron(updated); err != nil {
 		return nil, kernelErr(kernelID, fmt.Errorf("updated_config: %w", err))
+	}
+	if k.Spec != nil {
+		if err := checkMountSources(k.Spec.Mounts); err != nil {
+			return nil, kernelErr(kernelID, err)
+		}
 	}
 	var kc kconfig
 	if err := readJSON(k.Scratch.Config, kconfigFile, &kc); err != nil {

@@ -7,7 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
+	"github.com/bai-agent/bai-agent/internal/vfolder"
 )
 
 // Bounds on what a creation config may carry into a kernel's files. The
@@ -219,4 +221,22 @@ func withoutSecrets(cfg *CreationConfig) CreationConfig {
 		}
 	}
 	return c
+}
+
+// checkMountSources refuses bind mounts whose source now goes through a
+// symbolic link. Sources were resolved once, at validation, and vfolder
+// sub-folders are changed by their users: a sub-folder swapped for a link
+// to a host folder would be followed by Docker when it mounts it. Checked
+// right before a container is created (creation, restart); the window
+// between this check and Docker's mount at start remains (docs/SECURITY.md).
+func checkMountSources(mounts []resource.Mount) error {
+	for _, m := range mounts {
+		if m.IsVolume() {
+			continue
+		}
+		if err := safefs.CheckNoLinks(m.Source); err != nil {
+			return fmt.Errorf("%w: the source of %s changed since it was checked: %v", vfolder.ErrInvalidMount, m.Target, err)
+		}
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/device/accel"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
+	"github.com/bai-agent/bai-agent/internal/kuser"
 	"github.com/bai-agent/bai-agent/internal/ports"
 	"github.com/bai-agent/bai-agent/internal/redisconn"
 	"github.com/bai-agent/bai-agent/internal/resource"
@@ -318,6 +319,33 @@ func checkKernelUser(cfg *config.Config, add adder) {
 	default:
 		add("kernel user", OK, "kernel-uid %d", uid)
 	}
+	// A host account with the kernel's uid can read kernels' files through
+	// /proc/PID/root and signal their processes (same uid, dumpable).
+	uid := cfg.Container.KernelUID
+	if uid == -1 {
+		uid = os.Geteuid()
+		if uid == 0 {
+			uid = kuser.Default // the image's own user, usually
+		}
+	}
+	if uid > 0 {
+		if b, err := os.ReadFile("/etc/passwd"); err == nil {
+			if name := hostAccount(b, uid); name != "" {
+				add("kernel user", Warn, "host account %q has uid %d, which kernels' user code runs as: it can read kernels' files through /proc/PID/root; set [container] kernel-uid (and the images' work user) to a uid no host account uses", name, uid)
+			}
+		}
+	}
+}
+
+// hostAccount names the passwd entry with uid, or "".
+func hostAccount(passwd []byte, uid int) string {
+	for _, l := range strings.Split(string(passwd), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) >= 3 && f[2] == strconv.Itoa(uid) {
+			return f[0]
+		}
+	}
+	return ""
 }
 
 // checkAccelerators loads the accelerator plugins as the agent would

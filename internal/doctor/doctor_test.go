@@ -141,8 +141,18 @@ func TestCheckKernelUser(t *testing.T) {
 			got = append(got, l)
 			msgs = append(msgs, fmt.Sprintf(format, args...))
 		})
-		if len(got) != 1 || got[0] != tc.want {
+		if len(got) == 0 || got[0] != tc.want {
 			t.Errorf("kernel-uid %d: %v %v", tc.uid, got, msgs)
 		}
+	}
+}
+
+func TestHostAccount(t *testing.T) {
+	pw := []byte("root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n")
+	if got := hostAccount(pw, 1000); got != "alice" {
+		t.Errorf("uid 1000: %q", got)
+	}
+	if got := hostAccount(pw, 1001); got != "" {
+		t.Errorf("uid 1001: %q", got)
 	}
 }

@@ -10,13 +10,21 @@ import (
 // DefaultTimeout bounds a file call whose context has no deadline.
 const DefaultTimeout = 30 * time.Second
 
-// maxInflight bounds the goroutines file calls may hold: a call stuck in
-// the kernel (a FUSE server that never answers) keeps its goroutine until
-// the kernel lets go; past this many, new calls fail at once instead of
-// piling up.
+// maxInflight bounds the goroutines the agent's own file calls may hold:
+// a call stuck in the kernel (a FUSE server that never answers) keeps its
+// goroutine until the kernel lets go; past this many, new calls fail at
+// once instead of piling up.
 const maxInflight = 256
 
-var inflight = make(chan struct{}, maxInflight)
+// Limiter bounds how many calls run at once through it. The agent's own
+// writes use the package's (Do); each kernel's file RPCs use one of their
+// own, so that a kernel that makes its calls hang starves only itself.
+type Limiter struct{ slots chan struct{} }
+
+// NewLimiter allows n calls at once.
+func NewLimiter(n int) *Limiter { return &Limiter{slots: make(chan struct{}, n)} }
+
+var defaultLimiter = NewLimiter(maxInflight)
 
 // ErrBusy: too many file calls are stuck already.
 var ErrBusy = errors.New("too many file operations still in progress")
@@ -24,9 +32,15 @@ var ErrBusy = errors.New("too many file operations still in progress")
 // Do runs fn under ctx's deadline (DefaultTimeout when it has none) and
 // returns its result, or a context error once the deadline passes; fn
 // keeps running in its goroutine until it returns and its result is then
-// dropped. fn must release what it takes itself (it does: every
-// descriptor here is closed by the function that opened it).
-func Do[T any](ctx context.Context, what string, fn func() (T, error)) (T, error) {
+// dropped. fn gets the context: long calls (Walk, ReadDir) stop at it.
+// fn must release what it takes itself (it does: every descriptor here is
+// closed by the function that opened it).
+func Do[T any](ctx context.Context, what string, fn func(ctx context.Context) (T, error)) (T, error) {
+	return DoLimited(ctx, defaultLimiter, what, fn)
+}
+
+// DoLimited is Do with its own limiter.
+func DoLimited[T any](ctx context.Context, l *Limiter, what string, fn func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -34,9 +48,9 @@ func Do[T any](ctx context.Context, what string, fn func() (T, error)) (T, error
 		defer cancel()
 	}
 	select {
-	case inflight <- struct{}{}:
+	case l.slots <- struct{}{}:
 	default:
-		return zero, fmt.Errorf("%s: %w (%d)", what, ErrBusy, maxInflight)
+		return zero, fmt.Errorf("%s: %w (%d)", what, ErrBusy, cap(l.slots))
 	}
 	type result struct {
 		v   T
@@ -44,8 +58,8 @@ func Do[T any](ctx context.Context, what string, fn func() (T, error)) (T, error
 	}
 	done := make(chan result, 1)
 	go func() {
-		defer func() { <-inflight }()
-		v, err := fn()
+		defer func() { <-l.slots }()
+		v, err := fn(ctx)
 		done <- result{v, err}
 	}()
 	select {

@@ -1,6 +1,7 @@
 package safefs
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -364,8 +365,9 @@ func (r *Root) OpenDir(rel string) (*Root, error) {
 
 // ReadDir lists a folder: each entry described by fstatat without
 // following links (nothing listed is opened), sorted by name. At most max
-// entries are returned (max <= 0: all); more is ErrTooLarge.
-func (r *Root) ReadDir(rel string, max int) ([]*Info, error) {
+// entries are returned (max <= 0: all); more is ErrTooLarge. It stops at
+// ctx's end.
+func (r *Root) ReadDir(ctx context.Context, rel string, max int) ([]*Info, error) {
 	f, _, err := r.openChecked(rel, true)
 	if err != nil {
 		return nil, err
@@ -373,6 +375,9 @@ func (r *Root) ReadDir(rel string, max int) ([]*Info, error) {
 	defer f.Close()
 	var out []*Info
 	for {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, pathErr("readdir", rel, cerr)
+		}
 		names, err := f.Readdirnames(256)
 		for _, n := range names {
 			if max > 0 && len(out) >= max {
@@ -601,7 +606,8 @@ func (r *Root) Chown(rel string, o Owner) error {
 // are reported (never opened or followed); folders deeper than maxDepth
 // below rel or holding more than maxEntries entries end the walk with
 // ErrTooLarge. fn returning an error ends the walk with that error.
-func (r *Root) Walk(rel string, maxDepth, maxEntries int, fn func(rel string, info *Info) error) error {
+// The walk stops at ctx's end.
+func (r *Root) Walk(ctx context.Context, rel string, maxDepth, maxEntries int, fn func(rel string, info *Info) error) error {
 	info, err := r.Lstat(rel)
 	if err != nil {
 		return err
@@ -612,27 +618,95 @@ func (r *Root) Walk(rel string, maxDepth, maxEntries int, fn func(rel string, in
 	if !info.IsDir() {
 		return nil
 	}
-	return r.walkDir(rel, 1, maxDepth, maxEntries, fn)
+	return r.walkDir(ctx, rel, 1, maxDepth, maxEntries, fn)
 }
 
-func (r *Root) walkDir(rel string, depth, maxDepth, maxEntries int, fn func(string, *Info) error) error {
+func (r *Root) walkDir(ctx context.Context, rel string, depth, maxDepth, maxEntries int, fn func(string, *Info) error) error {
 	if depth > maxDepth {
 		return pathErr("walk", rel, fmt.Errorf("%w: deeper than %d folders", ErrTooLarge, maxDepth))
 	}
-	ents, err := r.ReadDir(rel, maxEntries)
+	ents, err := r.ReadDir(ctx, rel, maxEntries)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
+		if err := ctx.Err(); err != nil {
+			return pathErr("walk", rel, err)
+		}
 		p := path.Join(rel, e.name)
 		if err := fn(p, e); err != nil {
 			return err
 		}
 		if e.IsDir() {
-			if err := r.walkDir(p, depth+1, maxDepth, maxEntries, fn); err != nil {
+			if err := r.walkDir(ctx, p, depth+1, maxDepth, maxEntries, fn); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// OpenRootStrict opens an absolute folder path resolving every component
+// from / without following a symbolic link anywhere: for paths the agent
+// resolved once (a vfolder's real path) through folders a kernel's user
+// may change later (a vfolder sub-folder swapped for a link to a host
+// folder). A path that now goes through a link is ErrSymlink.
+func OpenRootStrict(dir string) (*Root, error) {
+	if !path.IsAbs(dir) {
+		return nil, pathErr("open", dir, fmt.Errorf("%w: %q is not absolute", ErrEscape, dir))
+	}
+	comps, err := Split(strings.TrimPrefix(path.Clean(dir), "/"))
+	if err != nil {
+		return nil, pathErr("open", dir, err)
+	}
+	slash, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, pathErr("open", "/", err)
+	}
+	defer unix.Close(slash)
+	fd, err := resolve(slash, comps, unix.O_DIRECTORY)
+	if err != nil {
+		if errors.Is(err, unix.ENOTDIR) {
+			// A link as the last component comes back as ENOTDIR with
+			// O_DIRECTORY|O_NOFOLLOW: say what it is.
+			var st unix.Stat_t
+			if unix.Fstatat(unix.AT_FDCWD, dir, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				err = ErrSymlink
+			} else {
+				err = ErrNotDir
+			}
+		}
+		return nil, pathErr("open", dir, err)
+	}
+	return &Root{fd: fd, name: dir}, nil
+}
+
+// CheckNoLinks reports an error when an absolute path (a folder or a
+// file) now goes through a symbolic link or is one.
+func CheckNoLinks(p string) error {
+	if !path.IsAbs(p) {
+		return pathErr("check", p, fmt.Errorf("%w: %q is not absolute", ErrEscape, p))
+	}
+	comps, err := Split(strings.TrimPrefix(path.Clean(p), "/"))
+	if err != nil {
+		return pathErr("check", p, err)
+	}
+	slash, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return pathErr("open", "/", err)
+	}
+	defer unix.Close(slash)
+	fd, err := resolve(slash, comps, 0)
+	if err != nil {
+		return pathErr("check", p, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return pathErr("check", p, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return pathErr("check", p, ErrSymlink)
 	}
 	return nil
 }

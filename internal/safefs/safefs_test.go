@@ -84,7 +84,7 @@ func TestReadFileRefuses(t *testing.T) {
 			{"sub", ErrIsDir},
 			{"missing", os.ErrNotExist},
 		} {
-			_, err := Do(context.Background(), "read", func() ([]byte, error) { return r.ReadFile(tc.rel, 1<<20) })
+			_, err := Do(context.Background(), "read", func(ctx context.Context) ([]byte, error) { return r.ReadFile(tc.rel, 1<<20) })
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("ReadFile(%q) = %v, want %v", tc.rel, err, tc.want)
 			}
@@ -146,7 +146,7 @@ func TestWriteFileReplacesNeverOpens(t *testing.T) {
 			targets = append(targets, "chardev")
 		}
 		for _, rel := range targets {
-			_, err := Do(context.Background(), "write", func() (struct{}, error) {
+			_, err := Do(context.Background(), "write", func(ctx context.Context) (struct{}, error) {
 				return struct{}{}, r.WriteFile(rel, []byte("data"), WriteOptions{Perm: 0o640})
 			})
 			if err != nil {
@@ -202,7 +202,7 @@ func TestMkdirAllRefusesLinks(t *testing.T) {
 func TestReadDirOpensNothing(t *testing.T) {
 	modes(t, func(t *testing.T) {
 		r, _, _ := planted(t)
-		ents, err := Do(context.Background(), "list", func() ([]*Info, error) { return r.ReadDir(".", 0) })
+		ents, err := Do(context.Background(), "list", func(ctx context.Context) ([]*Info, error) { return r.ReadDir(ctx, ".", 0) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,11 +214,11 @@ func TestReadDirOpensNothing(t *testing.T) {
 			t.Fatalf("kinds %v", kinds)
 		}
 		for _, rel := range []string{"fifo", "linkdir", "plain"} {
-			if _, err := r.ReadDir(rel, 0); err == nil {
+			if _, err := r.ReadDir(context.Background(), rel, 0); err == nil {
 				t.Errorf("ReadDir(%s) succeeded", rel)
 			}
 		}
-		if _, err := r.ReadDir(".", 2); !errors.Is(err, ErrTooLarge) {
+		if _, err := r.ReadDir(context.Background(), ".", 2); !errors.Is(err, ErrTooLarge) {
 			t.Errorf("entry limit: %v", err)
 		}
 	})
@@ -231,7 +231,7 @@ func TestWalkDepthAndLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seen []string
-	err := r.Walk(".", 10, 1000, func(rel string, info *Info) error {
+	err := r.Walk(context.Background(), ".", 10, 1000, func(rel string, info *Info) error {
 		seen = append(seen, rel)
 		return nil
 	})
@@ -251,8 +251,39 @@ func TestDoDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := Do(ctx, "stuck", func() (int, error) { <-block; return 1, nil })
+	_, err := Do(ctx, "stuck", func(ctx context.Context) (int, error) { <-block; return 1, nil })
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 		t.Fatalf("stuck call: %v after %v", err, time.Since(start))
 	}
+}
+
+// A path resolved once (a vfolder's real path) that now goes through a
+// link is refused, whichever component was swapped.
+func TestOpenRootStrict(t *testing.T) {
+	modes(t, func(t *testing.T) {
+		_, dir, outside := planted(t)
+		if r, err := OpenRootStrict(filepath.Join(dir, "sub")); err != nil {
+			t.Fatal(err)
+		} else {
+			r.Close()
+		}
+		for _, p := range []string{filepath.Join(dir, "linkdir"), filepath.Join(dir, "linkdir", "keep")} {
+			if _, err := OpenRootStrict(p); !errors.Is(err, ErrSymlink) {
+				t.Errorf("OpenRootStrict(%s) = %v, want ErrSymlink", p, err)
+			}
+			if err := CheckNoLinks(p); !errors.Is(err, ErrSymlink) {
+				t.Errorf("CheckNoLinks(%s) = %v, want ErrSymlink", p, err)
+			}
+		}
+		if err := CheckNoLinks(filepath.Join(dir, "plain")); err != nil {
+			t.Errorf("a plain file: %v", err)
+		}
+		if err := CheckNoLinks(filepath.Join(dir, "linkfile")); !errors.Is(err, ErrSymlink) {
+			t.Errorf("a link to a file: %v", err)
+		}
+		if _, err := OpenRootStrict("relative"); !errors.Is(err, ErrEscape) {
+			t.Errorf("relative: %v", err)
+		}
+		_ = outside
+	})
 }

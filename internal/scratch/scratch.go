@@ -251,7 +251,7 @@ func (m *Manager) Remove(ctx context.Context, kernelID string) error {
 	// ended); it is bounded by its own deadline instead.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), safefs.DefaultTimeout)
 	defer cancel()
-	_, err := safefs.Do(ctx, "remove scratch of "+kernelID, func() (struct{}, error) {
+	_, err := safefs.Do(ctx, "remove scratch of "+kernelID, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, m.remove(kernelID)
 	})
 	return err
