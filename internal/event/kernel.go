@@ -95,6 +95,38 @@ type ServicePortInfo struct {
 	AllowedEnvs      []string `json:"allowed_envs,omitempty"`
 }
 
+// Wire renders a service port as the manager reads it, in events and in
+// RPC results alike (the one renderer of both).
+func (p ServicePortInfo) Wire() map[string]any {
+	m := map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": intsAny(p.ContainerPorts), "host_ports": intsAny(p.HostPorts), "is_inference": p.IsInference}
+	if p.URLTemplate != "" {
+		m["url_template"] = p.URLTemplate
+	}
+	if len(p.AllowedArguments) > 0 {
+		m["allowed_arguments"] = stringsAny(p.AllowedArguments)
+	}
+	if len(p.AllowedEnvs) > 0 {
+		m["allowed_envs"] = stringsAny(p.AllowedEnvs)
+	}
+	return m
+}
+
+func intsAny(l []int) []any {
+	out := make([]any, len(l))
+	for i, v := range l {
+		out[i] = v
+	}
+	return out
+}
+
+func stringsAny(l []string) []any {
+	out := make([]any, len(l))
+	for i, s := range l {
+		out[i] = s
+	}
+	return out
+}
+
 // UsedDevices is {device name: {device id: UsedDevice}}.
 type UsedDevices struct {
 	Units map[string]map[string]UsedDevice `json:"units"`
@@ -113,25 +145,7 @@ type UsedDevice struct {
 func (c CreationInfo) legacy() map[string]any {
 	sp := make([]any, 0, len(c.ServicePorts))
 	for _, p := range c.ServicePorts {
-		cp := make([]any, len(p.ContainerPorts))
-		for i, v := range p.ContainerPorts {
-			cp[i] = v
-		}
-		hp := make([]any, len(p.HostPorts))
-		for i, v := range p.HostPorts {
-			hp[i] = v
-		}
-		m := map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": cp, "host_ports": hp, "is_inference": p.IsInference}
-		if p.URLTemplate != "" {
-			m["url_template"] = p.URLTemplate
-		}
-		if len(p.AllowedArguments) > 0 {
-			m["allowed_arguments"] = p.AllowedArguments
-		}
-		if len(p.AllowedEnvs) > 0 {
-			m["allowed_envs"] = p.AllowedEnvs
-		}
-		sp = append(sp, m)
+		sp = append(sp, p.Wire())
 	}
 	units := map[string]any{}
 	for dev, per := range c.UsedDevices.Units {

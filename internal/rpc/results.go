@@ -8,6 +8,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/device"
+	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/image"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/wire"
@@ -41,34 +42,9 @@ func kernelInfoWire(k *agent.KernelInfo, legacy bool) map[string]any {
 }
 
 func servicePortWire(p image.ServicePort) map[string]any {
-	cp := make([]any, len(p.ContainerPorts))
-	for i, v := range p.ContainerPorts {
-		cp[i] = v
-	}
-	hp := make([]any, len(p.HostPorts))
-	for i, v := range p.HostPorts {
-		hp[i] = v
-	}
-	m := map[string]any{"name": p.Name, "protocol": p.Protocol, "container_ports": cp, "host_ports": hp, "is_inference": p.IsInference}
-	if p.URLTemplate != "" {
-		m["url_template"] = p.URLTemplate
-	}
-	if len(p.AllowedArguments) > 0 {
-		m["allowed_arguments"] = stringsAny(p.AllowedArguments)
-	}
-	if len(p.AllowedEnvs) > 0 {
-		m["allowed_envs"] = stringsAny(p.AllowedEnvs)
-	}
-	return m
+	return event.ServicePortInfo(p).Wire()
 }
 
-func stringsAny(l []string) []any {
-	out := make([]any, len(l))
-	for i, s := range l {
-		out[i] = s
-	}
-	return out
-}
 
 // resourceSpecWire is KernelResourceSpec.to_json_serializable_dict():
 // amounts as decimal strings, or (legacy) slots as a pickled ResourceSlot
