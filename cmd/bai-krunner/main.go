@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -87,24 +88,33 @@ func entrypoint(args []string) {
 			}
 		}
 	}
-	if os.Geteuid() == 0 {
-		installSSH(log)
-	}
+	// The container's environment is the image's and the request's: it
+	// applies to the kernel's processes, after the runner became the
+	// kernel user (the exec of run below). What runs as root here gets
+	// krunner.RootEnv instead (a fixed PATH, no loader or shell hooks), so
+	// that a PATH, LD_LIBRARY_PATH, BASH_ENV or PYTHONPATH from the
+	// request cannot choose a program that runs as root and reads the
+	// runner secret.
 	env := os.Environ()
 	if os.Geteuid() == 0 {
+		installSSH(log, os.Getenv("PATH"))
 		if st, err := os.Stat("/opt/container/bootstrap.sh"); err == nil {
 			if st.Mode()&0o111 == 0 {
 				log.Warn("/opt/container/bootstrap.sh is not executable; skipped")
 			} else if _, err := os.Stat("/bin/sh"); err == nil {
+				// What the image's bootstrap exports is merged into the
+				// kernel's environment.
+				rootEnv := krunner.RootEnv(env)
 				c := exec.Command("/bin/sh", "-c", ". /opt/container/bootstrap.sh; env -0")
-				c.Stderr = os.Stderr
+				c.Env, c.Dir, c.Stderr = rootEnv, "/", os.Stderr
 				if out, err := c.Output(); err == nil {
-					env = nil
+					var after []string
 					for _, kv := range strings.Split(string(out), "\x00") {
 						if kv != "" {
-							env = append(env, kv)
+							after = append(after, kv)
 						}
 					}
+					env = krunner.MergeBootstrapEnv(env, rootEnv, after)
 				} else {
 					log.Error("image bootstrap failed", "error", err)
 				}
@@ -150,16 +160,30 @@ func entrypoint(args []string) {
 }
 
 // installSSH links the runner's built-in client as ssh when the image
-// has none on PATH, as upstream links dropbear's scp: cluster sessions
-// and MPI launchers need "ssh host command" in every image.
-func installSSH(log *slog.Logger) {
-	if _, err := exec.LookPath("ssh"); err == nil {
+// has none on the kernel's PATH nor on RootPATH, as upstream links
+// dropbear's scp: cluster sessions and MPI launchers need "ssh host
+// command" in every image. It runs as root, so the link goes only into a
+// directory of RootPATH (the image's own), never into one the request's
+// PATH names: the first of them on the kernel's PATH, else the first that
+// takes it (busybox images have only /bin).
+func installSSH(log *slog.Logger, kernelPATH string) {
+	if krunner.HasProgram("ssh", kernelPATH) || krunner.HasProgram("ssh", krunner.RootPATH) {
 		return
 	}
-	// The first directory on PATH that takes the link (busybox images
-	// have only /bin).
+	system := filepath.SplitList(krunner.RootPATH)
+	var dirs []string
+	for _, d := range filepath.SplitList(kernelPATH) {
+		if slices.Contains(system, filepath.Clean(d)) && !slices.Contains(dirs, filepath.Clean(d)) {
+			dirs = append(dirs, filepath.Clean(d))
+		}
+	}
+	for _, d := range system {
+		if !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
 	var last error
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+	for _, dir := range dirs {
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			continue
 		}
@@ -167,7 +191,7 @@ func installSSH(log *slog.Logger) {
 			return
 		}
 	}
-	log.Warn("no ssh client installed: no writable directory on PATH", "path", os.Getenv("PATH"), "error", last)
+	log.Warn("no ssh client installed: no writable system directory", "path", krunner.RootPATH, "error", last)
 }
 
 func setEnv(env []string, k, v string) []string {

@@ -522,8 +522,10 @@ func TestRunnerSSH_Integration(t *testing.T) {
 }
 
 // The web terminal on the ttyd port of any image: the page and xterm.js
-// are served, and a WebSocket client speaking ttyd's protocol gets a shell
-// of the kernel user.
+// are served (static, to anyone, never with a cookie), /token and the
+// WebSocket need the kernel's token, and a WebSocket client speaking
+// ttyd's protocol gets a shell of the kernel user, with the token in the
+// URL or in its first message.
 func TestRunnerWebTerminal_Integration(t *testing.T) {
 	e := newEnv(t, nil)
 	img := testutil.TestImageWith(t, map[string]string{"ai.backend.runtime-type": "shell"})
@@ -542,41 +544,61 @@ func TestRunnerWebTerminal_Integration(t *testing.T) {
 		t.Fatalf("start ttyd: %v %v", r, err)
 	}
 	// The terminal's token comes back to the start_service caller; without
-	// it nothing answers.
+	// it neither /token nor the WebSocket answers.
 	token, _ := r["token"].(string)
 	if token == "" {
 		t.Fatalf("start ttyd gave no token: %v", r)
 	}
 	base := fmt.Sprintf("http://%s:%d/", info.KernelHost, port)
-	for _, p := range []string{"", "xterm.js", "ws"} {
+	for _, p := range []string{"token", "token?token=nope", "ws?token=nope"} {
 		resp, err := http.Get(base + p)
 		if err != nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("GET /%s without the token: %v %v", p, resp, err)
 		}
 		resp.Body.Close()
 	}
-	for _, p := range []string{"", "xterm.js", "xterm.css"} {
-		resp, err := http.Get(base + p + "?token=" + token)
+	for _, p := range []string{"", "xterm.js", "xterm.css", "?token=" + token} {
+		resp, err := http.Get(base + p)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET /%s: %v %v", p, resp, err)
 		}
 		resp.Body.Close()
+		if c := resp.Header.Values("Set-Cookie"); len(c) > 0 {
+			t.Fatalf("GET /%s sets a cookie: %q", p, c)
+		}
 	}
-	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://%s:%d/ws?token=%s", info.KernelHost, port, token), &websocket.DialOptions{Subprotocols: []string{"tty"}})
+	req, _ := http.NewRequest("GET", base+"token", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseNow()
-	_ = c.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"","columns":80,"rows":24}`))
-	_ = c.Write(ctx, websocket.MessageBinary, []byte("0echo uid=$(id -u)\r"))
-	var out strings.Builder
-	for !strings.Contains(out.String(), "uid=1700") {
-		_, msg, err := c.Read(ctx)
+	var tok struct{ Token string }
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || tok.Token != token {
+		t.Fatalf("/token with the bearer token: %d %q", resp.StatusCode, tok.Token)
+	}
+	for i, c := range []struct{ url, first string }{
+		{fmt.Sprintf("ws://%s:%d/ws?token=%s", info.KernelHost, port, token), ""},
+		{fmt.Sprintf("ws://%s:%d/ws", info.KernelHost, port), token},
+	} {
+		ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{Subprotocols: []string{"tty"}})
 		if err != nil {
-			t.Fatalf("read: %v; so far %q", err, out.String())
+			t.Fatal(err)
 		}
-		if len(msg) > 0 && msg[0] == '0' {
-			out.Write(msg[1:])
+		defer ws.CloseNow()
+		_ = ws.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"`+c.first+`","columns":80,"rows":24}`))
+		_ = ws.Write(ctx, websocket.MessageBinary, []byte("0echo uid=$(id -u)\r"))
+		var out strings.Builder
+		for !strings.Contains(out.String(), "uid=1700") {
+			_, msg, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatalf("terminal %d: read: %v; so far %q", i, err, out.String())
+			}
+			if len(msg) > 0 && msg[0] == '0' {
+				out.Write(msg[1:])
+			}
 		}
 	}
 }
@@ -691,9 +713,11 @@ func TestAdoptPythonAgentKernel_Integration(t *testing.T) {
 }
 
 // The web terminal in a real browser: headless Chromium opens the page on
-// the kernel's ttyd host port, xterm.js connects with ttyd's protocol and
-// shows the kernel user's shell prompt (read back from the rendered DOM).
-// A screenshot of the page is kept and its path logged.
+// the kernel's ttyd host port with the token in the URL's fragment (as
+// `ctl app KERNEL ttyd` prints it), xterm.js connects with ttyd's
+// protocol and shows the kernel user's shell prompt (read back from the
+// rendered DOM); with a wrong token the page opens no terminal. A
+// screenshot of the page is kept and its path logged.
 func TestWebTerminalInChromium_Integration(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -720,7 +744,10 @@ func TestWebTerminalInChromium_Integration(t *testing.T) {
 	if err != nil || token == "" {
 		t.Fatalf("start ttyd: %v %v", r, err)
 	}
-	url := fmt.Sprintf("http://%s:%d/?token=%s", info.KernelHost, port, token)
+	// As `ctl app KERNEL ttyd` prints it: the token in the fragment,
+	// which the browser never sends.
+	url := fmt.Sprintf("http://%s:%d/#token=%s", info.KernelHost, port, token)
+	domURL := fmt.Sprintf("http://%s:%d/?renderer=dom#token=%s", info.KernelHost, port, token)
 	shot := filepath.Join(os.TempDir(), "bai-webterm-"+info.ID[:8]+".png")
 	browse := func(url string, args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -743,7 +770,7 @@ func TestWebTerminalInChromium_Integration(t *testing.T) {
 		}
 		return regexp.MustCompile(`<[^>]*>`).ReplaceAllString(dom, "")
 	}
-	for dom = screen(browse(url+"&renderer=dom", "--dump-dom")); !strings.Contains(dom, "bai-webterm-"); dom = screen(browse(url+"&renderer=dom", "--dump-dom")) {
+	for dom = screen(browse(domURL, "--dump-dom")); !strings.Contains(dom, "bai-webterm-"); dom = screen(browse(domURL, "--dump-dom")) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no prompt in the rendered terminal:\n%s", dom)
 		}
@@ -751,6 +778,9 @@ func TestWebTerminalInChromium_Integration(t *testing.T) {
 	}
 	if !strings.Contains(dom, "bai-webterm-1700$") {
 		t.Fatalf("prompt without the kernel user's uid:\n%s", dom)
+	}
+	if dom := screen(browse(fmt.Sprintf("http://%s:%d/?renderer=dom#token=not-the-token", info.KernelHost, port), "--dump-dom")); strings.Contains(dom, "bai-webterm-") || !strings.Contains(dom, "[disconnected]") {
+		t.Fatalf("the page with a wrong token:\n%s", dom)
 	}
 	browse(url, "--screenshot="+shot)
 	st, err := os.Stat(shot)

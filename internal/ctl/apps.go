@@ -91,11 +91,13 @@ func (o *options) appCmd() *cobra.Command {
 				}
 			}
 			out := map[string]any{"status": res["status"], "host": host, "port": port}
-			// The web terminal answers only with its token (ttyd's result).
+			// The web terminal answers only with its token (ttyd's
+			// result), given in the URL's fragment: the browser keeps it
+			// out of requests (server logs, Referer) and the page reads it.
 			query := ""
 			if tok := str(res["token"]); tok != "" {
 				out["token"] = tok
-				query = "?token=" + url.QueryEscape(tok)
+				query = "#token=" + url.QueryEscape(tok)
 			}
 			o.print(cmd, out, func(w io.Writer) {
 				switch {

@@ -182,7 +182,7 @@ func (r *Runner) startService(payload []byte) map[string]any {
 	case "ttyd":
 		// The built-in web terminal, speaking ttyd's protocol.
 		// The token goes back to the one who asked (the agent's RPC
-		// caller), who opens the terminal as /?token=TOKEN.
+		// caller), who opens the terminal as /#token=TOKEN.
 		if r.webTermRunning() {
 			return r.withTermToken(map[string]any{"status": "running"})
 		}

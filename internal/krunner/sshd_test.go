@@ -145,8 +145,8 @@ func TestWebTerminal(t *testing.T) {
 	if !strings.Contains(string(page), "xterm.js") || !strings.Contains(string(page), `["tty"]`) {
 		t.Fatalf("page: %s", page)
 	}
-	if len(resp.Cookies()) != 1 || !resp.Cookies()[0].HttpOnly {
-		t.Fatalf("the page sets no HttpOnly token cookie: %v", resp.Cookies())
+	if len(resp.Cookies()) != 0 {
+		t.Fatalf("the page sets cookies: %v", resp.Cookies())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -173,11 +173,13 @@ func TestWebTerminal(t *testing.T) {
 	}
 }
 
-// Without the kernel's token nothing of the web terminal answers: the
-// page, /token and the WebSocket are 401 (the page with a basic-auth
-// challenge), a wrong token too; basic credentials with the token as
-// password get /token, and a WebSocket on such an ambient credential
-// still needs the token in its first message.
+// The web terminal's page and scripts are static and served to anyone;
+// /token and the WebSocket need the kernel's token: a bearer token or
+// basic credentials with the token as password for /token (a wrong one
+// is 401, the basic challenge only without a bearer token), ?token= or a
+// bearer token for the WebSocket, or none and the token in the first
+// message (ttyd's AuthToken) from this origin. A cross-origin page gets
+// no WebSocket on basic credentials or none. No response sets a cookie.
 func TestWebTerminalAuth(t *testing.T) {
 	a := startRunner(t, "shell")
 	port := a.r.o.TermPorts[0]
@@ -187,7 +189,23 @@ func TestWebTerminalAuth(t *testing.T) {
 		t.Fatalf("start ttyd: %s", rec.data)
 	}
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	get := func(path string, hdr map[string]string) *http.Response {
+	upgrade := map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "tty"}
+	with := func(h map[string]string, kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range h {
+			out[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	basic := func(pw string) string {
+		req, _ := http.NewRequest("GET", "/", nil)
+		req.SetBasicAuth("work", pw)
+		return req.Header.Get("Authorization")
+	}
+	get := func(path string, hdr map[string]string) (*http.Response, string) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", base+path, nil)
 		for k, v := range hdr {
@@ -197,91 +215,104 @@ func TestWebTerminalAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var b []byte
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			b, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		}
 		resp.Body.Close()
-		return resp
+		if c := resp.Header.Values("Set-Cookie"); len(c) > 0 {
+			t.Errorf("GET %s sets a cookie: %q", path, c)
+		}
+		return resp, string(b)
 	}
 	for _, tc := range []struct {
 		name, path string
 		hdr        map[string]string
+		code       int
+		challenge  bool
 	}{
-		{"page", "/", nil},
-		{"asset", "/xterm.js", nil},
-		{"token", "/token", nil},
-		{"websocket", "/ws", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}},
-		{"wrong query token", "/ws?token=nope", nil},
-		{"wrong bearer", "/token", map[string]string{"Authorization": "Bearer nope"}},
-		{"wrong cookie", "/", map[string]string{"Cookie": termCookie + "=nope"}},
+		{"page", "/", nil, 200, false},
+		{"page with ?token=", "/?token=" + testTermToken, nil, 200, false},
+		{"asset", "/xterm.css", nil, 200, false},
+		{"token", "/token", nil, 401, true},
+		{"wrong bearer", "/token", map[string]string{"Authorization": "Bearer nope"}, 401, false},
+		{"wrong basic", "/token", map[string]string{"Authorization": basic("nope")}, 401, true},
+		{"wrong query token", "/token?token=nope", nil, 401, true},
+		{"websocket, wrong query token", "/ws?token=nope", upgrade, 401, true},
+		{"websocket, wrong bearer", "/ws", with(upgrade, "Authorization", "Bearer nope"), 401, false},
+		{"websocket, wrong basic", "/ws", with(upgrade, "Authorization", basic("nope")), 401, true},
+		{"websocket from another origin", "/ws", with(upgrade, "Origin", "http://evil.example"), 403, false},
+		{"websocket from another origin, basic", "/ws", with(upgrade, "Origin", "http://evil.example", "Authorization", basic(testTermToken)), 403, false},
+		{"websocket, no credential", "/ws", upgrade, http.StatusSwitchingProtocols, false},
+		{"bearer", "/token", map[string]string{"Authorization": "Bearer " + testTermToken}, 200, false},
+		{"basic", "/token", map[string]string{"Authorization": basic(testTermToken)}, 200, false},
 	} {
-		if resp := get(tc.path, tc.hdr); resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("%s: %d, want 401", tc.name, resp.StatusCode)
+		resp, body := get(tc.path, tc.hdr)
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.code)
+		}
+		if got := strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic "); got != tc.challenge {
+			t.Errorf("%s: basic challenge %v, want %v", tc.name, got, tc.challenge)
+		}
+		if tc.code == 200 && tc.path == "/token" {
+			var tok struct{ Token string }
+			if json.Unmarshal([]byte(body), &tok) != nil || tok.Token != testTermToken {
+				t.Errorf("%s: /token answered %q", tc.name, body)
+			}
+		}
+		if tc.code != 200 && strings.Contains(body, testTermToken) {
+			t.Errorf("%s: the token in a refusal", tc.name)
 		}
 	}
-	if resp := get("/", nil); !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
-		t.Errorf("no basic challenge: %v", resp.Header)
-	}
-	req, _ := http.NewRequest("GET", base+"/token", nil)
-	req.SetBasicAuth("work", testTermToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok struct{ Token string }
-	_ = json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || tok.Token != testTermToken {
-		t.Fatalf("/token with basic credentials: %d %q", resp.StatusCode, tok.Token)
-	}
-	if resp := get("/", map[string]string{"Cookie": termCookie + "=" + testTermToken}); resp.StatusCode != 200 {
-		t.Fatalf("page with the cookie: %d", resp.StatusCode)
-	}
-	// A cookie alone (what a page of another site can make the browser
-	// send) opens no shell without the token in the first message.
+	// A WebSocket without the token in its request (basic credentials,
+	// or none) opens no shell without the token in the first message.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	hdr := http.Header{"Cookie": {termCookie + "=" + testTermToken}}
-	c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), &websocket.DialOptions{Subprotocols: []string{"tty"}, HTTPHeader: hdr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	_ = c.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"","columns":80,"rows":24}`))
-	_ = c.Write(ctx, websocket.MessageBinary, []byte("0echo shell-$((6*7))\r"))
-	for {
-		_, msg, err := c.Read(ctx)
+	shell := func(hdr http.Header, auth string) (string, error) {
+		t.Helper()
+		c, resp, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), &websocket.DialOptions{Subprotocols: []string{"tty"}, HTTPHeader: hdr})
 		if err != nil {
-			if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
-				t.Fatalf("closed with %v, want a policy violation", err)
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if len(resp.Header.Values("Set-Cookie")) > 0 {
+			t.Errorf("the WebSocket sets a cookie")
+		}
+		_ = c.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"`+auth+`","columns":80,"rows":24}`))
+		_ = c.Write(ctx, websocket.MessageBinary, []byte("0echo shell-$((6*7))\r"))
+		var out strings.Builder
+		for !strings.Contains(out.String(), "shell-42") {
+			_, msg, err := c.Read(ctx)
+			if err != nil {
+				return out.String(), err
 			}
-			break
+			out.Write(msg)
 		}
-		if strings.Contains(string(msg), "shell-42") {
-			t.Fatal("a shell ran without the token in the first message")
+		return out.String(), nil
+	}
+	for _, hdr := range []http.Header{nil, {"Authorization": {basic(testTermToken)}}} {
+		if out, err := shell(hdr, ""); err == nil || websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Fatalf("%v: a shell without the token in the first message: %v %q", hdr, err, out)
+		}
+		if out, err := shell(hdr, "nope"); err == nil || websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+			t.Fatalf("%v: a shell with a wrong token in the first message: %v %q", hdr, err, out)
+		}
+		// The same with the token in the first message is a terminal.
+		if out, err := shell(hdr, testTermToken); err != nil {
+			t.Fatalf("%v: no shell with the token in the first message: %v %q", hdr, err, out)
 		}
 	}
-	// The same with the token in the first message is a terminal.
-	c2, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), &websocket.DialOptions{Subprotocols: []string{"tty"}, HTTPHeader: hdr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.CloseNow()
-	_ = c2.Write(ctx, websocket.MessageBinary, []byte(`{"AuthToken":"`+testTermToken+`","columns":80,"rows":24}`))
-	_ = c2.Write(ctx, websocket.MessageBinary, []byte("0echo shell-$((6*7))\r"))
-	var out strings.Builder
-	for !strings.Contains(out.String(), "shell-42") {
-		_, msg, err := c2.Read(ctx)
-		if err != nil {
-			t.Fatalf("read: %v; so far %q", err, out.String())
-		}
-		out.Write(msg)
-	}
-	// A runner without a token refuses everyone.
+	// A runner without a token refuses everyone (the static page is
+	// still served: it holds nothing).
 	b := startRunner(t, "shell", func(o *Options) { o.TermToken = "" })
 	bport := b.r.o.TermPorts[0]
 	body, _ = json.Marshal(map[string]any{"name": "ttyd", "port": bport, "ports": []int{bport}, "protocol": "http", "options": map[string]any{}})
 	b.send("start-service", string(body))
 	b.until("service-result")
-	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/?token=", bport)); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("no token configured: %v %v", resp, err)
+	for _, p := range []string{"/token?token=", "/ws?token=", "/token"} {
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", bport, p)); err != nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("no token configured, %s: %v %v", p, resp, err)
+		}
 	}
 }
 

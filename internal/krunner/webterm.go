@@ -31,18 +31,7 @@ type webTerm struct {
 }
 
 func (r *Runner) startWebTerm(ports []int) error {
-	sub, _ := fs.Sub(webAssets, "webassets")
-	mux := http.NewServeMux()
-	mux.Handle("/", http.FileServer(http.FS(sub)))
-	mux.HandleFunc("/token", func(w http.ResponseWriter, _ *http.Request) {
-		// Only an authenticated caller gets here (termAuth), as ttyd's
-		// /token behind its -c credential.
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(map[string]string{"token": r.o.TermToken})
-	})
-	mux.HandleFunc("/ws", r.webTermSession)
-	t := &webTerm{srv: &http.Server{Handler: r.termAuth(mux), ReadHeaderTimeout: 10 * time.Second}}
+	t := &webTerm{srv: &http.Server{Handler: r.webTermHandler(), ReadHeaderTimeout: 10 * time.Second}}
 	var err error
 	if t.lns, err = listenAll(ports); err != nil {
 		return err
@@ -80,13 +69,35 @@ func (r *Runner) webTermRunning() bool {
 	return r.term != nil
 }
 
-// termCookie carries the token after the page was opened with ?token=.
-const termCookie = "bai_ttyd_token"
+// webTermHandler serves the terminal: the page and its scripts (static,
+// no secret in them) to anyone, /token and /ws only with the kernel's
+// token. No credential is ever stored in the browser by the runner: a
+// cookie is sent to every port of the host (cookies ignore ports), so
+// other kernels' services and apps on the same host would receive it.
+func (r *Runner) webTermHandler() http.Handler {
+	sub, _ := fs.Sub(webAssets, "webassets")
+	mux := http.NewServeMux()
+	mux.Handle("/", http.FileServer(http.FS(sub)))
+	mux.Handle("/token", r.termAuth(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		// Only an authenticated caller gets here, as ttyd's /token
+		// behind its -c credential.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(map[string]string{"token": r.o.TermToken})
+	})))
+	mux.Handle("/ws", r.termAuthOrFirstMessage(http.HandlerFunc(r.webTermSession)))
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// The page's URL may carry the token (?token=): keep it out of
+		// the Referer of anything the page loads.
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		mux.ServeHTTP(w, req)
+	})
+}
 
 // Credential kinds a request may carry: one it chose to send (the query
-// token, a bearer header), or one the browser adds by itself (the
-// cookie, cached basic credentials), which a page of another site can
-// make it send too.
+// token, a bearer header), one the browser adds by itself (cached basic
+// credentials), which a page of another site can make it send too, or
+// none yet (a WebSocket authenticated by its first message).
 type termCred int
 
 const (
@@ -114,9 +125,6 @@ func (r *Runner) termCredential(req *http.Request) termCred {
 	if _, pw, ok := req.BasicAuth(); ok && eq(pw) {
 		return credAmbient
 	}
-	if c, err := req.Cookie(termCookie); err == nil && eq(c.Value) {
-		return credAmbient
-	}
 	return credNone
 }
 
@@ -124,24 +132,36 @@ func (r *Runner) termCredential(req *http.Request) termCred {
 // token: upstream runs ttyd without credentials and relies on the app
 // proxy in front of it, but the service's host port is reachable without
 // the proxy, so the runner checks by itself. The token is accepted as
-// ?token= (which also sets a cookie for the page's assets and
-// WebSocket), as a bearer token, or as the password of HTTP basic
-// credentials (any user name), as ttyd's -c. No token configured
-// refuses everyone.
+// ?token=, as a bearer token, or as the password of HTTP basic
+// credentials (any user name), as ttyd's -c. Nothing sets a cookie. No
+// token configured refuses everyone.
 func (r *Runner) termAuth(next http.Handler) http.Handler {
+	return r.termCheck(next, false)
+}
+
+// termAuthOrFirstMessage is termAuth for the WebSocket, which may also
+// come without any credential: then its first message must carry the
+// token (ttyd's AuthToken; webTermSession checks it). A wrong credential
+// is still refused.
+func (r *Runner) termAuthOrFirstMessage(next http.Handler) http.Handler {
+	return r.termCheck(next, true)
+}
+
+func (r *Runner) termCheck(next http.Handler, firstMessage bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		cred := r.termCredential(req)
-		if cred == credNone {
-			if r.o.TermToken == "" {
-				http.Error(w, "the web terminal has no credential configured", http.StatusForbidden)
-				return
-			}
-			w.Header().Set("WWW-Authenticate", `Basic realm="bai-krunner terminal", charset="UTF-8"`)
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
+		if r.o.TermToken == "" {
+			http.Error(w, "the web terminal has no credential configured", http.StatusForbidden)
 			return
 		}
-		if cred == credExplicit && req.URL.Query().Get("token") != "" && req.URL.Path != "/ws" {
-			http.SetCookie(w, &http.Cookie{Name: termCookie, Value: r.o.TermToken, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		cred := r.termCredential(req)
+		if cred == credNone && (!firstMessage || req.URL.Query().Has("token") || req.Header.Get("Authorization") != "") {
+			// The basic challenge (a browser's password prompt) only
+			// to a caller that sent no bearer token.
+			if !strings.HasPrefix(req.Header.Get("Authorization"), "Bearer ") {
+				w.Header().Set("WWW-Authenticate", `Basic realm="bai-krunner terminal", charset="UTF-8"`)
+			}
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
 		}
 		next.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), termCredKey{}, cred)))
 	})
@@ -149,14 +169,11 @@ func (r *Runner) termAuth(next http.Handler) http.Handler {
 
 func (r *Runner) webTermSession(w http.ResponseWriter, req *http.Request) {
 	cred, _ := req.Context().Value(termCredKey{}).(termCred)
-	if cred == credNone {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
-		return
-	}
-	// A credential the browser adds by itself (cookie, basic) is also
-	// sent for a page of another origin that opens this WebSocket; then
-	// the origin must be this host, and the first message must carry the
-	// token (which only a same-origin page can read from /token).
+	// Without the token in the request (none: the page sends it in the
+	// first message; basic credentials the browser adds by itself, also
+	// for a page of another origin that opens this WebSocket) the origin
+	// must be this host, and the first message must carry the token
+	// (which only a same-origin page can read from /token).
 	c, err := websocket.Accept(w, req, &websocket.AcceptOptions{Subprotocols: []string{"tty"}, InsecureSkipVerify: cred == credExplicit})
 	if err != nil {
 		return
@@ -164,8 +181,11 @@ func (r *Runner) webTermSession(w http.ResponseWriter, req *http.Request) {
 	defer c.CloseNow()
 	c.SetReadLimit(1 << 20)
 	ctx := req.Context()
-	// The first message authenticates and sizes the terminal.
-	_, first, err := c.Read(ctx)
+	// The first message authenticates and sizes the terminal; an
+	// unauthenticated connection does not wait for it forever.
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	_, first, err := c.Read(fctx)
+	fcancel()
 	if err != nil {
 		return
 	}

@@ -1,0 +1,99 @@
+package krunner
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The root phase sees a fixed PATH and HOME and only the allowlisted
+// variables: nothing of the request that chooses a program or what it
+// loads.
+func TestRootEnv(t *testing.T) {
+	kernel := []string{
+		"PATH=/home/work/bin:/usr/bin", "HOME=/home/work", "LD_LIBRARY_PATH=/home/work/lib", "LD_AUDIT=/x.so",
+		"BASH_ENV=/home/work/.b", "ENV=/home/work/.e", "IFS=/", "SHELLOPTS=xtrace", "PS4=$(id)", "BASH_FUNC_env%%=() { id; }",
+		"PYTHONPATH=/home/work", "PYTHONSTARTUP=/x", "PERL5OPT=-Mx", "RUBYOPT=-rx", "NODE_OPTIONS=--require x",
+		"GCONV_PATH=/home/work", "LOCPATH=/home/work", "NLSPATH=/x", "HOSTALIASES=/x", "RES_OPTIONS=debug",
+		"TMPDIR=/home/work", "GLIBC_TUNABLES=x", "CUDA_INJECTION64_PATH=/x.so", "OMP_TOOL_LIBRARIES=/x.so",
+		"LANG=C.UTF-8", "LC_ALL=/home/work/loc", "TZ=Asia/Seoul", "TERM=xterm-256color",
+		"LOCAL_USER_ID=1000", "LOCAL_GROUP_ID=1000", "ADDITIONAL_GIDS=5", "SUDO_SESSION_ENABLED=1",
+		"BACKENDAI_KERNEL_ID=k1", "HELLO=world",
+	}
+	got := RootEnv(kernel)
+	want := []string{"PATH=" + RootPATH, "HOME=/root", "LANG=C.UTF-8", "TERM=xterm-256color",
+		"LOCAL_USER_ID=1000", "LOCAL_GROUP_ID=1000", "ADDITIONAL_GIDS=5", "SUDO_SESSION_ENABLED=1", "BACKENDAI_KERNEL_ID=k1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("RootEnv:\n got %q\nwant %q", got, want)
+	}
+}
+
+// What the bootstrap exports lands on the kernel's environment: new and
+// changed variables, unsets; an extended PATH or withheld list gets the
+// kernel's own value where the bootstrap expanded its own.
+func TestMergeBootstrapEnv(t *testing.T) {
+	kernel := []string{"PATH=/home/work/bin:/usr/bin", "HOME=/home/work", "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
+		"PYTHONPATH=/srv", "HELLO=world", "LANG=C.UTF-8", "BACKENDAI_X=1", "TERM=xterm"}
+	root := RootEnv(kernel)
+	after := []string{
+		"PATH=/opt/conda/bin:" + RootPATH, // export PATH=/opt/conda/bin:$PATH
+		"HOME=/root",                      // untouched
+		"LD_LIBRARY_PATH=/opt/lib:",       // export LD_LIBRARY_PATH=/opt/lib:$LD_LIBRARY_PATH (withheld)
+		"PYTHONPATH=/img",                 // replaced
+		"FROM_BOOTSTRAP=yes",              // new
+		"LANG=C.UTF-8",                    // untouched
+		"BACKENDAI_X=2",                   // changed
+		"PWD=/", "SHLVL=1", "_=/usr/bin/env",
+		// TERM unset by the bootstrap
+	}
+	got := MergeBootstrapEnv(kernel, root, after)
+	want := []string{"PATH=/opt/conda/bin:/home/work/bin:/usr/bin", "HOME=/home/work", "LD_LIBRARY_PATH=/opt/lib:/usr/local/cuda/lib64",
+		"PYTHONPATH=/img", "HELLO=world", "LANG=C.UTF-8", "BACKENDAI_X=2", "FROM_BOOTSTRAP=yes"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("merged:\n got %q\nwant %q", got, want)
+	}
+	// A bootstrap that exports nothing leaves the kernel's environment.
+	if got := MergeBootstrapEnv(kernel, root, root); !reflect.DeepEqual(got, kernel) {
+		t.Fatalf("no exports:\n got %q\nwant %q", got, kernel)
+	}
+	// PATH replaced outright stays the bootstrap's.
+	got = MergeBootstrapEnv(kernel, root, append(slices.Clone(root[1:]), "PATH=/opt/bin:/bin"))
+	if !slices.Contains(got, "PATH=/opt/bin:/bin") {
+		t.Fatalf("replaced PATH: %q", got)
+	}
+}
+
+func TestSpliceList(t *testing.T) {
+	for _, c := range []struct {
+		v, seen string
+		set     bool
+		kernel  string
+		want    string
+	}{
+		{"/a:/r1:/r2", "/r1:/r2", true, "/k", "/a:/k"},
+		{"/r1:/r2:/b", "/r1:/r2", true, "/k1:/k2", "/k1:/k2:/b"},
+		{"/a:/b", "/r1", true, "/k", "/a:/b"},
+		{"/a:", "", false, "/k", "/a:/k"},
+		{":/a", "", false, "/k", "/k:/a"},
+		{"/a", "", false, "/k", "/a"},
+		{"", "", false, "/k", "/k"},
+	} {
+		if got := spliceList(c.v, c.seen, c.set, c.kernel); got != c.want {
+			t.Errorf("spliceList(%q, %q, %v, %q) = %q, want %q", c.v, c.seen, c.set, c.kernel, got, c.want)
+		}
+	}
+}
+
+func TestHasProgram(t *testing.T) {
+	d := t.TempDir()
+	_ = os.WriteFile(filepath.Join(d, "tool"), []byte("#!/bin/sh\n"), 0o755)
+	_ = os.WriteFile(filepath.Join(d, "data"), nil, 0o644)
+	_ = os.Mkdir(filepath.Join(d, "dir"), 0o755)
+	path := strings.Join([]string{"relative", "/nonexistent", d}, ":")
+	if !HasProgram("tool", path) || HasProgram("data", path) || HasProgram("dir", path) || HasProgram("tool", "relative:/nonexistent") {
+		t.Fatal("HasProgram")
+	}
+}
