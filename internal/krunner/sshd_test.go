@@ -327,7 +327,16 @@ func TestSSHForwarding(t *testing.T) {
 		_ = os.MkdirAll(filepath.Join(a.r.o.WorkDir, ".ssh"), 0o700)
 		_ = os.WriteFile(filepath.Join(a.r.o.WorkDir, ".ssh", "authorized_keys"), gossh.MarshalAuthorizedKey(sshPub), 0o600)
 		signer, _ := gossh.NewSignerFromKey(priv)
-		cli, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", a.r.o.SSHPorts[0]), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
+		// The SSH server starts at boot in the runner's own goroutine:
+		// start_service answers once it listens (dialling at once was
+		// refused now and then).
+		sp := a.r.o.SSHPorts[0]
+		body, _ := json.Marshal(map[string]any{"name": "sshd", "port": sp, "ports": []int{sp}, "protocol": "tcp", "options": map[string]any{}})
+		a.send("start-service", string(body))
+		if _, rec := a.until("service-result"); !strings.Contains(rec.data, `"running"`) {
+			t.Fatalf("start of the intrinsic sshd: %s", rec.data)
+		}
+		cli, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", sp), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
