@@ -104,7 +104,7 @@ func entrypoint(args []string) {
 			} else if _, err := os.Stat("/bin/sh"); err == nil {
 				// What the image's bootstrap exports is merged into the
 				// kernel's environment.
-				rootEnv := krunner.RootEnv(env)
+				rootEnv := krunner.RootEnv(env, krunner.RequestedKeys(entrypointConfigDir()))
 				c := exec.Command("/bin/sh", "-c", ". /opt/container/bootstrap.sh; env -0")
 				c.Env, c.Dir, c.Stderr = rootEnv, "/", os.Stderr
 				if out, err := c.Output(); err == nil {
@@ -285,4 +285,13 @@ func run(args []string) int {
 		return 128 + int(s)
 	}
 	return 0
+}
+
+// entrypointConfigDir is the kernel's config folder (read-only, written by
+// the agent).
+func entrypointConfigDir() string {
+	if d := os.Getenv("BAI_KRUNNER_CONFIGDIR"); d != "" {
+		return d
+	}
+	return "/home/config"
 }

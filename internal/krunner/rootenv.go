@@ -46,22 +46,50 @@ func plainValue(v string) bool {
 }
 
 // RootEnv is the environment of every command the entrypoint runs as
-// root: PATH is RootPATH, HOME is /root, and of env (the container's
-// environment: the image's and the request's) only the variables of the
-// allowlist above stay. The request's environment applies to the
-// kernel's own processes, after the runner became the kernel user.
-func RootEnv(env []string) []string {
+// root. env is the container's environment: the image's own ENV and the
+// request's (which the agent wrote to environ.txt: requested names those
+// keys; nil takes every variable as the request's). The request's
+// variables stay only when on the allowlist above; the image's own stay
+// as they are (the image is as trusted as its bootstrap.sh, which runs as
+// root anyway), so a bootstrap still finds the image's PATH and
+// libraries. PATH is RootPATH unless the image's own, HOME is /root. The
+// request's environment applies to the kernel's own processes, after the
+// runner became the kernel user.
+func RootEnv(env []string, requested map[string]bool) []string {
 	out := []string{"PATH=" + RootPATH, "HOME=/root"}
 	for _, kv := range env {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
+		if !ok || k == "HOME" {
 			continue
 		}
-		if rootEnvNames[k] || strings.HasPrefix(k, "BACKENDAI_") || (rootEnvNamed(k) && plainValue(v)) {
+		fromImage := requested != nil && !requested[k]
+		switch {
+		case k == "PATH":
+			if fromImage {
+				out[0] = kv
+			}
+		case fromImage, rootEnvNames[k], strings.HasPrefix(k, "BACKENDAI_"), rootEnvNamed(k) && plainValue(v):
 			out = append(out, kv)
 		}
 	}
 	return out
+}
+
+// RequestedKeys are the variable names of the kernel's environ.txt (the
+// agent's record of the request's environment and its own), or nil when
+// there is none.
+func RequestedKeys(configDir string) map[string]bool {
+	b, err := os.ReadFile(filepath.Join(configDir, "environ.txt"))
+	if err != nil {
+		return nil
+	}
+	keys := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, _, ok := strings.Cut(l, "="); ok && k != "" {
+			keys[k] = true
+		}
+	}
+	return keys
 }
 
 // envMap is env as a map (a later duplicate wins, as in exec) and its

@@ -23,11 +23,28 @@ func TestRootEnv(t *testing.T) {
 		"LOCAL_USER_ID=1000", "LOCAL_GROUP_ID=1000", "ADDITIONAL_GIDS=5", "SUDO_SESSION_ENABLED=1",
 		"BACKENDAI_KERNEL_ID=k1", "HELLO=world",
 	}
-	got := RootEnv(kernel)
+	got := RootEnv(kernel, nil)
 	want := []string{"PATH=" + RootPATH, "HOME=/root", "LANG=C.UTF-8", "TERM=xterm-256color",
 		"LOCAL_USER_ID=1000", "LOCAL_GROUP_ID=1000", "ADDITIONAL_GIDS=5", "SUDO_SESSION_ENABLED=1", "BACKENDAI_KERNEL_ID=k1"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("RootEnv:\n got %q\nwant %q", got, want)
+	}
+	// With environ.txt naming the request's variables, the image's own
+	// ENV (here PATH, LD_LIBRARY_PATH and HELLO) stays for the bootstrap.
+	requested := map[string]bool{}
+	for _, kv := range kernel {
+		k, _, _ := strings.Cut(kv, "=")
+		requested[k] = true
+	}
+	delete(requested, "HELLO")
+	got = RootEnv(kernel, requested)
+	if !reflect.DeepEqual(got, append(want, "HELLO=world")) {
+		t.Fatalf("RootEnv with the request's keys:\n got %q", got)
+	}
+	image := []string{"PATH=/opt/conda/bin:/usr/bin", "LD_LIBRARY_PATH=/opt/conda/lib", "PYTHONPATH=/home/work"}
+	got = RootEnv(image, map[string]bool{"PYTHONPATH": true})
+	if want := []string{"PATH=/opt/conda/bin:/usr/bin", "HOME=/root", "LD_LIBRARY_PATH=/opt/conda/lib"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("image ENV kept, the request's PYTHONPATH withheld:\n got %q\nwant %q", got, want)
 	}
 }
 
@@ -37,7 +54,7 @@ func TestRootEnv(t *testing.T) {
 func TestMergeBootstrapEnv(t *testing.T) {
 	kernel := []string{"PATH=/home/work/bin:/usr/bin", "HOME=/home/work", "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
 		"PYTHONPATH=/srv", "HELLO=world", "LANG=C.UTF-8", "BACKENDAI_X=1", "TERM=xterm"}
-	root := RootEnv(kernel)
+	root := RootEnv(kernel, nil)
 	after := []string{
 		"PATH=/opt/conda/bin:" + RootPATH, // export PATH=/opt/conda/bin:$PATH
 		"HOME=/root",                      // untouched
