@@ -63,13 +63,6 @@ func asStr(v any, path string) (string, error) {
 	return "", wrongType(path, "str", v)
 }
 
-func asOptStr(v any, path string) (string, error) {
-	if v == nil {
-		return "", nil
-	}
-	return asStr(v, path)
-}
-
 func asInt(v any, path string) (int, error) {
 	switch x := v.(type) {
 	case int64:
@@ -86,17 +79,6 @@ func asInt(v any, path string) (int, error) {
 		return int(x), nil
 	}
 	return 0, wrongType(path, "int", v)
-}
-
-func asOptInt(v any, path string) (*int, error) {
-	if v == nil {
-		return nil, nil
-	}
-	n, err := asInt(v, path)
-	if err != nil {
-		return nil, err
-	}
-	return &n, nil
 }
 
 func asBool(v any, path string) (bool, error) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -250,6 +251,11 @@ func TestConfiguredBodyLimit(t *testing.T) {
 	}
 }
 
+func bindClusterInfo(v any, path string) (agent.ClusterInfo, error) {
+	ci, err := bindValue[clusterInfoArgs](v, path)
+	return ci.agent(), err
+}
+
 // cluster_info's SSH parts as the launcher sends them: ssh_keypair a
 // dict (or None), cluster_ssh_port_mapping {hostname: (host, port)}
 // (tuples arrive as lists) or None; a wrong shape names its path.
@@ -289,5 +295,74 @@ func TestBindClusterSSH(t *testing.T) {
 				t.Fatalf("got %v (%s), want %q", err, ExceptionName(err), tc.want)
 			}
 		})
+	}
+}
+
+// Every method's argument struct has well-formed tags (adapt parses them
+// when the methods are registered).
+func TestArgTagsParse(t *testing.T) {
+	AgentMethods(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), "i-x"), (*agent.Agent)(nil), nil)
+	for _, t := range []reflect.Type{reflect.TypeFor[createKernelsHead](), reflect.TypeFor[createKernelsTail](), reflect.TypeFor[purgeImagesArgs](), reflect.TypeFor[shutdownServiceArgs]()} {
+		specsOf(t, true)
+	}
+}
+
+// The binder's errors, per kind of argument, as the hand-written binder
+// worded them; None in an optional argument is its default.
+func TestBindArgsErrors(t *testing.T) {
+	call := func(method string, args []any, kw ...msgpack.KV) *Call {
+		return &Call{Method: method, Args: args, Kwargs: msgpack.Map(kw)}
+	}
+	errOf := func(_ any, err error) error { return err }
+	img := msgpack.Map{{Key: "canonical", Val: "cr/x:1"}}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string // "Name: message"
+	}{
+		{"missing", errOf(bindArgs[destroyKernelArgs](call("destroy_kernel", nil))), "TypeError: destroy_kernel() missing required argument: 'kernel_id'"},
+		{"required None", errOf(bindArgs[destroyKernelArgs](call("destroy_kernel", []any{nil}))), "TypeError: kernel_id: expected str, got NoneType"},
+		{"optional wrong type", errOf(bindArgs[destroyKernelArgs](call("destroy_kernel", []any{"k", nil, nil, "yes"}))), "TypeError: suppress_events: expected bool, got str"},
+		{"keyword", errOf(bindArgs[destroyKernelArgs](call("destroy_kernel", []any{"k"}, msgpack.KV{Key: "reason", Val: int64(1)}))), "TypeError: reason: expected str, got int"},
+		{"keyword only", errOf(bindArgs[commitArgs](call("commit", []any{"k", "s", "canonical"}, msgpack.KV{Key: "filename", Val: true}))), "TypeError: filename: expected str, got bool"},
+		{"path differs from keyword", errOf(bindArgs[executeArgs](call("execute", []any{"s", "k", nil, nil, "query"}, msgpack.KV{Key: "text", Val: int64(1)}))), "TypeError: code: expected str, got int"},
+		{"mode", errOf(bindArgs[executeArgs](call("execute", []any{"s", "k", nil, nil, "run"}))), "TypeError: execute: unknown mode 'run'"},
+		{"negative seconds", errOf(bindArgs[triggerBatchArgs](call("trigger_batch_execution", []any{"s", "k", "c", -1.5}))), "TypeError: timeout: -1.5 is negative"},
+		{"pair", errOf(bindArgs[syncKernelRegistryArgs](call("sync_kernel_registry", []any{[]any{[]any{"k", "s"}, []any{"k"}}}))), "TypeError: raw_kernel_session_ids[1]: expected (kernel_id, session_id)"},
+		{"pair item", errOf(bindArgs[syncKernelRegistryArgs](call("sync_kernel_registry", []any{[]any{[]any{"k", nil}}}))), "TypeError: raw_kernel_session_ids[0][1]: expected str, got NoneType"},
+		{"dict key", errOf(bindArgs[checkAndPullArgs](call("check_and_pull", []any{msgpack.Map{{Key: int64(1), Val: img}}}))), "TypeError: image_configs key: expected str, got int"},
+		{"required dict key", errOf(bindArgs[checkAndPullArgs](call("check_and_pull", []any{msgpack.Map{{Key: "x", Val: msgpack.Map{}}}}))), "TypeError: image_configs['x'].canonical: required key is missing"},
+		{"auto_pull", errOf(bindArgs[checkAndPullArgs](call("check_and_pull", []any{msgpack.Map{{Key: "x", Val: append(img, msgpack.KV{Key: "auto_pull", Val: "always"})}}}))), "ValueError: image_configs['x'].auto_pull: invalid argument: unknown auto_pull \"always\" (one of digest, tag, none)"},
+		{"nested dict", errOf(bindArgs[checkAndPullArgs](call("check_and_pull", []any{msgpack.Map{{Key: "x", Val: append(img, msgpack.KV{Key: "registry", Val: msgpack.Map{{Key: "url", Val: int64(1)}}})}}}))), "TypeError: image_configs['x'].registry.url: expected str, got int"},
+		{"image ref", errOf(bindArgs[pushImageArgs](call("push_image", []any{int64(1)}))), "TypeError: image_ref: expected ImageRef, got int"},
+		{"bytes", errOf(bindArgs[uploadFileArgs](call("upload_file", []any{"k", "f", int64(1)}))), "TypeError: filedata: expected bytes, got int"},
+		{"int range", errOf(bindArgs[releasePortArgs](call("release_port", []any{int64(1) << 40}))), "TypeError: port_no: 1099511627776 is out of range"},
+		{"purge None", errOf((&methods{}).purgeImages(context.Background(), call("purge_images", []any{nil}))), "TypeError: purge_images() missing required argument: 'images'"},
+		{"purge v2", errOf((&methods{}).purgeImages(context.Background(), call("purge_images", []any{msgpack.Map{{Key: "images", Val: []any{"a"}}, {Key: "force", Val: "y"}}}))), "TypeError: force: expected bool, got str"},
+		{"purge item", errOf((&methods{}).purgeImages(context.Background(), call("purge_images", []any{[]any{"a", int64(2)}}))), "TypeError: images[1]: expected str, got int"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.err == nil || ExceptionName(tc.err)+": "+errMessage(tc.err) != tc.want {
+				t.Fatalf("got %v (%s), want %s", tc.err, ExceptionName(tc.err), tc.want)
+			}
+		})
+	}
+	a, err := bindArgs[executeArgs](call("execute", []any{"s", "k", nil, nil, "batch", nil, nil, nil}))
+	if err != nil || a.APIVersion != 3 || a.Opts == nil || a.FlushTimeout != nil {
+		t.Fatalf("execute defaults: %+v %v", a, err)
+	}
+	c, err := bindArgs[commitArgs](call("commit", []any{"k", "s"}, msgpack.KV{Key: "extra_labels", Val: nil}))
+	if err != nil || c.ExtraLabels == nil {
+		t.Fatalf("commit extra_labels None: %+v %v", c, err)
+	}
+	// labels: absent stays nil, None is {} (as asStrMap reads None).
+	for _, tc := range []struct {
+		m       msgpack.Map
+		wantNil bool
+	}{{img, true}, {append(img, msgpack.KV{Key: "labels", Val: nil}), false}} {
+		ic, err := bindValue[imageConfigArgs](tc.m, "ic")
+		if err != nil || (ic.Labels == nil) != tc.wantNil {
+			t.Fatalf("labels of %v: %#v %v", tc.m, ic.Labels, err)
+		}
 	}
 }

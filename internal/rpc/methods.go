@@ -96,33 +96,33 @@ func AgentMethods(s *Server, a Core, be backend.Backend, checks ...HealthCheck) 
 		checks = []HealthCheck{{Group: "container", Component: "docker", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
 	}
 	m := &methods{a: a, be: be, checks: checks}
-	s.RegisterInline("ping", m.ping)
+	s.RegisterInline("ping", adapt(m.ping))
 	s.Register("create_kernels", m.createKernels)
-	s.Register("destroy_kernel", m.destroyKernel)
-	s.Register("restart_kernel", m.restartKernel)
-	s.Register("get_local_config", m.getLocalConfig)
+	s.Register("destroy_kernel", adapt(m.destroyKernel))
+	s.Register("restart_kernel", adapt(m.restartKernel))
+	s.Register("get_local_config", adapt(m.getLocalConfig))
 	s.Register("health", m.health)
 	s.Register("health_v2", m.health)
 	s.Register("gather_hwinfo", m.gatherHWInfo)
 	s.Register("gather_hwinfo_v2", m.gatherHWInfoV2)
-	s.Register("sync_kernel_registry", m.syncKernelRegistry)
-	s.RegisterInline("check_creating", m.checkCreating)
-	s.RegisterInline("check_running", m.checkRunning)
-	s.Register("check_and_pull", m.checkAndPull)
-	s.RegisterInline("check_pulling", m.checkPulling)
-	s.Register("get_logs", m.getLogs)
-	s.Register("upload_file", m.uploadFile)
-	s.Register("download_file", m.downloadFile)
-	s.Register("download_single", m.downloadSingle)
-	s.Register("list_files", m.listFiles)
-	s.Register("commit", m.commit)
-	s.Register("get_commit_status", m.getCommitStatus)
-	s.Register("push_image", m.pushImage)
+	s.Register("sync_kernel_registry", adapt(m.syncKernelRegistry))
+	s.RegisterInline("check_creating", adapt(m.checkCreating))
+	s.RegisterInline("check_running", adapt(m.checkRunning))
+	s.Register("check_and_pull", adapt(m.checkAndPull))
+	s.RegisterInline("check_pulling", adapt(m.checkPulling))
+	s.Register("get_logs", adapt(m.getLogs))
+	s.Register("upload_file", adapt(m.uploadFile))
+	s.Register("download_file", adapt(m.downloadFile))
+	s.Register("download_single", adapt(m.downloadSingle))
+	s.Register("list_files", adapt(m.listFiles))
+	s.Register("commit", adapt(m.commit))
+	s.Register("get_commit_status", adapt(m.getCommitStatus))
+	s.Register("push_image", adapt(m.pushImage))
 	s.Register("purge_images", m.purgeImages)
-	s.Register("create_local_network", m.createLocalNetwork)
-	s.Register("destroy_local_network", m.destroyLocalNetwork)
+	s.Register("create_local_network", adapt(m.createLocalNetwork))
+	s.Register("destroy_local_network", adapt(m.destroyLocalNetwork))
 	s.Register("assign_port", m.assignPort)
-	s.Register("release_port", m.releasePort)
+	s.Register("release_port", adapt(m.releasePort))
 	s.Register("scan_gpu_alloc_map", m.scanGPUAllocMap)
 	s.Register("reset_agent", m.resetAgent)
 	s.Register("shutdown_agent", m.shutdownAgent)
@@ -130,20 +130,20 @@ func AgentMethods(s *Server, a Core, be backend.Backend, checks ...HealthCheck) 
 	// calls them).
 	s.Register("bai_status", m.baiStatus)
 	s.Register("bai_images", m.baiImages)
-	s.RegisterInline("bai_task", m.baiTask)
+	s.RegisterInline("bai_task", adapt(m.baiTask))
 	if _, ok := a.(Runners); ok {
-		s.Register("execute", m.execute)
-		s.Register("interrupt_kernel", m.interruptKernel)
-		s.Register("get_completions", m.getCompletions)
-		s.Register("ping_kernel", m.pingKernel)
-		s.Register("trigger_batch_execution", m.triggerBatch)
+		s.Register("execute", adapt(m.execute))
+		s.Register("interrupt_kernel", adapt(m.interruptKernel))
+		s.Register("get_completions", adapt(m.getCompletions))
+		s.Register("ping_kernel", adapt(m.pingKernel))
+		s.Register("trigger_batch_execution", adapt(m.triggerBatch))
 	} else {
 		for _, name := range []string{"execute", "interrupt_kernel", "get_completions", "trigger_batch_execution", "ping_kernel"} {
 			s.Register(name, runnerMissing(name))
 		}
 	}
 	if _, ok := a.(Runners); ok {
-		s.Register("start_service", m.startService)
+		s.Register("start_service", adapt(m.startService))
 	} else {
 		s.Register("start_service", runnerMissing("start_service"))
 	}
@@ -164,18 +164,19 @@ type methods struct {
 	checks []HealthCheck
 }
 
-func (m *methods) ping(_ context.Context, c *Call) (any, error) {
-	v, err := c.Required(0, "msg")
-	if err != nil {
-		return nil, err
-	}
-	s, err := asStr(v, "msg")
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+// A method with arguments takes them as one struct, which adapt binds
+// from the call (bind.go describes the rpc tags); create_kernels and
+// purge_images, whose arguments are irregular, bind their own.
+
+type pingArgs struct {
+	Msg string `rpc:"0,msg"`
 }
 
+func (m *methods) ping(_ context.Context, a pingArgs) (any, error) {
+	return a.Msg, nil
+}
+
+// createKernels binds its arguments with bindCreateRequest (in two steps).
 func (m *methods) createKernels(ctx context.Context, c *Call) (any, error) {
 	req, err := bindCreateRequest(c)
 	if err != nil {
@@ -192,70 +193,47 @@ func (m *methods) createKernels(ctx context.Context, c *Call) (any, error) {
 	return out, nil
 }
 
-func (m *methods) destroyKernel(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	sid := ""
-	if v, ok := c.Arg(1, "session_id"); ok {
-		if sid, err = asOptStr(v, "session_id"); err != nil {
-			return nil, err
-		}
-	}
-	reason := ""
-	if v, ok := c.Arg(2, "reason"); ok {
-		if reason, err = asOptStr(v, "reason"); err != nil {
-			return nil, err
-		}
-	}
-	suppress := false
-	if v, ok := c.Arg(3, "suppress_events"); ok && v != nil {
-		if suppress, err = asBool(v, "suppress_events"); err != nil {
-			return nil, err
-		}
-	}
-	return nil, m.a.DestroyKernel(ctx, kid, sid, reason, suppress)
+type destroyKernelArgs struct {
+	KernelID       string `rpc:"0,kernel_id"`
+	SessionID      string `rpc:"1,session_id,optional"`
+	Reason         string `rpc:"2,reason,optional"`
+	SuppressEvents bool   `rpc:"3,suppress_events,optional"`
 }
 
-func (m *methods) restartKernel(ctx context.Context, c *Call) (any, error) {
-	sid, err := m.strArg(c, 0, "session_id")
-	if err != nil {
-		return nil, err
+func (m *methods) destroyKernel(ctx context.Context, a destroyKernelArgs) (any, error) {
+	return nil, m.a.DestroyKernel(ctx, a.KernelID, a.SessionID, a.Reason, a.SuppressEvents)
+}
+
+// restart_kernel(session_id, kernel_id, kernel_image, updated_config):
+// kernel_image is not read.
+type restartKernelArgs struct {
+	SessionID     string `rpc:"0,session_id"`
+	KernelID      string `rpc:"1,kernel_id"`
+	UpdatedConfig struct {
+		Environ map[string]string `rpc:"environ,default={}"`
+	} `rpc:"3,updated_config,optional"`
+}
+
+func (m *methods) restartKernel(ctx context.Context, a restartKernelArgs) (any, error) {
+	updated := a.UpdatedConfig.Environ
+	if updated == nil { // no updated_config
+		updated = map[string]string{}
 	}
-	kid, err := m.strArg(c, 1, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	updated := map[string]string{}
-	if v, ok := c.Arg(3, "updated_config"); ok && v != nil {
-		uc, err := asMap(v, "updated_config")
-		if err != nil {
-			return nil, err
-		}
-		if env, ok := uc.Get("environ"); ok && env != nil {
-			if updated, err = asStrMap(env, "updated_config.environ"); err != nil {
-				return nil, err
-			}
-		}
-	}
-	ri, err := m.a.RestartKernel(ctx, sid, kid, updated)
+	ri, err := m.a.RestartKernel(ctx, a.SessionID, a.KernelID, updated)
 	if err != nil {
 		return nil, err
 	}
 	return restartInfoWire(ri), nil
 }
 
-func (m *methods) getLocalConfig(_ context.Context, c *Call) (any, error) {
+type getLocalConfigArgs struct {
 	// The manager passes agent_id positionally here.
-	if v, ok := c.Arg(0, "agent_id"); ok && v != nil {
-		id, err := asStr(v, "agent_id")
-		if err != nil {
-			return nil, err
-		}
-		if id != m.a.ID() {
-			return nil, &PyError{Name: "AgentIdNotFoundError", Msg: fmt.Sprintf("agent %s is not served here", id)}
-		}
+	AgentID *string `rpc:"0,agent_id,optional"`
+}
+
+func (m *methods) getLocalConfig(_ context.Context, a getLocalConfigArgs) (any, error) {
+	if a.AgentID != nil && *a.AgentID != m.a.ID() {
+		return nil, &PyError{Name: "AgentIdNotFoundError", Msg: fmt.Sprintf("agent %s is not served here", *a.AgentID)}
 	}
 	return map[string]any{
 		"agent":   map[string]any{"abuse-report-path": m.a.Config().Agent.AbuseReportPath},
@@ -336,92 +314,58 @@ func (m *methods) gatherHWInfoV2(_ context.Context, _ *Call) (any, error) {
 	return map[string]any{"devices": devs}, nil
 }
 
-func (m *methods) syncKernelRegistry(ctx context.Context, c *Call) (any, error) {
-	v, err := c.Required(0, "raw_kernel_session_ids")
+// kernelSessionPair is a (kernel_id, session_id) pair.
+type kernelSessionPair [2]string
+
+func (p *kernelSessionPair) decodeArg(v any, path string) error {
+	l, err := asList(v, path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	l, err := asList(v, "raw_kernel_session_ids")
-	if err != nil {
-		return nil, err
+	if len(l) != 2 {
+		return typeError("%s: expected (kernel_id, session_id)", path)
 	}
+	for i := range p {
+		if p[i], err = asStr(l[i], fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type syncKernelRegistryArgs struct {
+	Pairs []kernelSessionPair `rpc:"0,raw_kernel_session_ids"`
+}
+
+func (m *methods) syncKernelRegistry(ctx context.Context, a syncKernelRegistryArgs) (any, error) {
 	var pairs [][2]string
-	for i, it := range l {
-		p, err := asList(it, fmt.Sprintf("raw_kernel_session_ids[%d]", i))
-		if err != nil {
-			return nil, err
-		}
-		if len(p) != 2 {
-			return nil, typeError("raw_kernel_session_ids[%d]: expected (kernel_id, session_id)", i)
-		}
-		k, err := asStr(p[0], fmt.Sprintf("raw_kernel_session_ids[%d][0]", i))
-		if err != nil {
-			return nil, err
-		}
-		s, err := asStr(p[1], fmt.Sprintf("raw_kernel_session_ids[%d][1]", i))
-		if err != nil {
-			return nil, err
-		}
-		pairs = append(pairs, [2]string{k, s})
+	for _, p := range a.Pairs {
+		pairs = append(pairs, p)
 	}
 	return nil, m.a.SyncKernelRegistry(ctx, pairs)
 }
 
-func (m *methods) checkCreating(_ context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	return m.a.IsCreating(kid), nil
+// kernelArgs is the arguments of the methods that take a kernel_id alone.
+type kernelArgs struct {
+	KernelID string `rpc:"0,kernel_id"`
 }
 
-func (m *methods) checkRunning(_ context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	return m.a.IsRunning(kid), nil
+func (m *methods) checkCreating(_ context.Context, a kernelArgs) (any, error) {
+	return m.a.IsCreating(a.KernelID), nil
 }
 
-// strPair reads two leading string arguments (kernel_id plus a path or
-// name, in most methods).
-func (m *methods) strPair(c *Call, first, second string) (string, string, error) {
-	a, err := m.strArg(c, 0, first)
-	if err != nil {
-		return "", "", err
-	}
-	b, err := m.strArg(c, 1, second)
-	return a, b, err
+func (m *methods) checkRunning(_ context.Context, a kernelArgs) (any, error) {
+	return m.a.IsRunning(a.KernelID), nil
 }
 
-func (m *methods) strArg(c *Call, i int, name string) (string, error) {
-	v, err := c.Required(i, name)
-	if err != nil {
-		return "", err
-	}
-	return asStr(v, name)
+type checkAndPullArgs struct {
+	ImageConfigs map[string]imageConfigArgs `rpc:"0,image_configs"`
 }
 
-func (m *methods) checkAndPull(ctx context.Context, c *Call) (any, error) {
-	v, err := c.Required(0, "image_configs")
-	if err != nil {
-		return nil, err
-	}
-	im, err := asMap(v, "image_configs")
-	if err != nil {
-		return nil, err
-	}
+func (m *methods) checkAndPull(ctx context.Context, a checkAndPullArgs) (any, error) {
 	configs := map[string]agent.ImageConfig{}
-	for _, kv := range im {
-		name, err := asStr(kv.Key, "image_configs key")
-		if err != nil {
-			return nil, err
-		}
-		ic, err := bindImageConfig(kv.Val, "image_configs["+PyRepr(name)+"]")
-		if err != nil {
-			return nil, err
-		}
-		configs[name] = ic
+	for name, ic := range a.ImageConfigs {
+		configs[name] = ic.agent()
 	}
 	ids, err := m.a.CheckAndPull(ctx, configs)
 	if err != nil {
@@ -434,187 +378,150 @@ func (m *methods) checkAndPull(ctx context.Context, c *Call) (any, error) {
 	return out, nil
 }
 
-func (m *methods) checkPulling(_ context.Context, c *Call) (any, error) {
-	name, err := m.strArg(c, 0, "image_name")
-	if err != nil {
-		return nil, err
-	}
-	return m.a.IsPulling(name), nil
+type checkPullingArgs struct {
+	ImageName string `rpc:"0,image_name"`
 }
 
-func (m *methods) getLogs(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	logs, err := m.a.Logs(ctx, kid)
+func (m *methods) checkPulling(_ context.Context, a checkPullingArgs) (any, error) {
+	return m.a.IsPulling(a.ImageName), nil
+}
+
+func (m *methods) getLogs(ctx context.Context, a kernelArgs) (any, error) {
+	logs, err := m.a.Logs(ctx, a.KernelID)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]any{"logs": logs}, nil
 }
 
-func (m *methods) uploadFile(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	name, err := m.strArg(c, 1, "filename")
-	if err != nil {
-		return nil, err
-	}
-	v, err := c.Required(2, "filedata")
-	if err != nil {
-		return nil, err
-	}
-	var data []byte
+// fileData is bytes (or str).
+type fileData []byte
+
+func (d *fileData) decodeArg(v any, path string) error {
 	switch x := v.(type) {
 	case []byte:
-		data = x
+		*d = x
 	case string:
-		data = []byte(x)
+		*d = []byte(x)
 	default:
-		return nil, wrongType("filedata", "bytes", v)
+		return wrongType(path, "bytes", v)
 	}
-	return nil, m.a.UploadFile(ctx, kid, name, data)
+	return nil
 }
 
-func (m *methods) downloadFile(ctx context.Context, c *Call) (any, error) {
-	kid, p, err := m.strPair(c, "kernel_id", "filepath")
-	if err != nil {
-		return nil, err
-	}
-	return m.a.DownloadFile(ctx, kid, p)
+type uploadFileArgs struct {
+	KernelID string   `rpc:"0,kernel_id"`
+	Filename string   `rpc:"1,filename"`
+	Filedata fileData `rpc:"2,filedata"`
 }
 
-func (m *methods) downloadSingle(ctx context.Context, c *Call) (any, error) {
-	kid, p, err := m.strPair(c, "kernel_id", "filepath")
-	if err != nil {
-		return nil, err
-	}
-	return m.a.DownloadSingle(ctx, kid, p)
+func (m *methods) uploadFile(ctx context.Context, a uploadFileArgs) (any, error) {
+	return nil, m.a.UploadFile(ctx, a.KernelID, a.Filename, a.Filedata)
 }
 
-func (m *methods) listFiles(ctx context.Context, c *Call) (any, error) {
-	kid, p, err := m.strPair(c, "kernel_id", "path")
-	if err != nil {
-		return nil, err
-	}
-	l, err := m.a.ListFiles(ctx, kid, p)
+type kernelFileArgs struct {
+	KernelID string `rpc:"0,kernel_id"`
+	Filepath string `rpc:"1,filepath"`
+}
+
+func (m *methods) downloadFile(ctx context.Context, a kernelFileArgs) (any, error) {
+	return m.a.DownloadFile(ctx, a.KernelID, a.Filepath)
+}
+
+func (m *methods) downloadSingle(ctx context.Context, a kernelFileArgs) (any, error) {
+	return m.a.DownloadSingle(ctx, a.KernelID, a.Filepath)
+}
+
+type listFilesArgs struct {
+	KernelID string `rpc:"0,kernel_id"`
+	Path     string `rpc:"1,path"`
+}
+
+func (m *methods) listFiles(ctx context.Context, a listFilesArgs) (any, error) {
+	l, err := m.a.ListFiles(ctx, a.KernelID, a.Path)
 	if err != nil {
 		return nil, err
 	}
 	return listingWire(l), nil
 }
 
-func (m *methods) commit(ctx context.Context, c *Call) (any, error) {
-	kid, subdir, err := m.strPair(c, "kernel_id", "subdir")
-	if err != nil {
-		return nil, err
-	}
-	var canonical, filename string
-	if v, ok := c.Kwargs.Get("canonical"); ok {
-		if canonical, err = asOptStr(v, "canonical"); err != nil {
-			return nil, err
-		}
-	}
-	if v, ok := c.Kwargs.Get("filename"); ok {
-		if filename, err = asOptStr(v, "filename"); err != nil {
-			return nil, err
-		}
-	}
-	labels := map[string]string{}
-	if v, ok := c.Kwargs.Get("extra_labels"); ok && v != nil {
-		if labels, err = asStrMap(v, "extra_labels"); err != nil {
-			return nil, err
-		}
-	}
-	return m.a.Commit(ctx, kid, subdir, canonical, filename, labels)
+// commit(kernel_id, subdir, *, canonical, filename, extra_labels)
+type commitArgs struct {
+	KernelID    string            `rpc:"0,kernel_id"`
+	Subdir      string            `rpc:"1,subdir"`
+	Canonical   string            `rpc:"-,canonical,optional"`
+	Filename    string            `rpc:"-,filename,optional"`
+	ExtraLabels map[string]string `rpc:"-,extra_labels,default={}"`
 }
 
-func (m *methods) getCommitStatus(_ context.Context, c *Call) (any, error) {
-	kid, subdir, err := m.strPair(c, "kernel_id", "subdir")
-	if err != nil {
-		return nil, err
-	}
-	return m.a.CommitStatus(kid, subdir)
+func (m *methods) commit(ctx context.Context, a commitArgs) (any, error) {
+	return m.a.Commit(ctx, a.KernelID, a.Subdir, a.Canonical, a.Filename, a.ExtraLabels)
 }
 
-func (m *methods) pushImage(ctx context.Context, c *Call) (any, error) {
-	v, err := c.Required(0, "image_ref")
-	if err != nil {
-		return nil, err
-	}
-	var canonical string
-	var isLocal bool
-	switch x := v.(type) {
-	case wire.ImageRef:
-		canonical, isLocal = x.Canonical(), x.IsLocal
-	default:
-		if canonical, err = asStr(v, "image_ref"); err != nil {
-			return nil, wrongType("image_ref", "ImageRef", v)
-		}
-	}
-	var reg agent.RegistryInfo
-	if rv, ok := c.Arg(1, "registry_conf"); ok && rv != nil {
-		rm, err := asMap(rv, "registry_conf")
-		if err != nil {
-			return nil, err
-		}
-		f := &fields{m: rm, path: "registry_conf"}
-		f.str("name", &reg.Name)
-		f.str("url", &reg.URL)
-		f.str("username", &reg.Username)
-		f.str("password", &reg.Password)
-		if f.err != nil {
-			return nil, f.err
-		}
-	}
-	id, err := m.a.PushImage(ctx, canonical, isLocal, reg)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"bgtask_id": id, "canonical": canonical}, nil
+type getCommitStatusArgs struct {
+	KernelID string `rpc:"0,kernel_id"`
+	Subdir   string `rpc:"1,subdir"`
 }
 
+func (m *methods) getCommitStatus(_ context.Context, a getCommitStatusArgs) (any, error) {
+	return m.a.CommitStatus(a.KernelID, a.Subdir)
+}
+
+// pushRef is push_image's image_ref: an ImageRef, or its canonical name.
+type pushRef struct {
+	canonical string
+	isLocal   bool
+}
+
+func (r *pushRef) decodeArg(v any, path string) error {
+	if ref, ok := v.(wire.ImageRef); ok {
+		r.canonical, r.isLocal = ref.Canonical(), ref.IsLocal
+		return nil
+	}
+	s, err := asStr(v, path)
+	if err != nil {
+		return wrongType(path, "ImageRef", v)
+	}
+	r.canonical = s
+	return nil
+}
+
+type pushImageArgs struct {
+	ImageRef     pushRef      `rpc:"0,image_ref"`
+	RegistryConf registryArgs `rpc:"1,registry_conf,optional"`
+}
+
+func (m *methods) pushImage(ctx context.Context, a pushImageArgs) (any, error) {
+	id, err := m.a.PushImage(ctx, a.ImageRef.canonical, a.ImageRef.isLocal, agent.RegistryInfo(a.RegistryConf))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"bgtask_id": id, "canonical": a.ImageRef.canonical}, nil
+}
+
+type purgeImagesArgs struct {
+	Images  []string `rpc:"0,images"`
+	Force   bool     `rpc:"1,force,optional"`
+	NoPrune bool     `rpc:"2,noprune,optional"`
+}
+
+// purgeImages reads purge_images(images, force, noprune), or the v2 form's
+// one request dict with those keys, which is bound as the keywords; None
+// images are missing, not wrong-typed.
 func (m *methods) purgeImages(ctx context.Context, c *Call) (any, error) {
-	var imagesV, forceV, noPruneV any
-	imagesV, _ = c.Arg(0, "images")
-	forceV, _ = c.Arg(1, "force")
-	noPruneV, _ = c.Arg(2, "noprune")
-	// The v2 form passes one request dict.
-	if req, ok := imagesV.(msgpack.Map); ok {
-		imagesV, _ = req.Get("images")
-		forceV, _ = req.Get("force")
-		noPruneV, _ = req.Get("noprune")
+	images, _ := c.Arg(0, "images")
+	if req, ok := images.(msgpack.Map); ok {
+		c = &Call{Method: c.Method, Kwargs: req}
+		images, _ = req.Get("images")
 	}
-	if imagesV == nil {
+	if images == nil {
 		return nil, typeError("purge_images() missing required argument: 'images'")
 	}
-	l, err := asList(imagesV, "images")
+	a, err := bindArgs[purgeImagesArgs](c)
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for i, it := range l {
-		s, err := asStr(it, fmt.Sprintf("images[%d]", i))
-		if err != nil {
-			return nil, err
-		}
-		names = append(names, s)
-	}
-	force, noPrune := false, false
-	if forceV != nil {
-		if force, err = asBool(forceV, "force"); err != nil {
-			return nil, err
-		}
-	}
-	if noPruneV != nil {
-		if noPrune, err = asBool(noPruneV, "noprune"); err != nil {
-			return nil, err
-		}
-	}
-	res, err := m.a.PurgeImages(ctx, names, force, noPrune)
+	res, err := m.a.PurgeImages(ctx, a.Images, a.Force, a.NoPrune)
 	if err != nil {
 		return nil, err
 	}
@@ -625,34 +532,26 @@ func (m *methods) purgeImages(ctx context.Context, c *Call) (any, error) {
 	return map[string]any{"responses": out}, nil
 }
 
-func (m *methods) createLocalNetwork(ctx context.Context, c *Call) (any, error) {
-	name, err := m.strArg(c, 0, "network_name")
-	if err != nil {
-		return nil, err
-	}
-	return nil, m.a.CreateLocalNetwork(ctx, name)
+type networkArgs struct {
+	NetworkName string `rpc:"0,network_name"`
 }
 
-func (m *methods) destroyLocalNetwork(ctx context.Context, c *Call) (any, error) {
-	name, err := m.strArg(c, 0, "network_name")
-	if err != nil {
-		return nil, err
-	}
-	return nil, m.a.DestroyLocalNetwork(ctx, name)
+func (m *methods) createLocalNetwork(ctx context.Context, a networkArgs) (any, error) {
+	return nil, m.a.CreateLocalNetwork(ctx, a.NetworkName)
+}
+
+func (m *methods) destroyLocalNetwork(ctx context.Context, a networkArgs) (any, error) {
+	return nil, m.a.DestroyLocalNetwork(ctx, a.NetworkName)
 }
 
 func (m *methods) assignPort(context.Context, *Call) (any, error) { return m.a.AssignPort() }
 
-func (m *methods) releasePort(_ context.Context, c *Call) (any, error) {
-	v, err := c.Required(0, "port_no")
-	if err != nil {
-		return nil, err
-	}
-	p, err := asInt(v, "port_no")
-	if err != nil {
-		return nil, err
-	}
-	m.a.ReleasePort(p)
+type releasePortArgs struct {
+	PortNo int `rpc:"0,port_no"`
+}
+
+func (m *methods) releasePort(_ context.Context, a releasePortArgs) (any, error) {
+	m.a.ReleasePort(a.PortNo)
 	return nil, nil
 }
 
@@ -668,23 +567,23 @@ func (m *methods) resetAgent(ctx context.Context, _ *Call) (any, error) {
 	return nil, m.a.ResetAgent(ctx)
 }
 
-// shutdownAgent is a no-op, as in the Python agent.
+type shutdownServiceArgs struct {
+	KernelID string `rpc:"0,kernel_id,optional"`
+	Service  string `rpc:"1,service,optional"`
+}
+
 // shutdownService never fails, as the Python agent's (which logs and
 // returns None): the manager calls it to stop an app and does not expect
-// an error. Without the kernel runner no service runs, so there is
-// nothing to stop.
+// an error, so arguments it cannot read mean there is nothing to stop.
 func (m *methods) shutdownService(_ context.Context, c *Call) (any, error) {
-	kid, _ := c.Arg(0, "kernel_id")
-	svc, _ := c.Arg(1, "service")
-	k, _ := asOptStr(kid, "kernel_id")
-	name, _ := asOptStr(svc, "service")
-	if r, ok := m.a.(Runners); ok && k != "" && name != "" {
-		r.ShutdownService(k, name)
+	a, err := bindArgs[shutdownServiceArgs](c)
+	if r, ok := m.a.(Runners); ok && err == nil && a.KernelID != "" && a.Service != "" {
+		r.ShutdownService(a.KernelID, a.Service)
 	}
-	// Never raises, as upstream (errors are only logged).
 	return nil, nil
 }
 
+// shutdownAgent is a no-op, as in the Python agent.
 func (m *methods) shutdownAgent(context.Context, *Call) (any, error) { return nil, nil }
 
 func (m *methods) baiStatus(context.Context, *Call) (any, error) {
@@ -769,14 +668,14 @@ func (m *methods) baiImages(ctx context.Context, _ *Call) (any, error) {
 	return out, nil
 }
 
-func (m *methods) baiTask(_ context.Context, c *Call) (any, error) {
-	id, err := m.strArg(c, 0, "task_id")
-	if err != nil {
-		return nil, err
-	}
-	t, ok := m.a.Task(strings.ReplaceAll(id, "-", ""))
+type baiTaskArgs struct {
+	TaskID string `rpc:"0,task_id"`
+}
+
+func (m *methods) baiTask(_ context.Context, a baiTaskArgs) (any, error) {
+	t, ok := m.a.Task(strings.ReplaceAll(a.TaskID, "-", ""))
 	if !ok {
-		return nil, &PyError{Name: "KeyError", Msg: "no background task " + id}
+		return nil, &PyError{Name: "KeyError", Msg: "no background task " + a.TaskID}
 	}
 	return map[string]any{"task_id": t.ID, "name": t.Name, "status": string(t.Status), "current": t.Current, "total": t.Total, "message": t.Message}, nil
 }

@@ -45,7 +45,6 @@ func servicePortWire(p image.ServicePort) map[string]any {
 	return event.ServicePortInfo(p).Wire()
 }
 
-
 // resourceSpecWire is KernelResourceSpec.to_json_serializable_dict():
 // amounts as decimal strings, or (legacy) slots as a pickled ResourceSlot
 // and allocations as pickled Decimals.

@@ -20,38 +20,22 @@ type Runners interface {
 
 // start_service(kernel_id, service, opts) -> {"status": started|running|
 // failed, "error"?}.
-func (m *methods) startService(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	name, err := m.strArg(c, 1, "service")
-	if err != nil {
-		return nil, err
-	}
-	opts, err := optMap(c, 2, "opts")
-	if err != nil {
-		return nil, err
-	}
-	return m.run().StartService(ctx, kid, name, opts)
+type startServiceArgs struct {
+	KernelID string         `rpc:"0,kernel_id"`
+	Service  string         `rpc:"1,service"`
+	Opts     map[string]any `rpc:"2,opts,default={}"`
 }
 
-func optMap(c *Call, i int, name string) (map[string]any, error) {
-	v, ok := c.Arg(i, name)
-	if !ok || v == nil {
-		return map[string]any{}, nil
-	}
-	if _, err := asMap(v, name); err != nil {
-		return nil, err
-	}
-	return plain(v).(map[string]any), nil
+func (m *methods) startService(ctx context.Context, a startServiceArgs) (any, error) {
+	return m.run().StartService(ctx, a.KernelID, a.Service, a.Opts)
 }
 
-func optSeconds(v any, path string) (*time.Duration, error) {
+// seconds is a non-negative number of seconds.
+type seconds time.Duration
+
+func (s *seconds) decodeArg(v any, path string) error {
 	var f float64
 	switch x := v.(type) {
-	case nil:
-		return nil, nil
 	case float64:
 		f = x
 	case float32:
@@ -61,60 +45,49 @@ func optSeconds(v any, path string) (*time.Duration, error) {
 	case uint64:
 		f = float64(x)
 	default:
-		return nil, wrongType(path, "float", v)
+		return wrongType(path, "float", v)
 	}
 	if f < 0 {
-		return nil, typeError("%s: %v is negative", path, f)
+		return typeError("%s: %v is negative", path, f)
 	}
-	d := time.Duration(f * float64(time.Second))
-	return &d, nil
+	*s = seconds(f * float64(time.Second))
+	return nil
+}
+
+// execMode is execute's mode.
+type execMode string
+
+func (em *execMode) decodeArg(v any, path string) error {
+	s, err := asStr(v, path)
+	if err != nil {
+		return err
+	}
+	switch s {
+	case "query", "batch", "input", "continue":
+	default:
+		return typeError("execute: unknown mode %s", PyRepr(s))
+	}
+	*em = execMode(s)
+	return nil
 }
 
 // execute(session_id, kernel_id, major_api_version, run_id, mode, code,
-// opts, flush_timeout)
-func (m *methods) execute(ctx context.Context, c *Call) (any, error) {
-	sid, err := m.strArg(c, 0, "session_id")
-	if err != nil {
-		return nil, err
-	}
-	kid, err := m.strArg(c, 1, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	api := 3
-	if v, ok := c.Arg(2, "api_version"); ok && v != nil {
-		if api, err = asInt(v, "api_version"); err != nil {
-			return nil, err
-		}
-	}
-	req := coderunner.Request{APIVersion: api}
-	if v, ok := c.Arg(3, "run_id"); ok {
-		if req.RunID, err = asOptStr(v, "run_id"); err != nil {
-			return nil, err
-		}
-	}
-	if req.Mode, err = m.strArg(c, 4, "mode"); err != nil {
-		return nil, err
-	}
-	switch req.Mode {
-	case "query", "batch", "input", "continue":
-	default:
-		return nil, typeError("execute: unknown mode %s", PyRepr(req.Mode))
-	}
-	if v, ok := c.Arg(5, "text"); ok {
-		if req.Code, err = asOptStr(v, "code"); err != nil {
-			return nil, err
-		}
-	}
-	if req.Opts, err = optMap(c, 6, "opts"); err != nil {
-		return nil, err
-	}
-	if v, ok := c.Arg(7, "flush_timeout"); ok {
-		if req.Flush, err = optSeconds(v, "flush_timeout"); err != nil {
-			return nil, err
-		}
-	}
-	return m.run().Execute(ctx, sid, kid, req)
+// opts, flush_timeout). The keywords are bai-agent's own names (the
+// manager passes them positionally).
+type executeArgs struct {
+	SessionID    string         `rpc:"0,session_id"`
+	KernelID     string         `rpc:"1,kernel_id"`
+	APIVersion   int            `rpc:"2,api_version,default=3"`
+	RunID        string         `rpc:"3,run_id,optional"`
+	Mode         execMode       `rpc:"4,mode"`
+	Code         string         `rpc:"5,text,optional,path=code"`
+	Opts         map[string]any `rpc:"6,opts,default={}"`
+	FlushTimeout *seconds       `rpc:"7,flush_timeout,optional"`
+}
+
+func (m *methods) execute(ctx context.Context, a executeArgs) (any, error) {
+	req := coderunner.Request{APIVersion: a.APIVersion, RunID: a.RunID, Mode: string(a.Mode), Code: a.Code, Opts: a.Opts, Flush: (*time.Duration)(a.FlushTimeout)}
+	return m.run().Execute(ctx, a.SessionID, a.KernelID, req)
 }
 
 func (m *methods) run() Runners {
@@ -123,12 +96,8 @@ func (m *methods) run() Runners {
 }
 
 // interrupt_kernel(kernel_id): SIGINT to what runs; answers at once.
-func (m *methods) interruptKernel(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	if err := m.run().Interrupt(kid); err != nil {
+func (m *methods) interruptKernel(ctx context.Context, a kernelArgs) (any, error) {
+	if err := m.run().Interrupt(a.KernelID); err != nil {
 		return nil, err
 	}
 	return map[string]any{"status": "finished"}, nil
@@ -136,20 +105,14 @@ func (m *methods) interruptKernel(ctx context.Context, c *Call) (any, error) {
 
 // get_completions(kernel_id, text, opts) -> {"result": {status, error,
 // suggestions}} (CodeCompletionResp).
-func (m *methods) getCompletions(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	text, err := m.strArg(c, 1, "text")
-	if err != nil {
-		return nil, err
-	}
-	opts, err := optMap(c, 2, "opts")
-	if err != nil {
-		return nil, err
-	}
-	sugg, err := m.run().Completions(ctx, kid, text, opts)
+type getCompletionsArgs struct {
+	KernelID string         `rpc:"0,kernel_id"`
+	Text     string         `rpc:"1,text"`
+	Opts     map[string]any `rpc:"2,opts,default={}"`
+}
+
+func (m *methods) getCompletions(ctx context.Context, a getCompletionsArgs) (any, error) {
+	sugg, err := m.run().Completions(ctx, a.KernelID, a.Text, a.Opts)
 	if err != nil {
 		return map[string]any{"result": map[string]any{"status": "failed", "error": err.Error(), "suggestions": []any{}}}, nil
 	}
@@ -158,12 +121,8 @@ func (m *methods) getCompletions(ctx context.Context, c *Call) (any, error) {
 
 // ping_kernel(kernel_id) -> {"started_at": float}, or None when the runner
 // does not answer.
-func (m *methods) pingKernel(ctx context.Context, c *Call) (any, error) {
-	kid, err := m.strArg(c, 0, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	started, err := m.run().PingKernel(ctx, kid)
+func (m *methods) pingKernel(ctx context.Context, a kernelArgs) (any, error) {
+	started, err := m.run().PingKernel(ctx, a.KernelID)
 	if err != nil {
 		return nil, nil
 	}
@@ -172,26 +131,13 @@ func (m *methods) pingKernel(ctx context.Context, c *Call) (any, error) {
 
 // trigger_batch_execution(session_id, kernel_id, code, timeout): starts
 // the batch job and returns None at once.
-func (m *methods) triggerBatch(ctx context.Context, c *Call) (any, error) {
-	sid, err := m.strArg(c, 0, "session_id")
-	if err != nil {
-		return nil, err
-	}
-	kid, err := m.strArg(c, 1, "kernel_id")
-	if err != nil {
-		return nil, err
-	}
-	code := ""
-	if v, ok := c.Arg(2, "code"); ok {
-		if code, err = asOptStr(v, "code"); err != nil {
-			return nil, err
-		}
-	}
-	var timeout *time.Duration
-	if v, ok := c.Arg(3, "timeout"); ok {
-		if timeout, err = optSeconds(v, "timeout"); err != nil {
-			return nil, err
-		}
-	}
-	return nil, m.run().TriggerBatch(ctx, sid, kid, code, timeout)
+type triggerBatchArgs struct {
+	SessionID string   `rpc:"0,session_id"`
+	KernelID  string   `rpc:"1,kernel_id"`
+	Code      string   `rpc:"2,code,optional"`
+	Timeout   *seconds `rpc:"3,timeout,optional"`
+}
+
+func (m *methods) triggerBatch(ctx context.Context, a triggerBatchArgs) (any, error) {
+	return nil, m.run().TriggerBatch(ctx, a.SessionID, a.KernelID, a.Code, (*time.Duration)(a.Timeout))
 }
