@@ -104,7 +104,7 @@ func entrypoint(args []string) {
 			} else if _, err := os.Stat("/bin/sh"); err == nil {
 				// What the image's bootstrap exports is merged into the
 				// kernel's environment.
-				rootEnv := krunner.RootEnv(env, krunner.RequestedKeys(entrypointConfigDir()))
+				rootEnv := krunner.RootEnv(env, krunner.SafeRootDir)
 				c := exec.Command("/bin/sh", "-c", ". /opt/container/bootstrap.sh; env -0")
 				c.Env, c.Dir, c.Stderr = rootEnv, "/", os.Stderr
 				if out, err := c.Output(); err == nil {
@@ -138,14 +138,24 @@ func entrypoint(args []string) {
 		log.Error("runner secret", "error", err)
 	}
 	if os.Geteuid() == 0 && id.UID != 0 {
+		// Dropping root either works completely or the kernel does not
+		// start: user code must never run as root, or with root's groups,
+		// because a call failed (an id the kernel refuses).
+		fail := func(what string, err error) {
+			log.Error("could not become the kernel user; stopping rather than run user code as root", "step", what, "uid", id.UID, "gid", id.GID, "error", err)
+			os.Exit(1)
+		}
 		if err := syscall.Setgroups(groups); err != nil {
-			log.Error("setgroups", "error", err)
+			fail("setgroups", err)
 		}
 		if err := syscall.Setgid(id.GID); err != nil {
-			log.Error("setgid", "error", err)
+			fail("setgid", err)
 		}
 		if err := syscall.Setuid(id.UID); err != nil {
-			log.Error("setuid; the kernel runs as root", "error", err)
+			fail("setuid", err)
+		}
+		if os.Getuid() != id.UID || os.Geteuid() != id.UID || os.Getgid() != id.GID || os.Getegid() != id.GID {
+			fail("verify", fmt.Errorf("running as %d:%d", os.Geteuid(), os.Getegid()))
 		}
 	}
 	bin := self
@@ -285,13 +295,4 @@ func run(args []string) int {
 		return 128 + int(s)
 	}
 	return 0
-}
-
-// entrypointConfigDir is the kernel's config folder (read-only, written by
-// the agent).
-func entrypointConfigDir() string {
-	if d := os.Getenv("BAI_KRUNNER_CONFIGDIR"); d != "" {
-		return d
-	}
-	return "/home/config"
 }

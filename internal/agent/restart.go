@@ -40,6 +40,9 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 		if err := checkMountSources(k.Spec.Mounts); err != nil {
 			return nil, kernelErr(kernelID, err)
 		}
+		if err := checkMountPoints(k.Scratch.Work, k.Spec.Mounts); err != nil {
+			return nil, kernelErr(kernelID, err)
+		}
 	}
 	var kc kconfig
 	if err := readJSON(k.Scratch.Config, kconfigFile, &kc); err != nil {

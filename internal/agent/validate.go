@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
 	"strconv"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/kuser"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
 	"github.com/bai-agent/bai-agent/internal/vfolder"
@@ -22,6 +24,8 @@ const (
 	maxDotfiles       = 1024
 	maxDotfileBytes   = 1 << 20 // all dotfiles together
 	maxSSHKeyBytes    = 64 << 10
+	// maxSupplementaryGIDs is Linux's NGROUPS_MAX.
+	maxSupplementaryGIDs = 65536
 )
 
 // agentOwnedEnv are variables the agent computes; a creation config that
@@ -189,6 +193,24 @@ func validateCreation(cfg *CreationConfig) error {
 			}
 		}
 	}
+	// uid_t and gid_t are 32 bits: 4294967296 would be root to setuid(2)
+	// while every "uid != 0" check passes.
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{{"uid", cfg.UID}, {"main_gid", cfg.MainGID}} {
+		if f.v != nil && !kuser.ValidID(*f.v) {
+			return fmt.Errorf("%w: %s %d is not a uid/gid (0-%d)", ErrInvalidArgument, f.name, *f.v, kuser.MaxID)
+		}
+	}
+	if len(cfg.SupplementaryGIDs) > maxSupplementaryGIDs {
+		return fmt.Errorf("%w: supplementary_gids has %d entries (at most %d)", ErrInvalidArgument, len(cfg.SupplementaryGIDs), maxSupplementaryGIDs)
+	}
+	for i, g := range cfg.SupplementaryGIDs {
+		if !kuser.ValidID(g) {
+			return fmt.Errorf("%w: supplementary_gids[%d] %d is not a gid (0-%d)", ErrInvalidArgument, i, g, kuser.MaxID)
+		}
+	}
 	for i, m := range cfg.Mounts {
 		for _, f := range []struct{ name, v string }{{"host_path", m.HostPath}, {"kernel_path", m.KernelPath}, {"name", m.Name}} {
 			if strings.ContainsAny(f.v, "\x00\n") {
@@ -236,6 +258,34 @@ func checkMountSources(mounts []resource.Mount) error {
 		}
 		if err := safefs.CheckNoLinks(m.Source); err != nil {
 			return fmt.Errorf("%w: the source of %s changed since it was checked: %v", vfolder.ErrInvalidMount, m.Target, err)
+		}
+	}
+	return nil
+}
+
+// checkMountPoints refuses a restart whose vfolder mount points under
+// /home/work were replaced by the kernel: Docker (runc) creates a mount
+// point by resolving its path inside the container, through the work
+// folder the kernel's user writes, so a link left at /home/work/data
+// (-> /opt/container) would put the vfolder there.
+func checkMountPoints(work string, mounts []resource.Mount) error {
+	root, err := safefs.OpenRoot(work)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, m := range mounts {
+		rel, ok := strings.CutPrefix(m.Target, workDir+"/")
+		if !ok {
+			continue
+		}
+		info, err := root.Lstat(rel)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("%w: the mount point %s: %v", vfolder.ErrInvalidMount, m.Target, err)
+		case info.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("%w: the mount point %s was replaced by a symbolic link", vfolder.ErrInvalidMount, m.Target)
 		}
 	}
 	return nil

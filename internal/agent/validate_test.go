@@ -2,8 +2,13 @@ package agent
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/vfolder"
 )
 
 func TestValidateCreation(t *testing.T) {
@@ -82,5 +87,30 @@ func TestWithoutSecrets(t *testing.T) {
 	}
 	if cfg.Image.Registry.Password != "hunter2" || cfg.InternalData["docker_credentials"] == nil {
 		t.Fatal("the request's own config lost its credentials (the pull needs them)")
+	}
+}
+
+// A restart refuses vfolder mount points under /home/work that the
+// kernel replaced with links (Docker would resolve them inside the
+// container: data -> /opt/container).
+func TestCheckMountPoints(t *testing.T) {
+	work := t.TempDir()
+	_ = os.MkdirAll(filepath.Join(work, "plain"), 0o755)
+	_ = os.Symlink("/opt/container", filepath.Join(work, "link"))
+	_ = os.Symlink("/opt", filepath.Join(work, "parent"))
+	for _, tc := range []struct {
+		target string
+		ok     bool
+	}{
+		{"/home/work/plain", true},
+		{"/home/work/missing", true},
+		{"/models", true},
+		{"/home/work/link", false},
+		{"/home/work/parent/container", false},
+	} {
+		err := checkMountPoints(work, []resource.Mount{{Source: "/x", Target: tc.target, Perm: resource.PermRW}})
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, vfolder.ErrInvalidMount)) {
+			t.Errorf("%s: %v", tc.target, err)
+		}
 	}
 }

@@ -35,16 +35,16 @@ func ImageUser(root string) Identity {
 func ParseIdentity(getenv func(string) string) (Identity, error) {
 	id := ImageUser(PasswdRoot)
 	if v := getenv("LOCAL_USER_ID"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return id, fmt.Errorf("LOCAL_USER_ID=%q is not a uid", v)
+		n, err := kuser.ParseID(v)
+		if err != nil {
+			return id, fmt.Errorf("LOCAL_USER_ID: %w", err)
 		}
 		id.UID = n
 	}
 	if v := getenv("LOCAL_GROUP_ID"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return id, fmt.Errorf("LOCAL_GROUP_ID=%q is not a gid", v)
+		n, err := kuser.ParseID(v)
+		if err != nil {
+			return id, fmt.Errorf("LOCAL_GROUP_ID: %w", err)
 		}
 		id.GID = n
 	}
@@ -52,9 +52,9 @@ func ParseIdentity(getenv func(string) string) (Identity, error) {
 		if g = strings.TrimSpace(g); g == "" {
 			continue
 		}
-		n, err := strconv.Atoi(g)
-		if err != nil || n < 0 {
-			return id, fmt.Errorf("ADDITIONAL_GIDS entry %q is not a gid", g)
+		n, err := kuser.ParseID(g)
+		if err != nil {
+			return id, fmt.Errorf("ADDITIONAL_GIDS: %w", err)
 		}
 		id.Additional = append(id.Additional, n)
 	}

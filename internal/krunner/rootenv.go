@@ -3,7 +3,9 @@ package krunner
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 )
 
 // RootPATH is the search path of every command the entrypoint runs as
@@ -46,50 +48,106 @@ func plainValue(v string) bool {
 }
 
 // RootEnv is the environment of every command the entrypoint runs as
-// root. env is the container's environment: the image's own ENV and the
-// request's (which the agent wrote to environ.txt: requested names those
-// keys; nil takes every variable as the request's). The request's
-// variables stay only when on the allowlist above; the image's own stay
-// as they are (the image is as trusted as its bootstrap.sh, which runs as
-// root anyway), so a bootstrap still finds the image's PATH and
-// libraries. PATH is RootPATH unless the image's own, HOME is /root. The
-// request's environment applies to the kernel's own processes, after the
-// runner became the kernel user.
-func RootEnv(env []string, requested map[string]bool) []string {
-	out := []string{"PATH=" + RootPATH, "HOME=/root"}
+// root. env is the container's environment: the image's ENV and the
+// request's, and an image committed from a session carries that session's
+// request too, so no variable is trusted for where it came from. Only the
+// allowlist above stays, HOME is /root, and PATH and LD_LIBRARY_PATH keep
+// just their folders that safeDir accepts (root's own, nobody else can
+// write them or their parents: an image's /opt/conda/bin stays, a
+// /home/work/bin goes), PATH followed by RootPATH. The request's
+// environment applies to the kernel's own processes, after the runner
+// became the kernel user.
+func RootEnv(env []string, safeDir func(string) bool) []string {
+	m, _ := envMap(env)
+	path := filterList(m["PATH"], safeDir)
+	for _, d := range strings.Split(RootPATH, ":") {
+		if !slices.Contains(path, d) {
+			path = append(path, d)
+		}
+	}
+	out := []string{"PATH=" + strings.Join(path, ":"), "HOME=/root"}
+	if libs := filterList(m["LD_LIBRARY_PATH"], safeDir); len(libs) > 0 {
+		out = append(out, "LD_LIBRARY_PATH="+strings.Join(libs, ":"))
+	}
 	for _, kv := range env {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "HOME" {
+		if !ok {
 			continue
 		}
-		fromImage := requested != nil && !requested[k]
-		switch {
-		case k == "PATH":
-			if fromImage {
-				out[0] = kv
-			}
-		case fromImage, rootEnvNames[k], strings.HasPrefix(k, "BACKENDAI_"), rootEnvNamed(k) && plainValue(v):
+		if rootEnvNames[k] || strings.HasPrefix(k, "BACKENDAI_") || (rootEnvNamed(k) && plainValue(v)) {
 			out = append(out, kv)
 		}
 	}
 	return out
 }
 
-// RequestedKeys are the variable names of the kernel's environ.txt (the
-// agent's record of the request's environment and its own), or nil when
-// there is none.
-func RequestedKeys(configDir string) map[string]bool {
-	b, err := os.ReadFile(filepath.Join(configDir, "environ.txt"))
-	if err != nil {
-		return nil
-	}
-	keys := map[string]bool{}
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, _, ok := strings.Cut(l, "="); ok && k != "" {
-			keys[k] = true
+// filterList keeps the entries of a colon list that keep accepts.
+func filterList(list string, keep func(string) bool) []string {
+	var out []string
+	for _, d := range strings.Split(list, ":") {
+		if d != "" && keep(d) && !slices.Contains(out, d) {
+			out = append(out, d)
 		}
 	}
-	return keys
+	return out
+}
+
+// untrustedTrees are never searched as root, whoever owns them.
+var untrustedTrees = []string{"/home", "/tmp", "/var/tmp", "/dev/shm", "/proc", "/run/user", "/opt/kernel"}
+
+// SafeRootDir reports whether root may search dir for programs or
+// libraries: an absolute, clean path outside the trees the kernel's users
+// write, each component owned by root and writable by nobody else (a
+// link counts as the folder it names, checked the same way), so that no
+// one but root can put a program there or swap the folder.
+func SafeRootDir(dir string) bool {
+	return safeRootDir(dir, 0)
+}
+
+func safeRootDir(dir string, depth int) bool {
+	if depth > 8 || !filepath.IsAbs(dir) || filepath.Clean(dir) != dir {
+		return false
+	}
+	for _, t := range untrustedTrees {
+		if dir == t || strings.HasPrefix(dir, t+"/") {
+			return false
+		}
+	}
+	p := "/"
+	for _, c := range strings.Split(strings.TrimPrefix(dir, "/"), "/") {
+		if !rootOnly(p) {
+			return false
+		}
+		if c == "" {
+			break
+		}
+		p = filepath.Join(p, c)
+		st, err := os.Lstat(p)
+		if err != nil {
+			return false
+		}
+		if st.Mode()&os.ModeSymlink != 0 {
+			if !ownedByRoot(st) {
+				return false
+			}
+			target, err := filepath.EvalSymlinks(p)
+			if err != nil || !safeRootDir(target, depth+1) {
+				return false
+			}
+		}
+	}
+	return rootOnly(p)
+}
+
+// rootOnly: p is a folder owned by root that no one else can write.
+func rootOnly(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir() && ownedByRoot(st) && st.Mode().Perm()&0o022 == 0
+}
+
+func ownedByRoot(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == 0
 }
 
 // envMap is env as a map (a later duplicate wins, as in exec) and its

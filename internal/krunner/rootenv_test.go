@@ -23,28 +23,67 @@ func TestRootEnv(t *testing.T) {
 		"LOCAL_USER_ID=1000", "LOCAL_GROUP_ID=1000", "ADDITIONAL_GIDS=5", "SUDO_SESSION_ENABLED=1",
 		"BACKENDAI_KERNEL_ID=k1", "HELLO=world",
 	}
-	got := RootEnv(kernel, nil)
+	none := func(string) bool { return false }
+	got := RootEnv(kernel, none)
 	want := []string{"PATH=" + RootPATH, "HOME=/root", "LANG=C.UTF-8", "TERM=xterm-256color",
 		"LOCAL_USER_ID=1000", "LOCAL_GROUP_ID=1000", "ADDITIONAL_GIDS=5", "SUDO_SESSION_ENABLED=1", "BACKENDAI_KERNEL_ID=k1"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("RootEnv:\n got %q\nwant %q", got, want)
 	}
-	// With environ.txt naming the request's variables, the image's own
-	// ENV (here PATH, LD_LIBRARY_PATH and HELLO) stays for the bootstrap.
-	requested := map[string]bool{}
-	for _, kv := range kernel {
-		k, _, _ := strings.Cut(kv, "=")
-		requested[k] = true
+	// An image's conda folders (root's, nobody else writes them) stay for
+	// its bootstrap, ahead of the system's; folders the kernel user
+	// writes go, whoever set them (the image's ENV of a committed session
+	// holds that session's request).
+	safe := func(d string) bool { return d == "/opt/conda/bin" || d == "/opt/conda/lib" || d == "/usr/bin" }
+	image := []string{"PATH=/opt/conda/bin:/home/work/bin:/usr/bin", "LD_LIBRARY_PATH=/home/work/lib:/opt/conda/lib", "PYTHONPATH=/opt/conda/x"}
+	got = RootEnv(image, safe)
+	wantPath := "PATH=/opt/conda/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/bin"
+	if want := []string{wantPath, "HOME=/root", "LD_LIBRARY_PATH=/opt/conda/lib"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("image folders:\n got %q\nwant %q", got, want)
 	}
-	delete(requested, "HELLO")
-	got = RootEnv(kernel, requested)
-	if !reflect.DeepEqual(got, append(want, "HELLO=world")) {
-		t.Fatalf("RootEnv with the request's keys:\n got %q", got)
+}
+
+// SafeRootDir accepts the system's folders and refuses what other users
+// can write, or a link through such a folder.
+func TestSafeRootDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make root-owned folders")
 	}
-	image := []string{"PATH=/opt/conda/bin:/usr/bin", "LD_LIBRARY_PATH=/opt/conda/lib", "PYTHONPATH=/home/work"}
-	got = RootEnv(image, map[string]bool{"PYTHONPATH": true})
-	if want := []string{"PATH=/opt/conda/bin:/usr/bin", "HOME=/root", "LD_LIBRARY_PATH=/opt/conda/lib"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("image ENV kept, the request's PYTHONPATH withheld:\n got %q\nwant %q", got, want)
+	for _, d := range []string{"/usr/bin", "/bin", "/usr/local/bin"} {
+		if st, err := os.Stat(d); err == nil && st.IsDir() && !SafeRootDir(d) {
+			t.Errorf("%s refused", d)
+		}
+	}
+	base := t.TempDir() // under /tmp: refused by its tree already
+	if SafeRootDir(base) {
+		t.Errorf("%s accepted", base)
+	}
+	for _, d := range []string{"/home/work/bin", "relative", "/usr/../tmp", "/nonexistent-dir", "/tmp"} {
+		if SafeRootDir(d) {
+			t.Errorf("%s accepted", d)
+		}
+	}
+	// A root-owned folder others can write, outside the refused trees.
+	w, err := os.MkdirTemp("/var/lib", "bai-saferoot-")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(w)
+	if err := os.Chmod(w, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if SafeRootDir(w) {
+		t.Errorf("%s (mode 0777) accepted", w)
+	}
+	_ = os.Chmod(w, 0o755)
+	if !SafeRootDir(w) {
+		t.Errorf("%s (root's, 0755) refused", w)
+	}
+	sub := filepath.Join(w, "bin")
+	_ = os.Mkdir(sub, 0o755)
+	_ = os.Chown(sub, 1234, 1234)
+	if SafeRootDir(sub) {
+		t.Errorf("%s (owned by 1234) accepted", sub)
 	}
 }
 
@@ -54,7 +93,7 @@ func TestRootEnv(t *testing.T) {
 func TestMergeBootstrapEnv(t *testing.T) {
 	kernel := []string{"PATH=/home/work/bin:/usr/bin", "HOME=/home/work", "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
 		"PYTHONPATH=/srv", "HELLO=world", "LANG=C.UTF-8", "BACKENDAI_X=1", "TERM=xterm"}
-	root := RootEnv(kernel, nil)
+	root := RootEnv(kernel, func(string) bool { return false })
 	after := []string{
 		"PATH=/opt/conda/bin:" + RootPATH, // export PATH=/opt/conda/bin:$PATH
 		"HOME=/root",                      // untouched

@@ -55,9 +55,47 @@ const (
 	// vfolder there would let the kernel's user put their own binary in
 	// its place at the next restart.
 	runnerDir = "/opt/kernel"
+	// bootstrapDir holds the image's bootstrap.sh, which the runner's
+	// entrypoint runs as root.
+	bootstrapDir = "/opt/container"
 	// LogsVFolder is the one vfolder mounted under prevent_vfolder_mounts.
 	LogsVFolder = ".logs"
 )
+
+// reservedKernelPaths are folders a vfolder (content its users write)
+// never goes on or under, whatever the policy: what the runner's
+// entrypoint runs or reads as root (the runner, the image's bootstrap,
+// /bin/sh and its libraries, /etc with passwd, group, sudoers and
+// ld.so.preload), the kernel's own folders, and the kernel's system
+// folders.
+var reservedKernelPaths = []string{
+	runnerDir, bootstrapDir, configDir,
+	"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc",
+	"/root", "/proc", "/sys", "/dev", "/run", "/var", "/boot",
+}
+
+// protectedKernelPaths may not be hidden by a mount on one of their
+// ancestors either (/opt, /home, /): Docker would create their mount
+// points inside the vfolder, through links its users left there.
+var protectedKernelPaths = []string{runnerDir, bootstrapDir, configDir, workDir}
+
+// reservedReason says why a kernel path is refused, or "".
+func reservedReason(kp string) string {
+	if kp == "/" || kp == workDir {
+		return "it would hide the kernel's own " + kp
+	}
+	for _, r := range reservedKernelPaths {
+		if within(kp, r) {
+			return "it is on or under " + r + ", which the kernel's runner or system uses"
+		}
+	}
+	for _, p := range protectedKernelPaths {
+		if within(p, kp) {
+			return "it would hide the kernel's own " + p
+		}
+	}
+	return ""
+}
 
 func fail(r Request, format string, args ...any) error {
 	return fmt.Errorf("%w %q: %s", ErrInvalidMount, r.Name, fmt.Sprintf(format, args...))
@@ -87,6 +125,13 @@ func (p Policy) Validate(reqs []Request) ([]resource.Mount, error) {
 		}
 		if other, dup := seen[m.Target]; dup {
 			return nil, fail(r, "kernel path %s is also used by %q", m.Target, other)
+		}
+		// Docker creates an inner mount's point inside the outer vfolder,
+		// resolving links its users left there (a/b -> /opt/container).
+		for t, other := range seen {
+			if within(m.Target, t) || within(t, m.Target) {
+				return nil, fail(r, "kernel path %s is nested with %s of %q; nested vfolder mounts are refused", m.Target, t, other)
+			}
 		}
 		seen[m.Target] = r.Name
 		out = append(out, m)
@@ -182,8 +227,8 @@ func (p Policy) validateOne(r Request) (resource.Mount, error) {
 		kp = path.Join(workDir, kp)
 	}
 	kp = path.Clean(kp)
-	if kp == "/" || kp == workDir || within(kp, configDir) || within(kp, runnerDir) {
-		return resource.Mount{}, fail(r, "kernel path %q would hide the kernel's own %s", kp, kp)
+	if why := reservedReason(kp); why != "" {
+		return resource.Mount{}, fail(r, "kernel path %q is refused: %s", kp, why)
 	}
 	if p.Mode == Strict {
 		ok := false
