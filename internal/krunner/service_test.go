@@ -39,7 +39,9 @@ func TestServices(t *testing.T) {
 	defs := t.TempDir()
 	old := ServiceDefDir
 	ServiceDefDir = defs
-	defer func() { ServiceDefDir = old }()
+	// Cleanups run last-registered first: the runner (startRunner's
+	// cleanup) stops before the globals it reads are restored.
+	t.Cleanup(func() { ServiceDefDir = old })
 	docroot := t.TempDir()
 	_ = os.WriteFile(filepath.Join(docroot, "hello.txt"), []byte("served"), 0o644)
 	web := map[string]any{
@@ -54,7 +56,7 @@ func TestServices(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(defs, "never.json"), []byte(`{"command": ["`+bb+`", "sleep", "100"]}`), 0o644)
 	oldTimeout := serviceLaunchTimeout
 	serviceLaunchTimeout = 2 * time.Second
-	defer func() { serviceLaunchTimeout = oldTimeout }()
+	t.Cleanup(func() { serviceLaunchTimeout = oldTimeout })
 	a := startRunner(t, "app")
 	a.send("get-apps", "")
 	_, apps := a.until("apps-result")
