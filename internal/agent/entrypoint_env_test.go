@@ -50,6 +50,34 @@ func imageWithRootBootstrap(t *testing.T) string {
 	return tag
 }
 
+// hijackMark is what every hijacking program runs: it records its uid
+// and copies the root-only runner secret.
+const hijackMark = "id -u >> /home/work/.hijack-uid\ncat /home/config/krunner-auth.json > /home/work/.hijack-secret 2>/dev/null\n"
+
+// hijackBin are dotfiles planting a python3 and an env in
+// /home/work/.hijack-bin that run hijackMark first.
+func hijackBin() []any {
+	return []any{
+		map[string]any{"path": ".hijack-bin/python3", "perm": "755", "data": "#!/bin/sh\n" + hijackMark + "exec /usr/bin/python3 \"$@\"\n"},
+		map[string]any{"path": ".hijack-bin/env", "perm": "755", "data": "#!/bin/sh\n" + hijackMark + "exec /usr/bin/env \"$@\"\n"},
+	}
+}
+
+// assertNoRootHijack fails when a hijacking program of the kernel ran as
+// uid 0 (in the entrypoint's root phase).
+func assertNoRootHijack(t *testing.T, e *env, kernelID string, uid int, how string) {
+	t.Helper()
+	k, _ := e.agent.Kernel(kernelID)
+	b, _ := os.ReadFile(filepath.Join(k.Scratch.Work, ".hijack-uid"))
+	for _, l := range strings.Fields(string(b)) {
+		if l == "0" {
+			secret, _ := os.ReadFile(filepath.Join(k.Scratch.Work, ".hijack-secret"))
+			t.Fatalf("%s chose a program the entrypoint ran as uid 0 (kernel uid %d); it copied the root-only runner secret (%d bytes)", how, uid, len(secret))
+		}
+	}
+	t.Logf("hijacked programs ran as %q (the kernel user's own code)", strings.Fields(string(b)))
+}
+
 // The request's environment cannot choose what the runner's entrypoint
 // runs as root. The request sets PATH to a folder of its dotfiles (which
 // it also chooses, mode 0755) holding a python3, and PYTHONPATH, BASH_ENV
@@ -64,7 +92,6 @@ func TestEnvironCannotHijackRootPhase_Integration(t *testing.T) {
 	e := newEnv(t, nil)
 	img := imageWithRootBootstrap(t)
 	uid := 1234
-	const mark = "id -u >> /home/work/.hijack-uid\ncat /home/config/krunner-auth.json > /home/work/.hijack-secret 2>/dev/null\n"
 	info := e.create(func(c *CreationConfig) {
 		c.Image.Canonical = img
 		c.UID, c.MainGID = &uid, &uid
@@ -72,13 +99,11 @@ func TestEnvironCannotHijackRootPhase_Integration(t *testing.T) {
 		c.Environ["PYTHONPATH"] = "/home/work/.hijack-py"
 		c.Environ["BASH_ENV"] = "/home/work/.hijack-rc"
 		c.Environ["ENV"] = "/home/work/.hijack-rc"
-		c.InternalData = map[string]any{"dotfiles": []any{
-			map[string]any{"path": ".hijack-bin/python3", "perm": "755", "data": "#!/bin/sh\n" + mark + "exec /usr/bin/python3 \"$@\"\n"},
-			map[string]any{"path": ".hijack-bin/env", "perm": "755", "data": "#!/bin/sh\n" + mark + "exec /usr/bin/env \"$@\"\n"},
-			map[string]any{"path": ".hijack-rc", "perm": "644", "data": mark},
+		c.InternalData = map[string]any{"dotfiles": append(hijackBin(),
+			map[string]any{"path": ".hijack-rc", "perm": "644", "data": hijackMark},
 			map[string]any{"path": ".hijack-py/sitecustomize.py", "perm": "644", "data": "import os, subprocess\n" +
-				"subprocess.run(['/bin/sh', '-c', " + "'" + strings.ReplaceAll(mark, "\n", "; ") + "'])\n"},
-		}}
+				"subprocess.run(['/bin/sh', '-c', " + "'" + strings.ReplaceAll(hijackMark, "\n", "; ") + "'])\n"},
+		)}
 	})
 	// The runner answers only after the entrypoint's root phase ended.
 	res := e.exec(info.ID, "env", "query", "import os\nprint(os.getuid(), os.environ['PATH'], os.environ.get('FROM_IMAGE_BOOTSTRAP'), os.environ.get('PYTHONPATH'))", flushIn(30*time.Second))
@@ -86,13 +111,5 @@ func TestEnvironCannotHijackRootPhase_Integration(t *testing.T) {
 	if got := console(res, "stdout"); got != want {
 		t.Errorf("the kernel's environment: %q, want %q (%v)", got, want, res)
 	}
-	k, _ := e.agent.Kernel(info.ID)
-	b, _ := os.ReadFile(filepath.Join(k.Scratch.Work, ".hijack-uid"))
-	for _, l := range strings.Fields(string(b)) {
-		if l == "0" {
-			secret, _ := os.ReadFile(filepath.Join(k.Scratch.Work, ".hijack-secret"))
-			t.Fatalf("a program chosen by the request ran as uid 0 in the entrypoint (kernel uid %d); it copied the root-only runner secret (%d bytes)", uid, len(secret))
-		}
-	}
-	t.Logf("hijacked programs ran as %q (the kernel user's own code)", strings.Fields(string(b)))
+	assertNoRootHijack(t, e, info.ID, uid, "the request's environment")
 }

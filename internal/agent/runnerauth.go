@@ -3,16 +3,11 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bai-agent/bai-agent/internal/coderunner"
-	"github.com/bai-agent/bai-agent/internal/fsutil"
 	"github.com/bai-agent/bai-agent/internal/krunner/kauth"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 )
 
 // writeRunnerAuth gives a new kernel its runner secret (kauth): CURVE
@@ -32,7 +27,7 @@ func writeRunnerAuth(cfgDir string) error {
 	if err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(cfgDir, kauth.File), b, 0o600); err != nil {
+	if err := writeScratchFile(cfgDir, kauth.File, b, 0o600, safefs.NoOwner); err != nil {
 		return fmt.Errorf("runner secret: %w", err)
 	}
 	return nil
@@ -42,20 +37,15 @@ func writeRunnerAuth(cfgDir string) error {
 // has none: a kernel the Python agent started, whose runner (upstream's)
 // serves the NULL mechanism.
 func readRunnerAuth(cfgDir string) (*kauth.Secrets, error) {
-	f, err := os.OpenFile(filepath.Join(cfgDir, kauth.File), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	b, err := readScratchFile(cfgDir, kauth.File)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("runner secret: %w", err)
 	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("runner secret %s is not a regular file", f.Name())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, kauth.MaxSize))
-	if err != nil {
-		return nil, fmt.Errorf("runner secret: %w", err)
+	if len(b) > kauth.MaxSize {
+		return nil, fmt.Errorf("runner secret: %d bytes (at most %d)", len(b), kauth.MaxSize)
 	}
 	return kauth.Parse(b)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
 // ParseIdentity takes any non-negative int as a uid/gid, but uid_t and
@@ -49,9 +51,7 @@ func TestSetuidOfParsedIDNeverRoot(t *testing.T) {
 		fmt.Printf("uid=%d gid=%d\n", os.Getuid(), os.Getgid())
 		return
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (the entrypoint's root phase)")
-	}
+	testutil.RequireRoot(t) // the entrypoint's root phase
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSetuidOfParsedIDNeverRoot$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "BAI_TEST_SETUID_HELPER=1")
 	out, err := cmd.CombinedOutput()

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bai-agent/bai-agent/internal/testutil"
 )
 
 // The root phase sees a fixed PATH and HOME and only the allowlisted
@@ -46,9 +48,7 @@ func TestRootEnv(t *testing.T) {
 // SafeRootDir accepts the system's folders and refuses what other users
 // can write, or a link through such a folder.
 func TestSafeRootDir(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make root-owned folders")
-	}
+	testutil.RequireRoot(t) // to make root-owned folders
 	for _, d := range []string{"/usr/bin", "/bin", "/usr/local/bin"} {
 		if st, err := os.Stat(d); err == nil && st.IsDir() && !SafeRootDir(d) {
 			t.Errorf("%s refused", d)
@@ -66,7 +66,7 @@ func TestSafeRootDir(t *testing.T) {
 	// A root-owned folder others can write, outside the refused trees.
 	w, err := os.MkdirTemp("/var/lib", "bai-saferoot-")
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	defer os.RemoveAll(w)
 	if err := os.Chmod(w, 0o777); err != nil {

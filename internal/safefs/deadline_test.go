@@ -59,7 +59,7 @@ func TestWalkStopsAtDeadline(t *testing.T) {
 		})
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Skipf("the walk finished within the deadline (%v)", err)
+		t.Fatalf("a walk of 120 000 entries finished within 5 ms: %v", err)
 	}
 	at := visited.Load()
 	time.Sleep(300 * time.Millisecond)

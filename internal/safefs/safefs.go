@@ -68,9 +68,6 @@ func (r *Root) Close() error {
 	return err
 }
 
-// Name is the folder the root was opened as.
-func (r *Root) Name() string { return r.name }
-
 // Split checks a path meant to stay beneath a root and returns its
 // components ("" or "." is the root itself: no components). Absolute
 // paths and any ".." are refused rather than cleaned, so that what is
@@ -582,23 +579,6 @@ func writeTemp(dfd int, data []byte, o WriteOptions) (string, error) {
 		return "", werr
 	}
 	return tmp, nil
-}
-
-// Chown changes the owner of rel itself (never through a link).
-func (r *Root) Chown(rel string, o Owner) error {
-	comps, err := Split(rel)
-	if err != nil {
-		return pathErr("chown", rel, err)
-	}
-	fd, err := resolve(r.fd, comps, 0)
-	if err != nil {
-		return pathErr("chown", rel, err)
-	}
-	defer unix.Close(fd)
-	if err := o.chown(fd); err != nil {
-		return pathErr("chown", rel, err)
-	}
-	return nil
 }
 
 // Walk calls fn for rel and, when it is a folder, for everything beneath

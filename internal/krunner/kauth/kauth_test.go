@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bai-agent/bai-agent/internal/testutil"
 	zmq "github.com/pebbe/zmq4"
 )
 
@@ -15,7 +16,7 @@ func TestZ85(t *testing.T) {
 	}
 	pub, sec, err := zmq.NewCurveKeypair()
 	if err != nil {
-		t.Skip("libzmq without CURVE")
+		testutil.Missing(t, "libzmq with CURVE (libzmq3-dev built with libsodium)")
 	}
 	for _, k := range []string{pub, sec} {
 		b, err := Z85Decode(k)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/testutil"
 	zmq "github.com/pebbe/zmq4"
 )
 
@@ -15,7 +16,7 @@ import (
 func curveKeys(t *testing.T) (cv *Curve, serverPub, clientPub, clientSec string) {
 	t.Helper()
 	if !zmq.HasCurve() {
-		t.Skip("libzmq built without CURVE")
+		testutil.Missing(t, "libzmq with CURVE (libzmq3-dev built with libsodium)")
 	}
 	sp, ss, err := zmq.NewCurveKeypair()
 	if err != nil {
