@@ -17,6 +17,11 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:" $unformatted >&2
   exit 1
 fi
+# The runner embeds its web terminal's assets (xterm.js from Debian's
+# node-xterm) at compile time, as `make build` does; written before any
+# package is compiled, so that the runner's own tests never depend on
+# another package's test having written them first.
+go run ./tools/xtermbundle internal/krunner/webassets
 go vet ./...
 go build -o bin/bai-agent ./cmd/bai-agent
 # Test port ranges must stay out of Linux's ephemeral range, where every
