@@ -11,9 +11,18 @@ fi
 
 PKGS=(libzmq3-dev pkg-config make busybox-static libjs-xterm node-xterm python3-zmq python3-msgpack python3-redis e2fsprogs mount ca-certificates docker-registry redis-server redis-sentinel etcd-server etcd-client prometheus)
 # --test adds what only the tests use: OpenSSH's client (ssh/sftp into a
-# kernel) and headless Chromium (the web terminal in a real browser).
+# kernel), headless Chromium (the web terminal in a real browser), the
+# sandbox runtimes, and Debian's ipykernel and jupyter_client (query mode
+# through a Jupyter kernel, and the message codec checked against
+# jupyter_client).
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(openssh-client chromium)
+  # crun and runsc: the sandbox runtimes' tests register them with a test
+  # engine of their own (the machine's dockerd config is never changed).
+  # python3-notebook, -matplotlib and -websocket: the notebook app test
+  # (testutil.NotebookImage is made of them; the peer drives the kernel
+  # websocket) and the Jupyter image's inline plots.
+  PKGS+=(openssh-client chromium crun runsc python3-ipykernel python3-jupyter-client
+    python3-notebook python3-matplotlib python3-websocket)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,6 +73,47 @@ func markUsage(c *cobra.Command) {
 	}
 }
 
+// configCheck is "bai-agent config check FILE": it prints the unknown
+// keys, the unimplemented keys with their status, and a verdict, and
+// fails (a ConfigError: exit status 2) where start-up would.
+func configCheck(w io.Writer, path string, env func(string) (string, bool)) error {
+	res, err := config.CheckFile(path, env)
+	if err != nil {
+		return &app.ConfigError{Err: err}
+	}
+	for _, u := range res.Warnings {
+		fmt.Fprintf(w, "%s\n", u)
+	}
+	if len(res.Findings) > 0 {
+		fmt.Fprintf(w, "keys set that bai-agent does not implement (see %s):\n", config.DocRef)
+		for _, f := range res.Findings {
+			fmt.Fprintf(w, "  %-8s %s = %s  (%s)\n  %-8s %s\n", f.Status, f.Key, f.Value, f.Where(), "", f.Why)
+		}
+	}
+	if err := config.Refuses(res.Findings); err != nil {
+		n := len(err.(*config.UnsupportedError).Findings)
+		return &app.ConfigError{Err: fmt.Errorf("%s: start-server would refuse this config: %d key(s) refused (listed above)", path, n)}
+	}
+	cfg := res.Config
+	if !cfg.MultiAgent() {
+		fmt.Fprintf(w, "%s: ok (agent %s, rpc %s, scratch %s at %s)\n", path, cfg.Agent.ID, cfg.Agent.RPCListenAddr, cfg.Container.ScratchType, cfg.Container.ScratchRoot)
+		return nil
+	}
+	acfgs, err := cfg.AgentConfigs()
+	if err != nil {
+		return &app.ConfigError{Err: err}
+	}
+	mode := cfg.Resource.AllocationMode + ", one allocator"
+	if cfg.Resource.SharedOvercommit {
+		mode = cfg.Resource.AllocationMode + ", an allocator per agent (shared-overcommit)"
+	}
+	fmt.Fprintf(w, "%s: ok (%d agents, allocation-mode %s)\n", path, len(acfgs), mode)
+	for _, c := range acfgs {
+		fmt.Fprintf(w, "  agent %s, rpc %s, scratch %s at %s\n", c.Agent.ID, c.Agent.RPCListenAddr, c.Container.ScratchType, c.Container.ScratchRoot)
+	}
+	return nil
+}
+
 func run() int {
 	root := &cobra.Command{
 		Use:           "bai-agent",
@@ -89,11 +131,17 @@ func run() int {
 			if err != nil {
 				return err
 			}
+			// The id comes before the logger: Loki labels records with it.
+			id, err := app.ResolveAgentID(context.Background(), cfg)
+			if err != nil {
+				return err
+			}
 			lg, err := app.NewLogger(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			defer lg.Close()
+			app.LogAgentID(lg.Log, id)
 			return app.Run(context.Background(), cfg, lg)
 		},
 	}
@@ -115,15 +163,16 @@ func run() int {
 		}}
 	check := &cobra.Command{
 		Use:   "check FILE",
-		Short: "Validate a config file and list unknown keys",
-		Args:  cobra.ExactArgs(1),
+		Short: "Validate a config file; list unknown keys and the keys bai-agent does not implement",
+		Long: `Load FILE as start-server does (defaults, BACKEND_* environment
+overrides, validation) and list the keys it does not know, then every key
+that is set and that bai-agent does not implement, with its status:
+refused (start-server would not start), warned (start-server logs a
+warning and ignores it) or neutral (the value makes no difference). The
+exit status is 2 when start-server would refuse the config.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := app.LoadConfig(args[0], cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (agent %s, rpc %s, scratch %s at %s)\n", args[0], cfg.Agent.ID, cfg.Agent.RPCListenAddr, cfg.Container.ScratchType, cfg.Container.ScratchRoot)
-			return nil
+			return configCheck(cmd.OutOrStdout(), args[0], os.LookupEnv)
 		},
 	}
 	var showCfg string
@@ -181,7 +230,21 @@ start-server would merge them. Secrets (passwords, tokens) are redacted.`,
 			if err != nil {
 				return err
 			}
-			fs := doctor.Run(context.Background(), cfg, doctor.Options{})
+			// Check what the agent would run with: etcd's overrides (the
+			// kernel user, the resource group's sandbox runtime) applied.
+			// An unreachable etcd is the control-plane check's to report;
+			// a value the agent would refuse is a finding of its own.
+			var pre []doctor.Finding
+			if cfg.Agent.ControlPlane == "etcd" {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := app.EffectiveConfig(ctx, cfg)
+				cancel()
+				var ce *app.ConfigError
+				if errors.As(err, &ce) {
+					pre = append(pre, doctor.Finding{Check: "etcd config", Level: doctor.Fail, Msg: err.Error()})
+				}
+			}
+			fs := append(pre, doctor.Run(context.Background(), cfg, doctor.Options{})...)
 			doctor.Print(cmd.OutOrStdout(), fs)
 			if !doctor.Ready(fs) {
 				return errNotReady

@@ -35,6 +35,12 @@ func main() {
 	if len(os.Args) >= 2 && os.Args[1] == "ssh" {
 		os.Exit(krunner.SSHMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
+	// probe: the agent's start-up check of a sandbox runtime runs this in
+	// a container of that runtime (internal/sandbox).
+	if len(os.Args) == 2 && os.Args[1] == "probe" {
+		fmt.Println("ok")
+		os.Exit(0)
+	}
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, "usage: bai-krunner entrypoint|run RUNTIME [RUNTIME_PATH]")
 		os.Exit(2)

@@ -22,7 +22,7 @@ import (
 
 // loadAccels loads the accelerator plugins the configuration asks for, as
 // the agent binary does.
-func loadAccels(t *testing.T, cfg *config.Config, be *docker.Backend) []device.Accelerator {
+func loadAccels(t testing.TB, cfg *config.Config, be *docker.Backend) []device.Accelerator {
 	t.Helper()
 	accs, err := accel.Load(context.Background(), accel.Options{
 		Allow: cfg.Agent.AllowComputePlugins, Block: cfg.Agent.BlockComputePlugins,

@@ -2,9 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"strconv"
 
-	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
@@ -24,6 +25,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/ports"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
+	"github.com/bai-agent/bai-agent/internal/sandbox"
 	"github.com/bai-agent/bai-agent/internal/scratch"
 	"github.com/bai-agent/bai-agent/internal/vfolder"
 	"github.com/bai-agent/bai-agent/internal/wire"
@@ -56,64 +58,113 @@ func (s LogSink) Publish(_ context.Context, ev event.Event) {
 	s.Log.Info("event", "name", ev.EventName(), "payload", ev)
 }
 
-// Kernel is the registry entry of one kernel.
+// Kernel is the registry entry of one kernel: its identity, which never
+// changes, its state machine, and the spec its creation published.
 type Kernel struct {
 	*kernel.Machine
-	ID         string
-	SessionID  string
-	ImageRef   wire.ImageRef
-	ImageName  string
-	Kernelspec int
-	Config     CreationConfig
-	Allocation resource.Allocation
-	Spec       *resource.Spec
-	Scratch    scratch.Dir
-	ReplIn     int
-	ReplOut    int
-	Services   []image.ServicePort
-	HostPorts  []int
-	Environ    map[string]string
+	ID        string
+	SessionID string
 	// Network is the session network the kernel joined: its name, "host"
-	// for the host's namespace, "" for the default bridge.
+	// for the host's namespace, "" for the default bridge. Set before the
+	// kernel is registered, never after (the network sweep reads it).
 	Network   string
 	CreatedAt time.Time
-	// RuntimeType and RuntimePath are the runner's runtime (the image's
-	// ai.backend.runtime-type and runtime-path labels).
-	RuntimeType string
-	RuntimePath string
-	// restarting is set while restart_kernel recreates the container, so
-	// the die event and the sync loop leave the kernel alone.
-	restarting atomic.Bool
-	// exitClaim names the container whose exit is being handled (by the
-	// die event or by the sync loop, whichever sees it first), so the
-	// other does not classify it again without the engine's verdict.
-	exitClaim atomic.Pointer[string]
-	// cleaned is set once CLEAN released everything, so a second CLEAN
-	// (die event + destroy) is a no-op.
-	cleaned atomic.Bool
-	// owner is the kernel user's uid and gid (LOCAL_USER_ID and
-	// LOCAL_GROUP_ID), published once the environment is computed: file
-	// calls read it from other goroutines while a restart replaces
-	// Environ. Nil: unknown.
-	owner atomic.Pointer[[2]int]
+
+	// spec is what the kernel is made of, published once by its creation
+	// (or adoption) and replaced whole by a restart; nil until then.
+	spec atomic.Pointer[KernelSpec]
+	// own is the kernel's owner goroutine's inbox (owner.go); set by
+	// register, never replaced.
+	own *owner
 	// files bounds the kernel's file RPCs in flight (fileCalls): a kernel
 	// whose calls hang (a FUSE mount that never answers, a huge tree)
 	// uses up its own slots, not the node's.
 	files atomic.Pointer[safefs.Limiter]
 
-	cidMu       sync.Mutex
-	containerID string
-	pid         int
-	runner      *coderunner.Client
-	// startedAt is the runner's status (ping_kernel).
-	startedAt float64
+	runMu  sync.Mutex
+	runner *coderunner.Client
 }
+
+// KernelSpec is what a kernel is made of: its image, configuration,
+// allocation, host ports, scratch, environment and container. The
+// creation builds it privately and publishes it once; after that it is
+// never written: a restart publishes a changed copy (clone). Every reader
+// (RPC, stats, heartbeat, sync, files) holds a consistent snapshot.
+type KernelSpec struct {
+	ImageRef   wire.ImageRef
+	ImageName  string
+	Kernelspec int
+	Config     CreationConfig
+	Allocation resource.Allocation
+	// Resources is the resource spec written to resource.txt (slots,
+	// allocation, scratch size, mounts).
+	Resources *resource.Spec
+	Scratch   scratch.Dir
+	ReplIn    int
+	ReplOut   int
+	Services  []image.ServicePort
+	HostPorts []int
+	Environ   map[string]string
+	// RuntimeType and RuntimePath are the runner's runtime (the image's
+	// ai.backend.runtime-type and runtime-path labels).
+	RuntimeType string
+	RuntimePath string
+	ContainerID string
+	// Pid is the container's main process on the host (0: unknown).
+	// Under gVisor it is the sandbox's process, not the kernel's.
+	Pid int
+	// OCIRuntime is the runtime the container runs under
+	// (HostConfig.Runtime; "": the engine's default).
+	OCIRuntime string
+}
+
+// kernelUser is the kernel user's uid and gid (LOCAL_USER_ID and
+// LOCAL_GROUP_ID); false when unknown.
+func (s *KernelSpec) kernelUser() (uid, gid int, ok bool) {
+	if s == nil {
+		return 0, 0, false
+	}
+	u, err1 := strconv.Atoi(s.Environ["LOCAL_USER_ID"])
+	g, err2 := strconv.Atoi(s.Environ["LOCAL_GROUP_ID"])
+	return u, g, err1 == nil && err2 == nil
+}
+
+// clone is a copy a restart may change: the maps and slices it changes
+// are new.
+func (s *KernelSpec) clone() *KernelSpec {
+	c := *s
+	c.Environ = maps.Clone(s.Environ)
+	c.Config.Environ = maps.Clone(s.Config.Environ)
+	c.Services = append([]image.ServicePort(nil), s.Services...)
+	if s.Resources != nil {
+		r := *s.Resources
+		c.Resources = &r
+	}
+	return &c
+}
+
+// Spec returns the kernel's published spec; nil while it is being
+// created.
+func (k *Kernel) Spec() *KernelSpec { return k.spec.Load() }
+
+// publish makes s the kernel's spec; s is not written after this.
+func (k *Kernel) publish(s *KernelSpec) { k.spec.Store(s) }
 
 // Pid returns the container's main process id on the host (0 if unknown).
 func (k *Kernel) Pid() int {
-	k.cidMu.Lock()
-	defer k.cidMu.Unlock()
-	return k.pid
+	if s := k.Spec(); s != nil {
+		return s.Pid
+	}
+	return 0
+}
+
+// ContainerID returns the kernel's current container id ("" while it is
+// being created).
+func (k *Kernel) ContainerID() string {
+	if s := k.Spec(); s != nil {
+		return s.ContainerID
+	}
+	return ""
 }
 
 // maxFileCallsPerKernel bounds one kernel's file RPCs in flight.
@@ -128,38 +179,6 @@ func (k *Kernel) fileCalls() *safefs.Limiter {
 	return k.files.Load()
 }
 
-// publishOwner records the kernel user's ids from its environment; call
-// it whenever Environ is (re)computed, before other goroutines can see
-// the kernel in that state.
-func (k *Kernel) publishOwner() {
-	u, err1 := strconv.Atoi(k.Environ["LOCAL_USER_ID"])
-	g, err2 := strconv.Atoi(k.Environ["LOCAL_GROUP_ID"])
-	if err1 != nil || err2 != nil {
-		k.owner.Store(nil)
-		return
-	}
-	k.owner.Store(&[2]int{u, g})
-}
-
-func (k *Kernel) setPid(pid int) {
-	k.cidMu.Lock()
-	k.pid = pid
-	k.cidMu.Unlock()
-}
-
-// ContainerID returns the kernel's current container id.
-func (k *Kernel) ContainerID() string {
-	k.cidMu.Lock()
-	defer k.cidMu.Unlock()
-	return k.containerID
-}
-
-func (k *Kernel) setContainerID(id string) {
-	k.cidMu.Lock()
-	k.containerID = id
-	k.cidMu.Unlock()
-}
-
 // Agent is the node agent core.
 type Agent struct {
 	cfg     *config.Config
@@ -169,58 +188,61 @@ type Agent struct {
 	plugins []device.Plugin
 	// accels are the accelerator plugins (also in plugins), in the
 	// configured allocation order.
-	accels    []device.Accelerator
-	alloc     *resource.Allocator
-	slotTypes map[resource.SlotName]resource.SlotType
-	scratch   *scratch.Manager
-	ports     *ports.Pool
-	mounts    vfolder.Policy
-	events    EventSink
-	logs      LogCollector
-	onSync    func(error)
-	onChange  func(kernelID string, running bool)
-	engine    engineState
-	// imageArch remembers each image id's architecture (image id -> string).
-	imageArch sync.Map
-	// imageUsers remembers each image id's own user (image id ->
-	// [2]int{uid, gid}, kuser.FromPasswd of its /etc/passwd).
-	imageUsers sync.Map
-	khost      string
-	stepFail   func(op, step string)
+	accels []device.Accelerator
+	// sharedAccels: the accelerators are the process's (multi-agent
+	// mode); Close leaves them open.
+	sharedAccels bool
+	alloc        *resource.Allocator
+	slotTypes    map[resource.SlotName]resource.SlotType
+	slots        *slotScanner // the periodic device rescan (slots.go)
+	scratch      *scratch.Manager
+	ports        *ports.Pool
+	mounts       vfolder.Policy
+	events       EventSink
+	logs         LogCollector
+	onSync       func(error)
+	onChange     func(kernelID string, running bool)
+	engine       *engineMonitor
+	khost        string
+	stepFail     func(op, step string)
 	// createPlan is createSteps; tests substitute a plan with a failing
 	// step.
 	createPlan []step[*createJob]
 	sem        chan struct{}
 	bindHost   string
 	krunner    string // the runner binary, when kernel-runner is on
-	stopTime   time.Duration
-	pullTime   time.Duration
+	// sandbox is [container] sandbox-type: the runtime kernels get.
+	sandbox  sandbox.Policy
+	stopTime time.Duration
+	pullTime time.Duration
 
-	mu      sync.Mutex // guards kernels only; never held across I/O
-	kernels map[string]*Kernel
-	locks   keyedMutex
+	reg *registry
 
-	tasks   *bgtask.Manager
-	pullMu  sync.Mutex
-	pulling map[string]string // canonical -> task id
+	tasks *bgtask.Manager
+	// The parts the agent is composed of.
+	*imageService
+	*networks
+	*fileOps
+	*runnerOps
 
-	recentMu sync.Mutex
-	recent   map[string]kernel.Termination
-	order    []string
-
-	bg     sync.WaitGroup
-	cancel context.CancelFunc
+	bg sync.WaitGroup
+	// life ends with Close (New to Close, unlike ctx): kernel owners and
+	// what they start beside them stop with it.
+	life    context.Context
+	endLife context.CancelFunc
+	owners  sync.WaitGroup // kernel owners and their helpers
+	// subscribed is closed once the event watcher has asked the engine
+	// for its event stream (Start waits for it before recovering).
+	subscribed     chan struct{}
+	subscribedOnce sync.Once
+	cancel         context.CancelFunc
 	// ctx is the agent's run context (Start to Close), for background
 	// work that outlives an RPC.
 	ctx    context.Context
 	syncCh chan struct{}
 	closed chan struct{}
 	// syncs counts finished sync passes (tests wait on it).
-	syncs   uint64
-	syncsMu sync.Mutex
-	// lastNetSweep is when the sync loop last looked for unused session
-	// networks (under syncsMu).
-	lastNetSweep time.Time
+	syncs atomic.Uint64
 }
 
 // LogCollector keeps a finished container's logs for the manager.
@@ -241,6 +263,8 @@ type Options struct {
 	// "restart") and step name of every failed step (the
 	// backendai_kernel_create_step_failures_total metric).
 	OnStepFailure func(op, step string)
+	// TaskObserver, if set, hears background tasks start and end.
+	TaskObserver bgtask.Observer
 	// KernelHost is kernel_host in creation results (where service ports
 	// are dialled); "" derives it from [container] and [agent] alone.
 	KernelHost string
@@ -263,6 +287,12 @@ type Options struct {
 	// PullTimeout bounds an image pull (default: [api] pull-timeout, which
 	// etcd config/agent/api overrides).
 	PullTimeout time.Duration
+	// Shared, set in multi-agent mode, is the allocator and host-port
+	// pools this agent shares with the process's other agents (nil: its
+	// own; with [resource] shared-overcommit, the agent keeps its own
+	// allocator and shares the ports only). The accelerators are then the
+	// process's and Close leaves them open.
+	Shared *Shared
 	// PortProbe replaces the host-port probe (tests on the fake runtime
 	// touch no real port); nil binds each port on bind-host for a moment.
 	PortProbe func(port int) bool
@@ -288,18 +318,20 @@ type KernelView struct {
 	CreatedAt   time.Time
 }
 
-// View returns the kernel as readers may see it. The fields the creation
-// steps fill in are read only once the kernel has left creation: the
-// state machine's lock orders those reads after the writes (a kernel
-// still being created shows its id and state only).
+// View returns the kernel as readers may see it: a kernel still being
+// created shows its id and state only.
 func (k *Kernel) View() KernelView {
 	v := KernelView{ID: k.ID, SessionID: k.SessionID, State: k.State(), CreatedAt: k.CreatedAt}
 	switch v.State {
 	case kernel.Preparing, kernel.Pulling, kernel.Creating:
 		return v
 	}
-	v.ImageName, v.ContainerID, v.Allocation = k.ImageName, k.ContainerID(), k.Allocation
-	v.ReplIn, v.ReplOut, v.Services = k.ReplIn, k.ReplOut, k.Services
+	sp := k.Spec()
+	if sp == nil {
+		return v
+	}
+	v.ImageName, v.ContainerID, v.Allocation = sp.ImageName, sp.ContainerID, sp.Allocation
+	v.ReplIn, v.ReplOut, v.Services = sp.ReplIn, sp.ReplOut, sp.Services
 	return v
 }
 
@@ -363,14 +395,18 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		stepFail:   o.OnStepFailure,
 		createPlan: createSteps,
 		sem:        make(chan struct{}, cfg.Agent.KernelCreationConcurrency),
-		kernels:    map[string]*Kernel{},
-		recent:     map[string]kernel.Termination{},
-		pulling:    map[string]string{},
+		reg:        newRegistry(),
 		stopTime:   o.StopTimeout,
 		pullTime:   o.PullTimeout,
 		syncCh:     make(chan struct{}, 1),
 		closed:     make(chan struct{}),
 	}
+	if a.sandbox, err = sandbox.NewPolicy(cfg.Container.SandboxType); err != nil {
+		return nil, err
+	}
+	a.life, a.endLife = context.WithCancel(context.Background())
+	a.subscribed = make(chan struct{})
+	a.engine = newEngineMonitor(a.be, a.log, a.requestSync)
 	a.tasks = bgtask.New(func(ctx context.Context, ev event.Event) {
 		a.events.Publish(ctx, ev)
 		if f, ok := ev.(event.BgtaskFailed); ok && f.Message != nil {
@@ -378,6 +414,12 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 			a.events.Publish(ctx, event.NewAgentError(*f.Message, "background task "+f.TaskID))
 		}
 	})
+	a.tasks.SetObserver(o.TaskObserver)
+	a.networks = newNetworks(a.be, a.id, a.log, a.Kernels)
+	a.imageService = newImageService(a.be, cfg, a.id, a.log, a.events, a.tasks, a.pullTime, a.reg.running)
+	a.fileOps = newFileOps(a.reg, a.be)
+	a.runnerOps = &runnerOps{reg: a.reg, events: a.events, log: a.log, closed: a.closed, runCtx: a.runCtx, bg: &a.bg,
+		life: a.life, owners: &a.owners, destroy: a.DestroyKernel}
 	if cfg.Container.KernelRunner {
 		if a.krunner, err = ResolveKrunner(cfg.Container.KrunnerBinary, o.Getenv); err != nil {
 			return nil, err
@@ -412,9 +454,20 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 			avail[k] = v
 		}
 	}
-	a.alloc = resource.NewAllocator(maps, a.slotTypes, avail, cfg.Resource.AllocationOrder)
-	for _, acc := range a.accels {
-		a.alloc.SetExclusive(acc.Key(), acc.ExclusiveSlots())
+	buildAlloc := func() *resource.Allocator {
+		al := resource.NewAllocator(maps, a.slotTypes, avail, cfg.Resource.AllocationOrder)
+		for _, acc := range a.accels {
+			al.SetExclusive(acc.Key(), acc.ExclusiveSlots())
+		}
+		return al
+	}
+	if o.Shared != nil {
+		a.sharedAccels = true
+	}
+	if o.Shared != nil && !cfg.Resource.SharedOvercommit {
+		a.alloc, _ = o.Shared.allocator(buildAlloc)
+	} else {
+		a.alloc = buildAlloc()
 	}
 	uid, gid := cfg.Container.KernelUID, cfg.Container.KernelGID
 	a.scratch = &scratch.Manager{Root: cfg.Container.ScratchRoot, Type: cfg.Container.ScratchType, Size: int64(cfg.Container.ScratchSize), UID: uid, GID: gid}
@@ -431,11 +484,18 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		}
 		a.log.Warn("kernels' host ports may be taken by outgoing connections", "reason", msg)
 	}
-	a.ports = ports.New(cfg.Container.PortRange[0], cfg.Container.PortRange[1], ports.Options{
-		Cooldown:  time.Duration(float64(cfg.Container.PortReuseCooldownSec) * float64(time.Second)),
-		ProbeHost: a.bindHost,
-		Probe:     o.PortProbe,
-	})
+	buildPorts := func() *ports.Pool {
+		return ports.New(cfg.Container.PortRange[0], cfg.Container.PortRange[1], ports.Options{
+			Cooldown:  time.Duration(float64(cfg.Container.PortReuseCooldownSec) * float64(time.Second)),
+			ProbeHost: a.bindHost,
+			Probe:     o.PortProbe,
+		})
+	}
+	if o.Shared != nil {
+		a.ports = o.Shared.portPool(cfg.Container.PortRange, buildPorts)
+	} else {
+		a.ports = buildPorts()
+	}
 	roots := append([]string{}, cfg.Agent.ExtraMountRoots...)
 	if cfg.Agent.MountPath != "" {
 		roots = append(roots, cfg.Agent.MountPath)
@@ -506,6 +566,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	if _, err := a.be.Ping(ctx); err != nil {
 		return fmt.Errorf("container engine: %w", err)
 	}
+	if err := a.checkSandbox(ctx); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	a.ctx = ctx
@@ -513,6 +576,14 @@ func (a *Agent) Start(ctx context.Context) error {
 	// not missed; the sync loop covers anything that still slips through.
 	a.bg.Add(1)
 	go a.watchEvents(ctx)
+	// Recovery lists containers only once the event stream is asked for:
+	// an exit between the two would otherwise wait for the sync loop.
+	select {
+	case <-a.subscribed:
+	case <-time.After(5 * time.Second):
+		a.log.Warn("container event stream not subscribed after 5 s; the sync loop will catch what it misses")
+	case <-ctx.Done():
+	}
 	if err := a.recover(ctx); err != nil {
 		cancel()
 		a.bg.Wait()
@@ -523,7 +594,11 @@ func (a *Agent) Start(ctx context.Context) error {
 		go a.syncLoop(ctx)
 	}
 	a.bg.Add(1)
-	go a.watchEngine(ctx)
+	go func() {
+		defer a.bg.Done()
+		a.engine.run(ctx)
+	}()
+	a.slots = startSlotScanner(ctx, a)
 	a.events.Publish(ctx, event.AgentStarted{Reason: "self-started"})
 	return nil
 }
@@ -540,8 +615,10 @@ func (a *Agent) Close() {
 	if a.cancel != nil {
 		a.cancel()
 	}
+	a.endLife()
 	a.tasks.Close()
 	a.bg.Wait()
+	a.owners.Wait()
 	// Kernels keep running; their runners wait for the next agent.
 	for _, k := range a.Kernels() {
 		if c := k.Runner(); c != nil {
@@ -550,6 +627,9 @@ func (a *Agent) Close() {
 		}
 	}
 	for _, acc := range a.accels {
+		if a.sharedAccels {
+			break // the process closes them after its last agent
+		}
 		if err := acc.Close(); err != nil {
 			a.log.Warn("closing compute plugin", "plugin", acc.Key(), "error", err)
 		}
@@ -558,42 +638,19 @@ func (a *Agent) Close() {
 }
 
 // Kernel returns a registry entry.
-func (a *Agent) Kernel(id string) (*Kernel, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	k, ok := a.kernels[id]
-	return k, ok
-}
+func (a *Agent) Kernel(id string) (*Kernel, bool) { return a.reg.get(id) }
 
 // Kernels returns every registry entry, sorted by id.
-func (a *Agent) Kernels() []*Kernel {
-	a.mu.Lock()
-	out := make([]*Kernel, 0, len(a.kernels))
-	for _, k := range a.kernels {
-		out = append(out, k)
-	}
-	a.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
+func (a *Agent) Kernels() []*Kernel { return a.reg.list() }
 
+// register enters k in the registry (refusing a duplicate id) and starts
+// its owner.
 func (a *Agent) register(k *Kernel) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, ok := a.kernels[k.ID]; ok {
-		return kernelErr(k.ID, ErrKernelExists)
-	}
-	a.kernels[k.ID] = k
-	return nil
+	k.own = newOwner()
+	return a.reg.add(k, a.startOwner)
 }
 
-func (a *Agent) unregister(id string, k *Kernel) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.kernels[id] == k {
-		delete(a.kernels, id)
-	}
-}
+func (a *Agent) unregister(id string, k *Kernel) { a.reg.remove(id, k) }
 
 // IsCreating reports whether a kernel is being created or already in the
 // registry (check_creating).
@@ -611,30 +668,11 @@ func (a *Agent) IsRunning(id string) bool {
 // Architecture returns the host architecture in Backend.AI's spelling.
 func Architecture() string { return image.NormalizeArch(runtime.GOARCH) }
 
-// maxRecent bounds how many terminated kernels are remembered.
-const maxRecent = 256
-
-func (a *Agent) remember(id string, t kernel.Termination) {
-	a.recentMu.Lock()
-	defer a.recentMu.Unlock()
-	if _, ok := a.recent[id]; !ok {
-		a.order = append(a.order, id)
-	}
-	a.recent[id] = t
-	for len(a.order) > maxRecent {
-		delete(a.recent, a.order[0])
-		a.order = a.order[1:]
-	}
-}
+func (a *Agent) remember(id string, t kernel.Termination) { a.reg.remember(id, t) }
 
 // LastTermination tells how a recently terminated kernel ended (reason,
 // exit code, out-of-memory, shared-memory exhaustion).
-func (a *Agent) LastTermination(id string) (kernel.Termination, bool) {
-	a.recentMu.Lock()
-	defer a.recentMu.Unlock()
-	t, ok := a.recent[id]
-	return t, ok
-}
+func (a *Agent) LastTermination(id string) (kernel.Termination, bool) { return a.reg.termination(id) }
 
 // MarkOOM records that a kernel's cgroup saw an out-of-memory kill, so its
 // termination reports it even when the main process survives a while.

@@ -85,7 +85,7 @@ func (r *recorder) has(name string) bool {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	be     *docker.Backend
 	image  string
 	cfg    *config.Config
@@ -106,7 +106,13 @@ func newEnv(t *testing.T, mutate func(*config.Config)) *env {
 	t.Helper()
 	be := testutil.RequireDocker(t)
 	testutil.RequireRoot(t)
-	img := testutil.TestImage(t)
+	return newEnvOn(t, be, testutil.TestImage(t), mutate)
+}
+
+// newEnvOn is newEnv on a given engine (a test engine of its own) with
+// its test image img.
+func newEnvOn(t testing.TB, be *docker.Backend, img string, mutate func(*config.Config)) *env {
+	t.Helper()
 	root := t.TempDir()
 	portBase.Lock()
 	first := portBase.next
@@ -240,7 +246,7 @@ func TestCreateDestroy_Integration(t *testing.T) {
 	k, _ := e.agent.Kernel(info.ID)
 	wantCPUs := strings.Join(func() []string {
 		var s []string
-		for _, id := range k.Allocation.Devices("cpu") {
+		for _, id := range k.Spec().Allocation.Devices("cpu") {
 			s = append(s, string(id))
 		}
 		return s
@@ -287,7 +293,7 @@ func TestCreateDestroy_Integration(t *testing.T) {
 	if _, out := testutil.Exec(ctx, e.be, info.ContainerID, "sh", "-c", "echo $OMP_NUM_THREADS $LOCAL_USER_ID $LOCAL_GROUP_ID"); out != "1 1000 1000" {
 		t.Fatalf("env: %q", out)
 	}
-	scratchDir := k.Scratch.Base
+	scratchDir := k.Spec().Scratch.Base
 	if _, err := os.Stat(filepath.Join(scratchDir, "config", "resource.txt")); err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +443,7 @@ func TestHostfileScratchQuota_Integration(t *testing.T) {
 		t.Fatalf("write past the scratch size: code %d, %q", code, out)
 	}
 	k, _ := e.agent.Kernel(info.ID)
-	base := k.Scratch.Base
+	base := k.Spec().Scratch.Base
 	if err := e.agent.DestroyKernel(ctx, info.ID, k.SessionID, "", false); err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +463,7 @@ func TestRestartKeepsScratchAndCores_Integration(t *testing.T) {
 		t.Fatal(out)
 	}
 	k, _ := e.agent.Kernel(info.ID)
-	before := k.Allocation.Devices("cpu")
+	before := k.Spec().Allocation.Devices("cpu")
 	ri, err := e.agent.RestartKernel(ctx, k.SessionID, info.ID, map[string]string{"NEW_VAR": "1"})
 	if err != nil {
 		t.Fatal(err)
@@ -471,7 +477,7 @@ func TestRestartKeepsScratchAndCores_Integration(t *testing.T) {
 	if _, out := testutil.Exec(ctx, e.be, ri.ContainerID, "sh", "-c", "echo $NEW_VAR"); out != "1" {
 		t.Fatalf("updated env: %q", out)
 	}
-	if after := k.Allocation.Devices("cpu"); fmt.Sprint(after) != fmt.Sprint(before) {
+	if after := k.Spec().Allocation.Devices("cpu"); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("cores changed: %v -> %v", before, after)
 	}
 	if _, err := e.be.Inspect(ctx, info.ContainerID); err == nil {
@@ -522,9 +528,9 @@ func TestRecoveryAfterSIGKILL_Integration(t *testing.T) {
 		t.Fatalf("container was restarted: %v -> %v", before.StartedAt, after.StartedAt)
 	}
 	if strings.Join(devStrings(k), ",") != before.CpusetCpus {
-		t.Fatalf("cores differ: %v vs %s", k.Allocation.Devices("cpu"), before.CpusetCpus)
+		t.Fatalf("cores differ: %v vs %s", k.Spec().Allocation.Devices("cpu"), before.CpusetCpus)
 	}
-	if !e.agent.Allocator().Used()["mem"].Equal(k.Allocation.Total("mem")) || k.Allocation.Total("mem").IntPart() != before.Memory {
+	if !e.agent.Allocator().Used()["mem"].Equal(k.Spec().Allocation.Total("mem")) || k.Spec().Allocation.Total("mem").IntPart() != before.Memory {
 		t.Fatalf("memory allocation not restored: %v", e.agent.Allocator().Used())
 	}
 	for _, p := range before.Ports {
@@ -595,7 +601,7 @@ func runHelperAndKill(t *testing.T, cfgPath, kid, image string, env ...string) {
 
 func devStrings(k *Kernel) []string {
 	var s []string
-	for _, d := range k.Allocation.Devices("cpu") {
+	for _, d := range k.Spec().Allocation.Devices("cpu") {
 		s = append(s, string(d))
 	}
 	return s

@@ -6,16 +6,12 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/safefs"
 )
 
@@ -62,57 +58,6 @@ func validateNetwork(c *ClusterInfo) error {
 	return nil
 }
 
-// applyNetwork puts the kernel on its session's network, as upstream's
-// apply_network and its overlay/host plugins do: a bridge or overlay
-// network with the cluster hostname as a DNS alias, or the host's
-// namespace with the other kernels' hosts in /etc/hosts.
-func (a *Agent) applyNetwork(ctx context.Context, spec *backend.ContainerSpec, cfg *CreationConfig, c *ClusterInfo) {
-	hostname := kernelHostname(cfg)
-	switch c.NetworkMode {
-	case "", "bridge":
-		if c.NetworkName != "" {
-			spec.Network = c.NetworkName
-			spec.NetworkAliases = []string{hostname}
-		}
-	case "overlay":
-		spec.Network = c.NetworkName
-		spec.NetworkAliases = []string{hostname}
-		spec.NetworkDriverOpts = map[string]string{"com.docker.network.endpoint.ifname": overlayIfname}
-		// Open MPI must not pick the swarm's gateway bridge for its TCP
-		// transport: it does not route between nodes.
-		if sub := a.gwbridgeSubnet(ctx); sub != "" {
-			spec.Env = append(spec.Env, "OMPI_MCA_btl_tcp_if_exclude=127.0.0.1/32,"+sub)
-		}
-	case "host":
-		spec.Network = "host"
-		spec.Ports = nil
-		// Each host's name resolves to the agent host that runs it; the
-		// port is in port-mapping.json and ~/.ssh/config.
-		names := make([]string, 0, len(c.SSHPortMapping))
-		for name := range c.SSHPortMapping {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
-			spec.ExtraHosts = append(spec.ExtraHosts, name+":"+c.SSHPortMapping[name].Host)
-		}
-	}
-}
-
-// gwbridgeSubnet is the subnet of the swarm's docker_gwbridge ("" when
-// this engine is not in a swarm).
-func (a *Agent) gwbridgeSubnet(ctx context.Context) string {
-	nw, ok := a.be.(backend.Networks)
-	if !ok {
-		return ""
-	}
-	n, err := nw.InspectNetwork(ctx, "docker_gwbridge")
-	if err != nil || len(n.Subnets) == 0 {
-		return ""
-	}
-	return n.Subnets[0]
-}
-
 // hostNetworkPorts gives a host-network kernel its ports: the runner's
 // REPL ports, sshd and ttyd take host ports and the runner binds them
 // itself (intrinsic-ports.json); sshd takes the port the manager assigned
@@ -120,7 +65,6 @@ func (a *Agent) gwbridgeSubnet(ctx context.Context) string {
 // binds its own port number on the host, so its host port is its
 // container port. It returns the pool ports taken.
 func (j *createJob) hostNetworkPorts() ([]int, error) {
-	k := j.k
 	n := 2
 	mapped := 0
 	if hp, ok := j.cluster.sshMapping(j.cfg); ok {
@@ -137,7 +81,7 @@ func (j *createJob) hostNetworkPorts() ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.ReplIn, k.ReplOut = taken[0], taken[1]
+	j.ks.ReplIn, j.ks.ReplOut = taken[0], taken[1]
 	next := 2
 	for i := range j.services {
 		sp := &j.services[i]
@@ -185,9 +129,9 @@ func (c *ClusterInfo) sshMapping(cfg *CreationConfig) (HostPort, bool) {
 
 // intrinsicPorts is config/intrinsic-ports.json for a host-network
 // kernel: the ports its runner binds instead of 2000, 2001, 2200, 7681.
-func intrinsicPorts(k *Kernel) map[string]int {
-	m := map[string]int{"replin": k.ReplIn, "replout": k.ReplOut}
-	for _, sp := range k.Services {
+func intrinsicPorts(s *KernelSpec) map[string]int {
+	m := map[string]int{"replin": s.ReplIn, "replout": s.ReplOut}
+	for _, sp := range s.Services {
 		if (sp.Name == "sshd" || sp.Name == "ttyd") && len(sp.HostPorts) > 0 {
 			m[sp.Name] = sp.HostPorts[0]
 		}
@@ -200,14 +144,14 @@ func intrinsicPorts(k *Kernel) map[string]int {
 // cluster_info (as upstream's prepare_ssh), and intrinsic-ports.json for
 // a host-network kernel. Files are owned by the kernel user when the
 // agent runs as root, so the runner can read the private key.
-func (a *Agent) writeClusterFiles(k *Kernel, c *ClusterInfo) error {
+func (a *Agent) writeClusterFiles(k *Kernel, s *KernelSpec, c *ClusterInfo) error {
 	owner := safefs.NoOwner
-	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
+	if uid, gid, ok := s.kernelUser(); ok && os.Geteuid() == 0 {
 		owner = safefs.Owner{UID: uid, GID: gid}
 	}
 	if c.hostNetwork() {
-		b, _ := json.Marshal(intrinsicPorts(k))
-		if err := writeScratchFile(k.Scratch.Config, "intrinsic-ports.json", b, 0o644, safefs.NoOwner); err != nil {
+		b, _ := json.Marshal(intrinsicPorts(s))
+		if err := writeScratchFile(s.Scratch.Config, "intrinsic-ports.json", b, 0o644, safefs.NoOwner); err != nil {
 			return err
 		}
 	}
@@ -238,68 +182,9 @@ func (a *Agent) writeClusterFiles(k *Kernel, c *ClusterInfo) error {
 		}{"port-mapping.json", b, 0o644})
 	}
 	for _, f := range files {
-		if err := writeScratchFile(k.Scratch.Config, "ssh/"+f.name, f.body, f.mode, owner); err != nil {
+		if err := writeScratchFile(s.Scratch.Config, "ssh/"+f.name, f.body, f.mode, owner); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// CreateLocalNetwork creates a bridge network for a single-node
-// multi-container session (idempotent). It carries this agent's id so
-// that the agent removes it once the session's last kernel is gone.
-func (a *Agent) CreateLocalNetwork(ctx context.Context, name string) error {
-	nw, ok := a.be.(backend.Networks)
-	if !ok {
-		return fmt.Errorf("networks: %w", ErrUnsupported)
-	}
-	return nw.CreateNetwork(ctx, name, map[string]string{LabelClusterNetwork: "1", LabelNetworkOwner: a.id})
-}
-
-// DestroyLocalNetwork removes it; a missing network is fine.
-func (a *Agent) DestroyLocalNetwork(ctx context.Context, name string) error {
-	nw, ok := a.be.(backend.Networks)
-	if !ok {
-		return fmt.Errorf("networks: %w", ErrUnsupported)
-	}
-	return nw.RemoveNetwork(ctx, name)
-}
-
-// sweepNetworks removes the session networks this agent created that no
-// container uses and no kernel of this agent refers to. A network younger
-// than networkSweepGrace is kept unless only is set (the network a kernel
-// just left): the manager makes it before the kernels. It runs after
-// each kernel's cleanup and in the sync loop, so a network outlives
-// neither its last kernel nor an agent killed in between.
-func (a *Agent) sweepNetworks(ctx context.Context, only string) {
-	nw, ok := a.be.(backend.Networks)
-	if !ok {
-		return
-	}
-	list, err := nw.ListNetworks(ctx, map[string]string{LabelClusterNetwork: "1", LabelNetworkOwner: a.id})
-	if err != nil {
-		if !errors.Is(err, ErrUnsupported) {
-			a.log.Warn("listing session networks", "error", err)
-		}
-		return
-	}
-	inUse := map[string]bool{}
-	for _, k := range a.Kernels() {
-		if k.Network != "" && k.Network != "host" {
-			inUse[k.Network] = true
-		}
-	}
-	for _, n := range list {
-		if n.Containers > 0 || inUse[n.Name] {
-			continue
-		}
-		if n.Name != only && time.Since(n.Created) < networkSweepGrace {
-			continue
-		}
-		if err := nw.RemoveNetwork(ctx, n.Name); err != nil {
-			a.log.Warn("removing an unused session network", "network", n.Name, "error", err)
-			continue
-		}
-		a.log.Info("session network removed: no kernel uses it", "network", n.Name)
-	}
 }

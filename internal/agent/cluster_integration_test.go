@@ -228,7 +228,7 @@ func TestHostNetworkSession_Integration(t *testing.T) {
 			}
 		}
 		k, _ := e.agent.Kernel(info.ID)
-		b, _ := os.ReadFile(filepath.Join(k.Scratch.Config, "intrinsic-ports.json"))
+		b, _ := os.ReadFile(filepath.Join(k.Spec().Scratch.Config, "intrinsic-ports.json"))
 		var ip map[string]int
 		if err := json.Unmarshal(b, &ip); err != nil || ip["replin"] != info.ReplInPort || ip["sshd"] != mapping["node-"+ids[i]].Port {
 			t.Fatalf("intrinsic-ports.json %s: %v", b, err)
@@ -238,7 +238,7 @@ func TestHostNetworkSession_Integration(t *testing.T) {
 	// kernel, the same number inside and out, not shown to the manager.
 	k0, _ := e.agent.Kernel(ids[0])
 	found := false
-	for _, sp := range k0.Services {
+	for _, sp := range k0.Spec().Services {
 		if sp.Name == "hostport1" && sp.Protocol == "internal" && sp.HostPorts[0] == p3 && sp.ContainerPorts[0] == p3 {
 			found = true
 		}
@@ -249,7 +249,7 @@ func TestHostNetworkSession_Integration(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Fatalf("no hostport1 entry: %+v", k0.Services)
+		t.Fatalf("no hostport1 entry: %+v", k0.Spec().Services)
 	}
 	// The runner answers on the host ports (execute goes through them).
 	res := e.exec(ids[0], "h1", "query", "ssh node-"+ids[1]+" 'echo from-$BACKENDAI_CLUSTER_HOST'; grep -c node- /etc/hosts", flushIn(60*time.Second))

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"reflect"
 	"testing"
 
@@ -30,6 +32,7 @@ func (g gwEngine) InspectNetwork(_ context.Context, name string) (*backend.Netwo
 // applyNetwork as upstream's apply_network and its overlay and host
 // plugins shape the container.
 func TestApplyNetwork(t *testing.T) {
+	t.Parallel()
 	cfg := &CreationConfig{ClusterRole: "sub", ClusterIdx: 2}
 	for _, tc := range []struct {
 		name    string
@@ -51,9 +54,9 @@ func TestApplyNetwork(t *testing.T) {
 			want: backend.ContainerSpec{Network: "host", ExtraHosts: []string{"node-a:10.0.0.1", "node-b:10.0.0.2"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &Agent{be: gwEngine{subnet: tc.subnet}}
+			ns := newNetworks(gwEngine{subnet: tc.subnet}, "i-x", slog.New(slog.NewTextHandler(io.Discard, nil)), func() []*Kernel { return nil })
 			spec := &backend.ContainerSpec{Ports: []backend.PortBinding{{ContainerPort: 2000}}}
-			a.applyNetwork(context.Background(), spec, cfg, &tc.cluster)
+			ns.applyNetwork(context.Background(), spec, cfg, &tc.cluster)
 			if !reflect.DeepEqual(*spec, tc.want) {
 				t.Fatalf("got  %+v\nwant %+v", *spec, tc.want)
 			}
@@ -62,6 +65,7 @@ func TestApplyNetwork(t *testing.T) {
 }
 
 func TestValidateNetwork(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		c   ClusterInfo
 		bad bool

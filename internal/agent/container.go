@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,9 +14,9 @@ import (
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/image"
-	"github.com/bai-agent/bai-agent/internal/kuser"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
+	"github.com/bai-agent/bai-agent/internal/sandbox"
 	"github.com/bai-agent/bai-agent/internal/scratch"
 )
 
@@ -51,27 +50,6 @@ func (a *Agent) kernelIDs(imageUser [2]int) (uid, gid int) {
 		}
 	}
 	return uid, gid
-}
-
-// imageUser is the image's own unprivileged user (kuser.FromPasswd of its
-// /etc/passwd), remembered per image id; 1000:1000 when the image has no
-// readable passwd.
-func (a *Agent) imageUser(ctx context.Context, img *backend.Image) [2]int {
-	if img == nil {
-		return [2]int{kuser.Default, kuser.Default}
-	}
-	if v, ok := a.imageUsers.Load(img.ID); ok {
-		return v.([2]int)
-	}
-	b, err := a.be.ReadImageFile(ctx, img.ID, "/etc/passwd", kuser.PasswdLimit)
-	if err != nil && !errors.Is(err, backend.ErrNotFound) {
-		// Not remembered: the next creation asks again.
-		a.log.Warn("image's /etc/passwd unreadable; its kernel user is 1000", "image", img.ID, "error", err)
-		return [2]int{kuser.Default, kuser.Default}
-	}
-	u, g := kuser.FromPasswd(b)
-	a.imageUsers.Store(img.ID, [2]int{u, g})
-	return [2]int{u, g}
 }
 
 func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resource.Allocation, imageUser [2]int) map[string]string {
@@ -163,36 +141,36 @@ func (a *Agent) kernelEnviron(cfg *CreationConfig, info *image.Info, alloc resou
 	return env
 }
 
-func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
-	cfgDir := k.Scratch.Config
+func (a *Agent) writeKernelFiles(k *Kernel, s *KernelSpec, cluster *ClusterInfo) error {
+	cfgDir := s.Scratch.Config
 	if err := writeRunnerAuth(cfgDir); err != nil {
 		return err
 	}
-	if err := writeScratchFile(cfgDir, "environ.txt", environText(k.Environ), 0o644, safefs.NoOwner); err != nil {
+	if err := writeScratchFile(cfgDir, "environ.txt", environText(s.Environ), 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
-	if err := writeScratchFile(cfgDir, "environ_base.txt", environText(k.Environ), 0o644, safefs.NoOwner); err != nil {
+	if err := writeScratchFile(cfgDir, "environ_base.txt", environText(s.Environ), 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
-	rt := k.Spec.Marshal(a.slotTypes)
+	rt := s.Resources.Marshal(a.slotTypes)
 	if err := writeScratchFile(cfgDir, "resource.txt", rt, 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
 	if err := writeScratchFile(cfgDir, "resource_base.txt", rt, 0o644, safefs.NoOwner); err != nil {
 		return err
 	}
-	if err := writeJSON(cfgDir, "recovery.json", a.recoveryData(k, cluster)); err != nil {
+	if err := writeJSON(cfgDir, "recovery.json", a.recoveryData(k, s, cluster)); err != nil {
 		return err
 	}
-	if err := writeJSON(cfgDir, kconfigFile, kconfig{Config: k.Config, Cluster: *cluster, ImageRef: k.ImageRef, ImageName: k.ImageName, HostPorts: k.HostPorts, RuntimeType: k.RuntimeType, RuntimePath: k.RuntimePath}); err != nil {
+	if err := writeJSON(cfgDir, kconfigFile, kconfig{Config: s.Config, Cluster: *cluster, ImageRef: s.ImageRef, ImageName: s.ImageName, HostPorts: s.HostPorts, RuntimeType: s.RuntimeType, RuntimePath: s.RuntimePath}); err != nil {
 		return err
 	}
-	if k.Config.BootstrapScript != "" {
-		if err := writeScratchFile(k.Scratch.Work, "bootstrap.sh", []byte(k.Config.BootstrapScript), 0o755, safefs.NoOwner); err != nil {
+	if s.Config.BootstrapScript != "" {
+		if err := writeScratchFile(s.Scratch.Work, "bootstrap.sh", []byte(s.Config.BootstrapScript), 0o755, safefs.NoOwner); err != nil {
 			return err
 		}
 	}
-	return a.writeUserFiles(k)
+	return a.writeUserFiles(k, s)
 }
 
 // writeUserFiles writes what internal_data carries for the user, as the
@@ -200,24 +178,24 @@ func (a *Agent) writeKernelFiles(k *Kernel, cluster *ClusterInfo) error {
 // .ssh/id_rsa, id_container) and dotfiles. Dotfile paths must stay in
 // /home/work (relative, or absolute under /home/work); upstream also
 // wrote other absolute paths on the host as given, which is refused here.
-func (a *Agent) writeUserFiles(k *Kernel) error {
+func (a *Agent) writeUserFiles(k *Kernel, s *KernelSpec) error {
 	owner := safefs.NoOwner
-	if uid, gid, ok := kernelOwner(k); ok && os.Geteuid() == 0 {
+	if uid, gid, ok := s.kernelUser(); ok && os.Geteuid() == 0 {
 		owner = safefs.Owner{UID: uid, GID: gid}
 	}
 	_, err := safefs.Do(context.Background(), "write the user's files", func(ctx context.Context) (struct{}, error) {
-		root, err := safefs.OpenRoot(k.Scratch.Work)
+		root, err := safefs.OpenRoot(s.Scratch.Work)
 		if err != nil {
 			return struct{}{}, err
 		}
 		defer root.Close()
-		return struct{}{}, a.writeUserFilesIn(root, k, owner)
+		return struct{}{}, a.writeUserFilesIn(root, k, s, owner)
 	})
 	return err
 }
 
-func (a *Agent) writeUserFilesIn(root *safefs.Root, k *Kernel, owner safefs.Owner) error {
-	if kp, ok := k.Config.InternalData["ssh_keypair"].(map[string]any); ok && !a.mountsTarget(k, "/home/work/.ssh") {
+func (a *Agent) writeUserFilesIn(root *safefs.Root, k *Kernel, s *KernelSpec, owner safefs.Owner) error {
+	if kp, ok := s.Config.InternalData["ssh_keypair"].(map[string]any); ok && !a.mountsTarget(k, s, "/home/work/.ssh") {
 		pub, _ := kp["public_key"].(string)
 		priv, _ := kp["private_key"].(string)
 		if pub != "" && priv != "" {
@@ -236,7 +214,7 @@ func (a *Agent) writeUserFilesIn(root *safefs.Root, k *Kernel, owner safefs.Owne
 			}
 		}
 	}
-	dots, err := userDotfiles(k.Config.InternalData)
+	dots, err := userDotfiles(s.Config.InternalData)
 	if err != nil {
 		return err
 	}
@@ -252,8 +230,8 @@ func (a *Agent) writeUserFilesIn(root *safefs.Root, k *Kernel, owner safefs.Owne
 	return nil
 }
 
-func (a *Agent) mountsTarget(k *Kernel, target string) bool {
-	for _, m := range k.Config.Mounts {
+func (a *Agent) mountsTarget(k *Kernel, s *KernelSpec, target string) bool {
+	for _, m := range s.Config.Mounts {
 		if filepath.Clean(m.KernelPath) == target {
 			return true
 		}
@@ -261,12 +239,12 @@ func (a *Agent) mountsTarget(k *Kernel, target string) bool {
 	return false
 }
 
-func (a *Agent) recoveryData(k *Kernel, cluster *ClusterInfo) *RecoveryData {
+func (a *Agent) recoveryData(k *Kernel, s *KernelSpec, cluster *ClusterInfo) *RecoveryData {
 	driver := "bridge"
 	if cluster.NetworkMode != "" {
 		driver = cluster.NetworkMode
 	}
-	st := k.Config.SessionType
+	st := s.Config.SessionType
 	if st == "" {
 		st = "interactive"
 	}
@@ -274,20 +252,20 @@ func (a *Agent) recoveryData(k *Kernel, cluster *ClusterInfo) *RecoveryData {
 		KernelType: "docker",
 		ID:         k.ID,
 		AgentID:    a.id,
-		ImageRef:   k.ImageRef,
-		Version:    k.Kernelspec,
+		ImageRef:   s.ImageRef,
+		Version:    s.Kernelspec,
 		OwnershipData: OwnershipData{
 			KernelID: k.ID, SessionID: k.SessionID, AgentID: a.id,
-			OwnerUserID: strPtr(k.Config.OwnerUserID), OwnerProjectID: strPtr(k.Config.OwnerProjectID),
+			OwnerUserID: strPtr(s.Config.OwnerUserID), OwnerProjectID: strPtr(s.Config.OwnerProjectID),
 		},
-		NetworkID:           k.Config.NetworkID,
+		NetworkID:           s.Config.NetworkID,
 		NetworkDriver:       driver,
 		SessionType:         st,
-		BlockServicePorts:   k.Config.BlockServicePorts,
+		BlockServicePorts:   s.Config.BlockServicePorts,
 		DomainSocketProxies: []any{},
-		ServicePorts:        k.Services,
-		ReplInPort:          k.ReplIn,
-		ReplOutPort:         k.ReplOut,
+		ServicePorts:        s.Services,
+		ReplInPort:          s.ReplIn,
+		ReplOutPort:         s.ReplOut,
 	}
 }
 
@@ -306,22 +284,31 @@ func hostLimit(res int, want int64) int64 {
 	return want
 }
 
-func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterInfo, mounts []resource.Mount) *backend.ContainerSpec {
-	cfg := &k.Config
+func (a *Agent) containerSpec(ctx context.Context, k *Kernel, s *KernelSpec, cluster *ClusterInfo, mounts []resource.Mount) (*backend.ContainerSpec, error) {
+	cfg := &s.Config
 	// Plugins' container arguments merge as upstream's
 	// update_nested_dict (lists extend, scalars overwrite); an accelerator
 	// takes part only when the kernel holds some of it, so a CPU-only
 	// kernel on a GPU node gets no GPU runtime.
 	var res device.Reservation
 	for _, p := range a.plugins {
-		if _, isAcc := p.(device.Accelerator); isAcc && !device.HasAllocation(p, k.Allocation) {
+		if _, isAcc := p.(device.Accelerator); isAcc && !device.HasAllocation(p, s.Allocation) {
 			continue
 		}
-		res.Merge(p.Reserve(k.Allocation))
+		res.Merge(p.Reserve(s.Allocation))
 	}
 	cpuset, memory := res.CpusetCpus, res.Memory
-	env := make([]string, 0, len(k.Environ))
-	for _, line := range strings.Split(strings.TrimSpace(string(environText(k.Environ))), "\n") {
+	// The sandbox runtime: the node's, or a stricter one the image asks
+	// for (the image's labels as the manager sent them).
+	ociRuntime, err := a.sandbox.Resolve(cfg.Image.Labels)
+	if err == nil {
+		ociRuntime, err = sandbox.Merge(ociRuntime, res.Runtime)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCreationFailed, err)
+	}
+	env := make([]string, 0, len(s.Environ))
+	for _, line := range strings.Split(strings.TrimSpace(string(environText(s.Environ))), "\n") {
 		if line != "" {
 			env = append(env, line)
 		}
@@ -331,7 +318,7 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		block = "1"
 	}
 	var spLabel []string
-	for _, sp := range k.Services {
+	for _, sp := range s.Services {
 		if sp.Name == "sshd" || sp.Name == "ttyd" || sp.Protocol == "internal" {
 			continue
 		}
@@ -356,11 +343,11 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		LabelServicePorts:      strings.Join(spLabel, ","),
 	}
 	ms := []backend.Mount{
-		{Type: "bind", Source: abs(k.Scratch.Config), Target: "/home/config", ReadOnly: true},
-		{Type: "bind", Source: abs(k.Scratch.Work), Target: "/home/work"},
+		{Type: "bind", Source: abs(s.Scratch.Config), Target: "/home/config", ReadOnly: true},
+		{Type: "bind", Source: abs(s.Scratch.Work), Target: "/home/work"},
 	}
-	if k.Scratch.Tmp != "" {
-		ms = append(ms, backend.Mount{Type: "bind", Source: abs(k.Scratch.Tmp), Target: "/tmp"})
+	if s.Scratch.Tmp != "" {
+		ms = append(ms, backend.Mount{Type: "bind", Source: abs(s.Scratch.Tmp), Target: "/tmp"})
 	}
 	for _, f := range []string{"/etc/localtime", "/etc/timezone"} {
 		if _, err := os.Stat(f); err == nil {
@@ -376,10 +363,10 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 	}
 	var pb []backend.PortBinding
 	pb = append(pb,
-		backend.PortBinding{ContainerPort: replInContainerPort, Protocol: "tcp", HostIP: "127.0.0.1", HostPort: k.ReplIn},
-		backend.PortBinding{ContainerPort: replOutContainerPort, Protocol: "tcp", HostIP: "127.0.0.1", HostPort: k.ReplOut},
+		backend.PortBinding{ContainerPort: replInContainerPort, Protocol: "tcp", HostIP: "127.0.0.1", HostPort: s.ReplIn},
+		backend.PortBinding{ContainerPort: replOutContainerPort, Protocol: "tcp", HostIP: "127.0.0.1", HostPort: s.ReplOut},
 	)
-	for _, sp := range k.Services {
+	for _, sp := range s.Services {
 		hostIP := a.bindHost
 		if sp.Name == "ttyd" && a.cfg.Agent.ScalingGroupType == "storage" {
 			hostIP = "127.0.0.1"
@@ -399,8 +386,8 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		secOpt = append(secOpt, "no-new-privileges:true")
 	}
 	spec := &backend.ContainerSpec{
-		Name:        fmt.Sprintf("kernel.%s.%s", k.ImageRef.ShortName(), k.ID),
-		Image:       k.ImageName,
+		Name:        fmt.Sprintf("kernel.%s.%s", s.ImageRef.ShortName(), k.ID),
+		Image:       s.ImageName,
 		Labels:      labels,
 		Env:         env,
 		WorkingDir:  "/home/work",
@@ -424,7 +411,7 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		// [container-logs]: the total split over 5 rotated files.
 		LogDriver: a.cfg.ContainerLogs.Driver,
 		LogOpts:   map[string]string{"max-size": strconv.FormatInt(int64(a.cfg.ContainerLogs.MaxLength)/5, 10), "max-file": "5", "compress": "false"},
-		Runtime:   res.Runtime,
+		Runtime:   ociRuntime,
 		GroupAdd:  res.GroupAdd,
 	}
 	spec.SecurityOpt = append(spec.SecurityOpt, res.SecurityOpt...)
@@ -439,7 +426,7 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		quota = *cfg.CPUQuota
 	}
 	if quota {
-		cpus := k.Allocation.Total("cpu")
+		cpus := s.Allocation.Total("cpu")
 		spec.NanoCPUs = cpus.Mul(decimal.NewFromInt(1e9)).IntPart()
 	}
 	rbps, wbps := int64(a.cfg.Container.ScratchReadBps), int64(a.cfg.Container.ScratchWriteBps)
@@ -450,7 +437,7 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		wbps = cfg.IOWriteBps
 	}
 	if rbps > 0 || wbps > 0 {
-		if dev := scratch.BlockDevice(k.Scratch.Work); dev != "" {
+		if dev := scratch.BlockDevice(s.Scratch.Work); dev != "" {
 			if rbps > 0 {
 				spec.ReadBps = []backend.Throttle{{Path: dev, Rate: uint64(rbps)}}
 			}
@@ -458,7 +445,7 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 				spec.WriteBps = []backend.Throttle{{Path: dev, Rate: uint64(wbps)}}
 			}
 		} else {
-			a.log.Warn("scratch is not on a block device; I/O throttling not applied", "kernel_id", k.ID, "scratch", k.Scratch.Work)
+			a.log.Warn("scratch is not on a block device; I/O throttling not applied", "kernel_id", k.ID, "scratch", s.Scratch.Work)
 		}
 	}
 	a.applyNetwork(ctx, spec, cfg, cluster)
@@ -472,20 +459,20 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, cluster *ClusterIn
 		// whatever the image's USER says (upstream's entrypoint.sh needs
 		// root the same way).
 		spec.User = "0:0"
-		rt := k.RuntimeType
+		rt := s.RuntimeType
 		if rt == "" {
 			rt = "app"
 		}
 		spec.Cmd = []string{rt}
-		if k.RuntimePath != "" {
-			spec.Cmd = append(spec.Cmd, k.RuntimePath)
+		if s.RuntimePath != "" {
+			spec.Cmd = append(spec.Cmd, s.RuntimePath)
 		}
-	} else if k.Config.StartupCommand != "" && k.Config.SessionType == "batch" {
+	} else if s.Config.StartupCommand != "" && s.Config.SessionType == "batch" {
 		// Without the runner (kernel-runner = false), a batch kernel runs
 		// its startup command as the container command.
-		spec.Cmd = []string{"/bin/sh", "-c", k.Config.StartupCommand}
+		spec.Cmd = []string{"/bin/sh", "-c", s.Config.StartupCommand}
 	}
-	return spec
+	return spec, nil
 }
 
 func abs(p string) string {

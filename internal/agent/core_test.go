@@ -195,6 +195,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestCreateAndDestroy_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -232,6 +233,7 @@ func TestCreateAndDestroy_Fake(t *testing.T) {
 // failure once the container exists tells the manager the kernel
 // terminated.
 func TestCreateStepFailures_Fake(t *testing.T) {
+	t.Parallel()
 	injected := errors.New("injected failure")
 	// The reason the manager hears: none before the container exists,
 	// failed-to-create until it was started, failed-to-start after.
@@ -284,6 +286,7 @@ func TestCreateStepFailures_Fake(t *testing.T) {
 
 // Real failures of the steps that take something, each with its cause.
 func TestCreateRealFailures_Fake(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, step, want string
 		mutate           func(*config.Config)
@@ -343,6 +346,7 @@ func TestCreateRealFailures_Fake(t *testing.T) {
 // naming the call, in about the configured time, and the agent keeps
 // creating other kernels meanwhile.
 func TestHangingRuntimeCalls_Fake(t *testing.T) {
+	t.Parallel()
 	short := Timeouts{Inspect: 300 * time.Millisecond, Create: 300 * time.Millisecond, Start: 300 * time.Millisecond,
 		Stop: 300 * time.Millisecond, Remove: 300 * time.Millisecond, List: 300 * time.Millisecond, Logs: 300 * time.Millisecond}
 	for _, tc := range []struct {
@@ -408,6 +412,7 @@ func TestHangingRuntimeCalls_Fake(t *testing.T) {
 // A container that exits is noticed through the event stream: the kernel
 // is cleaned with its exit code and everything is released.
 func TestContainerExit_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -429,6 +434,7 @@ func TestContainerExit_Fake(t *testing.T) {
 
 // An OOM-killed container is reported as 137 with the OOM recorded.
 func TestOOMExit_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -449,6 +455,7 @@ func TestOOMExit_Fake(t *testing.T) {
 // running kernel with the same allocation and ports, and cleans one whose
 // container died meanwhile.
 func TestRecovery_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	keep, err := c.create(nil)
 	if err != nil {
@@ -465,7 +472,7 @@ func TestRecovery_Fake(t *testing.T) {
 	c.opts.Events = c.events
 	c.agent = c.start()
 	k, ok := c.agent.Kernel(keep.ID)
-	if !ok || k.State() != kernel.Running || k.ReplIn != keep.ReplInPort || k.ContainerID() != keep.ContainerID {
+	if !ok || k.State() != kernel.Running || k.Spec().ReplIn != keep.ReplInPort || k.ContainerID() != keep.ContainerID {
 		t.Fatalf("kernel not re-adopted as it was: %v %+v", ok, k)
 	}
 	if _, ok := c.events.find("kernel_started", keep.ID); !ok {
@@ -492,6 +499,7 @@ func TestRecovery_Fake(t *testing.T) {
 
 // A container removed behind the agent's back is found by the sync pass.
 func TestSyncFindsVanishedContainer_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -508,8 +516,13 @@ func TestSyncFindsVanishedContainer_Fake(t *testing.T) {
 	if err := c.agent.SyncOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := c.agent.Kernel(info.ID); ok {
-		t.Fatal("kernel of a vanished container still registered")
+	// The pass tells the kernel's owner, which cleans it.
+	waitFor(t, 10*time.Second, "the kernel of a vanished container is cleaned", func() bool {
+		_, ok := c.agent.Kernel(info.ID)
+		return !ok
+	})
+	if ev, ok := c.events.find("kernel_terminated", info.ID); !ok || ev["reason"] != ReasonContainerNotFound {
+		t.Fatalf("kernel_terminated: %v", ev)
 	}
 	c.assertNothingTaken("after sync")
 }
@@ -517,6 +530,7 @@ func TestSyncFindsVanishedContainer_Fake(t *testing.T) {
 // restart_kernel keeps the kernel's ports and allocation with a new
 // container.
 func TestRestart_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -549,6 +563,7 @@ func TestRestart_Fake(t *testing.T) {
 // "Image already exists", a pullable one is pulled, and create_kernels
 // pulls a missing image itself.
 func TestPulls_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	c.be.AddRegistryImage("reg.example:5000/bai/pulled:1", backend.Image{ID: "sha256:pulled", Labels: fakeImageLabels, Architecture: "amd64"})
 	ids, err := c.agent.CheckAndPull(context.Background(), map[string]ImageConfig{
@@ -599,6 +614,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // A restart whose new container does not start leaves a dead kernel
 // cleaned, not a half-restarted one.
 func TestRestartFailure_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -623,6 +639,7 @@ func TestRestartFailure_Fake(t *testing.T) {
 // A container that cannot be removed keeps its kernel registered (and
 // everything it holds) so that a later pass retries; the retry frees all.
 func TestCleanRetriesRemoval_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -651,6 +668,7 @@ func TestCleanRetriesRemoval_Fake(t *testing.T) {
 // Readers of the registry (ctl's status) see kernels while they are
 // being created without racing the creation steps (run with -race).
 func TestViewDuringCreation_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	c.be.Inject(fake.CallCreate, &fake.Fault{Delay: 20 * time.Millisecond})
 	stop := make(chan struct{})
@@ -697,6 +715,7 @@ func TestViewDuringCreation_Fake(t *testing.T) {
 // (not the kernel itself) ended them, and creations meanwhile fail
 // without leaving anything.
 func TestCreateWhileEngineDown_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {
@@ -721,6 +740,10 @@ func TestCreateWhileEngineDown_Fake(t *testing.T) {
 	c.agent = c.start()
 	_ = c.agent.SyncOnce(context.Background())
 	// The new agent never saw the outage: the container simply exited.
+	waitFor(t, engineVerdictWait+10*time.Second, "kernel_terminated after the agent's restart", func() bool {
+		_, ok := c.events.find("kernel_terminated", info.ID)
+		return ok
+	})
 	if ev, ok := c.events.find("kernel_terminated", info.ID); !ok || ev["reason"] != ReasonSelfTerminated {
 		t.Fatalf("after a restart of the agent too: %v", ev)
 	}
@@ -729,6 +752,7 @@ func TestCreateWhileEngineDown_Fake(t *testing.T) {
 // With the agent running through the outage, the exit is attributed to
 // the engine.
 func TestEngineRestartReason_Fake(t *testing.T) {
+	t.Parallel()
 	c := newCore(t, nil, nil)
 	info, err := c.create(nil)
 	if err != nil {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -63,17 +64,16 @@ func (a *Agent) CreateKernels(ctx context.Context, req *CreateRequest) ([]*Kerne
 	return out, nil
 }
 
-// createKernel registers the kernel (refusing duplicates), takes its
-// lifecycle lock and a creation slot, and runs the creation steps
-// (create_steps.go). On failure the steps' undos have given everything
-// back; what the manager hears depends on how far it got (createStage).
+// createKernel checks the request, registers the kernel (refusing
+// duplicates), which starts its owner, and has the owner run the
+// creation.
 func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cfg *CreationConfig, cluster *ClusterInfo, ref wire.ImageRef) (*KernelInfo, error) {
 	select {
 	case <-a.closed:
 		return nil, ErrAgentShuttingDown
 	default:
 	}
-	if err := a.engineDownErr(ctx); err != nil {
+	if err := a.engine.downErr(ctx); err != nil {
 		return nil, kernelErr(kernelID, err)
 	}
 	policy := cfg.AutoPull
@@ -90,39 +90,58 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 		Machine:   kernel.NewMachine(kernelID, kernel.Preparing),
 		ID:        kernelID,
 		SessionID: sessionID,
-		ImageRef:  ref,
-		Config:    withoutSecrets(cfg),
 		CreatedAt: time.Now(),
 		// Set before the kernel is registered (and never after): the
 		// network sweep reads it from other goroutines.
 		Network: cluster.kernelNetwork(),
 	}
+	j := &createJob{
+		a: a, k: k, cfg: cfg, cluster: cluster, ref: ref, policy: policy,
+		ks:  &KernelSpec{ImageRef: ref, Config: withoutSecrets(cfg)},
+		lc:  event.KernelLifecycle{KernelID: kernelID, SessionID: sessionID},
+		log: a.log.With("kernel_id", kernelID, "session_id", sessionID),
+	}
 	if err := a.register(k); err != nil {
 		return nil, err
 	}
-	unlock, err := a.locks.lock(ctx, kernelID)
-	if err != nil {
-		a.unregister(kernelID, k)
-		return nil, err
+	// The kernel's owner runs the creation: a destroy or an exit that
+	// arrives meanwhile waits in its inbox until the creation is done.
+	reply := make(chan error, 1)
+	err, cerr := call(ctx, k, &createMsg{ctx: ctx, job: j, reply: reply}, reply)
+	switch {
+	case errors.Is(cerr, errKernelGone):
+		return nil, kernelErr(kernelID, ErrAgentShuttingDown)
+	case cerr != nil:
+		// The caller gave up; the owner still runs (or refuses) the
+		// creation on the cancelled context and undoes what it took.
+		return nil, kernelErr(kernelID, cerr)
+	case err != nil:
+		return nil, kernelErr(kernelID, err)
 	}
-	defer unlock()
+	return j.info, nil
+}
+
+// runCreation is the creation, run by the kernel's owner: a creation
+// slot, then the steps (create_steps.go). On failure the steps' undos
+// have given everything back; what the manager hears depends on how far
+// it got (createStage). The agent's shutdown cancels it.
+func (a *Agent) runCreation(ctx context.Context, j *createJob) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(a.life, cancel)()
 	select {
 	case a.sem <- struct{}{}:
 		defer func() { <-a.sem }()
 	case <-ctx.Done():
-		a.unregister(kernelID, k)
-		return nil, ctx.Err()
-	}
-	j := &createJob{
-		a: a, k: k, cfg: cfg, cluster: cluster, ref: ref, policy: policy,
-		lc:  event.KernelLifecycle{KernelID: kernelID, SessionID: sessionID},
-		log: a.log.With("kernel_id", kernelID, "session_id", sessionID),
+		a.unregister(j.k.ID, j.k)
+		_ = j.k.Transition(kernel.Terminated, "creation cancelled")
+		return ctx.Err()
 	}
 	if err := runSteps(ctx, "create", a.createPlan, j, a.onStepFail); err != nil {
 		a.createFailed(ctx, j, err)
-		return nil, kernelErr(kernelID, err)
+		return err
 	}
-	return j.info, nil
+	return nil
 }
 
 // createFailed records a failed creation. As with the Python agent, a

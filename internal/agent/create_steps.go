@@ -34,8 +34,11 @@ const (
 
 // createJob is what one kernel's creation carries from step to step.
 type createJob struct {
-	a       *Agent
-	k       *Kernel
+	a *Agent
+	k *Kernel
+	// ks is the kernel's spec, built here and published by the last step
+	// (readers see nil until then).
+	ks      *KernelSpec
 	cfg     *CreationConfig
 	cluster *ClusterInfo
 	ref     wire.ImageRef
@@ -111,8 +114,8 @@ func (j *createJob) image(ctx context.Context) error {
 		return fmt.Errorf("%w: %s: %v", ErrInvalidImage, name, err)
 	}
 	j.img, j.labels = img, labels
-	k.ImageName = name
-	k.Kernelspec = labels.Kernelspec
+	j.ks.ImageName = name
+	j.ks.Kernelspec = labels.Kernelspec
 	if err := k.Transition(kernel.Creating, "image ready"); err != nil {
 		return err
 	}
@@ -241,7 +244,7 @@ func (j *createJob) allocate(ctx context.Context) error {
 		return err
 	}
 	j.alloc = alloc
-	j.k.Allocation = alloc
+	j.ks.Allocation = alloc
 	return nil
 }
 
@@ -261,8 +264,8 @@ func (j *createJob) takePorts(context.Context) error {
 			return err
 		}
 		j.ports = taken
-		j.k.HostPorts = taken
-		j.k.Services = j.services
+		j.ks.HostPorts = taken
+		j.ks.Services = j.services
 		return nil
 	}
 	n := 2
@@ -275,8 +278,7 @@ func (j *createJob) takePorts(context.Context) error {
 	if err != nil {
 		return err
 	}
-	k := j.k
-	k.ReplIn, k.ReplOut = hostPorts[0], hostPorts[1]
+	j.ks.ReplIn, j.ks.ReplOut = hostPorts[0], hostPorts[1]
 	next := 2
 	for i := range j.services {
 		if fixedHostPorts(j.services[i]) {
@@ -296,8 +298,8 @@ func (j *createJob) takePorts(context.Context) error {
 		}
 	}
 	j.ports = hostPorts
-	k.HostPorts = hostPorts
-	k.Services = j.services
+	j.ks.HostPorts = hostPorts
+	j.ks.Services = j.services
 	return nil
 }
 
@@ -312,7 +314,7 @@ func (j *createJob) makeScratch(ctx context.Context) error {
 		return err
 	}
 	j.scratch = sd
-	j.k.Scratch = sd
+	j.ks.Scratch = sd
 	return nil
 }
 
@@ -333,20 +335,19 @@ func (j *createJob) removeScratch(ctx context.Context) {
 // recovery data) into its scratch; the scratch's undo removes them.
 func (j *createJob) writeFiles(ctx context.Context) error {
 	a, k := j.a, j.k
-	k.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc, a.imageUser(ctx, j.img))
-	modelEnviron(k.Environ, j.models)
-	k.publishOwner()
-	k.RuntimeType, k.RuntimePath = j.labels.RuntimeType, j.labels.RuntimePath
-	k.Spec = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts, Extra: map[string]string{}}
+	j.ks.Environ = a.kernelEnviron(j.cfg, j.labels, j.alloc, a.imageUser(ctx, j.img))
+	modelEnviron(j.ks.Environ, j.models)
+	j.ks.RuntimeType, j.ks.RuntimePath = j.labels.RuntimeType, j.labels.RuntimePath
+	j.ks.Resources = &resource.Spec{Slots: j.slots, Allocation: j.alloc, ScratchSize: int64(a.cfg.Container.ScratchSize), Mounts: j.mounts, Extra: map[string]string{}}
 	for _, acc := range a.accels {
 		for key, v := range acc.ResourceData(j.alloc) {
-			k.Spec.Extra[key] = v
+			j.ks.Resources.Extra[key] = v
 		}
 	}
-	if err := a.writeKernelFiles(k, j.cluster); err != nil {
+	if err := a.writeKernelFiles(k, j.ks, j.cluster); err != nil {
 		return err
 	}
-	return a.writeClusterFiles(k, j.cluster)
+	return a.writeClusterFiles(k, j.ks, j.cluster)
 }
 
 func (j *createJob) createContainer(ctx context.Context) error {
@@ -354,15 +355,20 @@ func (j *createJob) createContainer(ctx context.Context) error {
 	if err := checkMountSources(j.mounts); err != nil {
 		return err
 	}
-	j.spec = a.containerSpec(ctx, k, j.cluster, j.mounts)
+	spec, err := a.containerSpec(ctx, k, j.ks, j.cluster, j.mounts)
+	if err != nil {
+		return err
+	}
+	j.spec = spec
 	cid, err := a.be.Create(ctx, j.spec)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
 	j.cid = cid
-	k.setContainerID(cid)
-	k.Spec.ContainerID = cid
-	return writeScratchFile(j.scratch.Config, "resource.txt", k.Spec.Marshal(a.slotTypes), 0o644, safefs.NoOwner)
+	j.ks.ContainerID = cid
+	j.ks.Resources.ContainerID = cid
+	j.ks.OCIRuntime = j.spec.Runtime
+	return writeScratchFile(j.scratch.Config, "resource.txt", j.ks.Resources.Marshal(a.slotTypes), 0o644, safefs.NoOwner)
 }
 
 func (j *createJob) removeContainer(ctx context.Context) {
@@ -393,7 +399,7 @@ func (j *createJob) waitReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	j.k.setPid(ins.Pid)
+	j.ks.Pid = ins.Pid
 	if err := checkPorts(ins, j.spec.Ports); err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
@@ -410,11 +416,13 @@ func (j *createJob) waitReady(ctx context.Context) error {
 // publish makes the kernel RUNNING and tells the manager.
 func (j *createJob) publish(ctx context.Context) error {
 	a, k := j.a, j.k
+	// Readers see the whole spec at once, before the kernel runs.
+	k.publish(j.ks)
 	if err := k.Transition(kernel.Running, "container started"); err != nil {
 		return err
 	}
-	j.info = a.kernelInfo(k)
-	a.events.Publish(ctx, event.KernelStarted{KernelLifecycle: j.lc, CreationInfo: a.creationInfo(k)})
+	j.info = a.kernelInfo(k, j.ks)
+	a.events.Publish(ctx, event.KernelStarted{KernelLifecycle: j.lc, CreationInfo: a.creationInfo(j.ks)})
 	if a.onChange != nil {
 		a.onChange(k.ID, true)
 	}

@@ -11,7 +11,7 @@ import (
 
 // Timeouts bound each kind of container-runtime call, so that a runtime
 // that stops answering fails the operation at hand instead of holding it
-// (and the kernel's lifecycle lock) forever. Image pulls, pushes and
+// (and the kernel's owner, which handles one message at a time) forever. Image pulls, pushes and
 // commits are bounded by [api] pull-timeout, push-timeout and
 // commit-timeout instead, and a container's start by [kernel-lifecycles]
 // init-timeout-sec, as in Backend.AI.

@@ -46,17 +46,25 @@ func (a *Agent) DestroyKernel(ctx context.Context, kernelID, sessionID, reason s
 		}
 		return nil
 	}
-	unlock, err := a.locks.lock(ctx, kernelID)
-	if err != nil {
-		return err
+	reply := make(chan error, 1)
+	err, cerr := call(ctx, k, &destroyMsg{ctx: ctx, reason: reason, suppressEvents: suppressEvents, reply: reply}, reply)
+	if errors.Is(cerr, errKernelGone) {
+		return nil // it ended meanwhile
 	}
-	defer unlock()
+	if cerr != nil {
+		return kernelErr(kernelID, cerr)
+	}
+	return err
+}
+
+// destroy is DestroyKernel in the kernel's owner.
+func (a *Agent) destroy(ctx context.Context, k *Kernel, reason string, suppressEvents bool) error {
 	switch k.State() {
 	case kernel.Terminated:
 		return nil
 	case kernel.Preparing, kernel.Pulling, kernel.Creating:
-		// The creation holds the per-kernel lock until it finishes, so we
-		// only get here after a failed creation already cleaned up.
+		// The owner runs creations to their end before this, so a kernel
+		// still in creation is one whose creation was never handled.
 		return nil
 	}
 	k.SetTermination(kernel.Termination{Reason: reason, ExitCode: -1})
@@ -68,7 +76,7 @@ func (a *Agent) DestroyKernel(ctx context.Context, kernelID, sessionID, reason s
 		err := a.be.Stop(sctx, k.ContainerID(), a.stopTime)
 		cancel()
 		if err != nil && !errors.Is(err, backend.ErrNotFound) {
-			a.log.Warn("stop kernel container", "kernel_id", kernelID, "error", err)
+			a.log.Warn("stop kernel container", "kernel_id", k.ID, "error", err)
 		}
 	}
 	return a.clean(context.WithoutCancel(ctx), k, suppressEvents)
@@ -101,17 +109,17 @@ var cleanSteps = []step[*cleanJob]{
 // it lost track of the session).
 func (j *cleanJob) network(ctx context.Context) error {
 	if j.k.Network != "" && j.k.Network != "host" {
-		j.a.sweepNetworks(ctx, j.k.Network)
+		j.a.networks.sweep(ctx, j.k.Network)
 	}
 	return nil
 }
 
 // clean is the CLEAN phase: read the exit status, keep the logs, remove
 // the container, scratch, ports and allocation, drop the registry entry,
-// publish kernel_terminated. The caller holds the kernel's lock. It is
+// publish kernel_terminated. Only the kernel's owner calls it. It is
 // idempotent.
 func (a *Agent) clean(ctx context.Context, k *Kernel, suppressEvents bool) error {
-	if k.cleaned.Load() {
+	if k.own.cleaned {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, cleanTimeout)
@@ -170,6 +178,15 @@ func (j *cleanJob) removeContainer(ctx context.Context) error {
 }
 
 func (j *cleanJob) removeScratch(ctx context.Context) error {
+	// File calls that passed their "running" check before the kernel
+	// began terminating may still write into its folders: let them end
+	// first (new ones are refused from here on), or the removal races
+	// them and leaves the scratch behind.
+	dctx, cancel := context.WithTimeout(ctx, fileRPCTimeout)
+	if err := j.k.fileCalls().Drain(dctx); err != nil {
+		j.log.Warn("file calls still running while the scratch is removed", "error", err)
+	}
+	cancel()
 	if err := j.a.scratch.Remove(ctx, j.k.ID); err != nil {
 		j.log.Error("remove scratch", "error", err)
 	}
@@ -181,9 +198,11 @@ func (j *cleanJob) release(context.Context) error {
 		j.k.setRunner(nil)
 		c.Close()
 	}
-	j.a.ports.Release(j.k.HostPorts...)
-	j.a.alloc.Free(j.k.Allocation)
-	j.k.cleaned.Store(true)
+	if s := j.k.Spec(); s != nil {
+		j.a.ports.Release(s.HostPorts...)
+		j.a.alloc.Free(s.Allocation)
+	}
+	j.k.own.cleaned = true
 	return nil
 }
 
@@ -206,40 +225,6 @@ func (j *cleanJob) publish(ctx context.Context) error {
 		a.onChange(k.ID, false)
 	}
 	return nil
-}
-
-// onContainerExit handles a die event or a dead container found by the
-// sync loop.
-// containerID names the container that exited: an event about a previous
-// container of the kernel (replaced by a restart) is ignored.
-func (a *Agent) onContainerExit(ctx context.Context, kernelID, containerID string, exitCode int, oom bool, finished time.Time) {
-	k, ok := a.Kernel(kernelID)
-	if !ok {
-		return
-	}
-	unlock, err := a.locks.lock(ctx, kernelID)
-	if err != nil {
-		return
-	}
-	defer unlock()
-	if k.restarting.Load() || k.cleaned.Load() || k.ContainerID() != containerID {
-		return
-	}
-	if s := k.State(); s != kernel.Running && s != kernel.Terminating {
-		return
-	}
-	t := kernel.ClassifyExit(exitCode, oom)
-	t.Reason = ReasonSelfTerminated
-	if a.exitedWithEngine(finished) {
-		// The engine stopped or restarted under the kernel (without
-		// live-restore it stops every container).
-		t.Reason = ReasonAnomalyDetected
-		a.log.Warn("kernel's container stopped with the container engine", "kernel_id", kernelID, "exit_code", exitCode)
-	}
-	k.SetTermination(t)
-	if err := a.clean(ctx, k, false); err != nil {
-		a.log.Error("clean exited kernel", "kernel_id", kernelID, "error", err)
-	}
 }
 
 // SyncKernelRegistry reconciles with the manager's list of (kernel,

@@ -7,6 +7,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -16,8 +17,15 @@ import (
 // enginePoll is how often the engine is pinged.
 const enginePoll = 2 * time.Second
 
-// engineState remembers the engine's last outage.
-type engineState struct {
+// engineMonitor pings the container engine, remembers its last outage,
+// and answers the questions the rest of the agent asks about it: is it
+// there, did a container stop because the engine went down.
+type engineMonitor struct {
+	be  backend.Backend
+	log *slog.Logger
+	// onBack runs when an outage ends (the agent asks for a sync pass).
+	onBack func()
+
 	mu     sync.Mutex
 	down   bool
 	downAt time.Time // start of the last outage
@@ -25,10 +33,15 @@ type engineState struct {
 	why    error     // what the failed ping said
 }
 
-// watchEngine pings the engine and logs its outages; when it is back, a
-// sync pass reconciles every kernel at once.
-func (a *Agent) watchEngine(ctx context.Context) {
-	defer a.bg.Done()
+func newEngineMonitor(be backend.Backend, log *slog.Logger, onBack func()) *engineMonitor {
+	if onBack == nil {
+		onBack = func() {}
+	}
+	return &engineMonitor{be: be, log: log, onBack: onBack}
+}
+
+// run pings the engine every enginePoll until ctx ends.
+func (m *engineMonitor) run(ctx context.Context) {
 	t := time.NewTicker(enginePoll)
 	defer t.Stop()
 	for {
@@ -37,31 +50,31 @@ func (a *Agent) watchEngine(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_, err := a.be.Ping(ctx)
+		_, err := m.be.Ping(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			a.markEngineDown(err)
+			m.markDown(err)
 			continue
 		}
-		a.markEngineUp()
+		m.markUp()
 	}
 }
 
-// markEngineUp ends an outage (once): a sync pass reconciles every
-// kernel at once.
-func (a *Agent) markEngineUp() {
-	a.engine.mu.Lock()
-	if !a.engine.down {
-		a.engine.mu.Unlock()
+// markUp ends an outage (once): a sync pass reconciles every kernel at
+// once.
+func (m *engineMonitor) markUp() {
+	m.mu.Lock()
+	if !m.down {
+		m.mu.Unlock()
 		return
 	}
-	a.engine.down, a.engine.backAt = false, time.Now()
-	outage := a.engine.backAt.Sub(a.engine.downAt)
-	a.engine.mu.Unlock()
-	a.log.Warn("container engine is back; reconciling kernels", "outage", outage.Round(time.Millisecond))
-	a.requestSync()
+	m.down, m.backAt = false, time.Now()
+	outage := m.backAt.Sub(m.downAt)
+	m.mu.Unlock()
+	m.log.Warn("container engine is back; reconciling kernels", "outage", outage.Round(time.Millisecond))
+	m.onBack()
 }
 
 // engineVerdictWait is how long a container's stop waits to see whether
@@ -81,16 +94,16 @@ const engineStopVerdictWait = 20 * time.Second
 // process was stopped (SIGINT, SIGTERM, SIGKILL).
 func stoppedBySignal(code int) bool { return code == 130 || code == 143 || code == 137 }
 
-// awaitEngineVerdict pings the engine for up to d and records an outage
-// as soon as it does not answer.
-func (a *Agent) awaitEngineVerdict(ctx context.Context, d time.Duration) {
+// awaitVerdict pings the engine for up to d and records an outage as
+// soon as it does not answer.
+func (m *engineMonitor) awaitVerdict(ctx context.Context, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		_, err := a.be.Ping(pctx)
+		_, err := m.be.Ping(pctx)
 		cancel()
 		if err != nil {
-			a.markEngineDown(err)
+			m.markDown(err)
 			return
 		}
 		select {
@@ -100,16 +113,16 @@ func (a *Agent) awaitEngineVerdict(ctx context.Context, d time.Duration) {
 	}
 }
 
-// markEngineDown starts an outage (once).
-func (a *Agent) markEngineDown(err error) {
-	a.engine.mu.Lock()
-	if a.engine.down {
-		a.engine.mu.Unlock()
+// markDown starts an outage (once).
+func (m *engineMonitor) markDown(err error) {
+	m.mu.Lock()
+	if m.down {
+		m.mu.Unlock()
 		return
 	}
-	a.engine.down, a.engine.downAt, a.engine.backAt, a.engine.why = true, time.Now(), time.Time{}, err
-	a.engine.mu.Unlock()
-	a.log.Warn("container engine unavailable; kernel operations fail until it is back", "error", err)
+	m.down, m.downAt, m.backAt, m.why = true, time.Now(), time.Time{}, err
+	m.mu.Unlock()
+	m.log.Warn("container engine unavailable; kernel operations fail until it is back", "error", err)
 }
 
 // engineRestartGrace widens an outage at both ends: containers stop while
@@ -117,53 +130,55 @@ func (a *Agent) markEngineDown(err error) {
 // containers for a while after it answers again.
 const engineRestartGrace = 30 * time.Second
 
-// exitedWithEngine reports whether a container that finished at t did so
+// exitedWith reports whether a container that finished at t did so
 // because the engine stopped or restarted (within its last outage).
-func (a *Agent) exitedWithEngine(t time.Time) bool {
+func (m *engineMonitor) exitedWith(t time.Time) bool {
 	if t.IsZero() {
 		return false
 	}
-	a.engine.mu.Lock()
-	defer a.engine.mu.Unlock()
-	if a.engine.downAt.IsZero() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.downAt.IsZero() {
 		return false
 	}
-	end := a.engine.backAt
-	if a.engine.down || end.IsZero() {
+	end := m.backAt
+	if m.down || end.IsZero() {
 		end = time.Now()
 	}
-	return !t.Before(a.engine.downAt.Add(-engineRestartGrace)) && !t.After(end.Add(engineRestartGrace))
+	return !t.Before(m.downAt.Add(-engineRestartGrace)) && !t.After(end.Add(engineRestartGrace))
 }
 
-// engineDownErr fails a creation at once while the engine is known not
-// to answer: a hung engine (it accepts connections and never replies)
-// would otherwise hold each creation, and what it took, until its first
-// runtime call timed out.
-// It pings once more first (the watcher polls every 2 s and the engine
-// may have just come back).
-func (a *Agent) engineDownErr(ctx context.Context) error {
-	if a.EngineAvailable() {
+// downErr fails a creation at once while the engine is known not to
+// answer: a hung engine (it accepts connections and never replies) would
+// otherwise hold each creation, and what it took, until its first
+// runtime call timed out. It pings once more first (the monitor polls
+// every 2 s and the engine may have just come back).
+func (m *engineMonitor) downErr(ctx context.Context) error {
+	if m.available() {
 		return nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, engineRecheck)
-	_, err := a.be.Ping(pctx)
+	_, err := m.be.Ping(pctx)
 	cancel()
 	if err == nil {
-		a.markEngineUp()
+		m.markUp()
 		return nil
 	}
-	a.engine.mu.Lock()
-	defer a.engine.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return fmt.Errorf("%w since %s (its last ping: %v); nothing was created", backend.ErrUnavailable,
-		a.engine.downAt.UTC().Format(time.RFC3339), a.engine.why)
+		m.downAt.UTC().Format(time.RFC3339), m.why)
 }
 
 // engineRecheck bounds the ping a creation makes during an outage.
 const engineRecheck = 2 * time.Second
 
-// EngineAvailable reports whether the last ping of the engine answered.
-func (a *Agent) EngineAvailable() bool {
-	a.engine.mu.Lock()
-	defer a.engine.mu.Unlock()
-	return !a.engine.down
+// available reports whether the last ping of the engine answered.
+func (m *engineMonitor) available() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.down
 }
+
+// EngineAvailable reports whether the last ping of the engine answered.
+func (a *Agent) EngineAvailable() bool { return a.engine.available() }

@@ -68,10 +68,10 @@ func hijackBin() []any {
 func assertNoRootHijack(t *testing.T, e *env, kernelID string, uid int, how string) {
 	t.Helper()
 	k, _ := e.agent.Kernel(kernelID)
-	b, _ := os.ReadFile(filepath.Join(k.Scratch.Work, ".hijack-uid"))
+	b, _ := os.ReadFile(filepath.Join(k.Spec().Scratch.Work, ".hijack-uid"))
 	for _, l := range strings.Fields(string(b)) {
 		if l == "0" {
-			secret, _ := os.ReadFile(filepath.Join(k.Scratch.Work, ".hijack-secret"))
+			secret, _ := os.ReadFile(filepath.Join(k.Spec().Scratch.Work, ".hijack-secret"))
 			t.Fatalf("%s chose a program the entrypoint ran as uid 0 (kernel uid %d); it copied the root-only runner secret (%d bytes)", how, uid, len(secret))
 		}
 	}

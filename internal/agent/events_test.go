@@ -13,7 +13,6 @@ import (
 	"github.com/bai-agent/bai-agent/internal/bgtask"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/event"
-	"github.com/bai-agent/bai-agent/internal/kernel"
 )
 
 // flakyEvents is a backend whose event stream breaks right away a few
@@ -42,7 +41,8 @@ func TestEventStreamReconnectsAndResyncs(t *testing.T) {
 	f := &flakyEvents{}
 	cfg := config.Defaults()
 	cfg.Agent.SyncContainerLifecycles.Interval = 3600 // only requested syncs run
-	a := &Agent{cfg: cfg, id: "i-x", be: f, log: slog.New(slog.NewTextHandler(io.Discard, nil)), kernels: map[string]*Kernel{}, syncCh: make(chan struct{}, 1), closed: make(chan struct{}), recent: map[string]kernel.Termination{}, tasks: bgtask.New(func(context.Context, event.Event) {})}
+	a := &Agent{cfg: cfg, id: "i-x", be: f, log: slog.New(slog.NewTextHandler(io.Discard, nil)), reg: newRegistry(), syncCh: make(chan struct{}, 1), closed: make(chan struct{}), subscribed: make(chan struct{}), tasks: bgtask.New(func(context.Context, event.Event) {})}
+	a.networks = newNetworks(f, a.id, a.log, a.Kernels)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.bg.Add(2)
 	go a.watchEvents(ctx)
@@ -59,26 +59,4 @@ func TestEventStreamReconnectsAndResyncs(t *testing.T) {
 	if a.SyncPasses() < 1 || f.lists.Load() < 1 {
 		t.Fatal("no sync after the stream dropped")
 	}
-}
-
-func TestKeyedMutexTryLock(t *testing.T) {
-	var m keyedMutex
-	unlock, err := m.lock(context.Background(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := m.tryLock("k"); ok {
-		t.Fatal("tryLock took a held lock")
-	}
-	if u2, ok := m.tryLock("other"); !ok {
-		t.Fatal("tryLock refused a free key")
-	} else {
-		u2()
-	}
-	unlock()
-	u3, ok := m.tryLock("k")
-	if !ok {
-		t.Fatal("tryLock refused a released key")
-	}
-	u3()
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
@@ -38,13 +39,22 @@ const (
 	fileRPCTimeout = 30 * time.Second
 )
 
+// fileOps serves the manager's file calls (upload, download, list,
+// logs) on a kernel's /home/work and its vfolders, through safefs.
+type fileOps struct {
+	reg *registry
+	be  backend.Backend
+}
+
+func newFileOps(reg *registry, be backend.Backend) *fileOps { return &fileOps{reg: reg, be: be} }
+
 // kernelPath resolves a path given by the manager (relative to /home/work,
 // or absolute inside it) to a host directory that holds it (the scratch
 // work dir, or a vfolder mounted under /home/work) and the path relative
 // to that directory. All access then goes through safefs, so nothing the
 // kernel planted beneath it (links, FIFOs, device nodes) is followed or
 // opened.
-func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOnly bool, mounted bool, err error) {
+func (fo *fileOps) kernelPath(s *KernelSpec, p string) (root string, rel string, readOnly bool, mounted bool, err error) {
 	if strings.IndexByte(p, 0) >= 0 {
 		return "", "", false, false, fmt.Errorf("%w: the path has a NUL byte", ErrInvalidArgument)
 	}
@@ -56,10 +66,10 @@ func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOn
 	if full != workDir && !strings.HasPrefix(full, workDir+"/") {
 		return "", "", false, false, fmt.Errorf("%w: you cannot access files outside /home/work (%s)", ErrPermission, p)
 	}
-	root, rel = k.Scratch.Work, strings.TrimPrefix(strings.TrimPrefix(full, workDir), "/")
+	root, rel = s.Scratch.Work, strings.TrimPrefix(strings.TrimPrefix(full, workDir), "/")
 	best := ""
-	if k.Spec != nil {
-		for _, m := range k.Spec.Mounts {
+	if s.Resources != nil {
+		for _, m := range s.Resources.Mounts {
 			if (full == m.Target || strings.HasPrefix(full, m.Target+"/")) && len(m.Target) > len(best) && !m.IsVolume() {
 				best = m.Target
 				root = m.Source
@@ -77,12 +87,12 @@ func (a *Agent) kernelPath(k *Kernel, p string) (root string, rel string, readOn
 
 // openKernelPath resolves p for a kernel and opens the directory holding
 // it; the caller closes the root.
-func (a *Agent) openKernelPath(kernelID, p string) (k *Kernel, root *safefs.Root, rel string, readOnly bool, err error) {
-	k, err = a.runningKernel(kernelID)
+func (fo *fileOps) openKernelPath(kernelID, p string) (k *Kernel, root *safefs.Root, rel string, readOnly bool, err error) {
+	k, s, err := fo.reg.running(kernelID)
 	if err != nil {
 		return nil, nil, "", false, err
 	}
-	dir, rel, readOnly, mounted, err := a.kernelPath(k, p)
+	dir, rel, readOnly, mounted, err := fo.kernelPath(s, p)
 	if err != nil {
 		return nil, nil, "", false, err
 	}
@@ -95,31 +105,45 @@ func (a *Agent) openKernelPath(kernelID, p string) (k *Kernel, root *safefs.Root
 		root, err = safefs.OpenRoot(dir)
 	}
 	if err != nil {
-		return nil, nil, "", false, fileErr(p, err)
+		return nil, nil, "", false, fileCallErr(k, p, err)
 	}
 	return k, root, rel, readOnly, nil
 }
 
-// runningKernel is a registered kernel in the running state: the only
+// running is a registered kernel in the running state: the only
 // state in which its files, environment and container are complete and
 // stable. A kernel still being created, restarting or going away is not
 // there yet (or any more) for file and commit calls: KeyError, as the
 // Python agent answers for a kernel not in its registry.
-func (a *Agent) runningKernel(id string) (*Kernel, error) {
-	k, ok := a.Kernel(id)
+// It returns the kernel with its spec as published.
+func (r *registry) running(id string) (*Kernel, *KernelSpec, error) {
+	k, ok := r.get(id)
 	if !ok {
-		return nil, kernelErr(id, ErrKernelNotFound)
+		return nil, nil, kernelErr(id, ErrKernelNotFound)
 	}
-	if st := k.State(); st != kernel.Running {
-		return nil, kernelErr(id, fmt.Errorf("%w: it is %s, not running", ErrKernelNotFound, st))
+	s := k.Spec()
+	if st := k.State(); st != kernel.Running || s == nil {
+		return nil, nil, kernelErr(id, fmt.Errorf("%w: it is %s, not running", ErrKernelNotFound, st))
 	}
-	return k, nil
+	return k, s, nil
 }
 
 // fileCtx bounds one file RPC: the caller's deadline, at most
 // fileRPCTimeout.
 func fileCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, fileRPCTimeout)
+}
+
+// fileCallErr is fileErr for a call that failed on kernel k: a kernel
+// that stopped running meanwhile (a destroy removed its scratch, a
+// restart replaced its container) answers as if it had not been running
+// when the call came, not with what its vanishing folder made of the
+// call.
+func fileCallErr(k *Kernel, p string, err error) error {
+	if st := k.State(); st != kernel.Running {
+		return kernelErr(k.ID, fmt.Errorf("%w: it is %s, not running (%s: %v)", ErrKernelNotFound, st, p, err))
+	}
+	return fileErr(p, err)
 }
 
 // fileErr maps safefs's and the system's errors to the manager's kinds.
@@ -142,8 +166,8 @@ func fileErr(p string, err error) error {
 // UploadFile writes data to filename inside the kernel's /home/work: a
 // new file renamed over the name, so whatever the kernel left there (a
 // device node, a FIFO, a link) is replaced, never opened.
-func (a *Agent) UploadFile(ctx context.Context, kernelID, filename string, data []byte) error {
-	k, root, rel, ro, err := a.openKernelPath(kernelID, filename)
+func (fo *fileOps) UploadFile(ctx context.Context, kernelID, filename string, data []byte) error {
+	k, root, rel, ro, err := fo.openKernelPath(kernelID, filename)
 	if err != nil {
 		return err
 	}
@@ -162,7 +186,7 @@ func (a *Agent) UploadFile(ctx context.Context, kernelID, filename string, data 
 		})
 	})
 	if err != nil {
-		return fileErr(filename, err)
+		return fileCallErr(k, filename, err)
 	}
 	return nil
 }
@@ -174,25 +198,13 @@ func fileOwner(k *Kernel, root *safefs.Root) safefs.Owner {
 	if os.Geteuid() != 0 {
 		return safefs.NoOwner
 	}
-	if uid, gid, ok := kernelOwner(k); ok {
+	if uid, gid, ok := k.Spec().kernelUser(); ok {
 		return safefs.Owner{UID: uid, GID: gid}
 	}
 	if info, err := root.Lstat("."); err == nil {
 		return safefs.Owner{UID: int(info.Stat().Uid), GID: int(info.Stat().Gid)}
 	}
 	return safefs.NoOwner
-}
-
-// kernelOwner is the uid/gid the kernel's user runs as.
-func kernelOwner(k *Kernel) (int, int, bool) {
-	if k == nil {
-		return 0, 0, false
-	}
-	o := k.owner.Load()
-	if o == nil {
-		return 0, 0, false
-	}
-	return o[0], o[1], true
 }
 
 // limitedBuffer fails once more than max bytes are written.
@@ -212,8 +224,8 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 // /home/work, at most 1 MiB. Links are archived as links (never
 // followed); FIFOs, sockets and device nodes as headers only (never
 // opened).
-func (a *Agent) DownloadFile(ctx context.Context, kernelID, p string) ([]byte, error) {
-	k, root, rel, _, err := a.openKernelPath(kernelID, p)
+func (fo *fileOps) DownloadFile(ctx context.Context, kernelID, p string) ([]byte, error) {
+	k, root, rel, _, err := fo.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +254,12 @@ func (a *Agent) DownloadFile(ctx context.Context, kernelID, p string) ([]byte, e
 		if errors.Is(err, ErrTooLarge) {
 			return nil, fmt.Errorf("archive of %s %w", p, ErrTooLarge)
 		}
-		return nil, fileErr(p, err)
+		return nil, fileCallErr(k, p, err)
+	}
+	if k.State() != kernel.Running {
+		// Its folder went away under the walk: what was read is not what
+		// the kernel had.
+		return nil, fileCallErr(k, p, errors.New("the kernel stopped during the call"))
 	}
 	return out, nil
 }
@@ -309,8 +326,8 @@ func (zeroReader) Read(p []byte) (int, error) {
 
 // DownloadSingle returns the content of one regular file (at most 1 MiB),
 // read from the descriptor whose size was checked.
-func (a *Agent) DownloadSingle(ctx context.Context, kernelID, p string) ([]byte, error) {
-	k, root, rel, _, err := a.openKernelPath(kernelID, p)
+func (fo *fileOps) DownloadSingle(ctx context.Context, kernelID, p string) ([]byte, error) {
+	k, root, rel, _, err := fo.openKernelPath(kernelID, p)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +344,7 @@ func (a *Agent) DownloadSingle(ctx context.Context, kernelID, p string) ([]byte,
 		if errors.Is(err, safefs.ErrTooLarge) {
 			return nil, fmt.Errorf("file %s %w (%v)", p, ErrTooLarge, err)
 		}
-		return nil, fileErr(p, err)
+		return nil, fileCallErr(k, p, err)
 	}
 	return data, nil
 }
@@ -355,9 +372,9 @@ type Listing struct {
 // Python inside the container). Entries are described by fstatat without
 // following links; nothing listed is opened. An unknown kernel or a path
 // outside /home/work is an error; anything else goes into Listing.Error.
-func (a *Agent) ListFiles(ctx context.Context, kernelID, p string) (*Listing, error) {
+func (fo *fileOps) ListFiles(ctx context.Context, kernelID, p string) (*Listing, error) {
 	l := &Listing{Abspath: p}
-	k, root, rel, _, err := a.openKernelPath(kernelID, p)
+	k, root, rel, _, err := fo.openKernelPath(kernelID, p)
 	if err != nil {
 		if errors.Is(err, ErrKernelNotFound) || errors.Is(err, ErrPermission) || errors.Is(err, ErrInvalidArgument) {
 			return nil, err
@@ -372,8 +389,8 @@ func (a *Agent) ListFiles(ctx context.Context, kernelID, p string) (*Listing, er
 		return root.ReadDir(ctx, rel, maxDirEntries)
 	})
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fileErr(p, err)
+		if errors.Is(err, context.DeadlineExceeded) || k.State() != kernel.Running {
+			return nil, fileCallErr(k, p, err)
 		}
 		l.Error = fileErr(p, err).Error()
 		return l, nil
@@ -429,12 +446,12 @@ func FileMode(m fs.FileMode) string {
 }
 
 // Logs returns the kernel container's whole stdout and stderr.
-func (a *Agent) Logs(ctx context.Context, kernelID string) (string, error) {
-	k, ok := a.Kernel(kernelID) // logs of a kernel going away are still wanted
+func (fo *fileOps) Logs(ctx context.Context, kernelID string) (string, error) {
+	k, ok := fo.reg.get(kernelID) // logs of a kernel going away are still wanted
 	if !ok {
 		return "", kernelErr(kernelID, ErrKernelNotFound)
 	}
-	b, err := a.be.Logs(ctx, k.ContainerID(), kernelTTY, 0)
+	b, err := fo.be.Logs(ctx, k.ContainerID(), kernelTTY, 0)
 	if err != nil {
 		return "", kernelErr(kernelID, err)
 	}

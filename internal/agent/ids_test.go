@@ -11,6 +11,7 @@ import (
 // makes setuid/setgid fail, which the entrypoint logs and runs on as
 // root. validateCreation refuses ids outside 0..4294967294.
 func TestCreationIDsBeyondUIDTRefused(t *testing.T) {
+	t.Parallel()
 	big, minus1 := 1<<32, 1<<32-1
 	for name, cfg := range map[string]*CreationConfig{
 		"uid 2^32":               {UID: &big},

@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"context"
 	"runtime"
-	"strings"
 
 	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/event"
-	"github.com/bai-agent/bai-agent/internal/image"
+	"github.com/bai-agent/bai-agent/internal/sandbox"
 )
 
 // InfoOptions are the parts of agent_info that come from the RPC side.
@@ -49,60 +47,29 @@ func (a *Agent) AgentInfo(o InfoOptions) event.AgentInfo {
 	}
 }
 
-// Images lists the kernel images on the node for installed_image:{id}
-// as upstream's scan_images does: every tag as Docker knows it (a local
-// image is reported by its short name), kernelspec 1-1, with the image's
-// own architecture (inspected once per image id and remembered).
-func (a *Agent) Images(ctx context.Context) ([]map[string]any, error) {
-	imgs, err := a.ListImages(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]map[string]any, 0, len(imgs))
-	for _, i := range imgs {
-		if ks := i.Labels["ai.backend.kernelspec"]; ks != "" && ks != "1" {
-			continue
-		}
-		arch, ok := a.imageArch.Load(i.ID)
-		if !ok {
-			full, err := a.be.InspectImage(ctx, i.ID)
-			if err != nil {
-				continue // removed meanwhile; the next pass sees the truth
-			}
-			arch = image.NormalizeArch(full.Architecture)
-			if arch == "" {
-				arch = "x86_64"
-			}
-			a.imageArch.Store(i.ID, arch)
-		}
-		for _, t := range i.Tags {
-			if strings.HasSuffix(t, "<none>") {
-				continue
-			}
-			out = append(out, map[string]any{"canonical": t, "digest": i.ID, "architecture": arch})
-		}
-	}
-	return out, nil
-}
-
 // StatTarget is what the monitor needs to measure a kernel.
 type StatTarget struct {
 	KernelID, SessionID, UserID, ProjectID, ContainerID string
 	Pid                                                 int
 	ScratchDir                                          string
 	ScratchSize                                         int64
+	// NoHostProcesses: the kernel's processes are not host processes
+	// (gVisor), so per-process figures are unavailable.
+	NoHostProcesses bool
 }
 
 // StatTargets lists the running kernels with a known main PID.
 func (a *Agent) StatTargets() []StatTarget {
 	var out []StatTarget
 	for _, k := range a.Kernels() {
-		if k.State() != "running" || k.Pid() <= 0 {
+		s := k.Spec()
+		if k.State() != "running" || s == nil || s.Pid <= 0 {
 			continue
 		}
 		out = append(out, StatTarget{
-			KernelID: k.ID, SessionID: k.SessionID, UserID: k.Config.OwnerUserID, ProjectID: k.Config.OwnerProjectID,
-			ContainerID: k.ContainerID(), Pid: k.Pid(), ScratchDir: k.Scratch.Work, ScratchSize: int64(a.cfg.Container.ScratchSize),
+			KernelID: k.ID, SessionID: k.SessionID, UserID: s.Config.OwnerUserID, ProjectID: s.Config.OwnerProjectID,
+			ContainerID: s.ContainerID, Pid: s.Pid, ScratchDir: s.Scratch.Work, ScratchSize: int64(a.cfg.Container.ScratchSize),
+			NoHostProcesses: sandbox.IsGVisor(s.OCIRuntime),
 		})
 	}
 	return out

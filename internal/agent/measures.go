@@ -68,8 +68,8 @@ func (a *Agent) AcceleratorContainerMeasures(ctx context.Context) []stats.Contai
 	}
 	var ks []device.KernelDevices
 	for _, k := range a.Kernels() {
-		if k.State() == kernel.Running {
-			ks = append(ks, device.KernelDevices{KernelID: k.ID, Allocation: k.Allocation})
+		if s := k.Spec(); k.State() == kernel.Running && s != nil {
+			ks = append(ks, device.KernelDevices{KernelID: k.ID, Allocation: s.Allocation})
 		}
 	}
 	var out []stats.ContainerMeasure

@@ -218,39 +218,39 @@ func number(v any) (float64, bool) {
 // startModelServices starts every model's service on a running main
 // kernel in the background; one that fails destroys the kernel with
 // failed-to-start.
-func (a *Agent) startModelServices(k *Kernel, models []ModelConfig, imageCmd []string) {
-	ready, skipped, err := modelCommands(models, imageCmd, k.Environ)
-	log := a.log.With("kernel_id", k.ID, "session_id", k.SessionID)
+func (ro *runnerOps) startModelServices(k *Kernel, models []ModelConfig, imageCmd []string) {
+	ready, skipped, err := modelCommands(models, imageCmd, k.Spec().Environ)
+	log := ro.log.With("kernel_id", k.ID, "session_id", k.SessionID)
 	for _, s := range skipped {
 		log.Warn("model service not started", "model", s)
 	}
 	if err != nil {
 		log.Error("model services not started", "error", err)
-		a.failModelService(k, err.Error())
+		ro.failModelService(k, err.Error())
 		return
 	}
 	for _, m := range ready {
-		a.bg.Add(1)
+		ro.bg.Add(1)
 		go func(m ModelConfig) {
-			defer a.bg.Done()
-			ctx, cancel := context.WithTimeout(a.runCtx(), modelServiceTimeout(m))
+			defer ro.bg.Done()
+			ctx, cancel := context.WithTimeout(ro.runCtx(), modelServiceTimeout(m))
 			defer cancel()
 			c := k.Runner()
 			if c == nil {
-				a.failModelService(k, "no runner connection")
+				ro.failModelService(k, "no runner connection")
 				return
 			}
 			log.Info("starting model service", "model", m.Name, "port", m.Service.Port)
 			res, err := c.StartModelService(ctx, m)
 			switch {
-			case err != nil && a.runCtx().Err() != nil:
+			case err != nil && ro.runCtx().Err() != nil:
 				return // the agent is stopping
 			case err != nil:
 				res = map[string]any{"status": "failed", "error": err.Error()}
 			}
 			if res["status"] == "failed" {
 				log.Error("model service failed to start; destroying the kernel", "model", m.Name, "error", res["error"])
-				a.failModelService(k, fmt.Sprint(res["error"]))
+				ro.failModelService(k, fmt.Sprint(res["error"]))
 				return
 			}
 			log.Info("model service started", "model", m.Name, "status", res["status"])
@@ -259,13 +259,19 @@ func (a *Agent) startModelServices(k *Kernel, models []ModelConfig, imageCmd []s
 }
 
 // failModelService destroys the kernel as upstream's DESTROY
-// failed-to-start lifecycle event does.
-func (a *Agent) failModelService(k *Kernel, why string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.runCtx()), 2*time.Minute)
-	defer cancel()
-	if err := a.DestroyKernel(ctx, k.ID, k.SessionID, ReasonFailedToStart, false); err != nil {
-		a.log.Error("destroying a kernel whose model service failed", "kernel_id", k.ID, "why", why, "error", err)
-	}
+// failed-to-start lifecycle event does. It does not wait: it may be
+// called by the kernel's owner (creation and restart start the services),
+// which handles the destroy once it is done with what it is doing.
+func (ro *runnerOps) failModelService(k *Kernel, why string) {
+	ro.owners.Add(1)
+	go func() {
+		defer ro.owners.Done()
+		ctx, cancel := context.WithTimeout(ro.life, 2*time.Minute)
+		defer cancel()
+		if err := ro.destroy(ctx, k.ID, k.SessionID, ReasonFailedToStart, false); err != nil {
+			ro.log.Error("destroying a kernel whose model service failed", "kernel_id", k.ID, "why", why, "error", err)
+		}
+	}()
 }
 
 // shellJoin quotes words for a POSIX shell (Python's shlex.join).

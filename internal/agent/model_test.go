@@ -10,6 +10,7 @@ import (
 )
 
 func TestModelDefinition(t *testing.T) {
+	t.Parallel()
 	folder := []MountSpec{{Name: "llama", VFID: "vf-1", KernelPath: "/models", UsageMode: "model"}}
 	def := func(models ...any) map[string]any {
 		return map[string]any{"model_definition": map[string]any{"models": models}}
@@ -67,6 +68,7 @@ func TestModelDefinition(t *testing.T) {
 }
 
 func TestModelCommands(t *testing.T) {
+	t.Parallel()
 	svc := func(cmd any) *ModelService { return &ModelService{StartCommand: cmd, Port: 8000} }
 	models := []ModelConfig{
 		{Name: "a", ModelPath: "/m", Service: svc("vllm serve /m")},
@@ -105,6 +107,7 @@ func TestModelCommands(t *testing.T) {
 }
 
 func TestShellSplitJoin(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want []string

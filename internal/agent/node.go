@@ -25,8 +25,12 @@ func (a *Agent) ReleasePort(p int) { a.ports.Release(p) }
 func (a *Agent) ScanGPUAllocMap() map[string]string {
 	sum := map[resource.DeviceID]decimal.Decimal{}
 	for _, k := range a.Kernels() {
+		ks := k.Spec()
+		if ks == nil {
+			continue // still being created: its allocation is not final
+		}
 		for _, s := range []resource.SlotName{"cuda.device", "cuda.shares"} {
-			for id, v := range k.Allocation[s] {
+			for id, v := range ks.Allocation[s] {
 				sum[id] = sum[id].Add(v)
 			}
 		}

@@ -37,16 +37,44 @@ func (e *StepError) Unwrap() error { return e.Err }
 // run after the caller may have given up, so they get their own time.
 const undoTimeout = 60 * time.Second
 
+// StepTracer wraps a kernel operation and each of its steps in a span
+// (internal/telemetry implements it; [otel] enabled). Start must not
+// block; end records the step's error.
+type StepTracer interface {
+	Start(ctx context.Context, name string) (context.Context, func(err error))
+}
+
+type stepTracerKey struct{}
+
+// WithStepTracer returns ctx carrying t: the operations run under it
+// (creation, cleaning, restart) get a span "kernel.{op}" with one child
+// "kernel.{op}.{step}" per step.
+func WithStepTracer(ctx context.Context, t StepTracer) context.Context {
+	return context.WithValue(ctx, stepTracerKey{}, t)
+}
+
 // runSteps runs steps in order. When one fails, its own undo and those of
 // the steps before it run in reverse (on a context that outlives a
 // cancelled caller), onFail hears the failed step's name, and the error is
 // a *StepError wrapping the step's own.
-func runSteps[J any](ctx context.Context, op string, steps []step[J], j J, onFail func(op, step string)) error {
+func runSteps[J any](ctx context.Context, op string, steps []step[J], j J, onFail func(op, step string)) (err error) {
+	tr, _ := ctx.Value(stepTracerKey{}).(StepTracer)
+	if tr != nil {
+		var end func(error)
+		ctx, end = tr.Start(ctx, "kernel."+op)
+		defer func() { end(err) }()
+	}
 	for i, s := range steps {
 		if s.mark != nil {
 			s.mark(j)
 		}
-		if err := s.do(j, ctx); err != nil {
+		sctx, endStep := ctx, func(error) {}
+		if tr != nil {
+			sctx, endStep = tr.Start(ctx, "kernel."+op+"."+s.name)
+		}
+		err := s.do(j, sctx)
+		endStep(err)
+		if err != nil {
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 			for k := i; k >= 0; k-- {
 				if steps[k].undo != nil {

@@ -83,6 +83,7 @@ func (a *Agent) recover(ctx context.Context) error {
 			continue
 		}
 		a.log.Info("removing orphaned scratch", "kernel_id", id)
+		a.reportVanished(ctx, id)
 		if err := a.scratch.Remove(ctx, id); err != nil {
 			a.log.Error("remove orphaned scratch", "kernel_id", id, "error", err)
 		}
@@ -127,41 +128,39 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		Machine:   kernel.NewMachine(kid, kernel.Running),
 		ID:        kid,
 		SessionID: c.Labels[LabelSessionID],
-		Scratch:   sd,
 		CreatedAt: c.StartedAt,
 	}
-	k.setContainerID(c.ID)
-	k.setPid(c.Pid)
+	s := &KernelSpec{Scratch: sd, ContainerID: c.ID, Pid: c.Pid, OCIRuntime: c.Runtime}
 	var rec RecoveryData
 	if err := readJSON(sd.Config, "recovery.json", &rec); err == nil {
-		k.ImageRef = rec.ImageRef
-		k.Kernelspec = rec.Version
-		k.Services = rec.ServicePorts
-		k.ReplIn, k.ReplOut = rec.ReplInPort, rec.ReplOutPort
-		k.Config.OwnerUserID = derefStr(rec.OwnershipData.OwnerUserID)
-		k.Config.OwnerProjectID = derefStr(rec.OwnershipData.OwnerProjectID)
-		k.Config.NetworkID = rec.NetworkID
-		k.Config.SessionType = rec.SessionType
-		k.Config.BlockServicePorts = rec.BlockServicePorts
+		s.ImageRef = rec.ImageRef
+		s.Kernelspec = rec.Version
+		s.Services = rec.ServicePorts
+		s.ReplIn, s.ReplOut = rec.ReplInPort, rec.ReplOutPort
+		s.Config.OwnerUserID = derefStr(rec.OwnershipData.OwnerUserID)
+		s.Config.OwnerProjectID = derefStr(rec.OwnershipData.OwnerProjectID)
+		s.Config.NetworkID = rec.NetworkID
+		s.Config.SessionType = rec.SessionType
+		s.Config.BlockServicePorts = rec.BlockServicePorts
 	} else {
 		a.log.Warn("recovery.json unreadable; rebuilding from the container", "kernel_id", kid, "error", err)
 	}
 	var kc kconfig
 	if err := readJSON(sd.Config, kconfigFile, &kc); err == nil {
-		k.Config = kc.Config
-		k.ImageName = kc.ImageName
+		s.Config = kc.Config
+		s.ImageName = kc.ImageName
 		k.Network = kc.Cluster.kernelNetwork()
-		k.RuntimeType, k.RuntimePath = kc.RuntimeType, kc.RuntimePath
+		s.RuntimeType, s.RuntimePath = kc.RuntimeType, kc.RuntimePath
 	} else if pkc, perr := readPythonKconfig(sd.Config); perr == nil {
 		// A kernel the Python agent started: its pickled creation config
 		// becomes ours, kept as kconfig.json so restart_kernel works.
-		pkc.ImageRef, pkc.ImageName = k.ImageRef, c.Image
+		pkc.ImageRef, pkc.ImageName = s.ImageRef, c.Image
 		pkc.Config = withoutSecrets(&pkc.Config)
 		pkc.RuntimeType = pkc.Config.Image.Labels["ai.backend.runtime-type"]
 		pkc.RuntimePath = pkc.Config.Image.Labels["ai.backend.runtime-path"]
-		k.Config, k.ImageName = pkc.Config, c.Image
+		s.Config, s.ImageName = pkc.Config, c.Image
 		k.Network = pkc.Cluster.kernelNetwork()
-		k.RuntimeType, k.RuntimePath = pkc.RuntimeType, pkc.RuntimePath
+		s.RuntimeType, s.RuntimePath = pkc.RuntimeType, pkc.RuntimePath
 		if err := writeJSON(sd.Config, kconfigFile, pkc); err != nil {
 			a.log.Warn("restart data of a Python agent's kernel not saved", "kernel_id", kid, "error", err)
 		} else {
@@ -169,8 +168,7 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		}
 	}
 	if b, err := readScratchFile(sd.Config, "environ.txt"); err == nil {
-		k.Environ = parseEnviron(b)
-		k.publishOwner()
+		s.Environ = parseEnviron(b)
 	}
 	// Allocation: resource.txt first; the container's own limits if the
 	// scratch is gone (the Python agent refused to start then, #5117).
@@ -179,8 +177,8 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		if perr != nil {
 			return perr
 		}
-		k.Spec = spec
-		k.Allocation = spec.Allocation
+		s.Resources = spec
+		s.Allocation = spec.Allocation
 	} else {
 		a.log.Warn("resource.txt missing; using the container's cpuset and memory limit", "kernel_id", kid)
 		alloc := resource.Allocation{}
@@ -194,10 +192,10 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		if c.Memory > 0 {
 			alloc["mem"] = map[resource.DeviceID]decimal.Decimal{"root": decimal.NewFromInt(c.Memory)}
 		}
-		k.Allocation = alloc
-		k.Spec = &resource.Spec{ContainerID: c.ID, Allocation: alloc, Slots: resource.Slots{"cpu": alloc.Total("cpu"), "mem": alloc.Total("mem")}}
+		s.Allocation = alloc
+		s.Resources = &resource.Spec{ContainerID: c.ID, Allocation: alloc, Slots: resource.Slots{"cpu": alloc.Total("cpu"), "mem": alloc.Total("mem")}}
 	}
-	over, err := a.alloc.Restore(k.Allocation)
+	over, err := a.alloc.Restore(s.Allocation)
 	if err != nil {
 		return err
 	}
@@ -209,34 +207,35 @@ func (a *Agent) adopt(ctx context.Context, kid string, c *backend.Container) err
 		if p.HostPort > 0 {
 			hostPorts = append(hostPorts, p.HostPort)
 			if p.ContainerPort == replInContainerPort {
-				k.ReplIn = p.HostPort
+				s.ReplIn = p.HostPort
 			}
 			if p.ContainerPort == replOutContainerPort {
-				k.ReplOut = p.HostPort
+				s.ReplOut = p.HostPort
 			}
 		}
 	}
 	if conflicts := a.ports.Discard(hostPorts...); len(conflicts) > 0 {
 		a.log.Warn("adopted kernel uses host ports outside the pool or twice", "kernel_id", kid, "ports", conflicts)
 	}
-	k.HostPorts = hostPorts
+	s.HostPorts = hostPorts
+	k.publish(s)
 	if err := a.register(k); err != nil {
-		a.alloc.Free(k.Allocation)
+		a.alloc.Free(s.Allocation)
 		a.ports.Release(hostPorts...)
 		return err
 	}
-	if a.krunner != "" && k.ReplIn > 0 && k.ReplOut > 0 {
+	if a.krunner != "" && s.ReplIn > 0 && s.ReplOut > 0 {
 		// Re-attach to the kernel's runner (it kept running while the
 		// agent was away); a batch job's result still arrives through it.
-		if _, err := a.connectRunner(k); err != nil {
+		if _, err := a.connectRunner(k, s); err != nil {
 			a.log.Warn("runner of an adopted kernel not reached", "kernel_id", kid, "error", err)
-		} else if k.Config.SessionType == "batch" {
+		} else if s.Config.SessionType == "batch" {
 			a.resumeBatch(k)
 		}
 	}
 	a.log.Info("kernel adopted", "kernel_id", kid, "container_id", c.ID, "cpuset", c.CpusetCpus)
 	a.events.Publish(ctx, event.KernelStarted{
-		KernelLifecycle: event.KernelLifecycle{KernelID: kid, SessionID: k.SessionID, Reason: ReasonResumingOperation}, CreationInfo: a.creationInfo(k),
+		KernelLifecycle: event.KernelLifecycle{KernelID: kid, SessionID: k.SessionID, Reason: ReasonResumingOperation}, CreationInfo: a.creationInfo(k.Spec()),
 	})
 	return nil
 }
@@ -246,4 +245,19 @@ func derefStr(p *string) string {
 		return ""
 	}
 	return *p
+}
+
+// reportVanished tells the manager that a kernel whose scratch is left
+// but whose container is gone has ended: the agent died while it was
+// being restarted (the old container removed, the new one not made yet)
+// or created, and nobody else will report it. Its session comes from the
+// kernel's own files; without them nothing can be said.
+func (a *Agent) reportVanished(ctx context.Context, kernelID string) {
+	sd := a.scratch.Paths(kernelID)
+	var kc kconfig
+	if err := readJSON(sd.Config, kconfigFile, &kc); err != nil || kc.Config.SessionID == "" {
+		return
+	}
+	a.log.Warn("kernel's container vanished while the agent was away; reported terminated", "kernel_id", kernelID, "session_id", kc.Config.SessionID)
+	a.events.Publish(ctx, event.KernelTerminated{KernelID: kernelID, SessionID: kc.Config.SessionID, Reason: ReasonContainerNotFound, ExitCode: -1})
 }

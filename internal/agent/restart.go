@@ -7,11 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 
 	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/kernel"
+	"github.com/bai-agent/bai-agent/internal/resource"
 	"github.com/bai-agent/bai-agent/internal/safefs"
 )
 
@@ -23,11 +23,20 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 	if !ok {
 		return nil, kernelErr(kernelID, ErrKernelNotFound)
 	}
-	unlock, err := a.locks.lock(ctx, kernelID)
-	if err != nil {
-		return nil, err
+	reply := make(chan restartReply, 1)
+	r, err := call(ctx, k, &restartMsg{ctx: ctx, updated: updated, reply: reply}, reply)
+	if errors.Is(err, errKernelGone) {
+		return nil, kernelErr(kernelID, ErrKernelNotFound)
 	}
-	defer unlock()
+	if err != nil {
+		return nil, kernelErr(kernelID, err)
+	}
+	return r.info, r.err
+}
+
+// restart is RestartKernel in the kernel's owner.
+func (a *Agent) restart(ctx context.Context, k *Kernel, updated map[string]string) (*RestartInfo, error) {
+	kernelID := k.ID
 	if k.State() != kernel.Running {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: it is %s", ErrRestartUnsupported, k.State()))
 	}
@@ -36,29 +45,32 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 	if err := validateEnviron(updated); err != nil {
 		return nil, kernelErr(kernelID, fmt.Errorf("updated_config: %w", err))
 	}
-	if k.Spec != nil {
-		if err := checkMountSources(k.Spec.Mounts); err != nil {
+	cur := k.Spec()
+	if cur == nil {
+		return nil, kernelErr(kernelID, fmt.Errorf("%w: it has no spec", ErrRestartUnsupported))
+	}
+	if cur.Resources != nil {
+		if err := checkMountSources(cur.Resources.Mounts); err != nil {
 			return nil, kernelErr(kernelID, err)
 		}
-		if err := checkMountPoints(k.Scratch.Work, k.Spec.Mounts); err != nil {
+		if err := checkMountPoints(cur.Scratch.Work, cur.Resources.Mounts); err != nil {
 			return nil, kernelErr(kernelID, err)
 		}
 	}
 	var kc kconfig
-	if err := readJSON(k.Scratch.Config, kconfigFile, &kc); err != nil {
+	if err := readJSON(cur.Scratch.Config, kconfigFile, &kc); err != nil {
 		return nil, kernelErr(kernelID, fmt.Errorf("%w: restart data: %v", ErrRestartUnsupported, err))
 	}
 	if err := k.Transition(kernel.Restarting, ReasonRestarting); err != nil {
 		return nil, err
 	}
-	k.restarting.Store(true)
-	defer func() { k.restarting.Store(false) }()
-	j := &restartJob{a: a, k: k, kc: &kc, updated: updated}
+	// The new spec is a copy: readers keep the old one until the new
+	// container exists.
+	j := &restartJob{a: a, k: k, ks: cur.clone(), kc: &kc, updated: updated}
 	if err := runSteps(ctx, "restart", restartSteps, j, a.onStepFail); err != nil {
 		// The old container is gone; without a new one the kernel is dead.
 		k.SetTermination(kernel.Termination{Reason: "restart-timeout", ExitCode: -1})
 		_ = k.Transition(kernel.Terminating, "restart failed")
-		k.restarting.Store(false)
 		if cerr := a.clean(context.WithoutCancel(ctx), k, false); cerr != nil {
 			a.log.Error("clean after failed restart", "kernel_id", kernelID, "error", cerr)
 		}
@@ -71,6 +83,7 @@ func (a *Agent) RestartKernel(ctx context.Context, sessionID, kernelID string, u
 type restartJob struct {
 	a       *Agent
 	k       *Kernel
+	ks      *KernelSpec // the spec being rebuilt (published by container and start)
 	kc      *kconfig
 	updated map[string]string
 	spec    *backend.ContainerSpec
@@ -104,45 +117,56 @@ func (j *restartJob) remove(ctx context.Context) error {
 }
 
 func (j *restartJob) environ(context.Context) error {
-	k := j.k
-	// New maps, never writes into the ones readers may hold (a concurrent
-	// map read and write is fatal, not a report).
-	env, cfgEnv := maps.Clone(k.Environ), maps.Clone(k.Config.Environ)
-	if env == nil {
-		env = map[string]string{}
+	s := j.ks // a clone: its maps are its own
+	if s.Environ == nil {
+		s.Environ = map[string]string{}
 	}
-	if cfgEnv == nil {
-		cfgEnv = map[string]string{}
+	if s.Config.Environ == nil {
+		s.Config.Environ = map[string]string{}
 	}
 	for key, v := range j.updated {
-		env[key] = v
-		cfgEnv[key] = v
+		s.Environ[key] = v
+		s.Config.Environ[key] = v
 	}
-	k.Environ, k.Config.Environ = env, cfgEnv
-	k.publishOwner()
-	return writeScratchFile(k.Scratch.Config, "environ.txt", environText(k.Environ), 0o644, safefs.NoOwner)
+	return writeScratchFile(s.Scratch.Config, "environ.txt", environText(s.Environ), 0o644, safefs.NoOwner)
 }
 
 func (j *restartJob) createContainer(ctx context.Context) error {
-	a, k := j.a, j.k
-	j.spec = a.containerSpec(ctx, k, &j.kc.Cluster, k.Spec.Mounts)
+	a, k, s := j.a, j.k, j.ks
+	var mounts []resource.Mount
+	if s.Resources != nil {
+		mounts = s.Resources.Mounts
+	}
+	spec, err := a.containerSpec(ctx, k, s, &j.kc.Cluster, mounts)
+	if err != nil {
+		return err
+	}
+	j.spec = spec
 	cid, err := a.be.Create(ctx, j.spec)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
-	k.setContainerID(cid)
-	k.Spec.ContainerID = cid
-	return writeScratchFile(k.Scratch.Config, "resource.txt", k.Spec.Marshal(a.slotTypes), 0o644, safefs.NoOwner)
+	s.ContainerID, s.Pid, s.OCIRuntime = cid, 0, spec.Runtime
+	if s.Resources != nil {
+		s.Resources.ContainerID = cid
+	}
+	// Published now: a failure from here on cleans the new container.
+	k.publish(s)
+	j.ks = s.clone()
+	if s.Resources == nil {
+		return nil
+	}
+	return writeScratchFile(s.Scratch.Config, "resource.txt", s.Resources.Marshal(a.slotTypes), 0o644, safefs.NoOwner)
 }
 
 func (j *restartJob) start(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, seconds(j.a.cfg.KernelLifecycles.InitTimeoutSec))
 	defer cancel()
-	if err := j.a.be.Start(sctx, j.k.ContainerID()); err != nil {
+	if err := j.a.be.Start(sctx, j.ks.ContainerID); err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
-	if ins, err := j.a.be.Inspect(sctx, j.k.ContainerID()); err == nil {
-		j.k.setPid(ins.Pid)
+	if ins, err := j.a.be.Inspect(sctx, j.ks.ContainerID); err == nil {
+		j.ks.Pid = ins.Pid
 	}
 	return nil
 }
@@ -156,28 +180,29 @@ func (j *restartJob) runner(ctx context.Context) error {
 	if j.a.krunner == "" {
 		return nil
 	}
-	c, err := j.a.connectRunner(j.k)
+	c, err := j.a.connectRunner(j.k, j.ks)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
-	return j.a.handshake(ctx, j.k, c)
+	return j.a.handshake(ctx, j.k, j.ks, c)
 }
 
 func (j *restartJob) publish(ctx context.Context) error {
-	a, k := j.a, j.k
+	a, k, s := j.a, j.k, j.ks
+	k.publish(s)
 	k.ClearTermination()
 	if err := k.Transition(kernel.Running, "restarted"); err != nil {
 		return err
 	}
 	a.events.Publish(ctx, event.KernelStarted{
-		KernelLifecycle: event.KernelLifecycle{KernelID: k.ID, SessionID: k.SessionID, Reason: ReasonRestarting}, CreationInfo: a.creationInfo(k),
+		KernelLifecycle: event.KernelLifecycle{KernelID: k.ID, SessionID: k.SessionID, Reason: ReasonRestarting}, CreationInfo: a.creationInfo(s),
 	})
-	j.result = &RestartInfo{ContainerID: k.ContainerID(), ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut, ServicePorts: publicServices(k.Services)}
+	j.result = &RestartInfo{ContainerID: s.ContainerID, ReplInPort: s.ReplIn, ReplOutPort: s.ReplOut, ServicePorts: publicServices(s.Services)}
 	// An inference kernel's model services start again, as on creation.
-	if k.Config.SessionType == "inference" && isMainRole(k.Config.ClusterRole) {
-		if models, _, err := modelDefinition(&k.Config, nil); err == nil {
+	if s.Config.SessionType == "inference" && isMainRole(s.Config.ClusterRole) {
+		if models, _, err := modelDefinition(&s.Config, nil); err == nil {
 			var cmd []string
-			if img, err := a.be.InspectImage(ctx, k.ImageName); err == nil {
+			if img, err := a.be.InspectImage(ctx, s.ImageName); err == nil {
 				cmd = img.Cmd
 			}
 			a.startModelServices(k, models, cmd)

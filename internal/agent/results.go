@@ -31,18 +31,18 @@ func (a *Agent) attachedDevices(alloc resource.Allocation) map[string][]device.A
 	return out
 }
 
-func (a *Agent) kernelInfo(k *Kernel) *KernelInfo {
+func (a *Agent) kernelInfo(k *Kernel, ks *KernelSpec) *KernelInfo {
 	return &KernelInfo{
 		ID:           k.ID,
 		KernelHost:   a.kernelHost(),
-		ReplInPort:   k.ReplIn,
-		ReplOutPort:  k.ReplOut,
-		ServicePorts: publicServices(k.Services),
-		ContainerID:  k.ContainerID(),
-		Spec:         k.Spec,
-		Attached:     a.attachedDevices(k.Allocation),
-		AgentAddr:    k.Config.AgentAddr,
-		ScalingGroup: k.Config.ScalingGroup,
+		ReplInPort:   ks.ReplIn,
+		ReplOutPort:  ks.ReplOut,
+		ServicePorts: publicServices(ks.Services),
+		ContainerID:  ks.ContainerID,
+		Spec:         ks.Resources,
+		Attached:     a.attachedDevices(ks.Allocation),
+		AgentAddr:    ks.Config.AgentAddr,
+		ScalingGroup: ks.Config.ScalingGroup,
 	}
 }
 
@@ -59,7 +59,7 @@ func publicServices(sp []image.ServicePort) []image.ServicePort {
 // creationInfo is kernel_started's KernelCreationInfo. Intrinsic slots
 // (cpu, mem) carry null model/processing/memory figures, as upstream's
 // UsedDevice.from_model_info without a device model.
-func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
+func (a *Agent) creationInfo(ks *KernelSpec) event.CreationInfo {
 	units := map[string]map[string]event.UsedDevice{}
 	for _, p := range a.plugins {
 		// The model figures come from the plugin's attached devices, as
@@ -68,13 +68,13 @@ func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
 		// from data["mem"].
 		models := map[string]device.AttachedDevice{}
 		if _, isAcc := p.(device.Accelerator); isAcc {
-			for _, ad := range p.AttachedDevices(k.Allocation) {
+			for _, ad := range p.AttachedDevices(ks.Allocation) {
 				models[ad.DeviceID] = ad
 			}
 		}
 		per := map[string]event.UsedDevice{}
 		for _, s := range p.Slots() {
-			for id, v := range k.Allocation[s.Name] {
+			for id, v := range ks.Allocation[s.Name] {
 				if !v.IsPositive() {
 					continue
 				}
@@ -99,11 +99,11 @@ func (a *Agent) creationInfo(k *Kernel) event.CreationInfo {
 		units[string(p.Key())] = per
 	}
 	sp := make([]event.ServicePortInfo, 0)
-	for _, s := range publicServices(k.Services) {
+	for _, s := range publicServices(ks.Services) {
 		sp = append(sp, event.ServicePortInfo(s))
 	}
 	return event.CreationInfo{
-		ContainerID: k.ContainerID(), KernelHost: a.kernelHost(), ReplInPort: k.ReplIn, ReplOutPort: k.ReplOut,
+		ContainerID: ks.ContainerID, KernelHost: a.kernelHost(), ReplInPort: ks.ReplIn, ReplOutPort: ks.ReplOut,
 		ServicePorts: sp, UsedDevices: event.UsedDevices{Units: units},
 	}
 }

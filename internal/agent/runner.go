@@ -5,8 +5,10 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/coderunner"
@@ -70,11 +72,32 @@ func checkStatic(path string) error {
 	return nil
 }
 
+// runnerOps serves the calls that go through a kernel's runner: code
+// execution, interrupts, completions, batch jobs, services and model
+// services.
+type runnerOps struct {
+	reg    *registry
+	events EventSink
+	log    *slog.Logger
+	// closed is closed when the agent shuts down; runCtx is its run
+	// context; bg tracks the batch jobs and model services in flight.
+	closed <-chan struct{}
+	runCtx func() context.Context
+	bg     *sync.WaitGroup
+	// life ends with the agent (failModelService's destroys).
+	life context.Context
+	// owners tracks the goroutines that wait on kernel owners.
+	owners *sync.WaitGroup
+	// destroy is destroy_kernel (a model service that fails ends its
+	// kernel).
+	destroy func(ctx context.Context, kernelID, sessionID, reason string, suppressEvents bool) error
+}
+
 // handshake waits for the runner as the Python agent does after docker
 // start: status, then get-apps, retried every 0.3 s up to
 // init-polling-attempt times within init-polling-timeout-sec, each try
 // bounded by init-timeout-sec. The apps' settings join the service ports.
-func (a *Agent) handshake(ctx context.Context, k *Kernel, c *coderunner.Client) error {
+func (a *Agent) handshake(ctx context.Context, k *Kernel, ks *KernelSpec, c *coderunner.Client) error {
 	lc := a.cfg.KernelLifecycles
 	deadline := time.Now().Add(seconds(lc.InitPollingTimeoutSec))
 	attempts := lc.InitPollingAttempt
@@ -91,7 +114,7 @@ func (a *Agent) handshake(ctx context.Context, k *Kernel, c *coderunner.Client) 
 			}
 		}
 		tctx, cancel := context.WithTimeout(ctx, seconds(lc.InitTimeoutSec))
-		started, err := c.Status(tctx)
+		_, err := c.Status(tctx)
 		if err == nil {
 			actx, acancel := context.WithTimeout(tctx, 10*time.Second)
 			var apps map[string]any
@@ -102,8 +125,7 @@ func (a *Agent) handshake(ctx context.Context, k *Kernel, c *coderunner.Client) 
 			}
 			if err == nil {
 				cancel()
-				k.startedAt = started
-				a.mergeApps(k, apps)
+				mergeApps(ks, apps)
 				return nil
 			}
 		}
@@ -120,8 +142,9 @@ func (a *Agent) handshake(ctx context.Context, k *Kernel, c *coderunner.Client) 
 
 // mergeApps adds url_template, allowed_arguments and allowed_envs of the
 // runner's service apps (its service definitions) to the matching
-// service ports, for the creation result and kernel_started.
-func (a *Agent) mergeApps(k *Kernel, apps map[string]any) {
+// service ports, for the creation result and kernel_started. ks is the
+// spec being built (not published yet): it is written here.
+func mergeApps(ks *KernelSpec, apps map[string]any) {
 	data, _ := apps["data"].([]any)
 	strs := func(v any) []string {
 		var out []string
@@ -136,33 +159,37 @@ func (a *Agent) mergeApps(k *Kernel, apps map[string]any) {
 	for _, d := range data {
 		app, _ := d.(map[string]any)
 		name, _ := app["name"].(string)
-		for i := range k.Services {
-			if k.Services[i].Name != name {
+		for i := range ks.Services {
+			if ks.Services[i].Name != name {
 				continue
 			}
 			if u, ok := app["url_template"].(string); ok {
-				k.Services[i].URLTemplate = u
+				ks.Services[i].URLTemplate = u
 			}
-			k.Services[i].AllowedArguments = strs(app["allowed_arguments"])
-			k.Services[i].AllowedEnvs = strs(app["allowed_envs"])
+			ks.Services[i].AllowedArguments = strs(app["allowed_arguments"])
+			ks.Services[i].AllowedEnvs = strs(app["allowed_envs"])
 		}
 	}
 }
 
 // StartService starts a service in a kernel (start_service): upstream's
 // refusals first, then the runner's answer within 35 s.
-func (a *Agent) StartService(ctx context.Context, kernelID, name string, opts map[string]any) (map[string]any, error) {
-	k, ok := a.Kernel(kernelID)
+func (ro *runnerOps) StartService(ctx context.Context, kernelID, name string, opts map[string]any) (map[string]any, error) {
+	k, ok := ro.reg.get(kernelID)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrKernelNotFound, kernelID)
 	}
-	if k.Config.BlockServicePorts {
+	ks := k.Spec()
+	if ks == nil {
+		return nil, fmt.Errorf("%w: kernel %s is %s", ErrRunnerNotReady, kernelID, k.State())
+	}
+	if ks.Config.BlockServicePorts {
 		return map[string]any{"status": "failed", "error": "operation blocked"}, nil
 	}
 	var sp *image.ServicePort
-	for i := range k.Services {
-		if k.Services[i].Name == name {
-			sp = &k.Services[i]
+	for i := range ks.Services {
+		if ks.Services[i].Name == name {
+			sp = &ks.Services[i]
 		}
 	}
 	if sp == nil {
@@ -190,8 +217,8 @@ func (a *Agent) StartService(ctx context.Context, kernelID, name string, opts ma
 }
 
 // ShutdownService stops a service (fire and forget, as upstream).
-func (a *Agent) ShutdownService(kernelID, name string) {
-	if k, ok := a.Kernel(kernelID); ok {
+func (ro *runnerOps) ShutdownService(kernelID, name string) {
+	if k, ok := ro.reg.get(kernelID); ok {
 		if c := k.Runner(); c != nil {
 			_ = c.ShutdownService(name)
 		}
@@ -199,12 +226,12 @@ func (a *Agent) ShutdownService(kernelID, name string) {
 }
 
 // connectRunner dials the kernel's runner through its REPL host ports.
-func (a *Agent) connectRunner(k *Kernel) (*coderunner.Client, error) {
-	cv, err := runnerCurve(k)
+func (a *Agent) connectRunner(k *Kernel, ks *KernelSpec) (*coderunner.Client, error) {
+	cv, err := runnerCurve(k.ID, ks)
 	if err != nil {
 		return nil, err
 	}
-	c, err := coderunner.DialCurve("127.0.0.1", k.ReplIn, k.ReplOut, cv, a.log.With("kernel_id", k.ID, "component", "code-runner"))
+	c, err := coderunner.DialCurve("127.0.0.1", ks.ReplIn, ks.ReplOut, cv, a.log.With("kernel_id", k.ID, "component", "code-runner"))
 	if err != nil {
 		return nil, err
 	}
@@ -218,11 +245,11 @@ func (j *createJob) runner(ctx context.Context) error {
 	if !j.a.cfg.Container.KernelRunner {
 		return nil
 	}
-	c, err := j.a.connectRunner(j.k)
+	c, err := j.a.connectRunner(j.k, j.ks)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCreationFailed, err)
 	}
-	if err := j.a.handshake(ctx, j.k, c); err != nil {
+	if err := j.a.handshake(ctx, j.k, j.ks, c); err != nil {
 		j.k.setRunner(nil)
 		c.Close()
 		return err
@@ -239,19 +266,19 @@ func (j *createJob) closeRunner(context.Context) {
 
 // Runner returns the kernel's runner connection (nil when none).
 func (k *Kernel) Runner() *coderunner.Client {
-	k.cidMu.Lock()
-	defer k.cidMu.Unlock()
+	k.runMu.Lock()
+	defer k.runMu.Unlock()
 	return k.runner
 }
 
 func (k *Kernel) setRunner(c *coderunner.Client) {
-	k.cidMu.Lock()
+	k.runMu.Lock()
 	k.runner = c
-	k.cidMu.Unlock()
+	k.runMu.Unlock()
 }
 
-func (a *Agent) runnerOf(kernelID string) (*Kernel, *coderunner.Client, error) {
-	k, ok := a.Kernel(kernelID)
+func (ro *runnerOps) runnerOf(kernelID string) (*Kernel, *coderunner.Client, error) {
+	k, ok := ro.reg.get(kernelID)
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrKernelNotFound, kernelID)
 	}
@@ -265,31 +292,31 @@ func (a *Agent) runnerOf(kernelID string) (*Kernel, *coderunner.Client, error) {
 // Execute runs code (or feeds input, or continues a run) in a kernel and
 // returns the reference's result map; execution_started/finished go out
 // around it.
-func (a *Agent) Execute(ctx context.Context, sessionID, kernelID string, req coderunner.Request) (map[string]any, error) {
-	k, c, err := a.runnerOf(kernelID)
+func (ro *runnerOps) Execute(ctx context.Context, sessionID, kernelID string, req coderunner.Request) (map[string]any, error) {
+	k, c, err := ro.runnerOf(kernelID)
 	if err != nil {
 		return nil, err
 	}
 	if sessionID == "" {
 		sessionID = k.SessionID
 	}
-	a.events.Publish(ctx, event.ExecutionStarted{Execution: event.Execution{SessionID: sessionID}})
+	ro.events.Publish(ctx, event.ExecutionStarted{Execution: event.Execution{SessionID: sessionID}})
 	res, err := c.Execute(ctx, req)
 	if err != nil {
 		return nil, kernelErr(kernelID, err)
 	}
 	switch res["status"] {
 	case "finished":
-		a.events.Publish(ctx, event.ExecutionFinished{Execution: event.Execution{SessionID: sessionID}})
+		ro.events.Publish(ctx, event.ExecutionFinished{Execution: event.Execution{SessionID: sessionID}})
 	case "exec-timeout":
-		a.events.Publish(ctx, event.ExecutionTimeout{Execution: event.Execution{SessionID: sessionID}})
+		ro.events.Publish(ctx, event.ExecutionTimeout{Execution: event.Execution{SessionID: sessionID}})
 	}
 	return res, nil
 }
 
 // Interrupt sends SIGINT to what runs in the kernel.
-func (a *Agent) Interrupt(kernelID string) error {
-	_, c, err := a.runnerOf(kernelID)
+func (ro *runnerOps) Interrupt(kernelID string) error {
+	_, c, err := ro.runnerOf(kernelID)
 	if err != nil {
 		return err
 	}
@@ -297,8 +324,8 @@ func (a *Agent) Interrupt(kernelID string) error {
 }
 
 // Completions asks the kernel's runtime for completions.
-func (a *Agent) Completions(ctx context.Context, kernelID, text string, opts map[string]any) ([]any, error) {
-	_, c, err := a.runnerOf(kernelID)
+func (ro *runnerOps) Completions(ctx context.Context, kernelID, text string, opts map[string]any) ([]any, error) {
+	_, c, err := ro.runnerOf(kernelID)
 	if err != nil {
 		return nil, err
 	}
@@ -308,8 +335,8 @@ func (a *Agent) Completions(ctx context.Context, kernelID, text string, opts map
 }
 
 // PingKernel returns the runner's started_at.
-func (a *Agent) PingKernel(ctx context.Context, kernelID string) (float64, error) {
-	_, c, err := a.runnerOf(kernelID)
+func (ro *runnerOps) PingKernel(ctx context.Context, kernelID string) (float64, error) {
+	_, c, err := ro.runnerOf(kernelID)
 	if err != nil {
 		return 0, err
 	}
@@ -322,38 +349,38 @@ func (a *Agent) PingKernel(ctx context.Context, kernelID string) (float64, error
 // and returns at once: session_success or session_failure follow with
 // the reference's reasons and exit codes (task-finished 0, task-failed
 // <code>, task-timeout -2).
-func (a *Agent) TriggerBatch(ctx context.Context, sessionID, kernelID, code string, timeout *time.Duration) error {
-	if _, _, err := a.runnerOf(kernelID); err != nil {
+func (ro *runnerOps) TriggerBatch(ctx context.Context, sessionID, kernelID, code string, timeout *time.Duration) error {
+	if _, _, err := ro.runnerOf(kernelID); err != nil {
 		return err
 	}
-	a.bg.Add(1)
+	ro.bg.Add(1)
 	go func() {
-		defer a.bg.Done()
-		a.runBatch(sessionID, kernelID, code, timeout, false)
+		defer ro.bg.Done()
+		ro.runBatch(sessionID, kernelID, code, timeout, false)
 	}()
 	return nil
 }
 
 // resumeBatch follows an adopted batch kernel's job after an agent
 // restart (the runner kept it running; its result is still to come).
-func (a *Agent) resumeBatch(k *Kernel) {
+func (ro *runnerOps) resumeBatch(k *Kernel) {
 	if c := k.Runner(); c != nil {
 		// Attach before the runner's queued output arrives.
 		c.Preattach("batch-job")
 	}
-	a.bg.Add(1)
+	ro.bg.Add(1)
 	go func() {
-		defer a.bg.Done()
-		a.runBatch(k.SessionID, k.ID, "", nil, true)
+		defer ro.bg.Done()
+		ro.runBatch(k.SessionID, k.ID, "", nil, true)
 	}()
 }
 
-func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duration, resume bool) {
+func (ro *runnerOps) runBatch(sessionID, kernelID, code string, timeout *time.Duration, resume bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
-		case <-a.closed:
+		case <-ro.closed:
 			cancel()
 		case <-ctx.Done():
 		}
@@ -376,9 +403,9 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 	result := func(ok bool, reason string, code int) {
 		r := event.SessionResult{SessionID: sessionID, Reason: reason, ExitCode: code}
 		if ok {
-			a.events.Publish(context.Background(), event.SessionSuccess{SessionResult: r})
+			ro.events.Publish(context.Background(), event.SessionSuccess{SessionResult: r})
 		} else {
-			a.events.Publish(context.Background(), event.SessionFailure{SessionResult: r})
+			ro.events.Publish(context.Background(), event.SessionFailure{SessionResult: r})
 		}
 	}
 	for {
@@ -387,11 +414,11 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 			return
 		}
 		select {
-		case <-a.closed:
+		case <-ro.closed:
 			return // the restarted agent re-attaches (recovery)
 		default:
 		}
-		k, c, err := a.runnerOf(kernelID)
+		k, c, err := ro.runnerOf(kernelID)
 		if err != nil {
 			if k == nil {
 				// The kernel is gone; its cleanup published
@@ -410,7 +437,7 @@ func (a *Agent) runBatch(sessionID, kernelID, code string, timeout *time.Duratio
 				result(false, "task-timeout", -2)
 				return
 			}
-			a.log.Warn("batch job", "kernel_id", kernelID, "error", err)
+			ro.log.Warn("batch job", "kernel_id", kernelID, "error", err)
 			time.Sleep(time.Second)
 			continue
 		}

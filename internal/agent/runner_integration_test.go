@@ -128,9 +128,13 @@ func TestRunnerShellKernel_Integration(t *testing.T) {
 	if err := e.agent.DestroyKernel(ctx, info.ID, k.SessionID, "", false); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(t0); d > 5*time.Second {
-		t.Fatalf("destroying an idle kernel took %s", d)
+	// The runner ends on the engine's SIGTERM: not killed after the
+	// 10-s stop timeout (exit 137), however loaded this machine is.
+	d := time.Since(t0)
+	if term := waitTermination(t, e, info.ID); term.ExitCode == 137 || d > testutil.Slow(10*time.Second) {
+		t.Fatalf("destroying an idle kernel took %s, exit code %d (137: killed after the stop timeout)", d, term.ExitCode)
 	}
+	t.Logf("destroy took %s", d)
 }
 
 // Batch sessions: trigger_batch_execution returns at once; the result
@@ -475,7 +479,7 @@ func TestRunnerSSH_Integration(t *testing.T) {
 	}
 	// The key the user downloads is the kernel's id_container.
 	k, _ := e.agent.Kernel(info.ID)
-	keyPEM, err := os.ReadFile(filepath.Join(k.Scratch.Work, "id_container"))
+	keyPEM, err := os.ReadFile(filepath.Join(k.Spec().Scratch.Work, "id_container"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +520,7 @@ func TestRunnerSSH_Integration(t *testing.T) {
 	if b, _ := os.ReadFile(local + ".back"); string(b) != "through sftp\n" {
 		t.Fatalf("sftp round trip: %q", b)
 	}
-	if b, _ := os.ReadFile(filepath.Join(k.Scratch.Work, "up.txt")); string(b) != "through sftp\n" {
+	if b, _ := os.ReadFile(filepath.Join(k.Spec().Scratch.Work, "up.txt")); string(b) != "through sftp\n" {
 		t.Fatalf("the uploaded file in /home/work: %q", b)
 	}
 }
@@ -611,22 +615,22 @@ func TestRunnerWebTerminal_Integration(t *testing.T) {
 // writers.
 func writePythonAgentFiles(t *testing.T, agentID string, k *Kernel) {
 	t.Helper()
-	dir := k.Scratch.Config
+	dir := k.Spec().Scratch.Config
 	for _, f := range []string{kconfigFile, "recovery.json", "resource.txt", "environ.txt"} {
 		if err := os.Remove(filepath.Join(dir, f)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var cores []string
-	for _, id := range k.Allocation.Devices("cpu") {
+	for _, id := range k.Spec().Allocation.Devices("cpu") {
 		cores = append(cores, string(id))
 	}
 	facts, _ := json.Marshal(map[string]any{
 		"dir": dir, "agent_id": agentID, "kernel_id": k.ID, "session_id": k.SessionID,
-		"owner_user_id": k.Config.OwnerUserID, "owner_project_id": nil,
-		"image": k.ImageRef, "network_id": k.Config.NetworkID, "session_type": k.Config.SessionType,
-		"cores": cores, "mem": k.Allocation.Total("mem").IntPart(), "scratch_size": 0,
-		"service_ports": k.Services, "repl_in": k.ReplIn, "repl_out": k.ReplOut, "environ": k.Environ,
+		"owner_user_id": k.Spec().Config.OwnerUserID, "owner_project_id": nil,
+		"image": k.Spec().ImageRef, "network_id": k.Spec().Config.NetworkID, "session_type": k.Spec().Config.SessionType,
+		"cores": cores, "mem": k.Spec().Allocation.Total("mem").IntPart(), "scratch_size": 0,
+		"service_ports": k.Spec().Services, "repl_in": k.Spec().ReplIn, "repl_out": k.Spec().ReplOut, "environ": k.Spec().Environ,
 	})
 	td := filepath.Join(testutil.ModuleRoot(t), "internal", "agent", "testdata")
 	cmd := exec.Command("/usr/bin/python3", filepath.Join(td, "gen_pyagent_files.py"))
@@ -647,14 +651,14 @@ func checkAdoptedAsBefore(t *testing.T, before, after *Kernel) {
 		what      string
 		got, want any
 	}{
-		{"cpu cores", after.Allocation.Devices("cpu"), before.Allocation.Devices("cpu")},
-		{"memory", after.Allocation.Total("mem").String(), before.Allocation.Total("mem").String()},
-		{"repl ports", [2]int{after.ReplIn, after.ReplOut}, [2]int{before.ReplIn, before.ReplOut}},
-		{"host ports", sorted(after.HostPorts), sorted(before.HostPorts)},
-		{"service ports", portsOnly(after.Services), portsOnly(before.Services)},
-		{"image", after.ImageRef, before.ImageRef},
+		{"cpu cores", after.Spec().Allocation.Devices("cpu"), before.Spec().Allocation.Devices("cpu")},
+		{"memory", after.Spec().Allocation.Total("mem").String(), before.Spec().Allocation.Total("mem").String()},
+		{"repl ports", [2]int{after.Spec().ReplIn, after.Spec().ReplOut}, [2]int{before.Spec().ReplIn, before.Spec().ReplOut}},
+		{"host ports", sorted(after.Spec().HostPorts), sorted(before.Spec().HostPorts)},
+		{"service ports", portsOnly(after.Spec().Services), portsOnly(before.Spec().Services)},
+		{"image", after.Spec().ImageRef, before.Spec().ImageRef},
 		{"session", after.SessionID, before.SessionID},
-		{"environ", after.Environ["BACKENDAI_SESSION_ID"], before.Environ["BACKENDAI_SESSION_ID"]},
+		{"environ", after.Spec().Environ["BACKENDAI_SESSION_ID"], before.Spec().Environ["BACKENDAI_SESSION_ID"]},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("adopted %s = %v, created with %v", c.what, c.got, c.want)
@@ -689,15 +693,15 @@ func TestAdoptPythonAgentKernel_Integration(t *testing.T) {
 	e.agent.Close()
 	e.agent = nil
 	writePythonAgentFiles(t, e.cfg.Agent.ID, k)
-	cfgDir := k.Scratch.Config
+	cfgDir := k.Spec().Scratch.Config
 	e.agent = e.start()
 	k2, ok := e.agent.Kernel(info.ID)
 	if !ok {
 		t.Fatal("kernel not adopted")
 	}
 	checkAdoptedAsBefore(t, k, k2)
-	if k2.Config.Environ["HELLO"] != "world" || k2.Config.SessionType != "interactive" {
-		t.Fatalf("pickled creation config not read: %+v", k2.Config)
+	if k2.Spec().Config.Environ["HELLO"] != "world" || k2.Spec().Config.SessionType != "interactive" {
+		t.Fatalf("pickled creation config not read: %+v", k2.Spec().Config)
 	}
 	if _, err := os.Stat(filepath.Join(cfgDir, kconfigFile)); err != nil {
 		t.Fatalf("kconfig.json not written from kconfig.dat: %v", err)

@@ -52,13 +52,13 @@ func readRunnerAuth(cfgDir string) (*kauth.Secrets, error) {
 
 // runnerCurve is the CURVE client configuration for a kernel's runner,
 // nil for a runner without a secret (NULL mechanism, for adoption).
-func runnerCurve(k *Kernel) (*coderunner.Curve, error) {
-	s, err := readRunnerAuth(k.Scratch.Config)
+func runnerCurve(kernelID string, ks *KernelSpec) (*coderunner.Curve, error) {
+	s, err := readRunnerAuth(ks.Scratch.Config)
 	if s == nil || err != nil {
 		return nil, err
 	}
 	if s.ClientSecret == "" {
-		return nil, fmt.Errorf("runner secret of kernel %s has no client key", k.ID)
+		return nil, fmt.Errorf("runner secret of kernel %s has no client key", kernelID)
 	}
 	return &coderunner.Curve{ServerPublic: s.ServerPublic, ClientPublic: s.ClientPublic, ClientSecret: s.ClientSecret}, nil
 }

@@ -31,11 +31,11 @@ func TestRunnerAuth_Integration(t *testing.T) {
 	ctx := context.Background()
 
 	// The secret: 0600 on the host, a CURVE client for the agent.
-	st, err := os.Stat(filepath.Join(k.Scratch.Config, kauth.File))
+	st, err := os.Stat(filepath.Join(k.Spec().Scratch.Config, kauth.File))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("runner secret on the host: %v %v", st, err)
 	}
-	sec, err := readRunnerAuth(k.Scratch.Config)
+	sec, err := readRunnerAuth(k.Spec().Scratch.Config)
 	if err != nil || sec == nil {
 		t.Fatalf("runner secret: %v", err)
 	}
@@ -76,9 +76,9 @@ func TestRunnerAuth_Integration(t *testing.T) {
 				_ = sock.SetCurvePublickey(s.pub)
 				_ = sock.SetCurveSecretkey(s.sec)
 			}
-			port := k.ReplIn
+			port := k.Spec().ReplIn
 			if kind == zmq.PULL {
-				port = k.ReplOut
+				port = k.Spec().ReplOut
 				thieves = append(thieves, sock)
 			}
 			if err := sock.Connect(fmt.Sprintf("tcp://127.0.0.1:%d", port)); err != nil {
@@ -102,7 +102,7 @@ func TestRunnerAuth_Integration(t *testing.T) {
 			t.Fatalf("stranger %s read the runner's output %q", strangers[i].name, m)
 		}
 	}
-	if m, _ := filepath.Glob(filepath.Join(k.Scratch.Work, "pwned*")); len(m) > 0 {
+	if m, _ := filepath.Glob(filepath.Join(k.Spec().Scratch.Work, "pwned*")); len(m) > 0 {
 		t.Fatalf("a stranger's code ran: %v", m)
 	}
 

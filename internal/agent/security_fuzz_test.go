@@ -225,7 +225,7 @@ func FuzzCreationEnviron(f *testing.F) {
 		if !ok {
 			t.Fatal("created kernel not registered")
 		}
-		b, err := os.ReadFile(filepath.Join(k.Scratch.Config, "environ.txt"))
+		b, err := os.ReadFile(filepath.Join(k.Spec().Scratch.Config, "environ.txt"))
 		if err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}

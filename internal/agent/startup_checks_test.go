@@ -50,7 +50,7 @@ func TestKernelUserNeverImplicitRoot_Fake(t *testing.T) {
 					t.Fatal(err)
 				}
 				k, _ := c.agent.Kernel(info.ID)
-				if got := k.Environ["LOCAL_USER_ID"] + ":" + k.Environ["LOCAL_GROUP_ID"]; got != tc.want {
+				if got := k.Spec().Environ["LOCAL_USER_ID"] + ":" + k.Spec().Environ["LOCAL_GROUP_ID"]; got != tc.want {
 					t.Fatalf("LOCAL_USER_ID:LOCAL_GROUP_ID = %s, want %s", got, tc.want)
 				}
 			}
@@ -153,7 +153,7 @@ func TestFileRPCsOnlyOnRunningKernels_Fake(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if k, _ := c.agent.Kernel(kid); k.Environ["NEW_VAR"] != "1" {
-		t.Fatalf("restart lost the updated environment: %v", k.Environ)
+	if k, _ := c.agent.Kernel(kid); k.Spec().Environ["NEW_VAR"] != "1" {
+		t.Fatalf("restart lost the updated environment: %v", k.Spec().Environ)
 	}
 }

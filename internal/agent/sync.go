@@ -20,9 +20,7 @@ func (a *Agent) requestSync() {
 
 // SyncPasses returns how many sync passes have finished.
 func (a *Agent) SyncPasses() uint64 {
-	a.syncsMu.Lock()
-	defer a.syncsMu.Unlock()
-	return a.syncs
+	return a.syncs.Load()
 }
 
 func (a *Agent) syncLoop(ctx context.Context) {
@@ -50,9 +48,7 @@ func (a *Agent) syncLoop(ctx context.Context) {
 // SyncOnce reconciles the registry with every container this agent owns.
 func (a *Agent) SyncOnce(ctx context.Context) error {
 	defer func() {
-		a.syncsMu.Lock()
-		a.syncs++
-		a.syncsMu.Unlock()
+		a.syncs.Add(1)
 	}()
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	list, err := a.be.List(lctx, a.ownerFilter())
@@ -81,62 +77,26 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 				reason = ReasonSelfTerminated
 			}
 			a.destroyStray(ctx, kid, ins, reason)
-		case k.State() == kernel.Running && !k.restarting.Load() && c.ID == k.ContainerID() && !(&c).Alive():
-			ins, err := a.be.Inspect(ctx, c.ID)
-			code, oom, finished := -1, false, time.Time{}
-			if err == nil {
-				code, oom, finished = ins.ExitCode, ins.OOMKilled, ins.FinishedAt
-			}
-			// The die event may be handling it already (then this
-			// returns at once); if the event was missed, this waits for
-			// the engine's verdict in the background as that path does.
-			a.bg.Add(1)
-			go func(kid, cid string) {
-				defer a.bg.Done()
-				a.handleExit(ctx, kid, cid, code, oom, finished, false)
-			}(kid, c.ID)
+		case k.State() == kernel.Running && c.ID == k.ContainerID() && !(&c).Alive():
+			// The die event may be handling it already: the owner judges
+			// each container's exit once.
+			a.tell(k, &exitMsg{containerID: c.ID, exitCode: -1})
 		}
 	}
 	for _, k := range a.Kernels() {
-		// A CLEAN that failed (the engine refused to remove the container)
-		// left the kernel TERMINATING; retry it here.
-		if k.State() == kernel.Terminating && !k.cleaned.Load() {
-			if unlock, ok := a.locks.tryLock(k.ID); ok {
-				if k.State() == kernel.Terminating && !k.cleaned.Load() {
-					if err := a.clean(ctx, k, false); err != nil {
-						a.log.Warn("retrying clean of a terminating kernel", "kernel_id", k.ID, "error", err)
-					}
-				}
-				unlock()
-			}
-			continue
-		}
-		if k.State() != kernel.Running || k.restarting.Load() {
-			continue
-		}
-		if _, ok := seen[k.ID]; ok {
-			continue
-		}
-		unlock, ok := a.locks.tryLock(k.ID)
-		if !ok {
-			continue // lifecycle work in progress; next pass
-		}
-		if k.State() == kernel.Running && !k.restarting.Load() {
-			k.SetTermination(kernel.Termination{Reason: ReasonContainerNotFound, ExitCode: -1})
-			if err := a.clean(ctx, k, false); err != nil {
-				a.log.Error("clean kernel without container", "kernel_id", k.ID, "error", err)
+		switch k.State() {
+		case kernel.Terminating:
+			// A CLEAN that failed (the engine refused to remove the
+			// container) left the kernel TERMINATING; retry it.
+			a.tell(k, &retryMsg{})
+		case kernel.Running:
+			if _, ok := seen[k.ID]; !ok {
+				a.tell(k, &goneMsg{containerID: k.ContainerID()})
 			}
 		}
-		unlock()
 	}
-	a.syncsMu.Lock()
-	sweep := time.Since(a.lastNetSweep) >= networkSweepInterval
-	if sweep {
-		a.lastNetSweep = time.Now()
-	}
-	a.syncsMu.Unlock()
-	if sweep {
-		a.sweepNetworks(ctx, "")
+	if a.networks.sweepDue() {
+		a.networks.sweep(ctx, "")
 	}
 	return nil
 }

@@ -39,7 +39,7 @@ func TestAdoptUpstreamKernelRunner_Integration(t *testing.T) {
 		c.UID, c.MainGID = &uid, &uid
 	})
 	k, _ := e.agent.Kernel(info.ID)
-	cfgDir := k.Scratch.Config
+	cfgDir := k.Spec().Scratch.Config
 	e.agent.Close()
 	e.agent = nil
 

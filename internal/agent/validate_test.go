@@ -12,6 +12,7 @@ import (
 )
 
 func TestValidateCreation(t *testing.T) {
+	t.Parallel()
 	big := strings.Repeat("x", maxBootstrapBytes+1)
 	for _, tc := range []struct {
 		name string
@@ -63,6 +64,7 @@ func TestValidateCreation(t *testing.T) {
 // An absolute dotfile path that leaves /home/work is skipped (as
 // before), a relative one that does is refused, and paths are normalised.
 func TestUserDotfilesPaths(t *testing.T) {
+	t.Parallel()
 	dots, err := userDotfiles(map[string]any{"dotfiles": []any{
 		map[string]any{"path": "/etc/profile", "data": "x"},
 		map[string]any{"path": "/home/work/.bashrc", "data": "y\n", "perm": "0600"},
@@ -77,6 +79,7 @@ func TestUserDotfilesPaths(t *testing.T) {
 }
 
 func TestWithoutSecrets(t *testing.T) {
+	t.Parallel()
 	cfg := &CreationConfig{
 		Image:        ImageConfig{Registry: RegistryInfo{Name: "r", URL: "https://r", Username: "u", Password: "hunter2"}},
 		InternalData: map[string]any{"docker_credentials": map[string]any{"password": "hunter2"}, "ssh_keypair": "kept"},
@@ -94,6 +97,7 @@ func TestWithoutSecrets(t *testing.T) {
 // kernel replaced with links (Docker would resolve them inside the
 // container: data -> /opt/container).
 func TestCheckMountPoints(t *testing.T) {
+	t.Parallel()
 	work := t.TempDir()
 	_ = os.MkdirAll(filepath.Join(work, "plain"), 0o755)
 	_ = os.Symlink("/opt/container", filepath.Join(work, "link"))

@@ -1,60 +1,67 @@
-// Volume mounts the manager asks for (do_volume_mount/unmount).
+// Volume mounts the manager asks for (do_volume_mount/unmount): a thin
+// adapter from the agent's configuration to internal/volumes.
 
 package agent
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
+	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/bai-agent/bai-agent/internal/volumes"
 )
 
-// HandleVolume answers do_volume_mount / do_volume_unmount. With a
-// cohabiting storage proxy the proxy owns the mount and the agent only
-// acknowledges; otherwise it mounts {mount-path}/{dir_name}: a local
-// directory is bind-mounted, anything else goes to mount(8) with the given
-// type and options.
+// VolumeRequest is one do_volume_mount (Mount) or do_volume_unmount.
+type VolumeRequest struct {
+	Mount                          bool
+	DirName                        string
+	FSLocation, FSType, CmdOptions string
+	EditFstab                      bool
+	FstabPath                      string
+}
+
+// HandleVolume answers do_volume_mount / do_volume_unmount without fstab
+// editing; see HandleVolumeRequest.
 func (a *Agent) HandleVolume(ctx context.Context, mount bool, dirName, fsLocation, fsType, options string) (string, string) {
+	return a.HandleVolumeRequest(ctx, VolumeRequest{Mount: mount, DirName: dirName, FSLocation: fsLocation, FSType: fsType, CmdOptions: options})
+}
+
+// HandleVolumeRequest answers do_volume_mount / do_volume_unmount and
+// returns the mount path and an error message ("" on success). With a
+// cohabiting storage proxy the proxy owns the mount and the agent only
+// acknowledges (mount path ""), as upstream. Otherwise it works on
+// {mount-path}/{dir_name}: an existing mount point is a success, as is
+// unmounting one that is not mounted; each command runs under
+// [agent] volume-mount-timeout / volume-unmount-timeout; the mount point
+// is chowned to [agent] mount-path-uid-gid when set.
+func (a *Agent) HandleVolumeRequest(ctx context.Context, r VolumeRequest) (string, string) {
 	if a.cfg.Agent.CohabitingStorageProxy {
 		return "", ""
 	}
-	if err := safeName("dir_name", dirName); err != nil {
+	if err := safeName("dir_name", r.DirName); err != nil {
 		return "", err.Error()
 	}
 	if a.cfg.Agent.MountPath == "" {
 		return "", "agent.mount-path is not configured"
 	}
-	target := filepath.Join(a.cfg.Agent.MountPath, dirName)
-	if !mount {
-		if err := unix.Unmount(target, 0); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-			return target, fmt.Sprintf("umount %s: %v", target, err)
-		}
-		_ = os.Remove(target)
-		return target, ""
+	target := filepath.Join(a.cfg.Agent.MountPath, r.DirName)
+	o := volumes.Options{
+		MountTimeout:   time.Duration(float64(a.cfg.Agent.VolumeMountTimeout) * float64(time.Second)),
+		UnmountTimeout: time.Duration(float64(a.cfg.Agent.VolumeUnmountTimeout) * float64(time.Second)),
+		OwnerUIDGID:    a.cfg.Agent.MountPathUIDGID,
+		Log:            a.log.With("dir_name", r.DirName),
 	}
-	if err := os.MkdirAll(target, 0o755); err != nil {
+	var err error
+	if r.Mount {
+		_, err = volumes.Mount(ctx, o, volumes.MountRequest{
+			Target: target, FSLocation: r.FSLocation, FSType: r.FSType, Options: r.CmdOptions,
+			EditFstab: r.EditFstab, FstabPath: r.FstabPath,
+		})
+	} else {
+		_, err = volumes.Unmount(ctx, o, target, r.EditFstab, r.FstabPath)
+	}
+	if err != nil {
 		return target, err.Error()
-	}
-	if st, err := os.Stat(fsLocation); err == nil && st.IsDir() {
-		if err := unix.Mount(fsLocation, target, "", unix.MS_BIND, ""); err != nil {
-			return target, fmt.Sprintf("bind %s: %v", fsLocation, err)
-		}
-		return target, ""
-	}
-	args := []string{}
-	if fsType != "" {
-		args = append(args, "-t", fsType)
-	}
-	if options != "" {
-		args = append(args, "-o", options)
-	}
-	args = append(args, fsLocation, target)
-	if out, err := exec.CommandContext(ctx, "mount", args...).CombinedOutput(); err != nil {
-		return target, fmt.Sprintf("mount %s: %v: %s", fsLocation, err, strings.TrimSpace(string(out)))
 	}
 	return target, ""
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,7 +25,9 @@ import (
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
 	"github.com/bai-agent/bai-agent/internal/config"
+	"github.com/bai-agent/bai-agent/internal/device"
 	"github.com/bai-agent/bai-agent/internal/device/accel"
+	"github.com/bai-agent/bai-agent/internal/discovery"
 	"github.com/bai-agent/bai-agent/internal/etcdconfig"
 	"github.com/bai-agent/bai-agent/internal/event"
 	"github.com/bai-agent/bai-agent/internal/events"
@@ -33,10 +36,13 @@ import (
 	"github.com/bai-agent/bai-agent/internal/lokilog"
 	"github.com/bai-agent/bai-agent/internal/metrics"
 	"github.com/bai-agent/bai-agent/internal/monitor"
+	"github.com/bai-agent/bai-agent/internal/observer"
 	"github.com/bai-agent/bai-agent/internal/redisconn"
 	"github.com/bai-agent/bai-agent/internal/rpc"
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
+	"github.com/bai-agent/bai-agent/internal/sandbox"
 	"github.com/bai-agent/bai-agent/internal/stats"
+	"github.com/bai-agent/bai-agent/internal/telemetry"
 )
 
 // ConfigError marks a problem with the configuration (exit status 2).
@@ -63,9 +69,9 @@ func LoadConfig(path string, warn io.Writer) (*config.Config, error) {
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	for _, w := range res.Warnings {
-		fmt.Fprintf(warn, "warning: %s\n", w)
-	}
+	// The agent's own logger does not exist yet: the unknown and the
+	// unimplemented keys go to warn as slog text records.
+	res.LogWarnings(slog.New(slog.NewTextHandler(warn, nil)))
 	return res.Config, nil
 }
 
@@ -111,6 +117,7 @@ func NewLogger(cfg *config.Config, w io.Writer) (*Logging, error) {
 		h = lg.Loki.Handler(h)
 	}
 	lg.Log = slog.New(filter(h))
+	redisconn.SetLogger(lg.Log)
 	for _, d := range out.Ignored {
 		lg.Log.Warn("log driver not supported by bai-agent; its records are not sent (use [logging.loki])", "driver", d)
 	}
@@ -124,6 +131,15 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg.Agent.Region = detectRegion(cfg.Agent.Region)
+	raiseOpenFiles(log)
+	zmq.LimitMallocArenas()
+	if os.Getenv("GOGC") == "" {
+		// The heap may grow to 1.5x what is live instead of Go's 2x: a
+		// node agent's footprint is what operators watch, and its
+		// allocation rate is low (statistics cycles, RPC), so collecting
+		// twice as often costs little CPU. GOGC=100 restores Go's default.
+		debug.SetGCPercent(50)
+	}
 	if cfg.Agent.SoftMemoryLimit > 0 {
 		// The heap is given back under this limit; a burst of large RPC
 		// messages must not leave the agent big (see also the transport's
@@ -149,13 +165,11 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 	defer be.Close()
 
 	var (
-		sink                         agent.EventSink = agent.LogSink{Log: log}
 		subnetAgent, subnetContainer string
-		logs                         agent.LogCollector
 		ec                           *etcdconfig.Client
 		redisOpt                     *redisconn.Conn
-		prod                         *events.Producer
 		accelEtcd                    map[string]any
+		global                       *etcdconfig.Global
 	)
 	if cfg.Agent.ControlPlane == "etcd" {
 		var err error
@@ -164,7 +178,7 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 			return err
 		}
 		defer ec.Close()
-		global, err := ec.Load(ctx)
+		global, err = ec.Load(ctx)
 		if err != nil {
 			return &ConfigError{Err: err}
 		}
@@ -178,13 +192,174 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 				return err
 			}
 		}
-		if err := ec.Register(ctx, cfg.Agent.ID, "starting", advertisedHost(cfg, subnetAgent, log), cfg.Watcher.ServiceAddr.Port); err != nil {
-			return err
-		}
 		if redisOpt, err = redisconn.New(global.Redis); err != nil {
 			return &ConfigError{Err: err}
 		}
 		log.Info("redis", "target", global.Redis.Describe())
+	}
+	// The agents this process runs: the one of [agent], or one per
+	// [[agents]] entry, each with its own id, RPC listener, Redis identity,
+	// scratch and kernels, over one engine client, one Redis configuration,
+	// one allocator and one metrics endpoint.
+	acfgs, err := cfg.AgentConfigs()
+	if err != nil {
+		return &ConfigError{Err: err}
+	}
+	if cfg.MultiAgent() && global != nil {
+		// etcd wins over an entry's overrides too (kernel-uid/gid), and an
+		// entry's resource group may raise its sandbox runtime.
+		for _, ac := range acfgs {
+			if err := overlayEtcd(ac, global); err != nil {
+				return fmt.Errorf("[[agents]] agent %s: %w", ac.Agent.ID, err)
+			}
+		}
+	}
+	am := metrics.NewAgent()
+	if lg.Loki != nil {
+		// The shipper counts what it had to drop; the metric follows.
+		go func() {
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				am.LogDropped.Set(float64(lg.Loki.Dropped()), acfgs[0].Agent.ID)
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+	}
+	accels, err := accel.Load(ctx, accel.Options{
+		Allow: cfg.Agent.AllowComputePlugins, Block: cfg.Agent.BlockComputePlugins, Etcd: accelEtcd,
+		MockConfig: cfg.Agent.MockAcceleratorConfig, Engine: be, Getenv: os.Getenv, Log: log.With("component", "accelerator"),
+	})
+	if err != nil {
+		return &ConfigError{Err: err}
+	}
+	p := &process{
+		cfg: cfg, log: log, be: be, curve: curve, ec: ec, redisOpt: redisOpt, am: am, accels: accels,
+		subnetAgent: subnetAgent, subnetContainer: subnetContainer, multi: cfg.MultiAgent(),
+	}
+	if p.multi {
+		p.shared = agent.NewShared()
+		defer func() {
+			// The accelerators are the process's: closed after every agent.
+			for _, acc := range accels {
+				if err := acc.Close(); err != nil {
+					log.Warn("closing compute plugin", "plugin", acc.Key(), "error", err)
+				}
+			}
+		}()
+	}
+	// Health checks, named as upstream's HealthProbe names them; the RPC
+	// health methods and the HTTP /health endpoint share them.
+	p.hchecks = []rpc.HealthCheck{{Group: "container", Component: "docker", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
+	if redisOpt != nil {
+		p.hchecks = append(p.hchecks, rpc.HealthCheck{Group: "etcd", Component: "etcd", Probe: func(ctx context.Context) error { _, _, err := ec.Get(ctx, "config/redis/addr"); return err }})
+		for _, c := range []struct {
+			id, role string
+			db       int
+		}{{"stat", redisconn.RoleStatistics, events.DBStat}, {"stream", redisconn.RoleStream, events.DBStream}, {"bgtask", redisconn.RoleBgtask, events.DBBgtask}, {"container_log", redisconn.RoleContainerLog, events.DBContainerLog}} {
+			rc := redisOpt.Client(c.role, c.db, func(o *redis.Options) { o.PoolSize = 1 })
+			defer rc.Close()
+			p.hchecks = append(p.hchecks, rpc.HealthCheck{Group: "redis", Component: c.id, Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
+		}
+	}
+	// Each agent's parts stop in reverse order of their start; the agents
+	// stop together.
+	var running []*cleanups
+	defer func() {
+		fs := make([]func(), len(running))
+		for i, c := range running {
+			fs[i] = c.run
+		}
+		closeAll(fs...)
+	}()
+	for i, acfg := range acfgs {
+		cl := &cleanups{}
+		running = append(running, cl)
+		if err := p.startAgent(ctx, acfg, cl); err != nil {
+			if p.multi {
+				return fmt.Errorf("[[agents]] entry %d (agent %s): %w", i, acfg.Agent.ID, err)
+			}
+			return err
+		}
+	}
+	checks := make([]metrics.Check, 0, len(p.hchecks))
+	for _, hc := range p.hchecks {
+		checks = append(checks, metrics.Check{Name: hc.Component, Group: hc.Group, Probe: hc.Probe})
+	}
+	var cert, key string
+	if cfg.Agent.SSLEnabled {
+		cert, key = cfg.Agent.SSLCert, cfg.Agent.SSLKey
+	}
+	hs, err := metrics.Start(am.Reg, metrics.Options{Addr: cfg.Agent.InternalAddr.String(), TLSCert: cert, TLSKey: key, Version: agent.Version, Checks: checks, Log: log.With("component", "http"), Pprof: cfg.Debug.Pprof})
+	if err != nil {
+		return err
+	}
+	defer hs.Close()
+	for _, st := range p.started {
+		st(hs.Addr())
+	}
+	<-ctx.Done()
+	log.Info("agent stopping; kernels keep running")
+	return nil
+}
+
+// process holds what the agents of one bai-agent process share.
+type process struct {
+	cfg                          *config.Config
+	log                          *slog.Logger
+	be                           *docker.Backend
+	curve                        *zmq.Curve
+	ec                           *etcdconfig.Client
+	redisOpt                     *redisconn.Conn
+	am                           *metrics.Agent
+	accels                       []device.Accelerator
+	hchecks                      []rpc.HealthCheck
+	subnetAgent, subnetContainer string
+	// multi: [[agents]] lists the agents; shared is their allocator.
+	multi  bool
+	shared *agent.Shared
+	// tp is the OTel exporter, started with the first agent (its id names
+	// the process in the resource attributes).
+	tp *telemetry.Provider
+	// started log each agent's "agent started" line once the metrics
+	// endpoint listens.
+	started []func(internalHTTP string)
+}
+
+// cleanups are one agent's stop steps, run in reverse order.
+type cleanups struct{ fs []func() }
+
+func (c *cleanups) add(f func()) { c.fs = append(c.fs, f) }
+
+func (c *cleanups) run() {
+	for i := len(c.fs) - 1; i >= 0; i-- {
+		c.fs[i]()
+	}
+}
+
+// startAgent starts one agent of the process with its configuration
+// cfg: its event producer, the agent itself (recovering its kernels), its
+// RPC listener, heartbeats and Redis state, observers and statistics. Its
+// stop steps go to cl, also when it fails half-way.
+func (p *process) startAgent(ctx context.Context, cfg *config.Config, cl *cleanups) error {
+	log, be, ec, redisOpt, am, curve := p.log, p.be, p.ec, p.redisOpt, p.am, p.curve
+	if p.multi {
+		log = log.With("agent_id", cfg.Agent.ID)
+	}
+	var (
+		sink agent.EventSink = agent.LogSink{Log: log}
+		logs agent.LogCollector
+		prod *events.Producer
+	)
+	if ec != nil {
+		if err := ec.Register(ctx, cfg.Agent.ID, "starting", advertisedHost(cfg, p.subnetAgent, log), cfg.Watcher.ServiceAddr.Port); err != nil {
+			return err
+		}
+		var err error
 		prod, err = events.NewProducer(events.Options{
 			AgentID: cfg.Agent.ID, Redis: redisOpt, OutboxDir: filepath.Join(cfg.Agent.VarBasePath, "outbox", cfg.Agent.ID),
 			OutboxMax: int64(cfg.Agent.OutboxMaxSize), Legacy: cfg.Agent.LegacyWire(), Log: log.With("component", "events"),
@@ -192,7 +367,7 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 		if err != nil {
 			return err
 		}
-		defer func() {
+		cl.add(func() {
 			// Give queued events (agent_terminated among them) a moment to
 			// leave while Redis answers; what does not stays on disk for the
 			// next start.
@@ -201,7 +376,7 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 				time.Sleep(50 * time.Millisecond)
 			}
 			prod.Close()
-		}()
+		})
 		sink = prod
 	}
 	// CLEAN hands container logs to the state writer, which starts after
@@ -211,35 +386,12 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 	if prod != nil {
 		logs = stateRef
 	}
-	am := metrics.NewAgent()
-	if lg.Loki != nil {
-		// The shipper counts what it had to drop; the metric follows.
-		go func() {
-			t := time.NewTicker(10 * time.Second)
-			defer t.Stop()
-			for {
-				am.LogDropped.Set(float64(lg.Loki.Dropped()), cfg.Agent.ID)
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
-	}
 	var onChange func(string, bool)
 	if prod != nil {
 		onChange = stateRef.kernelChanged
 	}
-	accels, err := accel.Load(ctx, accel.Options{
-		Allow: cfg.Agent.AllowComputePlugins, Block: cfg.Agent.BlockComputePlugins, Etcd: accelEtcd,
-		MockConfig: cfg.Agent.MockAcceleratorConfig, Engine: be, Getenv: os.Getenv, Log: log.With("component", "accelerator"),
-	})
-	if err != nil {
-		return &ConfigError{Err: err}
-	}
-	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: log, Events: sink, Logs: logs, OnKernelChange: onChange, KernelHost: kernelHost(cfg, subnetAgent, subnetContainer, log),
-		Accelerators: accels,
+	a, err := agent.New(ctx, agent.Options{Config: cfg, Backend: be, Log: p.log, Events: sink, Logs: logs, OnKernelChange: onChange, KernelHost: kernelHost(cfg, p.subnetAgent, p.subnetContainer, log),
+		Accelerators: p.accels, TaskObserver: am, Shared: p.shared,
 		OnStepFailure: func(op, step string) {
 			if op == "create" {
 				am.CreateStepFailures.Inc(cfg.Agent.ID, step)
@@ -255,8 +407,10 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 			}
 		}})
 	if err != nil {
-		for _, p := range accels {
-			_ = p.Close()
+		if !p.multi {
+			for _, acc := range p.accels {
+				_ = acc.Close()
+			}
 		}
 		if errors.Is(err, agent.ErrRunnerMissing) {
 			return &ConfigError{Err: err}
@@ -266,44 +420,54 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
-	defer a.Close()
+	cl.add(a.Close)
+	sec := func(d config.Duration) time.Duration { return time.Duration(float64(d) * float64(time.Second)) }
 	srv := rpc.NewServer(log.With("component", "rpc"), a.ID())
 	srv.SetObserver(am)
+	// The agent's identity in service discovery and in OTel resources: a
+	// stable id per agent id, so a restart replaces its own entry instead
+	// of adding one.
+	sdID := uuid.NewSHA1(uuid.NameSpaceOID, []byte("bai-agent/"+a.ID())).String()
+	if o := cfg.OtelSettings(); o.Enabled {
+		if p.tp == nil {
+			tp, err := telemetry.Start(ctx, telemetry.Options{
+				Endpoint: o.Endpoint, ServiceName: "agent", ServiceVersion: agent.Version, InstanceID: sdID, InstanceName: "agent-" + a.ID(),
+				AgentID: a.ID(), MaxQueueSize: o.MaxQueueSize, MaxExportBatchSize: o.MaxExportBatchSize,
+			})
+			if err != nil {
+				return &ConfigError{Err: err}
+			}
+			p.tp = tp
+			cl.add(func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = tp.Shutdown(sctx)
+			})
+			log.Info("exporting OpenTelemetry traces over OTLP/HTTP", "endpoint", o.Endpoint)
+		}
+		tp := p.tp
+		srv.SetTracer(func(ctx context.Context, method, agentID string) (context.Context, func(string)) {
+			ctx, end := tp.RPC(ctx, method, agentID)
+			return agent.WithStepTracer(ctx, tp), end
+		})
+	}
 	srv.SetMaxBodySize(int(cfg.Agent.RPCMaxMessageSize))
 	srv.SetErrorHook(func(method, exc string, err error) {
 		// As collect_error: every failed RPC becomes agent_error.
 		sink.Publish(context.Background(), event.NewAgentError(exc+": "+err.Error(), "rpc method "+method+" (raised by bai-agent)"))
 	})
-	// Health checks, named as upstream's HealthProbe names them; the RPC
-	// health methods and the HTTP /health endpoint share them.
-	hchecks := []rpc.HealthCheck{{Group: "container", Component: "docker", Probe: func(ctx context.Context) error { _, err := be.Ping(ctx); return err }}}
-	if redisOpt != nil {
-		hchecks = append(hchecks, rpc.HealthCheck{Group: "etcd", Component: "etcd", Probe: func(ctx context.Context) error { _, _, err := ec.Get(ctx, "config/redis/addr"); return err }})
-		for _, c := range []struct {
-			id, role string
-			db       int
-		}{{"stat", redisconn.RoleStatistics, events.DBStat}, {"stream", redisconn.RoleStream, events.DBStream}, {"bgtask", redisconn.RoleBgtask, events.DBBgtask}, {"container_log", redisconn.RoleContainerLog, events.DBContainerLog}} {
-			rc := redisOpt.Client(c.role, c.db, func(o *redis.Options) { o.PoolSize = 1 })
-			defer rc.Close()
-			hchecks = append(hchecks, rpc.HealthCheck{Group: "redis", Component: c.id, Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
-		}
-	}
-	checks := make([]metrics.Check, 0, len(hchecks))
-	for _, hc := range hchecks {
-		checks = append(checks, metrics.Check{Name: hc.Component, Group: hc.Group, Probe: hc.Probe})
-	}
-	rpc.AgentMethods(srv, a, be, hchecks...)
+	rpc.AgentMethods(srv, a, be, p.hchecks...)
 	tr, err := zmq.Listen(ctx, log.With("component", "rpc"), cfg.Agent.RPCListenAddr.String(), srv, curve)
 	if err != nil {
 		return err
 	}
-	defer tr.Close()
+	cl.add(tr.Close)
 	if prod != nil {
 		advertised := cfg.Agent.RPCListenAddr
 		if cfg.Agent.AdvertisedRPCAddr != nil {
 			advertised = *cfg.Agent.AdvertisedRPCAddr
 		}
-		advertised.Host = advertisedHost(cfg, subnetAgent, log)
+		advertised.Host = advertisedHost(cfg, p.subnetAgent, log)
 		pub := ""
 		if curve != nil {
 			pub = curve.AgentPublic
@@ -324,12 +488,27 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 		// The Redis writers close together: each may take up to its grace
 		// period when Redis is unreachable, and the agent must stop promptly.
 		var closers []func()
-		defer func() { closeAll(closers...) }()
+		cl.add(func() { closeAll(closers...) })
 		closers = append(closers, hb.Close)
 		md := map[string]any{}
 		for _, p := range a.Plugins() {
 			m := p.Metadata()
 			md[fmt.Sprint(m["slot_name"])] = m
+		}
+		disc := &events.Discovery{
+			ID: sdID, DisplayName: "agent-" + a.ID(), Version: agent.Version,
+			Address: cfg.Agent.AnnounceInternalAddr.String(), Port: cfg.Agent.AnnounceInternalAddr.Port,
+			Registered: time.Now(),
+		}
+		var redisDisc *events.Discovery
+		switch {
+		case cfg.ServiceDiscoveryType() != "etcd":
+			redisDisc = disc
+		case ec == nil:
+			log.Warn("service-discovery type is etcd but the agent has no etcd connection (control-plane); not registered")
+		default:
+			reg := discovery.Start(discovery.Options{Store: ec, Service: disc, Log: log.With("component", "service-discovery")})
+			closers = append(closers, reg.Close)
 		}
 		state := events.StartState(events.StateOptions{
 			AgentID: a.ID(), Redis: redisOpt, Log: log.With("component", "redis-state"), Interval: interval,
@@ -346,38 +525,51 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 			Images:         a.Images,
 			Committing:     a.CommittingKernels,
 			Metadata:       md,
-			Discovery: &events.Discovery{
-				// A stable id per agent id, so a restart replaces its own
-				// entry instead of adding one.
-				ID:          uuid.NewSHA1(uuid.NameSpaceOID, []byte("bai-agent/"+a.ID())).String(),
-				DisplayName: "agent-" + a.ID(), Version: agent.Version,
-				Address: cfg.Agent.AnnounceInternalAddr.String(), Port: cfg.Agent.AnnounceInternalAddr.Port,
-				Registered: time.Now(),
-			},
-			Producer:  prod,
-			ChunkSize: int(cfg.ContainerLogs.ChunkSize),
+			Discovery:      redisDisc,
+			Producer:       prod,
+			ChunkSize:      int(cfg.ContainerLogs.ChunkSize),
 		})
 		stateRef.w.Store(state)
 		closers = append(closers, state.Close)
+		// Orphan kernels: those the manager's sweep stopped stamping
+		// (upstream's OrphanKernelCleanupObserver, live database).
+		liveRC, releaseLive := redisOpt.Shared(redisconn.RoleLive, events.DBLive)
+		reaper := observer.StartOrphanReaper(observer.OrphanOptions{
+			AgentID: a.ID(), Agent: observedAgent{a}, Store: observer.RedisPresence{Client: liveRC},
+			Interval: sec(cfg.Debug.OrphanKernelCleanupInterval), Log: log.With("component", "orphan-kernel-cleanup"),
+		})
+		closers = append(closers, func() {
+			reaper.Close()
+			releaseLive()
+		})
 		sub := events.Subscribe(redisOpt, a.ID(), log.With("component", "volumes"), func(ctx context.Context, r events.VolumeRequest) (string, string) {
-			return a.HandleVolume(ctx, r.Mount, r.DirName, r.FSLocation, r.FSType, r.CmdOptions)
-		}, prod)
+			return a.HandleVolumeRequest(ctx, agent.VolumeRequest{
+				Mount: r.Mount, DirName: r.DirName, FSLocation: r.FSLocation, FSType: r.FSType, CmdOptions: r.CmdOptions,
+				EditFstab: r.EditFstab, FstabPath: r.FstabPath,
+			})
+		}, prod, am.ObserveEvent)
 		closers = append(closers, sub.Close)
 		if err := ec.Register(ctx, a.ID(), "running", advertised.Host, cfg.Watcher.ServiceAddr.Port); err != nil {
 			log.Warn("etcd registration", "error", err)
 		}
 	}
-	var cert, key string
-	if cfg.Agent.SSLEnabled {
-		cert, key = cfg.Agent.SSLCert, cfg.Agent.SSLKey
+	if dir := cfg.Agent.AbuseReportPath; dir != "" {
+		// Kernels reported by an outside detector (upstream's
+		// CleanupReportedKernelsTask); without Redis the reports are
+		// still acted on, and nothing is published.
+		var store observer.AbuseStore
+		if redisOpt != nil {
+			statRC, releaseStat := redisOpt.Shared(redisconn.RoleStatistics, events.DBStat)
+			cl.add(releaseStat)
+			store = observer.RedisAbuseReport{Client: statRC}
+		}
+		ar := observer.StartAbuseReports(observer.AbuseOptions{
+			Dir: dir, Terminate: cfg.Agent.ForceTerminateAbusingContainers, Agent: observedAgent{a}, Store: store,
+			Interval: sec(cfg.Debug.AbuseReportScanInterval), Log: log.With("component", "abuse-report"),
+		})
+		cl.add(ar.Close)
 	}
-	hs, err := metrics.Start(am.Reg, metrics.Options{Addr: cfg.Agent.InternalAddr.String(), TLSCert: cert, TLSKey: key, Version: agent.Version, Checks: checks, Log: log.With("component", "http")})
-	if err != nil {
-		return err
-	}
-	defer hs.Close()
 	um := cfg.Agent.UtilizationMetric
-	sec := func(d config.Duration) time.Duration { return time.Duration(float64(d) * float64(time.Second)) }
 	collector := stats.NewCollector()
 	if cfg.Container.StatsType == "docker" {
 		// Slow (one dockerd round trip per container per cycle); for hosts
@@ -402,17 +594,31 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 		NodeEnabled: um.Node.Enable, ContainerEnabled: um.Container.Enable, ProcessEnabled: um.Process.Enable,
 		OnOOM: a.MarkOOM,
 	})
-	defer mon.Close()
+	cl.add(mon.Close)
 	slots := a.Allocator().Available()
 	auth := "none"
 	if curve != nil {
 		auth = "curve (public key " + curve.AgentPublic + ")"
 	}
-	log.Info("agent started", "agent_id", a.ID(), "rpc", "tcp://"+tr.Addr(), "rpc_auth", auth, "control_plane", cfg.Agent.ControlPlane, "version", agent.Version,
-		"internal_http", hs.Addr(), "cpu", slots["cpu"].String(), "mem", slots["mem"].String(), "kernels", len(a.Kernels()))
-	<-ctx.Done()
-	log.Info("agent stopping; kernels keep running")
+	rpcAddr := "tcp://" + tr.Addr()
+	p.started = append(p.started, func(internalHTTP string) {
+		p.log.Info("agent started", "agent_id", a.ID(), "rpc", rpcAddr, "rpc_auth", auth, "control_plane", cfg.Agent.ControlPlane, "version", agent.Version,
+			"internal_http", internalHTTP, "cpu", slots["cpu"].String(), "mem", slots["mem"].String(), "kernels", len(a.Kernels()))
+	})
 	return nil
+}
+
+// observedAgent is the agent as the observers see it.
+type observedAgent struct{ *agent.Agent }
+
+// ListKernels lists the registered kernels, in any state.
+func (o observedAgent) ListKernels() []observer.Kernel {
+	ks := o.Kernels()
+	out := make([]observer.Kernel, len(ks))
+	for i, k := range ks {
+		out[i] = observer.Kernel{ID: k.ID, SessionID: k.SessionID}
+	}
+	return out
 }
 
 // closeAll runs close functions concurrently and waits for all of them.
@@ -532,6 +738,29 @@ func overlayEtcd(cfg *config.Config, global *etcdconfig.Global) error {
 	if global.KernelGID != nil {
 		cfg.Container.KernelGID = *global.KernelGID
 		cfg.MarkSource("container.kernel-gid", config.Source{Kind: config.FromEtcd, Detail: "config/container/kernel-gid"})
+	}
+	// The node's resource group may ask for a stricter sandbox runtime
+	// than agent.toml's (never a weaker one). Read once at start-up: a
+	// running kernel keeps the runtime it was created with. The group is
+	// the one the agent registers with (unset: the manager's "default").
+	group := cfg.Agent.InitialResourceGroupName
+	if group == "" {
+		group = "default"
+	}
+	if v, ok := global.SandboxByGroup[group]; ok {
+		key := "config/container/sandbox-type/" + group
+		s, isStr := v.(string)
+		if !isStr {
+			return &ConfigError{Err: fmt.Errorf("etcd %s: a sandbox-type value is expected, found keys below it", key)}
+		}
+		st, err := sandbox.Stricter(cfg.Container.SandboxType, strings.TrimSpace(s))
+		if err != nil {
+			return &ConfigError{Err: fmt.Errorf("etcd %s = %q: %w", key, s, err)}
+		}
+		if st != cfg.Container.SandboxType {
+			cfg.Container.SandboxType = st
+			cfg.MarkSource("container.sandbox-type", config.Source{Kind: config.FromEtcd, Detail: key})
+		}
 	}
 	return nil
 }

@@ -96,6 +96,21 @@ func TestChurnWithKills_Integration(t *testing.T) {
 	s.start()
 	// The stream is capped (MAXLEN ~128) and heartbeats fill it: consume it
 	// throughout, as the manager does.
+	var mu sync.Mutex
+	// The kernels the workers act on, learned as the manager learns them:
+	// from create_kernels' answer, or from kernel_started when that answer
+	// was lost with a killed agent (the restarted agent adopts the kernel;
+	// without it two such kernels held both cores and every later create
+	// was refused until the test timed out). learned holds every id ever
+	// known, so a destroyed kernel's late event does not bring it back.
+	var known []string
+	learned := map[string]bool{}
+	learn := func(kid string) { // mu held
+		if kid != "" && !learned[kid] {
+			learned[kid] = true
+			known = append(known, kid)
+		}
+	}
 	var evMu sync.Mutex
 	var allEvents []event
 	collectorDone := make(chan struct{})
@@ -121,6 +136,12 @@ func TestChurnWithKills_Integration(t *testing.T) {
 					evMu.Lock()
 					allEvents = append(allEvents, e)
 					evMu.Unlock()
+					if e.Name == "kernel_started" {
+						kid, _ := e.Payload["kernel_id"].(string)
+						mu.Lock()
+						learn(kid)
+						mu.Unlock()
+					}
 					_ = s.rdb.XAck(context.Background(), "events", "manager", m.ID)
 				}
 			}
@@ -128,8 +149,6 @@ func TestChurnWithKills_Integration(t *testing.T) {
 	}()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var known []string
 	ops := map[string]int{}
 	ctl := func(args ...string) (string, error) {
 		// A call in flight when the agent is killed is lost: a short timeout.
@@ -156,7 +175,7 @@ func TestChurnWithKills_Integration(t *testing.T) {
 					var res []map[string]any
 					if err == nil && json.Unmarshal([]byte(out), &res) == nil {
 						mu.Lock()
-						known = append(known, res[0]["id"].(string))
+						learn(res[0]["id"].(string))
 						ops["create"]++
 						mu.Unlock()
 					}
@@ -189,8 +208,22 @@ func TestChurnWithKills_Integration(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	// Kernels start with the runner's handshake (about a second on a busy
 	// 2-core machine): leave room between kills for operations to finish.
+	// Each kill also waits until an operation has completed since the
+	// last one (on a loaded machine the pause alone may see none), so
+	// kills fall between working operations whatever the machine's speed.
+	opsDone := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, v := range ops {
+			n += v
+		}
+		return n
+	}
 	for i := 0; i < kills; i++ {
+		before := opsDone()
 		time.Sleep(time.Duration(2500+r.IntN(2500)) * time.Millisecond)
+		testutil.Eventually(t, testutil.Slow(2*time.Minute), "an operation completed between two agent kills", func() bool { return opsDone() > before })
 		s.kill()
 		time.Sleep(time.Duration(r.IntN(500)) * time.Millisecond)
 		s.start()

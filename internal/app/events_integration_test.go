@@ -50,6 +50,11 @@ type stackOpts struct {
 	ns        string
 	portRange [2]int
 	env       []string
+	debug     string  // extra [debug] keys
+	tail      string  // appended to the file ([[agents]] entries)
+	resource  string  // extra [resource] keys
+	heartbeat float64 // [debug] heartbeat-interval in seconds (0: 1 s)
+	sync      float64 // [agent.sync-container-lifecycles] interval (0: 2 s)
 }
 
 func newStackWith(t testing.TB, extraAgent string, o stackOpts) *stack {
@@ -76,6 +81,14 @@ func newStackWith(t testing.TB, extraAgent string, o stackOpts) *stack {
 	s.vfroot = filepath.Join(s.root, "vfroot")
 	_ = os.MkdirAll(s.vfroot, 0o755)
 	s.cfg = filepath.Join(s.root, "agent.toml")
+	hb := o.heartbeat
+	if hb == 0 {
+		hb = 1
+	}
+	syncIvl := o.sync
+	if syncIvl == 0 {
+		syncIvl = 2
+	}
 	doc := fmt.Sprintf(`[etcd]
 namespace = %q
 addr = %q
@@ -88,7 +101,7 @@ var-base-path = %q
 mount-path = %q
 %s
 [agent.sync-container-lifecycles]
-interval = 2
+interval = %g
 [container]
 port-range = [%d, %d]
 port-reuse-cooldown-sec = 0
@@ -97,9 +110,11 @@ scratch-root = %q
 [resource]
 reserved-cpu = 0
 reserved-mem = "64M"
+%s
 [debug]
-heartbeat-interval = 1.0
-`, ns, s.etcd.Addr, s.id, s.rpc, filepath.Join(s.root, "var"), s.vfroot, extraAgent, o.portRange[0], o.portRange[1], filepath.Join(s.root, "scratch"))
+heartbeat-interval = %g
+%s
+%s`, ns, s.etcd.Addr, s.id, s.rpc, filepath.Join(s.root, "var"), s.vfroot, extraAgent, syncIvl, o.portRange[0], o.portRange[1], filepath.Join(s.root, "scratch"), o.resource, hb, o.debug, o.tail)
 	if err := os.WriteFile(s.cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -366,9 +381,12 @@ func TestEventsHeartbeatAndState_Integration(t *testing.T) {
 		v, _ := img3.Get(ctx, "installed_image:"+s.id).Result()
 		return strings.Contains(v, img)
 	})
-	if n, _ := stat.Get(ctx, "container_count."+s.id).Int(); n != 0 {
-		t.Fatalf("container_count %d", n)
-	}
+	// Written on the agent's own period: the kernel destroyed above
+	// leaves the count at 0 by the next write.
+	testutil.Eventually(t, testutil.Slow(15*time.Second), "container_count 0 after the destroy", func() bool {
+		n, err := stat.Get(ctx, "container_count."+s.id).Int()
+		return err == nil && n == 0
+	})
 	if md, _ := stat.HGetAll(ctx, "computer.metadata").Result(); md["cpu"] == "" || md["ram"] == "" {
 		t.Fatalf("computer.metadata %v", md)
 	}
@@ -580,19 +598,10 @@ func BenchmarkIdleRSSWithControlPlane(b *testing.B) {
 	s := newStack(b, "")
 	s.start()
 	time.Sleep(5 * time.Second)
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var kb float64
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ = strconv.ParseFloat(f[1], 64)
-		}
-	}
+	kb := rssKiB(b, s.cmd.Process.Pid)
 	for i := 0; i < b.N; i++ {
 	}
-	b.ReportMetric(kb/1024, "MiB-rss")
+	b.ReportMetric(float64(kb)/1024, "MiB-rss")
 }
 
 // Without a cohabiting storage proxy the agent mounts the volume itself
@@ -674,4 +683,46 @@ func managerPeerPython(t testing.TB) string {
 		}
 	}
 	return py
+}
+
+// An image removed behind the agent's back (an operator's docker rmi) is
+// reported to the manager by the periodic scan, with the canonical and
+// digest upstream's AgentInstalledImagesRemoveEvent carries.
+func TestInstalledImageRemovedEvent_Integration(t *testing.T) {
+	img := testutil.TestImage(t)
+	tag := "bai-test/rmscan:" + strings.ReplaceAll(uuid.NewString(), "-", "")[:10]
+	if out, err := exec.Command("docker", "tag", img, tag).CombinedOutput(); err != nil {
+		t.Fatalf("docker tag: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", tag).Run() })
+	digest, err := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", tag).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, "")
+	s.start()
+	ctx := context.Background()
+	img3 := redis.NewClient(&redis.Options{Addr: s.redis.Addr, DB: 3})
+	defer img3.Close()
+	testutil.Eventually(t, 20*time.Second, "the scan lists the new tag", func() bool {
+		v, _ := img3.Get(ctx, "installed_image:"+s.id).Result()
+		return strings.Contains(v, tag)
+	})
+	if out, err := exec.Command("docker", "rmi", tag).CombinedOutput(); err != nil {
+		t.Fatalf("docker rmi: %v\n%s", err, out)
+	}
+	evs := s.readEvents(30*time.Second, func(evs []event) bool { return countName(evs, "agent_installed_images_remove") >= 1 })
+	for _, e := range evs {
+		if e.Name != "agent_installed_images_remove" {
+			continue
+		}
+		if e.Source != s.id {
+			t.Fatalf("from %q", e.Source)
+		}
+		imgs, _ := e.Payload["scanned_images"].(map[string]any)
+		got, _ := imgs[tag].(map[string]any)
+		if got["canonical"] != tag || got["digest"] != strings.TrimSpace(string(digest)) || len(imgs) != 1 {
+			t.Fatalf("scanned_images %v, want only %s with digest %s", imgs, tag, digest)
+		}
+	}
 }

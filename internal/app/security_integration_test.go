@@ -33,6 +33,7 @@ import (
 
 	"github.com/bai-agent/bai-agent/internal/rpc/client"
 	"github.com/bai-agent/bai-agent/internal/testutil"
+	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
 
@@ -280,21 +281,25 @@ func (s *secAgent) timed(t *testing.T, what, meth string, args ...any) (any, err
 	return v, err
 }
 
-func rssKiB(t *testing.T, pid int) int64 {
+// statusKiB reads one "Name: N kB" field of /proc/PID/status (VmRSS,
+// RssAnon, RssFile).
+func statusKiB(t testing.TB, pid int, field string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
 			n, _ := strconv.ParseInt(f[1], 10, 64)
 			return n
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
+
+func rssKiB(t testing.TB, pid int) int64 { return statusKiB(t, pid, "VmRSS") }
 
 // rssPeak samples the agent's resident memory every 20 ms until stop is
 // called, which returns the peak in MiB.
@@ -853,7 +858,7 @@ func secNothingLeft(t *testing.T, s *secAgent, kid string) {
 	if err != nil {
 		t.Fatalf("bai_status: %v", err)
 	}
-	b, _ := json.Marshal(secPlain(v))
+	b, _ := json.Marshal(wire.Plain(v))
 	var st struct {
 		Slots   map[string]struct{ Used string } `json:"slots"`
 		Kernels []any                            `json:"kernels"`
@@ -867,26 +872,6 @@ func secNothingLeft(t *testing.T, s *secAgent, kid string) {
 	if len(st.Kernels) != 0 {
 		t.Errorf("%d kernels registered", len(st.Kernels))
 	}
-}
-
-func secPlain(v any) any {
-	switch x := v.(type) {
-	case msgpack.Map:
-		m := map[string]any{}
-		for _, kv := range x {
-			m[fmt.Sprint(secPlain(kv.Key))] = secPlain(kv.Val)
-		}
-		return m
-	case []any:
-		out := make([]any, len(x))
-		for i := range x {
-			out[i] = secPlain(x[i])
-		}
-		return out
-	case []byte:
-		return string(x)
-	}
-	return v
 }
 
 // containerEnv is the container's environment as docker inspect shows it.

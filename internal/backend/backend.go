@@ -141,6 +141,9 @@ type Container struct {
 	WriteBps   []Throttle
 	Ports      []PortBinding
 	Mounts     []Mount
+	// Runtime is HostConfig.Runtime: the OCI runtime the container runs
+	// under ("" or "runc": the engine's default).
+	Runtime string
 }
 
 // Alive reports whether the container counts as active (running,

@@ -46,9 +46,18 @@ type Reporter interface {
 // Func is a task body. Its returned message is the done/failed message.
 type Func func(ctx context.Context, r Reporter) (string, error)
 
+// Observer hears when each task starts and ends (upstream's
+// BgTaskMetricObserver: the backendai_bgtask_* metrics). status is the
+// terminal event's name: bgtask_done, bgtask_failed or bgtask_cancelled.
+type Observer interface {
+	BgTaskStarted(name string)
+	BgTaskFinished(name, status string, d time.Duration)
+}
+
 // Manager runs tasks.
 type Manager struct {
 	publish Publisher
+	obs     Observer
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -65,6 +74,14 @@ const maxKept = 512
 func New(p Publisher) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{publish: p, ctx: ctx, cancel: cancel, tasks: map[string]*Task{}}
+}
+
+// SetObserver sets the observer of the tasks started from now on (nil:
+// none).
+func (m *Manager) SetObserver(o Observer) {
+	m.mu.Lock()
+	m.obs = o
+	m.mu.Unlock()
 }
 
 // NewID returns a fresh task id as str(uuid.UUID) renders it (dashed):
@@ -111,7 +128,12 @@ func (m *Manager) Start(name string, fn Func) string {
 	m.mu.Lock()
 	m.tasks[id] = &Task{ID: id, Name: name, Status: Running, Started: time.Now()}
 	m.order = append(m.order, id)
+	obs := m.obs
 	m.mu.Unlock()
+	t0 := time.Now()
+	if obs != nil {
+		obs.BgTaskStarted(name)
+	}
 	// As upstream's BackgroundTaskManager.start: a first update before the
 	// task runs, so that the cache key exists as soon as the id is known.
 	started := "Task started"
@@ -141,6 +163,9 @@ func (m *Manager) Start(name string, fn Func) string {
 		t.Status, t.Message, t.Finished = status, msg, time.Now()
 		m.gcLocked()
 		m.mu.Unlock()
+		if obs != nil {
+			obs.BgTaskFinished(name, ev.EventName(), time.Since(t0))
+		}
 		m.publish(context.WithoutCancel(m.ctx), ev)
 	}()
 	return id

@@ -3,6 +3,7 @@ package bgtask
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,5 +66,53 @@ func TestTaskLifecycle(t *testing.T) {
 	}
 	if len(want) != 0 {
 		t.Fatalf("missing events %v in %v", want, events)
+	}
+}
+
+type recObserver struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recObserver) BgTaskStarted(name string) {
+	r.mu.Lock()
+	r.events = append(r.events, "start "+name)
+	r.mu.Unlock()
+}
+
+func (r *recObserver) BgTaskFinished(name, status string, d time.Duration) {
+	r.mu.Lock()
+	r.events = append(r.events, "end "+name+" "+status)
+	r.mu.Unlock()
+}
+
+// The observer hears every task's start and its terminal status, under
+// upstream's BgtaskStatus names.
+func TestObserverHearsStartAndEnd(t *testing.T) {
+	m := New(func(context.Context, event.Event) {})
+	obs := &recObserver{}
+	m.SetObserver(obs)
+	defer m.Close()
+	ok := m.Start("pull_image", func(context.Context, Reporter) (string, error) { return "done", nil })
+	bad := m.Start("push_image", func(context.Context, Reporter) (string, error) { return "", errors.New("boom") })
+	for _, id := range []string{ok, bad} {
+		if _, err := m.Wait(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The observer hears the end just after Wait sees the status: poll.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		obs.mu.Lock()
+		got := strings.Join(obs.events, ";")
+		obs.mu.Unlock()
+		if strings.Contains(got, "end pull_image bgtask_done") && strings.Contains(got, "end push_image bgtask_failed") &&
+			strings.Contains(got, "start pull_image") && strings.Contains(got, "start push_image") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("observer heard %s", got)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -56,8 +57,8 @@ type Client struct {
 	// kinds do not wait for each other, so a 35 s service start does not
 	// hold up ping_kernel.
 	statusMu, complMu, appsMu, svcMu, modelMu sync.Mutex
-	// wakeR/wakeW wake the socket goroutine when something is queued.
-	wakeR, wakeW *os.File
+	// fdw is where the socket goroutine sleeps; wake interrupts it.
+	fdw *fdWait
 
 	mu      sync.Mutex
 	current *run
@@ -80,24 +81,45 @@ func Dial(host string, inPort, outPort int, log *slog.Logger) (*Client, error) {
 	return DialCurve(host, inPort, outPort, nil, log)
 }
 
-// DialCurve is Dial as a CurveZMQ client with cv's keys (nil: NULL).
-func DialCurve(host string, inPort, outPort int, cv *Curve, log *slog.Logger) (*Client, error) {
+// sharedContext is the libzmq context of every runner client of the
+// process. A context per client cost each kernel two more OS threads
+// (libzmq's I/O thread and reaper) and their descriptors, for sockets that
+// carry little; one context's I/O thread serves them all. It is never
+// terminated: clients close their sockets (50 ms linger). libzmq's
+// default limit of 1023 sockets per context would cap a node at about 500
+// kernels.
+var sharedContext = sync.OnceValues(func() (*zmq.Context, error) {
 	ctx, err := zmq.NewContext()
 	if err != nil {
 		return nil, err
 	}
-	push, err := ctx.NewSocket(zmq.PUSH)
+	if err := ctx.SetMaxSockets(1 << 16); err != nil {
+		return nil, fmt.Errorf("runner sockets: %w", err)
+	}
+	return ctx, nil
+})
+
+// DialCurve is Dial as a CurveZMQ client with cv's keys (nil: NULL).
+func DialCurve(host string, inPort, outPort int, cv *Curve, log *slog.Logger) (*Client, error) {
+	ctx, err := sharedContext()
 	if err != nil {
-		ctx.Term()
 		return nil, err
 	}
-	pull, err := ctx.NewSocket(zmq.PULL)
-	if err != nil {
-		push.Close()
-		ctx.Term()
-		return nil, err
-	}
-	for _, s := range []*zmq.Socket{push, pull} {
+	var socks []*zmq.Socket
+	handedOver := false
+	defer func() {
+		if !handedOver { // an error below: nothing is left open
+			for _, s := range socks {
+				s.Close()
+			}
+		}
+	}()
+	for _, kind := range []zmq.Type{zmq.PUSH, zmq.PULL} {
+		s, err := ctx.NewSocket(kind)
+		if err != nil {
+			return nil, err
+		}
+		socks = append(socks, s)
 		_ = s.SetLinger(50 * time.Millisecond)
 		// The host port answers (docker-proxy) before the runner binds in
 		// the container: retry soon, not after libzmq's default 100 ms,
@@ -108,73 +130,139 @@ func DialCurve(host string, inPort, outPort int, cv *Curve, log *slog.Logger) (*
 			// Set before Connect: libzmq fixes the mechanism per connection.
 			for _, err := range []error{s.SetCurveServerkey(cv.ServerPublic), s.SetCurvePublickey(cv.ClientPublic), s.SetCurveSecretkey(cv.ClientSecret)} {
 				if err != nil {
-					push.Close()
-					pull.Close()
-					ctx.Term()
 					return nil, fmt.Errorf("runner CURVE keys: %w", err)
 				}
 			}
 		}
 	}
+	push, pull := socks[0], socks[1]
 	if err := push.Connect(fmt.Sprintf("tcp://%s:%d", host, inPort)); err != nil {
-		push.Close()
-		pull.Close()
-		ctx.Term()
 		return nil, err
 	}
 	if err := pull.Connect(fmt.Sprintf("tcp://%s:%d", host, outPort)); err != nil {
-		push.Close()
-		pull.Close()
-		ctx.Term()
 		return nil, err
 	}
-	wakeR, wakeW, err := os.Pipe()
+	w, err := newFdWait(pull)
 	if err != nil {
-		push.Close()
-		pull.Close()
-		ctx.Term()
 		return nil, err
 	}
-	_ = unix.SetNonblock(int(wakeW.Fd()), true)
-	_ = unix.SetNonblock(int(wakeR.Fd()), true)
+	handedOver = true // the loop owns and closes them
 	c := &Client{log: log, send: make(chan [][]byte, 256), status: make(chan []byte, 128), compl: make(chan []byte, 8),
-		apps: make(chan []byte, 8), svc: make(chan []byte, 8), model: make(chan []byte, 8), done: make(chan struct{}), runs: map[string]*run{}, wakeR: wakeR, wakeW: wakeW}
+		apps: make(chan []byte, 8), svc: make(chan []byte, 8), model: make(chan []byte, 8), done: make(chan struct{}), runs: map[string]*run{},
+		fdw: w}
 	c.wg.Add(1)
-	go c.loop(ctx, push, pull)
+	go c.loop(push, pull)
 	return c, nil
 }
 
-// loop owns both sockets. It sleeps in poll(2) on the output socket's
-// ZMQ_FD and a wake pipe that enqueue writes to, so a request leaves at
-// once and a reply is read at once, without busy polling.
-func (c *Client) loop(ctx *zmq.Context, push, pull *zmq.Socket) {
+// fdWait waits for a socket's ZMQ_FD, which libzmq signals (edge-
+// triggered) when the socket's state may have changed, through Go's
+// network poller: a kernel's client sleeps without holding an OS thread.
+// (Blocking in poll(2) held one per kernel, and its 1-s timeout woke every
+// kernel's client every second: at 300 kernels, 300 threads and a few
+// percent of a core for nothing.) Others wake the wait through the read
+// deadline (wake, Close), so the client needs no second goroutine.
+type fdWait struct {
+	f  *os.File // a duplicate of the ZMQ_FD, registered with the poller
+	rc syscall.RawConn
+}
+
+func newFdWait(s *zmq.Socket) (*fdWait, error) {
+	fd, err := s.GetFd()
+	if err != nil {
+		return nil, fmt.Errorf("runner socket descriptor: %w", err)
+	}
+	return waitOn(fd)
+}
+
+// waitOn builds an fdWait on a duplicate of fd.
+func waitOn(fd int) (*fdWait, error) {
+	// A duplicate (close-on-exec: helpers the agent starts must not
+	// inherit one per kernel), so that closing it (which the poller
+	// needs) leaves libzmq's own descriptor alone. It shares the file
+	// description, which libzmq already made non-blocking; set again for
+	// the poller.
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("runner socket descriptor: %w", err)
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, fmt.Errorf("runner socket descriptor: %w", err)
+	}
+	f := os.NewFile(uintptr(dup), "zmq-fd")
+	rc, err := f.SyscallConn()
+	if err == nil {
+		// Deadlines work only on a descriptor the poller took: without
+		// them every wait would return at once and the loop would spin.
+		err = f.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("runner socket descriptor: %w", err)
+	}
+	return &fdWait{f: f, rc: rc}, nil
+}
+
+// wait returns at the descriptor's next edge or at the read deadline: the
+// one the caller armed before it last looked for work, or the past one
+// that interrupt set since (then at once). It never sets the deadline
+// itself, which would undo an interrupt.
+func (w *fdWait) wait() {
+	first := true
+	_ = w.rc.Read(func(fd uintptr) bool {
+		if first {
+			// Read forgets a readiness the poller saw before it began,
+			// and libzmq signals once until the socket has processed its
+			// commands: an edge between the caller's last ZMQ_EVENTS and
+			// here would be lost (a reply stalled until the next status
+			// ping). The descriptor stays readable while libzmq has
+			// commands pending, so look at it first.
+			first = false
+			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, _ := unix.Poll(p, 0)
+			return n > 0
+		}
+		// The poller's wake-up (the descriptor itself is never read:
+		// libzmq does).
+		return true
+	})
+}
+
+// interrupt ends a wait in progress, or the next one at once.
+func (w *fdWait) interrupt() { _ = w.f.SetReadDeadline(time.Unix(1, 0)) }
+
+// loop owns both sockets. It sleeps on the output socket's descriptor
+// (fdWait) until a reply, the status timer, or a wake-up (a queued
+// request, Close), so a request leaves at once and a reply is read at
+// once, without polling.
+func (c *Client) loop(push, pull *zmq.Socket) {
 	defer c.wg.Done()
-	defer ctx.Term()
 	defer pull.Close()
 	defer push.Close()
-	defer c.wakeR.Close()
-	fd, err := pull.GetFd()
-	if err != nil {
-		c.log.Error("runner socket has no descriptor", "error", err)
-		return
-	}
-	buf := make([]byte, 64)
+	// The waiter's descriptor goes first: the poller must forget it
+	// before libzmq closes (and may reuse) the one it duplicates.
+	defer c.fdw.f.Close()
 	// A status every 10 s for the kernel's lifetime, as upstream's
 	// ping_status: it keeps NAT and proxy paths alive; the replies land in
 	// the status queue, which an exchange drains before it asks.
 	nextPing := time.Now().Add(StatusEvery)
 	for {
+		// Re-armed before the queue is read: a wake-up from here on ends
+		// the wait below at once.
+		_ = c.fdw.f.SetReadDeadline(nextPing)
 		select {
 		case <-c.done:
 			return
 		default:
 		}
-		if time.Now().After(nextPing) {
+		if !time.Now().Before(nextPing) {
 			nextPing = time.Now().Add(StatusEvery)
 			if c.statusMu.TryLock() {
 				_, _ = push.SendMessage("status", "")
 				c.statusMu.Unlock()
 			}
+			continue
 		}
 		for drained := false; !drained; {
 			select {
@@ -203,14 +291,7 @@ func (c *Client) loop(ctx *zmq.Context, push, pull *zmq.Socket) {
 		if len(c.send) > 0 {
 			continue
 		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(c.wakeR.Fd()), Events: unix.POLLIN}}
-		if _, err := unix.Poll(pfd, 1000); err != nil && !errors.Is(err, unix.EINTR) {
-			c.log.Warn("runner poll failed", "error", err)
-			time.Sleep(10 * time.Millisecond)
-		}
-		if pfd[1].Revents&unix.POLLIN != 0 {
-			_, _ = c.wakeR.Read(buf)
-		}
+		c.fdw.wait()
 	}
 }
 
@@ -327,8 +408,8 @@ func (c *Client) enqueue(kind, payload string) error {
 	}
 }
 
-// wake interrupts the loop's poll; a full pipe means a wake is pending.
-func (c *Client) wake() { _, _ = c.wakeW.Write([]byte{1}) }
+// wake interrupts the loop's wait (or makes its next one return at once).
+func (c *Client) wake() { c.fdw.interrupt() }
 
 func (c *Client) exchange(ctx context.Context, mu *sync.Mutex, kind, payload string, reply chan []byte) ([]byte, error) {
 	mu.Lock()
@@ -451,7 +532,6 @@ func (c *Client) Close() {
 		c.wake()
 	})
 	c.wg.Wait()
-	c.wakeW.Close()
 }
 
 // NewRunID is a fresh run id (32 hex digits).

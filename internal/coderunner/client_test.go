@@ -5,25 +5,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/krunner"
+	"github.com/bai-agent/bai-agent/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port below the ephemeral range (testutil's
+// window): a port taken from ":0" and released is in the range every
+// outgoing connection of the machine draws from, and another process can
+// take it before the test binds it again.
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // pair starts a real runner in-process and a client connected to it.
 func pair(t *testing.T, runtime string) *Client {
@@ -173,5 +171,145 @@ func TestAbandonedWaiterDoesNotBlock(t *testing.T) {
 	r, err := c.Execute(ctx, Request{RunID: "third", Mode: "query", Code: "echo three", APIVersion: 3, Flush: dur(10 * time.Second)})
 	if err != nil || r["status"] != "finished" || fmt.Sprint(r["console"]) != "[[stdout three\n]]" {
 		t.Fatalf("the run after an abandoned one: %v %v", r, err)
+	}
+}
+
+// An idle client sleeps in Go's network poller, not in a system call: a
+// node's hundreds of kernels must not hold an OS thread each (a client
+// blocked in poll(2) did) nor more than one goroutine, and a client still
+// answers at once after a long idle wait.
+func TestIdleClientsHoldNoThreads(t *testing.T) {
+	threads := func() int {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal("no /proc/self/task:", err)
+		}
+		return len(ents)
+	}
+	c := pair(t, "shell") // libzmq's threads and the runner's exist first
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	before, goroutines := threads(), runtime.NumGoroutine()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	const n = 64
+	for i := 0; i < n; i++ {
+		// Nothing listens: libzmq keeps reconnecting in its I/O thread,
+		// the client waits for its runner.
+		idle, err := Dial("127.0.0.1", freePort(t), freePort(t), log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idle.Close()
+	}
+	time.Sleep(time.Second)
+	if grew := threads() - before; grew > n/4 {
+		t.Fatalf("%d idle clients added %d OS threads", n, grew)
+	}
+	// One goroutine each: the socket goroutine sleeps in the poller itself.
+	if grew := runtime.NumGoroutine() - goroutines; grew > n+4 {
+		t.Fatalf("%d idle clients added %d goroutines", n, grew)
+	}
+	// The first client, idle meanwhile, answers promptly.
+	t0 := time.Now()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Fatalf("status after an idle wait took %s", took)
+	}
+}
+
+// The client's wait on libzmq's descriptor (an eventfd): a signal that
+// came before the wait began ends it at once (the poller forgets a
+// readiness seen before a read starts: the wait must look first, or a
+// reply waits for the next status ping); without one it lasts until the
+// deadline; interrupt ends it early.
+func TestFdWait(t *testing.T) {
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal("eventfd:", err)
+	}
+	defer unix.Close(efd)
+	w, err := waitOn(efd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.f.Close()
+	timed := func(deadline time.Duration, during func()) time.Duration {
+		_ = w.f.SetReadDeadline(time.Now().Add(deadline))
+		if during != nil {
+			go during()
+		}
+		t0 := time.Now()
+		w.wait()
+		return time.Since(t0)
+	}
+	tests := []struct {
+		name     string
+		before   func()
+		during   func()
+		deadline time.Duration
+		min, max time.Duration
+	}{
+		{"signalled before the wait", func() {
+			_, _ = unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			time.Sleep(20 * time.Millisecond) // the poller has seen it
+		}, nil, 2 * time.Second, 0, 500 * time.Millisecond},
+		{"nothing: the deadline", func() {
+			var b [8]byte
+			_, _ = unix.Read(efd, b[:]) // as libzmq does when it processes commands
+		}, nil, 300 * time.Millisecond, 250 * time.Millisecond, 2 * time.Second},
+		{"interrupted", nil, func() {
+			time.Sleep(100 * time.Millisecond)
+			w.interrupt()
+		}, 5 * time.Second, 50 * time.Millisecond, 2 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != nil {
+				tc.before()
+			}
+			if took := timed(tc.deadline, tc.during); took < tc.min || took > tc.max {
+				t.Fatalf("the wait took %s, want %s to %s", took, tc.min, tc.max)
+			}
+		})
+	}
+}
+
+// A dial that fails (keys libzmq refuses) closes what it opened: every
+// libzmq socket holds a descriptor (its mailbox) until libzmq's reaper has
+// closed it, so a leak shows in the process's descriptors.
+func TestFailedDialLeavesNothingOpen(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	bad := &Curve{ServerPublic: "not a key", ClientPublic: "nor this", ClientSecret: "x"}
+	// The shared context exists first (its own descriptors are not a leak).
+	if c, err := DialCurve("127.0.0.1", freePort(t), freePort(t), bad, log); err == nil {
+		c.Close()
+		t.Fatal("a dial with malformed CURVE keys succeeded")
+	}
+	before := fds()
+	for i := 0; i < 50; i++ {
+		if _, err := DialCurve("127.0.0.1", freePort(t), freePort(t), bad, log); err == nil {
+			t.Fatal("a dial with malformed CURVE keys succeeded")
+		}
+	}
+	// libzmq closes a socket in its reaper thread, a moment after Close.
+	deadline := time.Now().Add(5 * time.Second)
+	for fds()-before > 5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if grew := fds() - before; grew > 5 {
+		t.Fatalf("50 failed dials left %d more descriptors open", grew)
 	}
 }

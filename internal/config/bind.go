@@ -103,7 +103,11 @@ func keyPositions(file string, data []byte) map[string]Position {
 			parts, first := keyParts(e)
 			prefix = parts
 			if first != nil {
-				record(parts, first)
+				// The tables a header opens implicitly ([a.b.c] opens
+				// a.b) are placed at the header too.
+				for i := 1; i <= len(parts); i++ {
+					record(parts[:i], first)
+				}
 			}
 		case unstable.KeyValue:
 			walkKV(prefix, e)

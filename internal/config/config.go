@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/bai-agent/bai-agent/internal/sandbox"
 )
 
 // Config is the whole agent.toml. Field tags give the canonical kebab-case
@@ -28,7 +31,9 @@ type Config struct {
 	KernelLifecycles KernelLifecyclesConfig `toml:"kernel-lifecycles"`
 	API              APIConfig              `toml:"api"`
 
-	// Sections the agent accepts without interpreting yet.
+	// Sections upstream reads that bai-agent does not implement: accepted,
+	// then checked against the table in unsupported.go (refused, warned
+	// about, or neutral).
 	Pyroscope        any `toml:"pyroscope,raw"`
 	Otel             any `toml:"otel,raw"`
 	ServiceDiscovery any `toml:"service-discovery,raw"`
@@ -39,6 +44,8 @@ type Config struct {
 
 	// sources records which layer set each key (see MarkSource).
 	sources map[string]Source
+	// agentEntries are the parsed [[agents]] entries (see AgentConfigs).
+	agentEntries []agentEntry
 }
 
 // ContainerLogsConfig is [container-logs]: the kernels' Docker log
@@ -231,12 +238,21 @@ type AgentConfig struct {
 	// MockAcceleratorConfig is the mock accelerator's TOML file (bai-agent;
 	// default: ./mock-accelerator.toml, ~/.config/backend.ai/ or
 	// /etc/backend.ai/).
-	MockAcceleratorConfig           string   `toml:"mock-accelerator-config"`
-	AllowNetworkPlugins             []string `toml:"allow-network-plugins"`
-	BlockNetworkPlugins             []string `toml:"block-network-plugins"`
-	AbuseReportPath                 string   `toml:"abuse-report-path"`
-	DockerMode                      string   `toml:"docker-mode"`
-	MountPathUIDGID                 string   `toml:"mount-path-uid-gid"`
+	MockAcceleratorConfig string   `toml:"mock-accelerator-config"`
+	AllowNetworkPlugins   []string `toml:"allow-network-plugins"`
+	BlockNetworkPlugins   []string `toml:"block-network-plugins"`
+	AbuseReportPath       string   `toml:"abuse-report-path"`
+	DockerMode            string   `toml:"docker-mode"`
+	// MountPathUIDGID is upstream's owner of volume mount points
+	// ("uid:gid" or "user:group", passed to chown(1) after a mount).
+	MountPathUIDGID string `toml:"mount-path-uid-gid"`
+	// VolumeMountTimeout and VolumeUnmountTimeout bound one mount(8) and
+	// one umount(8) of do_volume_mount / do_volume_unmount, in seconds
+	// (bai-agent; upstream bounds unmounts by etcd
+	// config/watcher/file-io-timeout, default 10, and mounts not at all).
+	// Defaults 60 and 10; 0 means the default.
+	VolumeMountTimeout              Duration `toml:"volume-mount-timeout"`
+	VolumeUnmountTimeout            Duration `toml:"volume-unmount-timeout"`
 	InitialResourceGroupName        string   `toml:"initial-resource-group-name"`
 	ScalingGroupType                string   `toml:"scaling-group-type"`
 	ForceTerminateAbusingContainers bool     `toml:"force-terminate-abusing-containers"`
@@ -255,7 +271,13 @@ type AgentConfig struct {
 	// whole file); a bigger one gets a ValueError reply, undecoded.
 	RPCMaxMessageSize Size `toml:"rpc-max-message-size"`
 	// SoftMemoryLimit is the Go runtime's soft memory limit (0: none).
-	SoftMemoryLimit         Size              `toml:"soft-memory-limit"`
+	SoftMemoryLimit Size `toml:"soft-memory-limit"`
+	// InstanceMetadataURL is where start-server asks the cloud's instance
+	// metadata service (AWS, Azure, GCP) for the agent id when [agent] id
+	// is not set, as upstream does (bai-agent; default
+	// http://169.254.169.254; "" skips the probes and the id is "i-" +
+	// host name). Tests point it at a local server.
+	InstanceMetadataURL     string            `toml:"instance-metadata-url"`
 	SyncContainerLifecycles SyncLifecycles    `toml:"sync-container-lifecycles"`
 	UtilizationMetric       UtilizationMetric `toml:"utilization-metric"`
 
@@ -320,6 +342,12 @@ type ResourceConfig struct {
 	AllocationOrder  []string `toml:"allocation-order"`
 	AffinityPolicy   string   `toml:"affinity-policy"`
 	CPUAllocStrategy string   `toml:"cpu-alloc-strategy"`
+	// SharedOvercommit (bai-agent's key) gives each agent of a multi-agent
+	// process its own allocator over the whole node, as upstream's
+	// "shared" mode does, so that together they may over-commit it; off
+	// (the default), one allocator serves them all. Host ports are one
+	// pool either way.
+	SharedOvercommit bool `toml:"shared-overcommit"`
 }
 
 // LoggingConfig is [logging].
@@ -340,6 +368,12 @@ type LoggingConfig struct {
 	} `toml:"file"`
 	Logstash any `toml:"logstash,raw"`
 	Graylog  any `toml:"graylog,raw"`
+	// Upstream's dictConfig-style keys (version, disable-existing-loggers,
+	// handlers, loggers): accepted and checked in unsupported.go.
+	Version                any `toml:"version,raw"`
+	DisableExistingLoggers any `toml:"disable-existing-loggers,raw"`
+	Handlers               any `toml:"handlers,raw"`
+	Loggers                any `toml:"loggers,raw"`
 	// Loki ships the agent's records to a Loki push endpoint as well
 	// (labels agent_id, level, kernel_id); no URL, no shipping.
 	Loki struct {
@@ -367,7 +401,20 @@ type DebugConfig struct {
 	LogHeartbeats              bool     `toml:"log-heartbeats"`
 	LogDockerEvents            bool     `toml:"log-docker-events"`
 	HeartbeatInterval          Duration `toml:"heartbeat-interval"`
-	Coredump                   struct {
+	// The keys below are bai-agent's own: the periods of upstream's
+	// OrphanKernelCleanupObserver (300 s) and CleanupReportedKernelsTask
+	// (30 s), shortened by tests.
+	OrphanKernelCleanupInterval Duration `toml:"orphan-kernel-cleanup-interval"`
+	AbuseReportScanInterval     Duration `toml:"abuse-report-scan-interval"`
+	// Pprof serves Go's profiles under /debug/pprof/ on the internal
+	// address. A key of its own, not implied by enabled: the internal
+	// address listens on every interface by default, and a CPU profile or
+	// trace costs the node what a caller asks.
+	Pprof bool `toml:"pprof"`
+	// SlotRescanInterval is the period of upstream's UpdateSlotsTask
+	// (30 s): compute plugins look for devices that came or went.
+	SlotRescanInterval Duration `toml:"slot-rescan-interval"`
+	Coredump           struct {
 		Enabled     bool   `toml:"enabled"`
 		Path        string `toml:"path"`
 		BackupCount int    `toml:"backup-count"`
@@ -406,7 +453,11 @@ func Defaults() *Config {
 	c.Etcd = EtcdConfig{Namespace: "local", Addr: HostPortList{{Host: "127.0.0.1", Port: 2379}}}
 	host, _ := os.Hostname()
 	c.Agent = AgentConfig{
+		// Off a cloud this is the id; start-server replaces it with the
+		// cloud instance id when a metadata service answers and [agent]
+		// id is not set (internal/identity).
 		ID:                        "i-" + host,
+		InstanceMetadataURL:       "http://169.254.169.254",
 		RPCListenAddr:             HostPort{Host: "0.0.0.0", Port: 6011},
 		InternalAddr:              HostPort{Host: "0.0.0.0", Port: 6003},
 		AnnounceInternalAddr:      HostPort{Host: "host.docker.internal", Port: 6003},
@@ -424,6 +475,8 @@ func Defaults() *Config {
 		DockerMode:                "auto",
 		ScalingGroupType:          "compute",
 		KernelCreationConcurrency: 4,
+		VolumeMountTimeout:        60,
+		VolumeUnmountTimeout:      10,
 		ManagerCompat:             "main",
 		ControlPlane:              "etcd",
 		OutboxMaxSize:             64 << 20,
@@ -467,6 +520,9 @@ func Defaults() *Config {
 	c.Logging.File.BackupCount = 5
 	c.Logging.File.RotationSize = 10 << 20 // the Python agent's "10M"
 	c.Debug.HeartbeatInterval = 20
+	c.Debug.OrphanKernelCleanupInterval = 300
+	c.Debug.AbuseReportScanInterval = 30
+	c.Debug.SlotRescanInterval = 30
 	c.Debug.Coredump.Path = "./coredumps"
 	c.Debug.Coredump.BackupCount = 10
 	c.Debug.Coredump.SizeLimit = 64 << 20
@@ -485,12 +541,17 @@ func Defaults() *Config {
 
 // Result is a loaded configuration and the warnings found while loading it.
 type Result struct {
-	Config   *Config
+	Config *Config
+	// Warnings are the keys the agent does not know.
 	Warnings []Warning
+	// Findings are the keys set that bai-agent knows but does not
+	// implement (see Config.Unimplemented), whatever their status.
+	Findings []Finding
 }
 
 // LoadFile reads path, applies defaults, environment overrides and
-// validation.
+// validation, and refuses keys set to values bai-agent does not implement
+// (an *UnsupportedError), as start-up does.
 func LoadFile(path string, env func(string) (string, bool)) (*Result, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -499,8 +560,38 @@ func LoadFile(path string, env func(string) (string, bool)) (*Result, error) {
 	return Load(path, data, env)
 }
 
-// Load parses data (named file in messages).
+// Load parses data (named file in messages) and refuses it, with an
+// *UnsupportedError, when it sets keys to values bai-agent does not
+// implement.
 func Load(file string, data []byte, env func(string) (string, bool)) (*Result, error) {
+	res, err := Check(file, data, env)
+	if err != nil {
+		return nil, err
+	}
+	if err := refused(res.Findings); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// CheckFile is LoadFile without the refusal: the Result's Findings say
+// what start-up would refuse ("bai-agent config check").
+func CheckFile(path string, env func(string) (string, bool)) (*Result, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Check(path, data, env)
+}
+
+// Refuses returns start-up's refusal of a config with these findings (an
+// *UnsupportedError), or nil.
+func Refuses(fs []Finding) error { return refused(fs) }
+
+// Check parses and validates data like Load, but returns the keys that
+// Load would refuse as Findings instead of an error. Errors are syntax,
+// type and range problems.
+func Check(file string, data []byte, env func(string) (string, bool)) (*Result, error) {
 	var tree map[string]any
 	if err := toml.Unmarshal(data, &tree); err != nil {
 		var de *toml.DecodeError
@@ -533,7 +624,10 @@ func Load(file string, data []byte, env func(string) (string, bool)) (*Result, e
 			cfg.resolvePaths(filepath.Dir(absFile))
 		}
 	}
-	return &Result{Config: cfg, Warnings: b.warnings}, nil
+	if err := cfg.parseAgents(b); err != nil {
+		return nil, err
+	}
+	return &Result{Config: cfg, Warnings: b.warnings, Findings: cfg.Unimplemented()}, nil
 }
 
 // resolvePaths makes relative paths relative to the config file's folder,
@@ -653,8 +747,16 @@ func (c *Config) validate(b *binder) error {
 	if c.Agent.ID == "" || strings.ContainsAny(c.Agent.ID, "/ \t\n") {
 		return b.errorf("agent.id", "must be non-empty without slashes or spaces")
 	}
+	if u := c.Agent.InstanceMetadataURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" {
+			return b.errorf("agent.instance-metadata-url", "%q is not an http(s) base URL (or \"\" to skip the probes)", u)
+		}
+	}
 	if c.Agent.RPCListenAddr.Port == 0 {
 		return b.errorf("agent.rpc-listen-addr", "port must not be 0")
+	}
+	if u, g, ok := strings.Cut(c.Agent.MountPathUIDGID, ":"); c.Agent.MountPathUIDGID != "" && (!ok || u == "" || g == "" || strings.ContainsAny(c.Agent.MountPathUIDGID, " \t\n/")) {
+		return b.errorf("agent.mount-path-uid-gid", "must be \"uid:gid\" or \"user:group\", got %q", c.Agent.MountPathUIDGID)
 	}
 	if c.Agent.KernelCreationConcurrency < 1 || c.Agent.KernelCreationConcurrency > 64 {
 		return b.errorf("agent.kernel-creation-concurrency", "must be between 1 and 64")
@@ -695,8 +797,8 @@ func (c *Config) validate(b *binder) error {
 	if err := oneOf(b, "container.stats-type", c.Container.StatsType, "cgroup", "docker"); err != nil {
 		return err
 	}
-	if err := oneOf(b, "container.sandbox-type", c.Container.SandboxType, "docker", "jail"); err != nil {
-		return err
+	if err := sandbox.ValidateType(c.Container.SandboxType); err != nil {
+		return b.errorf("container.sandbox-type", "%v", err)
 	}
 	if c.Container.KernelUID < -1 || c.Container.KernelGID < -1 {
 		return b.errorf("container.kernel-uid", "must be -1 (the agent's own) or a uid")
@@ -748,6 +850,15 @@ func (c *Config) validate(b *binder) error {
 	}
 	if c.Debug.HeartbeatInterval <= 0 {
 		return b.errorf("debug.heartbeat-interval", "must be positive")
+	}
+	if c.Debug.OrphanKernelCleanupInterval <= 0 {
+		return b.errorf("debug.orphan-kernel-cleanup-interval", "must be positive")
+	}
+	if c.Debug.AbuseReportScanInterval <= 0 {
+		return b.errorf("debug.abuse-report-scan-interval", "must be positive")
+	}
+	if c.Debug.SlotRescanInterval <= 0 {
+		return b.errorf("debug.slot-rescan-interval", "must be positive")
 	}
 	return nil
 }

@@ -47,9 +47,14 @@ func TestDefaults(t *testing.T) {
 		{"reserved-mem", c.Resource.ReservedMem, Size(1 << 30)},
 		{"align", c.Resource.MemoryAlignSize, Size(16 << 20)},
 		{"heartbeat", c.Debug.HeartbeatInterval, Duration(20)},
+		{"orphan cleanup", c.Debug.OrphanKernelCleanupInterval, Duration(300)},
+		{"abuse scan", c.Debug.AbuseReportScanInterval, Duration(30)},
+		{"force-terminate-abusing-containers", c.Agent.ForceTerminateAbusingContainers, false},
+		{"abuse-report-path", c.Agent.AbuseReportPath, ""},
 		{"sync interval", c.Agent.SyncContainerLifecycles.Interval, Duration(10)},
 		{"concurrency", c.Agent.KernelCreationConcurrency, 4},
 		{"scratch", c.Container.ScratchType, "hostdir"},
+		{"instance-metadata-url", c.Agent.InstanceMetadataURL, "http://169.254.169.254"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
@@ -76,6 +81,22 @@ func TestSnakeCaseAndUnknownKeys(t *testing.T) {
 	}
 }
 
+// sandbox-type: jail is refused naming the alternatives; the runtimes and
+// any registered name pass (the engine is asked at start-up).
+func TestSandboxType(t *testing.T) {
+	for _, v := range []string{"docker", "crun", "gvisor", "runsc-ptrace"} {
+		if _, err := Load("b.toml", []byte("[agent]\nbackend = \"docker\"\n[container]\nsandbox-type = \""+v+"\"\n"), noEnv); err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
+	}
+	_, err := Load("b.toml", []byte("[agent]\nbackend = \"docker\"\n[container]\nsandbox-type = \"jail\"\n"), noEnv)
+	for _, w := range []string{"container.sandbox-type", "not supported", `"docker"`, `"crun"`, `"gvisor"`, "registered with the engine"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("jail: %v does not say %s", err, w)
+		}
+	}
+}
+
 func TestInvalidValues(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc, key string
@@ -87,6 +108,8 @@ func TestInvalidValues(t *testing.T) {
 		{"size", "[agent]\nbackend = \"docker\"\n[resource]\nreserved-mem = \"12 potatoes\"\n", "resource.reserved-mem"},
 		{"scratch size", "[agent]\nbackend = \"docker\"\n[container]\nscratch-type = \"hostfile\"\n", "container.scratch-size"},
 		{"scaling-group", "[agent]\nbackend = \"docker\"\nscaling-group = \"default\"\n", "agent.scaling-group"},
+		{"metadata url scheme", "[agent]\nbackend = \"docker\"\ninstance-metadata-url = \"169.254.169.254\"\n", "agent.instance-metadata-url"},
+		{"metadata url query", "[agent]\nbackend = \"docker\"\ninstance-metadata-url = \"http://127.0.0.1:8/?x=1\"\n", "agent.instance-metadata-url"},
 		{"syntax", "[agent\n", ""},
 		{"log driver", "[agent]\nbackend = \"docker\"\n[container-logs]\ndriver = \"syslog\"\n", "container-logs.driver"},
 		{"polling attempts", "[agent]\nbackend = \"docker\"\n[kernel-lifecycles]\ninit-polling-attempt = 0\n", "kernel-lifecycles.init-polling-attempt"},
@@ -95,6 +118,8 @@ func TestInvalidValues(t *testing.T) {
 		{"logging driver", "[agent]\nbackend = \"docker\"\n[logging]\ndrivers = [\"console\", \"syslog\"]\n", "logging.drivers[1]"},
 		{"file driver without folder", "[agent]\nbackend = \"docker\"\n[logging]\ndrivers = [\"file\"]\n", "logging.file"},
 		{"console format", "[agent]\nbackend = \"docker\"\n[logging.console]\nformat = \"pretty\"\n", "logging.console.format"},
+		{"sandbox jail", "[agent]\nbackend = \"docker\"\n[container]\nsandbox-type = \"jail\"\n", "container.sandbox-type"},
+		{"sandbox name", "[agent]\nbackend = \"docker\"\n[container]\nsandbox-type = \"a/b\"\n", "container.sandbox-type"},
 		{"pkg-ns level", "[agent]\nbackend = \"docker\"\n[logging.pkg-ns]\n\"ai.backend\" = \"LOUD\"\n", "logging.pkg-ns.ai.backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

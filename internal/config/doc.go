@@ -6,6 +6,10 @@
 // returned as warnings with file, line and column (the real agent allows
 // unknown keys, so they do not stop start-up), while a value of the wrong
 // type or out of range is an error naming the key and its position.
+// Keys of upstream's schema that bai-agent accepts but does not implement
+// are checked against the table in unsupported.go: neutral at upstream's
+// default, a warning where ignoring a stock value is harmless, and a
+// refusal (*UnsupportedError) otherwise; see docs/compatibility.md.
 //
 // Each value remembers the layer that set it (default, file position,
 // environment variable, etcd key; see Config.MarkSource), so that

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -71,7 +72,7 @@ func (o *options) appCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, _ := plain(v).(map[string]any)
+			res, _ := wire.Plain(v).(map[string]any)
 			if str(res["status"]) == "failed" {
 				return &Error{Code: ExitFailed, Msg: fmt.Sprintf("%s: %s", args[1], str(res["error"]))}
 			}
@@ -102,7 +103,14 @@ func (o *options) appCmd() *cobra.Command {
 			o.print(cmd, out, func(w io.Writer) {
 				switch {
 				case args[1] == "sshd":
-					fmt.Fprintf(w, "%s: ssh -i <scratch>/%s/work/id_container -p %v work@%s\n", str(res["status"]), str(k["id"]), port, host)
+					if key, ok := existingKey(o.keyDir, str(k["id"])); ok {
+						fmt.Fprintf(w, "%s: ssh -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -p %v work@%s\n", str(res["status"]), key, port, host)
+					} else {
+						// Not created by this ctl: the key is the one the
+						// manager passed, also in the kernel's
+						// /home/work/id_container.
+						fmt.Fprintf(w, "%s: ssh -i <the session's private key, also /home/work/id_container in the kernel> -p %v work@%s\n", str(res["status"]), port, host)
+					}
 				case proto == "http" || proto == "preopen":
 					fmt.Fprintf(w, "%s: http://%s:%v/%s\n", str(res["status"]), host, port, query)
 				default:

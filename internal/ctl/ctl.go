@@ -24,7 +24,6 @@ import (
 	"github.com/bai-agent/bai-agent/internal/rpc/zmq"
 	"github.com/bai-agent/bai-agent/internal/units"
 	"github.com/bai-agent/bai-agent/internal/wire"
-	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
 )
 
 // Exit codes.
@@ -53,6 +52,10 @@ type options struct {
 	managerKey string
 	jsonOut    bool
 	timeout    time.Duration
+	// keyDir keeps the private keys of the kernels ctl created.
+	keyDir string
+	// mediaDir receives exec's media outputs (plots, images).
+	mediaDir string
 }
 
 // Command returns the `ctl` command tree.
@@ -72,6 +75,7 @@ rpc-auth-agent-keypair.`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&o.addr, "addr", "", "agent RPC address (tcp://host:port)")
+	root.PersistentFlags().StringVar(&o.keyDir, "ssh-key-dir", defaultKeyDir(), "where create keeps each kernel's SSH private key (for `app KERNEL sshd`)")
 	root.PersistentFlags().StringVarP(&o.configPath, "config", "f", "", "agent.toml to read the address and CURVE key from")
 	root.PersistentFlags().StringVar(&o.managerKey, "manager-keypair", "", "manager's .key_secret certificate (CurveZMQ)")
 	root.PersistentFlags().BoolVar(&o.jsonOut, "json", false, "print JSON instead of tables")
@@ -160,36 +164,11 @@ func (o *options) call(meth string, args []any, kwargs map[string]any) (any, err
 	return v, nil
 }
 
-// plain turns decoded msgpack into JSON-friendly values.
-func plain(v any) any {
-	switch x := v.(type) {
-	case msgpack.Map:
-		m := map[string]any{}
-		for _, kv := range x {
-			m[fmt.Sprint(plain(kv.Key))] = plain(kv.Val)
-		}
-		return m
-	case []any:
-		out := make([]any, len(x))
-		for i := range x {
-			out[i] = plain(x[i])
-		}
-		return out
-	case []byte:
-		return string(x)
-	case uuid.UUID:
-		return x.String()
-	case wire.Enum:
-		return x.Value
-	}
-	return v
-}
-
 func (o *options) print(cmd *cobra.Command, v any, table func(w io.Writer)) {
 	if o.jsonOut {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(plain(v))
+		_ = enc.Encode(wire.Plain(v))
 		return
 	}
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
@@ -240,7 +219,7 @@ func (o *options) status() (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, _ := plain(v).(map[string]any)
+	m, _ := wire.Plain(v).(map[string]any)
 	return m, nil
 }
 
@@ -258,7 +237,7 @@ func (o *options) infoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st["hwinfo"] = plain(hw)
+			st["hwinfo"] = wire.Plain(hw)
 			o.print(cmd, st, func(w io.Writer) {
 				fmt.Fprintf(w, "agent\t%s\nversion\t%s\nkernels\t%d\n\n", str(st["agent_id"]), str(st["version"]), len(st["kernels"].([]any)))
 				fmt.Fprintln(w, "SLOT\tTYPE\tUSED\tAVAILABLE")
@@ -368,6 +347,12 @@ func (o *options) createCmd() *cobra.Command {
 			}
 			sid, kid := uuid.NewString(), uuid.NewString()
 			env["BACKENDAI_SESSION_ID"] = sid
+			// The session's key pair, passed as the manager passes the
+			// user's (internal_data.ssh_keypair).
+			pub, priv, err := sshKeyPair()
+			if err != nil {
+				return fmt.Errorf("ssh key pair: %w", err)
+			}
 			// A node-local image, named as Docker knows it or as the manager
 			// names it (local/project/name:tag).
 			regName := ""
@@ -392,16 +377,24 @@ func (o *options) createCmd() *cobra.Command {
 				"preopen_ports":    pp,
 				"startup_command":  startup,
 				"bootstrap_script": bootstrap,
+				"internal_data":    map[string]any{"ssh_keypair": map[string]any{"public_key": pub, "private_key": priv}},
 			}
 			cluster := map[string]any{"mode": "single-node", "size": 1, "replicas": map[string]any{"main": 1}, "network_config": map[string]any{"mode": "bridge"}}
 			v, err := o.call("create_kernels", []any{sid, []any{kid}, []any{cfg}, cluster, map[string]any{}}, nil)
 			if err != nil {
 				return err
 			}
-			res := plain(v)
+			res := wire.Plain(v)
+			keyFile, kerr := saveKey(o.keyDir, kid, priv)
+			if kerr != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v (ssh into the kernel will need another key)\n", kerr)
+			}
 			o.print(cmd, res, func(w io.Writer) {
 				k := res.([]any)[0]
 				fmt.Fprintf(w, "kernel\t%s\nsession\t%s\ncontainer\t%s\n", str(get(k, "id")), sid, shortID(str(get(k, "container_id"))))
+				if keyFile != "" {
+					fmt.Fprintf(w, "ssh key\t%s\n", keyFile)
+				}
 				host := str(get(k, "kernel_host"))
 				for _, sp := range get(k, "service_ports").([]any) {
 					for i, hp := range get(sp, "host_ports").([]any) {
@@ -512,7 +505,7 @@ func (o *options) logsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			logs := str(get(plain(v), "logs"))
+			logs := str(get(wire.Plain(v), "logs"))
 			if o.jsonOut {
 				o.print(cmd, map[string]any{"logs": logs}, nil)
 				return nil
@@ -537,7 +530,7 @@ func (o *options) restartCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res := plain(v)
+			res := wire.Plain(v)
 			o.print(cmd, res, func(w io.Writer) {
 				fmt.Fprintf(w, "restarted\t%s\ncontainer\t%s\n", str(k["id"]), shortID(str(get(res, "container_id"))))
 			})
@@ -562,6 +555,7 @@ func (o *options) destroyCmd() *cobra.Command {
 				if _, err := o.call("destroy_kernel", []any{str(k["id"]), str(k["session_id"]), reason, false}, nil); err != nil {
 					return err
 				}
+				removeKey(o.keyDir, str(k["id"]))
 				done = append(done, str(k["id"]))
 			}
 			o.print(cmd, map[string]any{"destroyed": done}, func(w io.Writer) {
@@ -586,7 +580,7 @@ func (o *options) imagesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			imgs := plain(v).([]any)
+			imgs := wire.Plain(v).([]any)
 			o.print(cmd, imgs, func(w io.Writer) {
 				fmt.Fprintln(w, "IMAGE\tID\tSERVICE PORTS")
 				for _, i := range imgs {
@@ -769,14 +763,14 @@ func (o *options) pullCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			id := str(get(plain(v), img))
+			id := str(get(wire.Plain(v), img))
 			var last map[string]any
 			for {
 				tv, err := o.call("bai_task", []any{id}, nil)
 				if err != nil {
 					return err
 				}
-				last, _ = plain(tv).(map[string]any)
+				last, _ = wire.Plain(tv).(map[string]any)
 				if !o.jsonOut {
 					fmt.Fprintf(cmd.ErrOrStderr(), "\r%s", progressLine(img, last))
 				}

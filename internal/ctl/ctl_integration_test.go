@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/bai-agent/bai-agent/internal/testutil"
 )
@@ -77,6 +79,8 @@ func (p *agentProc) ctl(t *testing.T, want int, args ...string) string {
 }
 
 func TestCtlRoundTrip_Integration(t *testing.T) {
+	// create keeps each kernel's SSH key under $XDG_STATE_HOME.
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
 	img := testutil.TestImage(t)
 	p := startAgentBinary(t, "")
 	testutil.Eventually(t, 30*time.Second, "agent answers", func() bool {
@@ -142,9 +146,16 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 	if out := p.ctl(t, 0, "apps", kid); !strings.Contains(out, "sshd") || !strings.Contains(out, "jupyter") {
 		t.Fatalf("apps:\n%s", out)
 	}
-	// The SSH server runs from boot (as upstream's intrinsic sshd).
-	if out := p.ctl(t, 0, "app", kid, "sshd"); !strings.Contains(out, "running: ssh -i ") || !strings.Contains(out, "work@127.0.0.1") {
+	// The SSH server runs from boot (as upstream's intrinsic sshd), and
+	// the command ctl prints logs in with the key pair create passed as
+	// the manager does (internal_data.ssh_keypair).
+	out = p.ctl(t, 0, "app", kid, "sshd")
+	m := regexp.MustCompile(`ssh -i (\S+) .*-p (\d+) work@127\.0\.0\.1`).FindStringSubmatch(out)
+	if m == nil {
 		t.Fatalf("app sshd:\n%s", out)
+	}
+	if got := sshRun(t, m[1], m[2], "echo $HELLO from ssh"); got != "world from ssh\n" {
+		t.Fatalf("ssh with the printed command ran: %q", got)
 	}
 	if out := p.ctl(t, 1, "app", kid, "jupyter"); !strings.Contains(out, "unsupported service: jupyter") {
 		t.Fatalf("app jupyter:\n%s", out)
@@ -160,6 +171,9 @@ func TestCtlRoundTrip_Integration(t *testing.T) {
 	}
 	p.ctl(t, 0, "cp", kid+":proj/sub/a.txt", t.TempDir()) // files survive restart
 	p.ctl(t, 0, "destroy", kid[:10])
+	if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+		t.Fatalf("the kernel's ssh key outlived it: %v", err)
+	}
 	if out := p.ctl(t, 0, "ls"); strings.Contains(out, kid) {
 		t.Fatalf("still listed after destroy:\n%s", out)
 	}
@@ -197,4 +211,36 @@ func TestCtlWithCurve_Integration(t *testing.T) {
 	if code, out := p.run(t, "ctl", "-f", p.cfg, "ping"); code != 2 || !strings.Contains(out, "--manager-keypair") {
 		t.Fatalf("missing manager key hint: exit %d %s", code, out)
 	}
+}
+
+// sshRun logs in with key on 127.0.0.1:port as the kernel user and runs
+// cmd.
+func sshRun(t *testing.T, key, port, cmd string) string {
+	t.Helper()
+	b, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := ssh.Dial("tcp", "127.0.0.1:"+port, &ssh.ClientConfig{
+		User: "work", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("ssh login with %s: %v", key, err)
+	}
+	defer cl.Close()
+	s, err := cl.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.CombinedOutput(cmd)
+	if err != nil {
+		t.Fatalf("ssh %q: %v\n%s", cmd, err, out)
+	}
+	return string(out)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bai-agent/bai-agent/internal/coderunner"
+	"github.com/bai-agent/bai-agent/internal/wire"
 )
 
 func (o *options) execCmd() *cobra.Command {
@@ -70,6 +71,7 @@ exited with 0, else 1 (the code's exit code is printed).`,
 		},
 	}
 	c.Flags().StringVar(&mode, "mode", "query", "query (the kernel's runtime) or batch (a shell command)")
+	c.Flags().StringVar(&o.mediaDir, "media-dir", os.TempDir(), "where media outputs (plots, images) are saved; their paths are printed")
 	return c
 }
 
@@ -91,7 +93,7 @@ func (o *options) runCode(cmd *cobra.Command, k map[string]any, mode, code strin
 		if err != nil {
 			return nil, err
 		}
-		res, _ := plain(v).(map[string]any)
+		res, _ := wire.Plain(v).(map[string]any)
 		return res, nil
 	}
 	// A value shown as Jupyter does has no newline; a terminal wants one
@@ -123,7 +125,11 @@ func (o *options) runCode(cmd *cobra.Command, k map[string]any, mode, code strin
 			case "media":
 				m := asAnyList(rec[1])
 				if len(m) == 2 {
-					fmt.Fprintf(cmd.OutOrStdout(), "[%s output, %d bytes]\n", str(m[0]), len(str(m[1])))
+					if path, err := saveMedia(o.mediaDir, str(m[0]), str(m[1])); err != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "[%s output not saved: %v]\n", str(m[0]), err)
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "[%s output saved to %s]\n", str(m[0]), path)
+					}
 				}
 			default:
 				fmt.Fprintf(cmd.ErrOrStderr(), "[%s] %v\n", str(rec[0]), rec[1])

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -171,4 +172,15 @@ func OvercommitFactor(name string, getenv func(string) string) (decimal.Decimal,
 		return decimal.Decimal{}, fmt.Errorf("%s=%q: must be a number from 1 to 10", name, raw)
 	}
 	return f, nil
+}
+
+// Rescanner is a plugin whose devices can change while the agent runs (a
+// GPU that falls off the bus, a mock file edited). Rescan looks again and
+// reports whether anything the agent uses changed: the devices (ids,
+// slots, memory, processing units), hence AllocMaps, Available, Devices
+// and the hwinfo. On error the plugin keeps
+// what it had. The agent calls it periodically (upstream's
+// UpdateSlotsTask, every 30 s) and rebuilds its alloc maps when changed.
+type Rescanner interface {
+	Rescan(ctx context.Context) (changed bool, err error)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/ports"
 	"github.com/bai-agent/bai-agent/internal/redisconn"
 	"github.com/bai-agent/bai-agent/internal/resource"
+	"github.com/bai-agent/bai-agent/internal/sandbox"
 	"github.com/bai-agent/bai-agent/internal/scratch"
 )
 
@@ -73,6 +74,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) []Finding {
 	checkPorts(cfg, add)
 	checkControlPlane(ctx, cfg, o, add)
 	checkRunner(cfg, add)
+	checkSandbox(ctx, cfg, o, add)
 	checkKernelUser(cfg, add)
 	checkAccelerators(ctx, cfg, o, add)
 	return out
@@ -304,6 +306,43 @@ func checkRunner(cfg *config.Config, add adder) {
 		return
 	}
 	add("kernel runner", OK, "%s (static)", p)
+}
+
+// checkSandbox reports [container] sandbox-type: the engine lists the
+// runtime and a probe container starts with it (the agent's own start-up
+// check, internal/sandbox).
+func checkSandbox(ctx context.Context, cfg *config.Config, o Options, add adder) {
+	pol, err := sandbox.NewPolicy(cfg.Container.SandboxType)
+	if err != nil {
+		add("sandbox", Fail, "%v", err)
+		return
+	}
+	if pol.Node == sandbox.RuntimeDefault {
+		add("sandbox", OK, "sandbox-type %q: the engine's default runtime (no second wall; see docs/SECURITY.md)", cfg.Container.SandboxType)
+		return
+	}
+	var be *docker.Backend
+	if o.DockerHost != "" {
+		be, err = docker.NewHost(o.DockerHost)
+	} else {
+		be, err = docker.New()
+	}
+	if err != nil {
+		add("sandbox", Fail, "no client: %v", err)
+		return
+	}
+	defer be.Close()
+	bin, _ := agent.ResolveKrunner(cfg.Container.KrunnerBinary, os.Getenv)
+	p := sandbox.Probe{Backend: be, Binary: bin, Args: []string{"probe"}}
+	if err := p.Check(ctx, pol.Node); err != nil {
+		add("sandbox", Fail, "%v", err)
+		return
+	}
+	if bin == "" {
+		add("sandbox", Warn, "runtime %q is registered; no runner binary to start a probe container with", pol.Node)
+		return
+	}
+	add("sandbox", OK, "runtime %q: a probe container started and exited 0", pol.Node)
 }
 
 // checkKernelUser says who user code in kernels runs as, and warns when

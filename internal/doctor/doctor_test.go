@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,5 +155,37 @@ func TestHostAccount(t *testing.T) {
 	}
 	if got := hostAccount(pw, 1001); got != "" {
 		t.Errorf("uid 1001: %q", got)
+	}
+}
+
+// doctor reports the sandbox runtime: registered and a probe container
+// started, or the engine's refusal.
+func TestDoctorSandbox_Integration(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.KrunnerBinary(t)
+	runsc, err := exec.LookPath("runsc")
+	if err != nil {
+		testutil.Missing(t, "runsc (apt-get install runsc)")
+	}
+	eng := testutil.StartEngineWith(t, testutil.EngineOptions{Runtimes: map[string]testutil.EngineRuntime{
+		"runsc":          {Path: runsc, RuntimeArgs: []string{"--platform=ptrace", "--network=host"}},
+		"runsc-netstack": {Path: runsc},
+	}})
+	doc := "[agent]\nbackend = \"docker\"\ncontrol-plane = \"none\"\n[container]\nsandbox-type = %q\n"
+	ctx := context.Background()
+	for _, tc := range []struct {
+		sandboxType string
+		level       Level
+		want        string
+	}{
+		{"docker", OK, "default runtime"},
+		{"gvisor", OK, "probe container started"},
+		{"runsc-netstack", Fail, "does not start"},
+		{"kata", Fail, "not registered"},
+	} {
+		f := find(Run(ctx, load(t, fmt.Sprintf(doc, tc.sandboxType)), Options{DockerHost: eng.Host}), "sandbox")
+		if f.Level != tc.level || !strings.Contains(f.Msg, tc.want) {
+			t.Errorf("%s: %v %s; want %v and %q", tc.sandboxType, f.Level, f.Msg, tc.level, tc.want)
+		}
 	}
 }

@@ -365,6 +365,9 @@ type Global struct {
 	Accelerators    map[string]any
 	SubnetAgent     string
 	SubnetContainer string
+	// SandboxByGroup is config/container/sandbox-type/{resource group}:
+	// a sandbox-type a resource group's nodes run with at least.
+	SandboxByGroup map[string]any
 }
 
 // ErrMissing is wrapped when a required key is absent.
@@ -440,6 +443,9 @@ func (c *Client) Load(ctx context.Context) (*Global, error) {
 		return nil, err
 	}
 	g.SubnetAgent, g.SubnetContainer = asString(sn["agent"]), asString(sn["container"])
+	if g.SandboxByGroup, err = c.GetPrefix(ctx, "config/container/sandbox-type"); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -477,6 +483,39 @@ func (c *Client) Register(ctx context.Context, id, status, ip string, watcherPor
 		if err := c.Put(ctx, "nodes/agents/"+id+"/watcher_port", strconv.Itoa(watcherPort)); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// PutAll writes several keys in one transaction (AsyncEtcd.put_dict).
+func (c *Client) PutAll(ctx context.Context, kvs map[string]string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	keys := make([]string, 0, len(kvs))
+	for k := range kvs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ops := make([]map[string]any, 0, len(keys))
+	for _, k := range keys {
+		ops = append(ops, map[string]any{"request_put": map[string]any{"key": []byte(c.key(k)), "value": []byte(kvs[k])}})
+	}
+	var out map[string]any
+	if err := c.call(ctx, "/v3/kv/txn", map[string]any{"success": ops}, &out); err != nil {
+		return fmt.Errorf("etcd put %d keys: %w", len(kvs), err)
+	}
+	return nil
+}
+
+// DeletePrefix removes k and every key below it (AsyncEtcd.delete_prefix
+// on k: its range is the raw prefix, so "a/b" also covers "a/bc").
+func (c *Client) DeletePrefix(ctx context.Context, k string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	key := c.key(k)
+	var out map[string]any
+	if err := c.call(ctx, "/v3/kv/deleterange", map[string]any{"key": []byte(key), "range_end": rangeEnd(key)}, &out); err != nil {
+		return fmt.Errorf("etcd delete prefix %s: %w", k, err)
 	}
 	return nil
 }

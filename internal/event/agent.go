@@ -72,3 +72,28 @@ type DoAgentResourceCheck struct {
 func (DoAgentResourceCheck) EventName() string   { return "do_agent_resource_check" }
 func (DoAgentResourceCheck) Delivery() Delivery  { return Anycast }
 func (e DoAgentResourceCheck) LegacyArgs() []any { return []any{e.AgentID} }
+
+// ScannedImage is an installed image as the periodic image scan saw it.
+type ScannedImage struct {
+	Canonical string `json:"canonical"`
+	Digest    string `json:"digest"`
+}
+
+// AgentInstalledImagesRemove tells the manager which images left this
+// node since the previous scan (agent_installed_images_remove), so that
+// its image table stops offering them here.
+type AgentInstalledImagesRemove struct {
+	ScannedImages map[string]ScannedImage `json:"scanned_images"`
+}
+
+func (AgentInstalledImagesRemove) EventName() string  { return "agent_installed_images_remove" }
+func (AgentInstalledImagesRemove) Delivery() Delivery { return Anycast }
+
+// LegacyArgs is (scanned_images,) with each image as its to_dict.
+func (e AgentInstalledImagesRemove) LegacyArgs() []any {
+	m := make(map[string]any, len(e.ScannedImages))
+	for c, img := range e.ScannedImages {
+		m[c] = map[string]any{"canonical": img.Canonical, "digest": img.Digest}
+	}
+	return []any{m}
+}

@@ -47,6 +47,9 @@ func goldenCases() map[string]Event {
 		"agent_error":             NewAgentError("ValueError: bad argument", `File "x", line 1`),
 		"agent_error_minimal":     NewAgentError("RuntimeError: boom", ""),
 		"do_agent_resource_check": DoAgentResourceCheck{AgentID: agent},
+		"agent_installed_images_remove": AgentInstalledImagesRemove{ScannedImages: map[string]ScannedImage{
+			"cr.backend.ai/stable/python:3.11-ubuntu22.04": {Canonical: "cr.backend.ai/stable/python:3.11-ubuntu22.04", Digest: "sha256:abababababababababababababababababababababababababababababababab"},
+		}},
 		"agent_heartbeat": AgentHeartbeat{Info: AgentInfo{
 			IP: "10.0.0.5", Region: "local", Addr: "tcp://10.0.0.5:6011", PublicHost: "10.0.0.5", Version: "26.8.0", Architecture: "x86_64",
 			Available: resource.Slots{"cpu": decimal.NewFromInt(4), "mem": decimal.NewFromInt(8589934592)},

@@ -45,6 +45,10 @@ type Options struct {
 	// Legacy selects the <= 26.8.1 positional msgpack format.
 	Legacy bool
 	Log    *slog.Logger
+	// StallAfter is how long a consumer group of the events stream may
+	// stop reading, with entries waiting, before the outbox's replay stops
+	// waiting for it (0: 30 s). See pacer.
+	StallAfter time.Duration
 }
 
 // Producer publishes events through the outbox.
@@ -53,6 +57,8 @@ type Producer struct {
 	outbox *Outbox
 	stream *redis.Client
 	log    *slog.Logger
+	// releaseStream gives back the process's shared stream client.
+	releaseStream func()
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -60,6 +66,11 @@ type Producer struct {
 	delivered atomic.Uint64
 	failures  atomic.Uint64
 	connected atomic.Bool
+
+	pacer        *pacer
+	releasePacer func()
+	paced        bool      // the replay was held back (logged once per outage)
+	heldSince    time.Time // when the batch at the head was first held back (zero: not held)
 }
 
 // NewProducer opens the outbox and starts delivery. Redis need not be up.
@@ -71,7 +82,9 @@ func NewProducer(o Options) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Producer{o: o, outbox: ob, stream: o.Redis.Client(redisconn.RoleStream, DBStream, nil), log: o.Log}
+	stream, release := o.Redis.Shared(redisconn.RoleStream, DBStream)
+	p := &Producer{o: o, outbox: ob, stream: stream, releaseStream: release, log: o.Log}
+	p.pacer, p.releasePacer = pacerFor(p.stream, o.Log, o.StallAfter)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.wg.Add(1)
@@ -86,7 +99,8 @@ func (p *Producer) Close() {
 	// The outbox is durable as written; closing it late loses nothing.
 	closeWithin(func() {
 		p.wg.Wait()
-		p.stream.Close()
+		p.releasePacer()
+		p.releaseStream()
 		p.outbox.Close()
 	})
 }
@@ -197,7 +211,24 @@ func (p *Producer) deliverLoop(ctx context.Context) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := p.deliver(dctx, recs)
+		recs, next, reserved, wait, err := p.pace(dctx, recs, next)
+		if err == nil && wait {
+			cancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(paceWait):
+			}
+			continue
+		}
+		if err == nil {
+			err = p.deliver(dctx, recs)
+			sent := 0
+			if err == nil {
+				sent = anycasts(recs)
+			}
+			p.pacer.settle(reserved, sent)
+		}
 		cancel()
 		if err != nil {
 			p.failures.Add(1)
@@ -216,6 +247,7 @@ func (p *Producer) deliverLoop(ctx context.Context) {
 		}
 		if !p.connected.Swap(true) {
 			p.log.Info("redis reachable; delivering events")
+			p.paced = false
 		}
 		backoff = 200 * time.Millisecond
 		if err := p.outbox.Ack(next); err != nil {
@@ -223,4 +255,66 @@ func (p *Producer) deliverLoop(ctx context.Context) {
 		}
 		p.delivered.Add(uint64(len(recs)))
 	}
+}
+
+// paceWait is how often a paced replay asks the consumer groups again.
+const paceWait = 100 * time.Millisecond
+
+// pace cuts a batch to what the stream can take now (see pacer) and
+// says how many records it reserved for it (to settle after the
+// delivery); wait says nothing can be sent yet.
+func (p *Producer) pace(ctx context.Context, recs []*Record, next int64) (_ []*Record, _ int64, reserved int, wait bool, _ error) {
+	n := anycasts(recs)
+	if n == 0 {
+		return recs, next, 0, false, nil
+	}
+	room, err := p.pacer.room(ctx, n)
+	if err != nil {
+		return recs, next, 0, false, err
+	}
+	if room > 0 {
+		p.heldSince = time.Time{}
+	}
+	if room == n {
+		return recs, next, room, false, nil
+	}
+	if room == 0 {
+		// A group that reads but never catches up (a busy manager, a slow
+		// second group) may hold one batch back for stallAfter at most:
+		// then the batch goes, as upstream's would.
+		if p.heldSince.IsZero() {
+			p.heldSince = time.Now()
+		}
+		if held := time.Since(p.heldSince); held >= p.pacer.stallAfter {
+			p.log.Warn("event consumers stay behind; delivering without waiting for them", "held", held.Round(time.Second))
+			p.heldSince = time.Time{}
+			return recs, next, 0, false, nil
+		}
+		if !p.paced {
+			p.paced = true
+			p.log.Info("event consumers are behind; pacing the outbox's replay so that the stream's trimming drops nothing unread", "pending_bytes", p.outbox.Pending())
+		}
+		return nil, 0, 0, true, nil
+	}
+	// The longest prefix with room anycast records; Peek again for its
+	// end offset.
+	k, seen := 0, 0
+	for k < len(recs) && (seen < room || !recs[k].Anycast) {
+		if recs[k].Anycast {
+			seen++
+		}
+		k++
+	}
+	recs, next = p.outbox.Peek(k)
+	return recs, next, room, false, nil
+}
+
+func anycasts(recs []*Record) int {
+	n := 0
+	for _, r := range recs {
+		if r.Anycast {
+			n++
+		}
+	}
+	return n
 }

@@ -58,6 +58,8 @@ type StateWriter struct {
 	present    map[string]bool
 	// presenceKick asks for a presence pass now (a kernel started).
 	presenceKick chan struct{}
+	// release gives back the process's shared clients.
+	release []func()
 }
 
 // Redis key lifetimes the manager relies on (upstream's
@@ -77,10 +79,18 @@ func StartState(o StateOptions) *StateWriter {
 	if o.ChunkSize == 0 {
 		o.ChunkSize = 64 << 10
 	}
-	s := &StateWriter{
-		o: o, stat: o.Redis.Client(redisconn.RoleStatistics, DBStat, nil), live: o.Redis.Client(redisconn.RoleLive, DBLive, nil),
-		image: o.Redis.Client(redisconn.RoleImage, DBImage, nil), clog: o.Redis.Client(redisconn.RoleContainerLog, DBContainerLog, nil),
-		present: map[string]bool{}, presenceKick: make(chan struct{}, 1),
+	s := &StateWriter{o: o, present: map[string]bool{}, presenceKick: make(chan struct{}, 1)}
+	for _, c := range []struct {
+		to   **redis.Client
+		role string
+		db   int
+	}{
+		{&s.stat, redisconn.RoleStatistics, DBStat}, {&s.live, redisconn.RoleLive, DBLive},
+		{&s.image, redisconn.RoleImage, DBImage}, {&s.clog, redisconn.RoleContainerLog, DBContainerLog},
+	} {
+		var release func()
+		*c.to, release = o.Redis.Shared(c.role, c.db)
+		s.release = append(s.release, release)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -98,8 +108,8 @@ func (s *StateWriter) Close() {
 	s.cancel()
 	closeWithin(func() {
 		s.wg.Wait()
-		for _, c := range []*redis.Client{s.stat, s.live, s.image, s.clog} {
-			c.Close()
+		for _, release := range s.release {
+			release()
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/bai-agent/bai-agent/internal/redisconn"
 
 	"github.com/bai-agent/bai-agent/internal/event"
+	"github.com/bai-agent/bai-agent/internal/volumes"
 
 	"github.com/bai-agent/bai-agent/internal/wire"
 	"github.com/bai-agent/bai-agent/internal/wire/msgpack"
@@ -27,7 +29,16 @@ type VolumeRequest struct {
 	FSLocation    string
 	FSType        string
 	CmdOptions    string
+	ScalingGroup  string
+	// EditFstab asks for the fstab line to be added (mount) or removed
+	// (unmount); FstabPath is the file ("" means /etc/fstab).
+	EditFstab bool
+	FstabPath string
 }
+
+// volumeConcurrency bounds the volume requests handled at once; requests
+// for the same dir_name run one after another in arrival order.
+const volumeConcurrency = 8
 
 // VolumeHandler mounts or unmounts and returns the mount path and an error
 // message ("" on success).
@@ -35,18 +46,53 @@ type VolumeHandler func(ctx context.Context, r VolumeRequest) (mountPath, errMsg
 
 // Subscriber consumes the broadcast events the agent reacts to.
 type Subscriber struct {
-	ps     *redis.PubSub
-	client *redis.Client
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
+	ps      *redis.PubSub
+	release func() // gives back the process's shared stream client
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	work    *volumes.Serial
 }
 
+// EventObserver hears each consumed event: its name, the handler's error
+// type name ("" on success) and how long the handler took (upstream's
+// EventDispatcher feeds EventMetricObserver this way).
+type EventObserver func(eventType, exception string, d time.Duration)
+
 // Subscribe listens on events_all (go-redis re-subscribes after a
-// disconnect) and answers volume requests through the producer.
-func Subscribe(o *redisconn.Conn, agentID string, log *slog.Logger, handle VolumeHandler, prod event.Sink) *Subscriber {
-	c := o.Client(redisconn.RoleStream, DBStream, nil)
+// disconnect) and answers volume requests through the producer: each
+// request gets one volume_mounted / volume_unmounted broadcast, as
+// upstream's handlers produce. Requests are handled off the reading
+// goroutine (volumes.Serial): those for one dir_name in arrival order,
+// different ones in parallel, so a hung unmount delays nothing else.
+// observe may be nil.
+func Subscribe(o *redisconn.Conn, agentID string, log *slog.Logger, handle VolumeHandler, prod event.Sink, observe EventObserver) *Subscriber {
+	c, release := o.Shared(redisconn.RoleStream, DBStream)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Subscriber{client: c, ps: c.Subscribe(ctx, BroadcastKey), cancel: cancel}
+	s := &Subscriber{release: release, ps: c.Subscribe(ctx, BroadcastKey), cancel: cancel, work: volumes.NewSerial(volumeConcurrency)}
+	answer := func(req VolumeRequest) {
+		t0 := time.Now()
+		path, errMsg := handle(ctx, req)
+		vm := event.VolumeMount{NodeID: agentID, NodeType: "agent", MountPath: path, QuotaScopeID: req.QuotaScopeID}
+		if errMsg != "" {
+			vm.ErrMsg = &errMsg
+		}
+		var ev event.Event = event.VolumeUnmounted{VolumeMount: vm}
+		if req.Mount {
+			ev = event.VolumeMounted{VolumeMount: vm}
+		}
+		log.Info("volume request handled", "name", ev.EventName(), "dir_name", req.DirName, "mount_path", path, "err_msg", errMsg)
+		// The answer is due even when the agent is stopping meanwhile.
+		prod.Publish(context.WithoutCancel(ctx), ev)
+		if observe != nil {
+			// As upstream's handlers, a failed mount is reported in
+			// err_msg, not raised: the event was handled.
+			name := "do_volume_unmount"
+			if req.Mount {
+				name = "do_volume_mount"
+			}
+			observe(name, "", time.Since(t0))
+		}
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -63,17 +109,7 @@ func Subscribe(o *redisconn.Conn, agentID string, log *slog.Logger, handle Volum
 				if !ok {
 					continue
 				}
-				path, errMsg := handle(ctx, req)
-				vm := event.VolumeMount{NodeID: agentID, NodeType: "agent", MountPath: path, QuotaScopeID: req.QuotaScopeID}
-				if errMsg != "" {
-					vm.ErrMsg = &errMsg
-				}
-				var ev event.Event = event.VolumeUnmounted{VolumeMount: vm}
-				if req.Mount {
-					ev = event.VolumeMounted{VolumeMount: vm}
-				}
-				log.Info("volume request handled", "name", ev.EventName(), "dir_name", req.DirName, "mount_path", path, "err_msg", errMsg)
-				prod.Publish(ctx, ev)
+				s.work.Submit(req.DirName, func() { answer(req) })
 			}
 		}
 	}()
@@ -88,7 +124,8 @@ func (s *Subscriber) Close() {
 	closeWithin(func() {
 		_ = s.ps.Close()
 		s.wg.Wait()
-		s.client.Close()
+		s.work.Wait() // the handlers see ctx cancelled and end their commands
+		s.release()
 	})
 }
 
@@ -115,6 +152,13 @@ func closeWithin(f func()) {
 
 // parseVolumeEvent reads a broadcast message in either format.
 func parseVolumeEvent(raw string) (VolumeRequest, bool) {
+	// Every agent sees every broadcast of the cluster (and a multi-agent
+	// process once per agent): the ones that cannot be a volume request
+	// are passed over without decoding. Event names are plain ASCII in
+	// both formats' JSON.
+	if !strings.Contains(raw, "do_volume_") {
+		return VolumeRequest{}, false
+	}
 	var msg struct {
 		Name    string `json:"name"`
 		Payload string `json:"payload"`
@@ -135,10 +179,15 @@ func parseVolumeEvent(raw string) (VolumeRequest, bool) {
 		s := func(k string) string { v, _ := p[k].(string); return v }
 		r.DirName, r.VolumeBackend, r.QuotaScopeID = s("dir_name"), s("volume_backend_name"), s("quota_scope_id")
 		r.FSLocation, r.FSType, r.CmdOptions = s("fs_location"), s("fs_type"), s("cmd_options")
+		r.ScalingGroup, r.FstabPath = s("scaling_group"), s("fstab_path")
+		r.EditFstab, _ = p["edit_fstab"].(bool)
 		return r, r.DirName != ""
 	}
-	// <= 26.8.1: base64 msgpack args [dir_name, volume_backend_name,
-	// quota_scope_id, fs_location, fs_type, cmd_options, ...].
+	// <= 26.8.1: base64 msgpack args: mount [dir_name,
+	// volume_backend_name, quota_scope_id, fs_location, fs_type,
+	// cmd_options, scaling_group, edit_fstab, fstab_path]; unmount
+	// [dir_name, volume_backend_name, quota_scope_id, scaling_group,
+	// edit_fstab, fstab_path].
 	b, err := base64.StdEncoding.DecodeString(msg.Args)
 	if err != nil {
 		return VolumeRequest{}, false
@@ -163,9 +212,19 @@ func parseVolumeEvent(raw string) (VolumeRequest, bool) {
 		}
 		return ""
 	}
+	boolAt := func(i int) bool {
+		if i >= len(l) {
+			return false
+		}
+		b, _ := l[i].(bool)
+		return b
+	}
 	r.DirName, r.VolumeBackend, r.QuotaScopeID = str(0), str(1), str(2)
 	if r.Mount {
 		r.FSLocation, r.FSType, r.CmdOptions = str(3), str(4), str(5)
+		r.ScalingGroup, r.EditFstab, r.FstabPath = str(6), boolAt(7), str(8)
+	} else {
+		r.ScalingGroup, r.EditFstab, r.FstabPath = str(3), boolAt(4), str(5)
 	}
 	return r, r.DirName != ""
 }

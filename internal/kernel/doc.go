@@ -25,8 +25,11 @@
 // the edge, records the time and reason, and returns an error for an
 // illegal edge instead of panicking.
 //
-// Odd cases, written down: the Docker "die" event and a DESTROY request can
-// race; whichever arrives second finds the kernel TERMINATING or TERMINATED
-// and the transition it asks for is refused, which callers treat as "done
-// already". RESTARTING keeps the allocation and the scratch directory.
+// Who calls Transition: in the agent, only a kernel's owner goroutine
+// (internal/agent/owner.go), which takes create, destroy, restart, exit
+// and sync messages from its inbox one at a time; so a "die" event and a
+// DESTROY never interleave: whichever is handled second finds the kernel
+// TERMINATED (or its owner gone) and does nothing. An exit names its
+// container: one about a container a restart replaced is dropped.
+// RESTARTING keeps the allocation and the scratch directory.
 package kernel

@@ -192,6 +192,7 @@ Host *
 // the host, output and exit status come back, a PTY is given on -t.
 func TestSSHClientWithClusterKey(t *testing.T) {
 	a := startRunner(t, "shell")
+	waitSSHServer(t, a.r)
 	cfg, work := a.r.o.ConfigDir, a.r.o.WorkDir
 	writeClusterKey(t, cfg)
 	port := a.r.o.SSHPorts[0]
@@ -253,5 +254,26 @@ func TestSSHClientWithClusterKey(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(kh); strings.Count(string(b), "ssh-ed25519") != 1 {
 		t.Fatalf("known_hosts:\n%s", b)
+	}
+}
+
+// waitSSHServer waits until Serve's start-up has bound the SSH server
+// (startRunner returns before it has).
+func waitSSHServer(t *testing.T, r *Runner) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r.sshMu.Lock()
+		up := r.ssh != nil
+		r.sshMu.Unlock()
+		if up {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the SSH server did not start")
+		}
+		<-tick.C
 	}
 }

@@ -1,7 +1,9 @@
 // Package krunner is the in-container kernel runner (bai-krunner run): it
 // serves Backend.AI's agent↔runner protocol on two ZeroMQ sockets (PULL on
 // 2000 for the agent's requests, PUSH on 2001 for output), runs code in a
-// runtime (app, shell, python with the image's own interpreter) and batch
+// runtime (app, shell, python: the image's Jupyter kernel through
+// internal/jupyter when it has a python kernelspec, else a helper in the
+// image's own interpreter) and batch
 // jobs (clean, build, exec), and streams their output as the reference
 // runner does. It needs nothing from the image: no libc, no Python for
 // itself, no shell unless a command is run through one.

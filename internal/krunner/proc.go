@@ -141,6 +141,12 @@ func (r *Runner) interrupt() {
 		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGINT)
 		return
 	}
+	if k := r.runningKernel(); k != nil {
+		if err := k.Interrupt(); err != nil {
+			r.log.Warn("the Jupyter kernel was not interrupted", "error", err)
+		}
+		return
+	}
 	if h := r.helper(); h != nil {
 		h.interrupt()
 	}

@@ -106,6 +106,15 @@ def _exec(code):
             _display(v)
 
 
+def _print_exc():
+    # The user's frames only: the helper's own (compiled from "<string>"
+    # by -c: the request loop, _exec, _display) lead every traceback.
+    et, ev, tb = sys.exc_info()
+    while tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
+        tb = tb.tb_next
+    traceback.print_exception(et, ev, tb)
+
+
 def _complete(code):
     import re
     import rlcompleter
@@ -148,7 +157,7 @@ while True:
                 sys.stderr.write(str(e.code) + "\n")
                 rc = 1
         except BaseException:
-            traceback.print_exc()
+            _print_exc()
             rc = 1
         _sync()
         _send({"op": "done", "exitCode": rc})

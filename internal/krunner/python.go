@@ -205,6 +205,10 @@ func (r *Runner) pumpSync(stream string, rd io.Reader, synced chan<- struct{}) {
 // pyQuery runs code in the persistent namespace.
 func (r *Runner) pyQuery(code string) int {
 	r.helperMu.Lock()
+	if k := r.jupyterKernel(); k != nil {
+		r.helperMu.Unlock()
+		return r.jupyterQuery(k, code)
+	}
 	h := r.py
 	if h != nil {
 		select {

@@ -47,6 +47,10 @@ type Options struct {
 	// HostNetwork: the kernel shares the host's network namespace, so
 	// its loopback is the host's (SSH forwards nothing).
 	HostNetwork bool
+	// JupyterDirs are where the python runtime looks for kernelspecs
+	// (<dir>/kernels/<name>/kernel.json); nil: jupyter_path's order for
+	// the kernel's environment; empty: never (the built-in helper only).
+	JupyterDirs []string
 }
 
 // Runner serves one kernel.
@@ -64,6 +68,7 @@ type Runner struct {
 
 	helperMu sync.Mutex
 	py       *pyHelper
+	jup      jupyterState // the Jupyter kernel, under helperMu
 
 	inputs chan string // input frames for a waiting python run
 
@@ -285,6 +290,9 @@ func (r *Runner) close() {
 	if h := r.helper(); h != nil {
 		h.stop()
 	}
+	if k := r.runningKernel(); k != nil {
+		k.Shutdown()
+	}
 	// Give queued output a moment to leave.
 	time.Sleep(100 * time.Millisecond)
 	r.in.Close()
@@ -390,7 +398,13 @@ func (r *Runner) complete(payload string) {
 	_ = json.Unmarshal([]byte(payload), &req)
 	var sugg []string
 	if r.o.Runtime == "python" {
-		sugg = r.pyComplete(req.Code)
+		if k := r.runningKernel(); k != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
+			sugg, _ = k.Complete(ctx, req.Code)
+			cancel()
+		} else {
+			sugg = r.pyComplete(req.Code)
+		}
 	}
 	if sugg == nil {
 		sugg = []string{}

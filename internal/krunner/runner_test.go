@@ -4,29 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/bai-agent/bai-agent/internal/testutil"
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/testutil"
+
 	zmq "github.com/pebbe/zmq4"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port below the ephemeral range (testutil's
+// window): a port taken from ":0" and released is in the range every
+// outgoing connection of the machine draws from, and another process can
+// take it before the test binds it again.
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // agent plays the agent's side of the protocol with libzmq.
 type agent struct {
@@ -219,11 +215,15 @@ func TestShellInterruptAndInput(t *testing.T) {
 	}
 }
 
+// helperOnly keeps query mode in the built-in helper even where the
+// host has a Jupyter kernelspec.
+func helperOnly(o *Options) { o.JupyterDirs = []string{} }
+
 func TestPythonQuery(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
 		testutil.Missing(t, "python3 for the python runtime (apt-get install python3)")
 	}
-	a := startRunner(t, "python")
+	a := startRunner(t, "python", helperOnly)
 	run := func(code string) ([]record, int) {
 		t.Helper()
 		a.send("code", code)
@@ -243,11 +243,20 @@ func TestPythonQuery(t *testing.T) {
 		{"raise SystemExit(3)", "", "", 3},
 		{"import os; os.environ['BAI_TEST_VAR']", "'from-environ'", "", 0},
 		{"def f(:", "", "SyntaxError", 1},
+		{"def g():\n    raise ValueError('v')\ng()", "", "ValueError: v", 1},
 	} {
 		recs, code := run(tc.code)
 		if code != tc.exit || stream(recs, "stdout") != tc.stdout || !strings.Contains(stream(recs, "stderr"), tc.stderr) {
 			t.Errorf("%q: exit %d stdout %q stderr %q", tc.code, code, stream(recs, "stdout"), stream(recs, "stderr"))
 		}
+		// Tracebacks show the user's frames, never the helper's.
+		if errs := stream(recs, "stderr"); strings.Contains(errs, "<string>") || strings.Contains(errs, "_exec") {
+			t.Errorf("%q: the helper's frames in the traceback: %s", tc.code, errs)
+		}
+	}
+	recs, _ := run("def g():\n    raise ValueError('v')\ng()")
+	if errs := stream(recs, "stderr"); !strings.HasPrefix(errs, "Traceback (most recent call last):\n  File \"<input>\", line 3, in <module>\n") || !strings.Contains(errs, "line 2, in g") {
+		t.Errorf("traceback %q", errs)
 	}
 	// input() becomes waiting-input; the reply continues the run.
 	a.send("code", "name = input('n? '); print('hi', name)")
@@ -306,7 +315,7 @@ func TestPythonDisplay(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
 		testutil.Missing(t, "python3 for the python runtime (apt-get install python3)")
 	}
-	a := startRunner(t, "python")
+	a := startRunner(t, "python", helperOnly)
 	a.send("code", `
 class H:
     def _repr_html_(self): return "<b>bold</b>"

@@ -2,8 +2,19 @@ package metrics
 
 import "time"
 
-// RPCBuckets are the request-duration buckets in seconds.
-var RPCBuckets = []float64{0.001, 0.01, 0.1, 1, 10, 30, 60}
+// Histogram buckets, in seconds, exactly as upstream's registries declare
+// them (a dashboard's histogram_quantile over several agents needs the
+// same bucket boundaries on every agent, Python or Go).
+var (
+	// RPCBuckets: agent/metrics/metric.py RPCMetricObserver.
+	RPCBuckets = []float64{0.1, 1, 10, 30, 60, 300, 600}
+	// StatBuckets: agent/metrics/metric.py StatTaskObserver.
+	StatBuckets = []float64{0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600}
+	// EventBuckets: common/metrics/metric.py EventMetricObserver.
+	EventBuckets = []float64{0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30}
+	// BgTaskBuckets: common/metrics/metric.py BgTaskMetricObserver.
+	BgTaskBuckets = []float64{0.1, 1, 10, 30, 60, 300, 600}
+)
 
 // Agent is the agent's metric table, with Backend.AI's names and labels.
 type Agent struct {
@@ -35,6 +46,19 @@ type Agent struct {
 	OOMKills           *Family
 	OutboxPendingBytes *Family
 	OutboxDropped      *Family
+
+	// The common registry's event, background-task and process metrics
+	// (common/metrics/metric.py).
+	EventCount     *Family
+	EventFailure   *Family
+	EventTime      *Family
+	BgTaskCount    *Family
+	BgTaskDone     *Family
+	BgTaskTime     *Family
+	AsyncTaskCount *Family
+	ProcCPUPercent *Family
+	ProcMemRSS     *Family
+	ProcMemVMS     *Family
 }
 
 // NewAgent registers the table on a fresh registry.
@@ -57,7 +81,7 @@ func NewAgent() *Agent {
 		StatTrigger:        r.NewCounter("backendai_stat_task_trigger_count", "Number of stat collection tasks started.", "agent_id", "stat_scope"),
 		StatSuccess:        r.NewCounter("backendai_stat_task_success_count", "Number of stat collection tasks that succeeded.", "agent_id", "stat_scope"),
 		StatFailure:        r.NewCounter("backendai_stat_task_failure_count", "Number of stat collection tasks that failed.", "agent_id", "stat_scope", "exception"),
-		StatDuration:       r.NewHistogram("backendai_stat_task_duration_sec", "Duration of stat collection tasks in seconds.", []float64{0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10}, "agent_id", "stat_scope"),
+		StatDuration:       r.NewHistogram("backendai_stat_task_duration_sec", "Duration of stat collection tasks in seconds.", StatBuckets, "agent_id", "stat_scope"),
 		Heartbeat:          r.NewCounter("backendai_agent_heartbeat", "Number of heartbeats delivered.", "agent_id"),
 		AgentCPU:           r.NewGauge("backendai_agent_cpu_usage", "CPU used by the agent process, in percent of one core.", "agent_id"),
 		AgentMem:           r.NewGauge("backendai_agent_mem_usage", "Resident memory of the agent process, in bytes.", "agent_id"),
@@ -68,6 +92,16 @@ func NewAgent() *Agent {
 		OOMKills:           r.NewCounter("backendai_container_oom_kills", "Number of out-of-memory kills seen in kernel containers.", "agent_id", "kernel_id"),
 		OutboxPendingBytes: r.NewGauge("backendai_event_outbox_pending_bytes", "Bytes of events waiting in the on-disk outbox for Redis.", "agent_id"),
 		OutboxDropped:      r.NewCounter("backendai_event_outbox_dropped", "Number of events dropped because the outbox was full.", "agent_id"),
+		EventCount:         r.NewCounter("backendai_event_count", "Total number of events processed.", "event_type"),
+		EventFailure:       r.NewCounter("backendai_event_failure_count", "Number of failed events.", "event_type", "exception", "domain", "operation", "error_detail"),
+		EventTime:          r.NewHistogram("backendai_event_processing_time_sec", "Processing time of events in seconds.", EventBuckets, "event_type", "status", "domain", "operation", "error_detail"),
+		BgTaskCount:        r.NewGauge("backendai_bgtask_count", "Number of background tasks running.", "task_name"),
+		BgTaskDone:         r.NewCounter("backendai_bgtask_done_count", "Number of completed background tasks.", "task_name", "status", "domain", "operation", "error_detail"),
+		BgTaskTime:         r.NewHistogram("backendai_bgtask_processing_time_sec", "Processing time of background tasks in seconds.", BgTaskBuckets, "task_name", "status", "domain", "operation", "error_detail"),
+		AsyncTaskCount:     r.NewGauge("backendai_async_task_count", "Number of active goroutines (upstream: asyncio tasks)."),
+		ProcCPUPercent:     r.NewGauge("backendai_cpu_usage_percent", "CPU usage of the agent process, in percent of one core."),
+		ProcMemRSS:         r.NewGauge("backendai_memory_used_rss", "Memory used by the agent process in RSS, in bytes."),
+		ProcMemVMS:         r.NewGauge("backendai_memory_used_vms", "Virtual memory size of the agent process, in bytes."),
 	}
 }
 
@@ -78,6 +112,46 @@ func (a *Agent) Observe(method, exception string, d time.Duration) {
 	if exception != "" {
 		a.RPCFailures.Inc(method, exception)
 	}
+}
+
+// ObserveEvent records one consumed event (upstream's EventDispatcher
+// wraps every handler this way): exception is "" on success, otherwise
+// the error's type name.
+func (a *Agent) ObserveEvent(eventType, exception string, d time.Duration) {
+	a.EventCount.Inc(eventType)
+	if exception == "" {
+		a.EventTime.Observe(d.Seconds(), eventType, "success", "", "", "")
+		return
+	}
+	// Errors that are not BackendAIError carry ErrorCode.default().
+	a.EventFailure.Inc(eventType, exception, "backendai", "generic", "internal-error")
+	a.EventTime.Observe(d.Seconds(), eventType, "failure", "backendai", "generic", "internal-error")
+}
+
+// Background-task outcome statuses (upstream BgtaskStatus).
+const (
+	BgTaskStatusDone      = "bgtask_done"
+	BgTaskStatusFailed    = "bgtask_failed"
+	BgTaskStatusCancelled = "bgtask_cancelled"
+)
+
+// BgTaskStarted implements bgtask.Observer.
+func (a *Agent) BgTaskStarted(name string) { a.BgTaskCount.Add(1, name) }
+
+// BgTaskFinished implements bgtask.Observer: status is one of the
+// BgTaskStatus* values; the error code is upstream's for a cancelled task
+// and for an unhandled error.
+func (a *Agent) BgTaskFinished(name, status string, d time.Duration) {
+	a.BgTaskCount.Add(-1, name)
+	domain, op, detail := "", "", ""
+	switch status {
+	case BgTaskStatusCancelled:
+		domain, op, detail = "bgtask", "execute", "canceled"
+	case BgTaskStatusFailed:
+		domain, op, detail = "bgtask", "execute", "internal-error"
+	}
+	a.BgTaskDone.Inc(name, status, domain, op, detail)
+	a.BgTaskTime.Observe(d.Seconds(), name, status, domain, op, detail)
 }
 
 // ForgetKernel removes every series of a gone kernel.

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -134,5 +135,90 @@ func TestServerTLSAndProbes(t *testing.T) {
 		if resp != nil && resp.StatusCode == 200 {
 			t.Fatal("plain HTTP served on the TLS port")
 		}
+	}
+}
+
+// Upstream's bucket lists and the common registry's series shapes.
+func TestUpstreamShapes(t *testing.T) {
+	a := NewAgent()
+	a.Observe("ping", "", 50*time.Millisecond)
+	a.ObserveEvent("do_volume_mount", "", 2*time.Millisecond)
+	a.ObserveEvent("do_volume_unmount", "OSError", time.Millisecond)
+	a.BgTaskStarted("pull_image")
+	a.BgTaskStarted("pull_image")
+	a.BgTaskFinished("pull_image", BgTaskStatusDone, 2*time.Second)
+	a.BgTaskFinished("pull_image", BgTaskStatusCancelled, time.Second)
+	a.ProcMemRSS.Set(1024)
+	var b bytes.Buffer
+	if err := a.Reg.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	s := b.String()
+	for _, want := range []string{
+		`backendai_rpc_request_duration_seconds_bucket{method="ping",le="0.1"} 1`,
+		`backendai_rpc_request_duration_seconds_bucket{method="ping",le="600"} 1`,
+		"# TYPE backendai_stat_task_duration_sec histogram",
+		`backendai_event_count_total{event_type="do_volume_mount"} 1`,
+		`backendai_event_failure_count_total{event_type="do_volume_unmount",exception="OSError",domain="backendai",operation="generic",error_detail="internal-error"} 1`,
+		`backendai_event_processing_time_sec_bucket{event_type="do_volume_mount",status="success",domain="",operation="",error_detail="",le="0.01"} 1`,
+		`backendai_bgtask_count{task_name="pull_image"} 0`,
+		`backendai_bgtask_done_count_total{task_name="pull_image",status="bgtask_done",domain="",operation="",error_detail=""} 1`,
+		`backendai_bgtask_done_count_total{task_name="pull_image",status="bgtask_cancelled",domain="bgtask",operation="execute",error_detail="canceled"} 1`,
+		`backendai_bgtask_processing_time_sec_bucket{task_name="pull_image",status="bgtask_done",domain="",operation="",error_detail="",le="10"} 1`,
+		"backendai_memory_used_rss 1024\n",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("lacks %s", want)
+		}
+	}
+	if strings.Contains(s, `backendai_rpc_request_duration_seconds_bucket{method="ping",le="0.001"}`) {
+		t.Error("RPC histogram still has the old 1 ms bucket")
+	}
+	wantStat := []float64{0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600}
+	if fmt.Sprint(StatBuckets) != fmt.Sprint(wantStat) || fmt.Sprint(RPCBuckets) != fmt.Sprint([]float64{0.1, 1, 10, 30, 60, 300, 600}) {
+		t.Errorf("buckets: %v %v", RPCBuckets, StatBuckets)
+	}
+}
+
+// Go's profiles are served only with [debug] enabled, and never with the
+// CORS header the other paths carry (no web page may read them).
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	tests := []struct {
+		name  string
+		pprof bool
+		want  int
+	}{
+		{"debug off", false, http.StatusNotFound},
+		{"debug on", true, http.StatusOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Start(NewAgent().Reg, Options{Addr: "127.0.0.1:0", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Pprof: tc.pprof})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			resp, err := http.Get("http://" + s.Addr() + "/debug/pprof/heap?debug=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+			if tc.pprof && (!strings.Contains(string(body), "heap profile") || resp.Header.Get("Access-Control-Allow-Origin") != "") {
+				t.Fatalf("profile %.60q with CORS header %q", body, resp.Header.Get("Access-Control-Allow-Origin"))
+			}
+			// The other paths keep working either way.
+			resp, err = http.Get("http://" + s.Addr() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+				t.Fatalf("/metrics: %d %v", resp.StatusCode, resp.Header)
+			}
+		})
 	}
 }

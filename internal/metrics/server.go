@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 )
@@ -50,6 +51,13 @@ type Options struct {
 	Checks   []Check
 	Interval time.Duration // check interval (60 s)
 	Log      *slog.Logger
+	// Pprof serves Go's profiles under /debug/pprof/ ([debug] pprof):
+	// an operator's way to see where a node agent's memory and CPU go.
+	// Off by default (profiles name kernels and sessions, and the internal
+	// address listens on every interface by default, as upstream's); the
+	// profiles are served without the CORS header of the other paths, so
+	// that no web page can read them.
+	Pprof bool
 }
 
 // Start binds addr and serves. Bind errors are returned.
@@ -63,7 +71,18 @@ func Start(reg *Registry, o Options) (*Server, error) {
 	mux.HandleFunc("/health", s.health)
 	mux.HandleFunc("/livez", s.probe)
 	mux.HandleFunc("/readyz", s.probe)
-	s.srv = &http.Server{Handler: cors(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug)}
+	var handler http.Handler = cors(mux)
+	if o.Pprof {
+		root := http.NewServeMux()
+		root.HandleFunc("/debug/pprof/", pprof.Index)
+		root.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		root.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		root.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		root.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		root.Handle("/", handler)
+		handler = root
+	}
+	s.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug)}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("internal-addr %s: %w", o.Addr, err)

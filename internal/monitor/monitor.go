@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,25 +52,29 @@ type PluginMeasures interface {
 
 // Monitor owns the loops.
 type Monitor struct {
-	o      Options
-	rdb    *redis.Client
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	o          Options
+	rdb        *redis.Client
+	releaseRdb func()
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 
-	mu          sync.Mutex
-	lastProcPub time.Time
-	problems    map[string]string  // kernel id -> last reported problem
-	devSeries   map[[2]string]bool // (metric, device id) pairs with /metrics series
-	// The agent's own CPU time at the previous sample (self loop only).
-	selfCPUMsec uint64
-	selfAt      time.Time
+	// seriesMu orders the process cycle's series updates against the
+	// container cycle's removal of a gone kernel's series, so that a
+	// process cycle holding an older snapshot cannot bring them back.
+	seriesMu sync.Mutex
+	// procSeries lists, per kernel id, the pids with process series.
+	procSeries map[string]map[string]bool
+
+	mu        sync.Mutex
+	problems  map[string]string  // kernel id -> last reported problem
+	devSeries map[[2]string]bool // (metric, device id) pairs with /metrics series
 }
 
 // Start starts the loops.
 func Start(o Options) *Monitor {
 	m := &Monitor{o: o}
 	if o.Redis != nil {
-		m.rdb = o.Redis.Client(redisconn.RoleStatistics, 0, nil)
+		m.rdb, m.releaseRdb = o.Redis.Shared(redisconn.RoleStatistics, 0)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
@@ -78,6 +83,9 @@ func Start(o Options) *Monitor {
 	}
 	if o.ContainerEnabled {
 		m.loop(ctx, "container", o.ContainerInterval, m.containers)
+	}
+	if o.ProcessEnabled {
+		m.loop(ctx, "process", o.ProcessInterval, m.processes)
 	}
 	m.loop(ctx, "agent", 10*time.Second, m.self)
 	return m
@@ -88,7 +96,7 @@ func (m *Monitor) Close() {
 	m.cancel()
 	m.wg.Wait()
 	if m.rdb != nil {
-		m.rdb.Close()
+		m.releaseRdb()
 	}
 }
 
@@ -206,9 +214,12 @@ func (m *Monitor) node(ctx context.Context) error {
 func (m *Monitor) containers(ctx context.Context) error {
 	targets := m.o.Targets()
 	res := m.o.Collector.CollectContainers(ctx, targets)
+	m.seriesMu.Lock()
 	for _, id := range res.Gone {
 		m.o.Metrics.ForgetKernel(id)
+		delete(m.procSeries, id)
 	}
+	m.seriesMu.Unlock()
 	for _, id := range res.OOMKilled {
 		m.o.Metrics.OOMKills.Inc(m.o.AgentID, id)
 		if m.o.OnOOM != nil {
@@ -220,12 +231,6 @@ func (m *Monitor) containers(ctx context.Context) error {
 		m.o.Collector.RecordContainerMeasures(m.o.Plugins.AcceleratorContainerMeasures(ctx))
 	}
 	snaps := m.o.Collector.Snapshot()
-	m.mu.Lock()
-	publishProcs := m.o.ProcessEnabled && time.Since(m.lastProcPub) >= m.o.ProcessInterval
-	if publishProcs {
-		m.lastProcPub = time.Now()
-	}
-	m.mu.Unlock()
 	var pipe redis.Pipeliner
 	if m.rdb != nil {
 		pipe = m.rdb.Pipeline()
@@ -238,14 +243,6 @@ func (m *Monitor) containers(ctx context.Context) error {
 					continue
 				}
 				m.o.Metrics.Container.Set(f64(mv[vt]), name, m.o.AgentID, t.KernelID, t.SessionID, t.UserID, t.ProjectID, vt)
-			}
-		}
-		if publishProcs {
-			m.o.Metrics.Process.DeleteMatching("kernel_id", t.KernelID)
-			for pid, pm := range ks.Procs {
-				for name, mv := range pm {
-					m.o.Metrics.Process.Set(f64(mv["current"]), name, m.o.AgentID, t.KernelID, t.SessionID, t.UserID, t.ProjectID, t.ContainerID, strconv.Itoa(pid), "current")
-				}
 			}
 		}
 		if pipe != nil {
@@ -273,6 +270,76 @@ func (m *Monitor) containers(ctx context.Context) error {
 	return nil
 }
 
+// processes is the process-scope cycle (upstream's
+// collect_per_container_process_stat): the per-process metrics the
+// container cycle reads from /proc (cpu_util, cpu_used, mem, io_read,
+// io_write of every process in the kernel's cgroup) go to
+// backendai_process_utilization (current, and capacity where the metric
+// has one, as upstream) and to the Redis key {container_id} as
+// {pid: {metric: MetricValue}} with a TTL of 4 process intervals. Series
+// of processes that exited are removed.
+func (m *Monitor) processes(ctx context.Context) error {
+	m.seriesMu.Lock()
+	snaps := m.o.Collector.Snapshot()
+	live := make(map[string]map[string]bool, len(snaps))
+	tables := map[string]msgpack.Map{}
+	for _, ks := range snaps {
+		t := ks.Target
+		if t.NoHostProcesses {
+			// Unavailable (gVisor): no process key at all rather than an
+			// empty table that reads as "no processes".
+			continue
+		}
+		pids := make(map[string]bool, len(ks.Procs))
+		table := make(msgpack.Map, 0, len(ks.Procs))
+		for pid, pm := range ks.Procs {
+			p := strconv.Itoa(pid)
+			pids[p] = true
+			vals := make(map[string]any, len(pm))
+			for name, mv := range pm {
+				vals[name] = mv
+				m.o.Metrics.Process.Set(f64(mv["current"]), name, m.o.AgentID, t.KernelID, t.SessionID, t.UserID, t.ProjectID, t.ContainerID, p, "current")
+				if mv["capacity"] != nil {
+					m.o.Metrics.Process.Set(f64(mv["capacity"]), name, m.o.AgentID, t.KernelID, t.SessionID, t.UserID, t.ProjectID, t.ContainerID, p, "capacity")
+				}
+			}
+			table = append(table, msgpack.KV{Key: pid, Val: vals})
+		}
+		// Integer pid keys, as upstream packs them; in pid order.
+		sort.Slice(table, func(i, j int) bool { return table[i].Key.(int) < table[j].Key.(int) })
+		live[t.KernelID] = pids
+		if t.ContainerID != "" {
+			tables[t.ContainerID] = table
+		}
+	}
+	for kid, pids := range m.procSeries {
+		for pid := range pids {
+			if !live[kid][pid] {
+				m.o.Metrics.Process.DeleteWhere(map[string]string{"kernel_id": kid, "pid": pid})
+			}
+		}
+	}
+	m.procSeries = live
+	m.seriesMu.Unlock()
+	if m.rdb == nil || len(tables) == 0 {
+		return nil
+	}
+	pipe := m.rdb.Pipeline()
+	for cid, table := range tables {
+		b, err := msgpack.Marshal(table)
+		if err != nil {
+			return err
+		}
+		pipe.Set(ctx, cid, b, 4*m.o.ProcessInterval)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := pipe.Exec(wctx); err != nil {
+		return fmt.Errorf("write process stat keys: %w", err)
+	}
+	return nil
+}
+
 // reportProblems logs each kernel's measurement problem when it appears
 // or changes, and when it clears (not every cycle).
 func (m *Monitor) reportProblems(now map[string]string) {
@@ -293,39 +360,96 @@ func (m *Monitor) reportProblems(now map[string]string) {
 
 // self reports the agent process's own CPU and memory.
 func (m *Monitor) self(context.Context) error {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return err
+	// The figures are the process's: with several agents in one process
+	// ([[agents]]) they share one sample (reading /proc/self/fd alone
+	// costs a readdir of every socket of every kernel).
+	p := procSelf.sample()
+	if p.cpuValid {
+		m.o.Metrics.AgentCPU.Set(p.cpuPct, m.o.AgentID)
+		m.o.Metrics.ProcCPUPercent.Set(p.cpuPct)
 	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		f := strings.Fields(s[i+1:])
-		if len(f) > 13 {
-			ut, _ := strconv.ParseUint(f[11], 10, 64)
-			st, _ := strconv.ParseUint(f[12], 10, 64)
-			cpu := (ut + st) * 10
-			now := time.Now()
-			if !m.selfAt.IsZero() {
-				pct := float64(cpu-m.selfCPUMsec) / float64(now.Sub(m.selfAt).Milliseconds()) * 100
-				m.o.Metrics.AgentCPU.Set(pct, m.o.AgentID)
+	if p.rss > 0 {
+		m.o.Metrics.AgentMem.Set(p.rss, m.o.AgentID)
+		m.o.Metrics.ProcMemRSS.Set(p.rss)
+	}
+	if p.vms > 0 {
+		m.o.Metrics.ProcMemVMS.Set(p.vms)
+	}
+	m.o.Metrics.AgentGPU.Set(0, m.o.AgentID)
+	m.o.Metrics.AgentGoroutines.Set(p.goroutines, m.o.AgentID)
+	m.o.Metrics.AsyncTaskCount.Set(p.goroutines)
+	if p.fds >= 0 {
+		m.o.Metrics.AgentOpenFiles.Set(p.fds, m.o.AgentID)
+	}
+	return nil
+}
+
+// procSelf is the process's one sampler of its own figures.
+var procSelf = &selfSampler{}
+
+// selfSampleTTL is how long one sample of the process serves every agent
+// of it (their self loops run every 10 s).
+const selfSampleTTL = 5 * time.Second
+
+type selfFigures struct {
+	cpuPct     float64 // since the previous sample
+	cpuValid   bool
+	rss, vms   float64 // bytes
+	goroutines float64
+	fds        float64 // -1: unreadable
+}
+
+type selfSampler struct {
+	mu      sync.Mutex
+	at      time.Time
+	last    selfFigures
+	cpuMsec uint64
+	cpuAt   time.Time
+}
+
+func (s *selfSampler) sample() selfFigures {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if !s.at.IsZero() && now.Sub(s.at) < selfSampleTTL {
+		return s.last
+	}
+	f := selfFigures{fds: -1, goroutines: float64(runtime.NumGoroutine())}
+	if b, err := os.ReadFile("/proc/self/stat"); err == nil {
+		st := string(b)
+		if i := strings.LastIndexByte(st, ')'); i >= 0 {
+			if fs := strings.Fields(st[i+1:]); len(fs) > 13 {
+				ut, _ := strconv.ParseUint(fs[11], 10, 64)
+				sy, _ := strconv.ParseUint(fs[12], 10, 64)
+				cpu := (ut + sy) * 10
+				if !s.cpuAt.IsZero() {
+					if ms := now.Sub(s.cpuAt).Milliseconds(); ms > 0 {
+						f.cpuPct, f.cpuValid = float64(cpu-s.cpuMsec)/float64(ms)*100, true
+					}
+				}
+				s.cpuMsec, s.cpuAt = cpu, now
 			}
-			m.selfCPUMsec, m.selfAt = cpu, now
 		}
 	}
 	if st, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, line := range strings.Split(string(st), "\n") {
 			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				if f := strings.Fields(rest); len(f) > 0 {
-					kb, _ := strconv.ParseFloat(f[0], 64)
-					m.o.Metrics.AgentMem.Set(kb*1024, m.o.AgentID)
+				if fs := strings.Fields(rest); len(fs) > 0 {
+					kb, _ := strconv.ParseFloat(fs[0], 64)
+					f.rss = kb * 1024
+				}
+			}
+			if rest, ok := strings.CutPrefix(line, "VmSize:"); ok {
+				if fs := strings.Fields(rest); len(fs) > 0 {
+					kb, _ := strconv.ParseFloat(fs[0], 64)
+					f.vms = kb * 1024
 				}
 			}
 		}
 	}
-	m.o.Metrics.AgentGPU.Set(0, m.o.AgentID)
-	m.o.Metrics.AgentGoroutines.Set(float64(runtime.NumGoroutine()), m.o.AgentID)
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
-		m.o.Metrics.AgentOpenFiles.Set(float64(len(fds)), m.o.AgentID)
+		f.fds = float64(len(fds))
 	}
-	return nil
+	s.at, s.last = now, f
+	return f
 }

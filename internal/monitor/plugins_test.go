@@ -65,6 +65,18 @@ func TestPluginDeviceSeries(t *testing.T) {
 	}
 	series := `backendai_device_utilization{device_metric_name="cuda_util",agent_id="i-gpu",device_id="1",value_type="pct"} 42`
 	waitFor("GPU 1's utilisation series", func(s string) bool { return strings.Contains(s, series) })
+	// The host's own devices, as upstream's intrinsic plugins name them.
+	for _, want := range []string{
+		`backendai_device_utilization{device_metric_name="mem",agent_id="i-gpu",device_id="root",value_type="capacity"}`,
+		`backendai_device_utilization{device_metric_name="mem",agent_id="i-gpu",device_id="root",value_type="pct"}`,
+		`backendai_device_utilization{device_metric_name="net_rx",agent_id="i-gpu",device_id="node",value_type="current"}`,
+		`backendai_device_utilization{device_metric_name="net_tx",agent_id="i-gpu",device_id="node",value_type="current"}`,
+		`backendai_device_utilization{device_metric_name="disk",agent_id="i-gpu",device_id="/dev/`,
+	} {
+		if s := body(); !strings.Contains(s, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	g.mu.Lock()
 	g.ids = []string{"0"}
 	g.mu.Unlock()

@@ -1,9 +1,14 @@
 package redisconn
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bai-agent/bai-agent/internal/testutil"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestValidate(t *testing.T) {
@@ -101,5 +107,72 @@ func TestTLSAndACLUser_Integration(t *testing.T) {
 		if err := ping(tc.tg); err == nil {
 			t.Errorf("%s: connected", tc.name)
 		}
+	}
+}
+
+// go-redis' own messages (here: a pool that cannot dial) become DEBUG
+// records of the agent's logger, not unformatted stderr lines.
+func TestClientLogsThroughSlog(t *testing.T) {
+	var buf bytes.Buffer
+	SetLogger(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer SetLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	c, err := New(Config{Target: Target{Addr: addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(RoleLive, 2, nil)
+	defer cl.Close()
+	if err := cl.Ping(context.Background()).Err(); err == nil {
+		t.Fatal("ping of a closed port succeeded")
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(bytes.SplitN(buf.Bytes(), []byte("\n"), 2)[0], &rec); err != nil {
+		t.Fatalf("no JSON record logged (%q): %v", buf.String(), err)
+	}
+	if rec["level"] != "DEBUG" || rec["component"] != "redis-client" || !strings.Contains(rec["msg"].(string), "failed to dial") {
+		t.Fatalf("record %v", rec)
+	}
+}
+
+// The agents of one process share one client per role and database; it
+// closes when its last user releases it (twice is once).
+func TestSharedClients(t *testing.T) {
+	c, err := New(Config{Target: Target{Addr: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, releaseA := c.Shared(RoleLive, 2)
+	b, releaseB := c.Shared(RoleLive, 2)
+	other, releaseOther := c.Shared(RoleLive, 0)
+	defer releaseOther()
+	if a != b {
+		t.Fatal("two users of live/2 got two clients")
+	}
+	if other == a {
+		t.Fatal("live/0 and live/2 share a client")
+	}
+	closed := func(cl *redis.Client) bool {
+		return errors.Is(cl.Ping(context.Background()).Err(), redis.ErrClosed)
+	}
+	releaseA()
+	releaseA() // a second release by the same user changes nothing
+	if closed(b) {
+		t.Fatal("the client closed while a user still holds it")
+	}
+	releaseB()
+	if !closed(b) {
+		t.Fatal("the client is open after its last user released it")
+	}
+	// A later user gets a new client.
+	d, releaseD := c.Shared(RoleLive, 2)
+	defer releaseD()
+	if d == a || closed(d) {
+		t.Fatal("a user after the last release got the closed client")
 	}
 }

@@ -98,7 +98,12 @@ func (a *Allocator) checkExclusive(req Slots) error {
 }
 
 // Available returns the advertised amounts (capacity minus reserve).
-func (a *Allocator) Available() Slots { return a.available.Clone() }
+// A rescan (UpdateDevices) may change them.
+func (a *Allocator) Available() Slots {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.available.Clone()
+}
 
 // Used returns the allocated amount of every slot.
 func (a *Allocator) Used() Slots {
@@ -170,7 +175,7 @@ func (a *Allocator) Allocate(req Slots) (Allocation, error) {
 		}
 		m := a.maps[s]
 		if avail, ok := a.available[s]; ok {
-			free := avail.Sub(m.Used())
+			free := avail.Sub(m.usedPresent())
 			if free.IsNegative() {
 				free = decimal.Zero
 			}

@@ -86,6 +86,13 @@ type AllocMap struct {
 	// quantum is the smallest fraction a non-discrete map hands out;
 	// requests are rounded down to it.
 	quantum decimal.Decimal
+	// slot is the map's slot, kept when every device has gone.
+	slot SlotName
+	// gone marks devices a rescan no longer found while kernels still held
+	// them: kept (capacity 0) so those allocations can be freed, never
+	// handed out again. They are dropped at the first rescan after their
+	// last holder freed them.
+	gone map[DeviceID]bool
 }
 
 // NewAllocMap builds a map over devices of one slot. Discrete maps accept
@@ -109,6 +116,9 @@ func NewAllocMap(devices []Device, strategy Strategy, policy AffinityPolicy, dis
 		}
 		m.byID[d.ID] = i
 		m.used[d.ID] = decimal.Zero
+	}
+	if len(m.devices) > 0 {
+		m.slot = m.devices[0].Slot
 	}
 	return m, nil
 }
@@ -134,17 +144,20 @@ func NewFractionAllocMap(devices []Device, strategy Strategy, policy AffinityPol
 func (m *AllocMap) Quantum() decimal.Decimal { return m.quantum }
 
 // Slot returns the slot this map allocates.
-func (m *AllocMap) Slot() SlotName {
-	if len(m.devices) == 0 {
-		return ""
+func (m *AllocMap) Slot() SlotName { return m.slot }
+
+// Devices returns the present devices (not those a rescan lost).
+func (m *AllocMap) Devices() []Device {
+	out := make([]Device, 0, len(m.devices))
+	for _, d := range m.devices {
+		if !m.gone[d.ID] {
+			out = append(out, d)
+		}
 	}
-	return m.devices[0].Slot
+	return out
 }
 
-// Devices returns the devices.
-func (m *AllocMap) Devices() []Device { return append([]Device{}, m.devices...) }
-
-// Capacity is the sum of device capacities.
+// Capacity is the sum of device capacities (a lost device has none).
 func (m *AllocMap) Capacity() decimal.Decimal {
 	sum := decimal.Zero
 	for _, d := range m.devices {
@@ -153,11 +166,25 @@ func (m *AllocMap) Capacity() decimal.Decimal {
 	return sum
 }
 
-// Used is the sum of allocated amounts.
+// Used is the sum of allocated amounts, on lost devices too.
 func (m *AllocMap) Used() decimal.Decimal {
 	sum := decimal.Zero
 	for _, v := range m.used {
 		sum = sum.Add(v)
+	}
+	return sum
+}
+
+// usedPresent is what counts against the capacity that can still be
+// handed out: the usage of present devices, each capped at the device's
+// capacity (a lost device, or the excess on a device that shrank under
+// its holders, takes nothing from the others).
+func (m *AllocMap) usedPresent() decimal.Decimal {
+	sum := decimal.Zero
+	for _, d := range m.devices {
+		if !m.gone[d.ID] {
+			sum = sum.Add(decimal.Min(m.used[d.ID], d.Capacity))
+		}
 	}
 	return sum
 }
@@ -306,7 +333,10 @@ func (m *AllocMap) AllocateNear(amount decimal.Decimal, hint map[int]bool) (map[
 	if err != nil || amount.IsZero() {
 		return map[DeviceID]decimal.Decimal{}, err
 	}
-	totalFree := m.Capacity().Sub(m.Used())
+	totalFree := m.Capacity().Sub(m.usedPresent())
+	if totalFree.IsNegative() {
+		totalFree = decimal.Zero
+	}
 	if totalFree.LessThan(amount) {
 		return nil, &InsufficientError{Slot: slot, Requested: amount, Free: totalFree, Capacity: m.Capacity()}
 	}
@@ -343,6 +373,9 @@ func (m *AllocMap) AllocateNear(amount decimal.Decimal, hint map[int]bool) (map[
 				break
 			}
 			free := m.free(d)
+			if !free.IsPositive() {
+				continue
+			}
 			if m.discrete {
 				free = free.Floor()
 			}

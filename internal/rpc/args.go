@@ -1,7 +1,6 @@
 package rpc
 
 import (
-	"fmt"
 	"math"
 	"strconv"
 
@@ -169,38 +168,4 @@ func asBytesSize(v any, path string) (int64, error) {
 		return n, nil
 	}
 	return 0, wrongType(path, "int (bytes)", v)
-}
-
-// plain converts decoded values to JSON-friendly Go values (for configs
-// kept as free-form maps, such as internal_data).
-func plain(v any) any {
-	switch x := v.(type) {
-	case msgpack.Map:
-		out := map[string]any{}
-		for _, kv := range x {
-			out[fmt.Sprint(plain(kv.Key))] = plain(kv.Val)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i := range x {
-			out[i] = plain(x[i])
-		}
-		return out
-	case uuid.UUID:
-		return x.String()
-	case decimal.Decimal:
-		return x.String()
-	case wire.Enum:
-		return x.Value
-	case wire.SlotName:
-		return string(x)
-	case wire.Path:
-		return string(x)
-	case wire.BinarySize:
-		return int64(x)
-	case []byte:
-		return string(x)
-	}
-	return v
 }

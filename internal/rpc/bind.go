@@ -232,7 +232,7 @@ func bindInto(dst reflect.Value, v any, path string) error {
 			return err
 		}
 		if t.Elem().Kind() == reflect.Interface {
-			dst.Set(reflect.ValueOf(plain(m)))
+			dst.Set(reflect.ValueOf(wire.Plain(m)))
 			return nil
 		}
 		out := reflect.MakeMap(t)
@@ -257,7 +257,7 @@ func bindInto(dst reflect.Value, v any, path string) error {
 		for _, fs := range specsOf(t, false) {
 			f := dst.Field(fs.index)
 			if fs.all {
-				f.Set(reflect.ValueOf(plain(m)))
+				f.Set(reflect.ValueOf(wire.Plain(m)))
 				continue
 			}
 			fv, ok := m.Get(fs.name)

@@ -32,6 +32,7 @@ type Server struct {
 	methods  map[string]Handler
 	inline   map[string]bool
 	observer Observer
+	tracer   Tracer
 	onError  func(method, exception string, err error)
 	// maxBodySize bounds a request body; checked before decoding.
 	maxBodySize int
@@ -80,6 +81,14 @@ func (s *Server) maxBody() int {
 	}
 	return callosum.MaxBodySize
 }
+
+// Tracer starts the span of one method call (internal/telemetry,
+// [otel] enabled); end hears the Python exception name of a failure, ""
+// on success. Neither may block.
+type Tracer func(ctx context.Context, method, agentID string) (context.Context, func(exception string))
+
+// SetTracer installs a tracing hook.
+func (s *Server) SetTracer(t Tracer) { s.tracer = t }
 
 // SetObserver installs a metrics hook.
 func (s *Server) SetObserver(o Observer) { s.observer = o }
@@ -179,8 +188,13 @@ func (s *Server) HandleMessage(ctx context.Context, peer []byte, hdrFrame, bodyF
 		cancel()
 	}()
 	start := time.Now()
-	result, err := s.invoke(cctx, handler, call)
 	exc := ""
+	if s.tracer != nil {
+		var end func(string)
+		cctx, end = s.tracer(cctx, call.Method, s.agentID)
+		defer func() { end(exc) }()
+	}
+	result, err := s.invoke(cctx, handler, call)
 	defer func() {
 		if s.observer != nil {
 			s.observer.Observe(call.Method, exc, time.Since(start))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -19,12 +20,36 @@ const maxInflight = 256
 // Limiter bounds how many calls run at once through it. The agent's own
 // writes use the package's (Do); each kernel's file RPCs use one of their
 // own, so that a kernel that makes its calls hang starves only itself.
-type Limiter struct{ slots chan struct{} }
+type Limiter struct {
+	slots chan struct{}
+	// drained counts the slots Drain holds (it never gives them back).
+	mu      sync.Mutex
+	drained int
+}
 
 // NewLimiter allows n calls at once.
 func NewLimiter(n int) *Limiter { return &Limiter{slots: make(chan struct{}, n)} }
 
 var defaultLimiter = NewLimiter(maxInflight)
+
+// Drain waits until no call runs through l and keeps every slot, so that
+// no call starts through it again (they fail at once with ErrBusy): the
+// agent drains a kernel's limiter before it removes the kernel's folders,
+// so that no call in flight writes into them meanwhile. It returns ctx's
+// error if calls still ran when ctx ended (what it took it keeps).
+func (l *Limiter) Drain(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.drained < cap(l.slots) {
+		select {
+		case l.slots <- struct{}{}:
+			l.drained++
+		case <-ctx.Done():
+			return fmt.Errorf("%d calls still in progress: %w", cap(l.slots)-l.drained, ctx.Err())
+		}
+	}
+	return nil
+}
 
 // ErrBusy: too many file calls are stuck already.
 var ErrBusy = errors.New("too many file operations still in progress")

@@ -690,3 +690,79 @@ func CheckNoLinks(p string) error {
 	}
 	return nil
 }
+
+// parentOf resolves the folder holding rel's last component and returns
+// it (O_PATH|O_DIRECTORY) with that component's name.
+func (r *Root) parentOf(op, rel string) (int, string, error) {
+	comps, err := Split(rel)
+	if err != nil {
+		return -1, "", pathErr(op, rel, err)
+	}
+	if len(comps) == 0 {
+		return -1, "", pathErr(op, rel, ErrIsDir)
+	}
+	dfd, err := resolve(r.fd, comps[:len(comps)-1], unix.O_DIRECTORY)
+	if err != nil {
+		if errors.Is(err, unix.ENOTDIR) {
+			// O_DIRECTORY|O_NOFOLLOW says ENOTDIR for a link too: say
+			// which it is.
+			err = ErrNotDir
+			if fd, lerr := resolve(r.fd, comps[:len(comps)-1], 0); lerr == nil {
+				var st unix.Stat_t
+				if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+					err = ErrSymlink
+				}
+				unix.Close(fd)
+			}
+		}
+		return -1, "", pathErr(op, rel, err)
+	}
+	return dfd, comps[len(comps)-1], nil
+}
+
+// Remove unlinks rel, which must not be a folder. Whatever rel is (a
+// link, a FIFO, a device node) only its name is removed: nothing is
+// opened or followed.
+func (r *Root) Remove(rel string) error {
+	dfd, base, err := r.parentOf("remove", rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := unix.Unlinkat(dfd, base, 0); err != nil {
+		if errors.Is(err, unix.EISDIR) {
+			err = ErrIsDir
+		}
+		return pathErr("remove", rel, err)
+	}
+	return nil
+}
+
+// OpenOrCreate opens the regular file rel for reading, first creating it
+// empty with perm when it does not exist (O_CREAT|O_EXCL|O_NOFOLLOW, so
+// an existing name is never opened by the create). Like Open, anything
+// but a regular file is refused without being opened. It is meant for
+// lock files shared with other programs (flock on the descriptor).
+func (r *Root) OpenOrCreate(rel string, perm fs.FileMode) (*os.File, error) {
+	for range 3 {
+		f, _, err := r.openChecked(rel, false)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return f, err
+		}
+		dfd, base, err := r.parentOf("create", rel)
+		if err != nil {
+			return nil, err
+		}
+		fd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, uint32(perm.Perm()))
+		unix.Close(dfd)
+		switch {
+		case err == nil:
+			return os.NewFile(uintptr(fd), path.Join(r.name, rel)), nil
+		case errors.Is(err, unix.EEXIST):
+			continue // made meanwhile by someone else: open theirs
+		default:
+			return nil, pathErr("create", rel, err)
+		}
+	}
+	return nil, pathErr("create", rel, unix.EEXIST)
+}

@@ -287,3 +287,78 @@ func TestOpenRootStrict(t *testing.T) {
 		_ = outside
 	})
 }
+
+func TestRemoveUnlinksNamesOnly(t *testing.T) {
+	modes(t, func(t *testing.T) {
+		r, dir, outside := planted(t)
+		for _, tc := range []struct {
+			rel  string
+			want error
+		}{
+			{"plain", nil},
+			{"linkfile", nil}, // the link goes, its target stays
+			{"fifo", nil},
+			{"sub", ErrIsDir},
+			{"linkdir/secret", ErrSymlink},
+			{"../host/secret", ErrEscape},
+			{"missing", os.ErrNotExist},
+		} {
+			err := r.Remove(tc.rel)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Remove(%q) = %v, want %v", tc.rel, err, tc.want)
+			}
+		}
+		for _, gone := range []string{"plain", "linkfile", "fifo"} {
+			if _, err := os.Lstat(filepath.Join(dir, gone)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s still there: %v", gone, err)
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(outside, "secret")); err != nil || string(b) != "host secret" {
+			t.Errorf("host file touched: %q %v", b, err)
+		}
+	})
+}
+
+func TestOpenOrCreate(t *testing.T) {
+	modes(t, func(t *testing.T) {
+		r, dir, outside := planted(t)
+		f, err := r.OpenOrCreate("new.lock", 0o640)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		st, err := os.Lstat(filepath.Join(dir, "new.lock"))
+		if err != nil || !st.Mode().IsRegular() || st.Size() != 0 || st.Mode().Perm()&^0o640 != 0 {
+			t.Fatalf("created %v %v", st, err)
+		}
+		// An existing file is opened as it is (not truncated, not replaced).
+		f, err = r.OpenOrCreate("plain", 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if b, _ := os.ReadFile(filepath.Join(dir, "plain")); string(b) != "hello" {
+			t.Errorf("plain = %q", b)
+		}
+		for _, tc := range []struct {
+			rel  string
+			want error
+		}{
+			{"linkfile", ErrNotRegular},
+			{"fifo", ErrNotRegular},
+			{"sub", ErrIsDir},
+			{"linkdir/x.lock", ErrSymlink},
+			{"../host/x.lock", ErrEscape},
+		} {
+			if f, err := r.OpenOrCreate(tc.rel, 0o600); !errors.Is(err, tc.want) {
+				if f != nil {
+					f.Close()
+				}
+				t.Errorf("OpenOrCreate(%q) = %v, want %v", tc.rel, err, tc.want)
+			}
+		}
+		if _, err := os.Lstat(filepath.Join(outside, "x.lock")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("created outside: %v", err)
+		}
+	})
+}

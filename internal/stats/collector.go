@@ -28,6 +28,12 @@ type Target struct {
 	Pid         int
 	ScratchDir  string
 	ScratchSize int64
+	// NoHostProcesses: the kernel's processes are not host processes
+	// (gVisor: they live inside the Sentry; the cgroup holds the sandbox,
+	// its gofer and, on the ptrace platform, its stub processes). The
+	// per-process figures are then left out (unavailable, not zero):
+	// those of the cgroup's processes would be the sandbox's.
+	NoHostProcesses bool
 }
 
 // KernelSnapshot is the serialized metrics of one kernel.
@@ -130,8 +136,12 @@ type Collector struct {
 	node    map[string]*Metric
 	cores   map[string]*Metric
 	// devs holds compute plugins' per-device metrics: key -> device id.
-	devs   map[string]map[string]*Metric
-	nodeAt time.Time
+	devs map[string]map[string]*Metric
+	// hostDevs holds the intrinsic per-device node metrics as upstream's
+	// memory plugin reports them: mem/"root", disk/<block device>,
+	// net_rx and net_tx/"node".
+	hostDevs map[string]map[string]*Metric
+	nodeAt   time.Time
 }
 
 // NewCollector returns a collector with a 2 s per-container deadline.
@@ -350,6 +360,13 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 		s.IORead, s.IOWrite = liveRead+st.deadRead, liveWrite+st.deadWrt
 	}
 	st.updateCounters(now, s.CPUUsec, s.MemUsage, s.MemLimit, s.IORead, s.IOWrite)
+	if t.NoHostProcesses {
+		// The cgroup's processes are the sandbox's (Sentry, gofer,
+		// stubs): their I/O above is the kernel's file I/O (the gofer
+		// does it) and a D state there is the kernel's hung I/O, but
+		// their per-process figures describe no process of the kernel.
+		procs = nil
+	}
 	for _, p := range procs {
 		pm, ok := st.procs[p.Pid]
 		if !ok {
@@ -478,7 +495,12 @@ func (c *Collector) CollectNode(interval time.Duration) error {
 			}
 		}
 	}
-	diskUsed, diskCap := diskUsage(c.FS.Root)
+	disks := diskUsage(c.FS.Root)
+	var diskUsed, diskCap uint64
+	for _, d := range disks {
+		diskUsed += d.used
+		diskCap += d.capacity
+	}
 	rx, tx, _ := c.FS.NetDev(0)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -505,6 +527,31 @@ func (c *Collector) CollectNode(interval time.Duration) error {
 	get(c.node, "disk", DefDisk, &dcap).Stats.UpdateUint(diskUsed, now)
 	get(c.node, "net_rx", DefNetRx, nil).Stats.UpdateUint(rx, now)
 	get(c.node, "net_tx", DefNetTx, nil).Stats.UpdateUint(tx, now)
+	if c.hostDevs == nil {
+		c.hostDevs = map[string]map[string]*Metric{}
+	}
+	dev := func(key, id string, d Def, capacity *decimal.Decimal) *Metric {
+		per := c.hostDevs[key]
+		if per == nil {
+			per = map[string]*Metric{}
+			c.hostDevs[key] = per
+		}
+		return get(per, id, d, capacity)
+	}
+	dev("mem", "root", DefMem, &memTotal).Stats.UpdateUint(mi["MemTotal"]-mi["MemAvailable"], now)
+	dev("net_rx", "node", DefNetRx, nil).Stats.UpdateUint(rx, now)
+	dev("net_tx", "node", DefNetTx, nil).Stats.UpdateUint(tx, now)
+	seen := map[string]bool{}
+	for _, d := range disks {
+		seen[d.device] = true
+		capacity := dec(d.capacity)
+		dev("disk", d.device, DefDisk, &capacity).Stats.UpdateUint(d.used, now)
+	}
+	for id := range c.hostDevs["disk"] {
+		if !seen[id] {
+			delete(c.hostDevs["disk"], id) // unmounted: no stale series
+		}
+	}
 	c.nodeAt = now
 	return nil
 }
@@ -519,6 +566,13 @@ func (c *Collector) NodeSnapshot() NodeSnapshot {
 	}
 	for core, m := range c.cores {
 		ns.Devices["cpu_util"][core] = m.Value()
+	}
+	for key, per := range c.hostDevs {
+		d := map[string]map[string]any{}
+		for id, m := range per {
+			d[id] = m.Value()
+		}
+		ns.Devices[key] = d
 	}
 	for key, per := range c.devs {
 		d := map[string]map[string]any{}
@@ -535,15 +589,27 @@ var pseudoFS = map[string]bool{
 	"overlay": true, "fuse.fuse-overlayfs": true, "mqueue": true, "debugfs": true, "tracefs": true, "securityfs": true,
 	"pstore": true, "bpf": true, "hugetlbfs": true, "autofs": true, "binfmt_misc": true, "configfs": true, "fusectl": true,
 	"nsfs": true, "squashfs": true, "ramfs": true, "rpc_pipefs": true, "nfsd": true,
+	// pruned by upstream too (pruned_disk_types)
+	"vfat": true, "iso9660": true, "lxcfs": true, "fuse.lxcfs": true,
 }
 
-// diskUsage sums used and total bytes over real, distinct block-device
-// filesystems (pseudo filesystems and Docker's own storage excluded).
-func diskUsage(root string) (used, capacity uint64) {
+// diskStat is one block device's filesystem usage.
+type diskStat struct {
+	device         string
+	used, capacity uint64
+}
+
+// diskUsage lists used and total bytes of real, distinct block-device
+// filesystems (pseudo filesystems and Docker's own storage excluded), each
+// under its device path as upstream's per-device disk metric names it.
+// Used is blocks minus the blocks available to unprivileged users, as
+// upstream computes it (reserved blocks count as used).
+func diskUsage(root string) []diskStat {
 	b, err := os.ReadFile(root + "/proc/self/mounts")
 	if err != nil {
-		return 0, 0
+		return nil
 	}
+	var out []diskStat
 	seen := map[string]bool{}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -555,10 +621,9 @@ func diskUsage(root string) (used, capacity uint64) {
 		if syscall.Statfs(f[1], &st) != nil {
 			continue
 		}
-		capacity += st.Blocks * uint64(st.Bsize)
-		used += (st.Blocks - st.Bfree) * uint64(st.Bsize)
+		out = append(out, diskStat{device: f[0], used: (st.Blocks - st.Bavail) * uint64(st.Frsize), capacity: st.Blocks * uint64(st.Frsize)})
 	}
-	return used, capacity
+	return out
 }
 
 func (c *Collector) readKernelDocker(st *kernelState, t Target, now time.Time) (error, bool) {

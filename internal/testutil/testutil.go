@@ -245,19 +245,20 @@ func StartRegistry(t testing.TB) string {
 		Missing(t, "docker-registry (apt-get install docker-registry)")
 	}
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	logf, _ := os.Create(filepath.Join(dir, "registry.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start docker-registry: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
+	var addr string
+	startServer(t, func(try int) (*server, string, string) {
+		addr = freeAddr(t)
+		cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
+		cfgPath := filepath.Join(dir, fmt.Sprintf("config-%d.yml", try))
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := launch(t, exec.Command(bin, "serve", cfgPath), filepath.Join(dir, fmt.Sprintf("registry-%d.log", try)))
+		if err != nil {
+			t.Fatalf("start docker-registry: %v", err)
+		}
+		return srv, addr, "docker-registry"
+	})
 	Eventually(t, 20*time.Second, "docker-registry answers", func() bool {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/moby/moby/client"
@@ -45,6 +46,15 @@ var distPackages = []string{
 // olderRunnerPackages are what 23.09's runner imports besides
 // (python3-async-timeout, python3-uvloop), copied when installed.
 var olderRunnerPackages = []string{"async_timeout", "uvloop"}
+
+// plotPackages are Debian's python3-matplotlib and what it imports,
+// copied when installed, so that a kernel can draw an inline plot.
+var plotPackages = []string{"matplotlib", "mpl_toolkits", "numpy", "PIL", "pyparsing", "cycler.py",
+	"kiwisolver", "fontTools", "contourpy"}
+
+// plotData are matplotlib's data files and rc file where Debian puts
+// them (outside dist-packages).
+var plotData = []string{"/usr/share/matplotlib/mpl-data", "/etc/matplotlibrc"}
 
 // UpstreamRunnerImage is the demo python image plus Backend.AI's own
 // kernel runner (ai.backend.kernel from the checkout in $BAI_UPSTREAM_SRC,
@@ -77,7 +87,51 @@ func UpstreamRunnerImage(t testing.TB) (ref, src string) {
 	return ref, src
 }
 
+var (
+	jupyterMu  sync.Mutex
+	jupyterRef string
+)
+
+// JupyterImage is the demo python image plus Debian's ipykernel (the
+// same dist-packages UpstreamRunnerImage copies) and its python3
+// kernelspec, without Backend.AI's runner: an image whose query mode
+// runs in a Jupyter kernel under our runner.
+func JupyterImage(t testing.TB) string {
+	t.Helper()
+	const dist = "/usr/lib/python3/dist-packages"
+	// What ipykernel needs at the least; the rest of distPackages is
+	// copied where installed.
+	need := []string{"/usr/share/jupyter/kernels/python3/kernel.json", "ipykernel", "ipykernel_launcher.py", "IPython",
+		"jupyter_client", "jupyter_core", "traitlets", "tornado", "zmq"}
+	for _, p := range need {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dist, p)
+		}
+		if _, err := os.Stat(p); err != nil {
+			Missing(t, "%s (apt-get install python3-ipykernel python3-jupyter-client)", p)
+		}
+	}
+	base := PythonImage(t)
+	be := RequireDocker(t)
+	jupyterMu.Lock()
+	defer jupyterMu.Unlock()
+	if jupyterRef == "" {
+		ref, err := buildPackagesImage(be.Client(), base, "", "bai-test/jupyter-python")
+		if err != nil {
+			t.Fatalf("build the Jupyter python image: %v", err)
+		}
+		jupyterRef = ref
+	}
+	return jupyterRef
+}
+
 func buildUpstreamImage(cli *client.Client, base, kdir string) (string, error) {
+	return buildPackagesImage(cli, base, kdir, "bai-test/upstream-runner")
+}
+
+// buildPackagesImage is base plus the dist-packages, the kernelspec and,
+// when kdir is set, Backend.AI's runner sources, tagged repo:<content hash>.
+func buildPackagesImage(cli *client.Client, base, kdir, repo string) (string, error) {
 	const dist = "/usr/lib/python3/dist-packages"
 	type entry struct{ from, to string }
 	var files []entry
@@ -113,7 +167,8 @@ func buildUpstreamImage(cli *client.Client, base, kdir string) (string, error) {
 			return nil
 		})
 	}
-	for _, p := range append(append([]string(nil), distPackages...), olderRunnerPackages...) {
+	optional := append(append([]string(nil), olderRunnerPackages...), plotPackages...)
+	for _, p := range append(append([]string(nil), distPackages...), optional...) {
 		if _, err := os.Stat(filepath.Join(dist, p)); err != nil {
 			continue // an optional one (the required ones were checked)
 		}
@@ -130,8 +185,26 @@ func buildUpstreamImage(cli *client.Client, base, kdir string) (string, error) {
 			return "", err
 		}
 	}
-	if err := walk(kdir, "opt/backend.ai-src/ai/backend/kernel"); err != nil {
-		return "", err
+	if _, err := os.Stat(filepath.Join(dist, "matplotlib")); err == nil {
+		for _, p := range plotData {
+			st, err := os.Stat(p)
+			switch {
+			case err != nil:
+				continue
+			case st.IsDir():
+				err = walk(p+"/", strings.TrimPrefix(p, "/"))
+			default:
+				files = append(files, entry{p, strings.TrimPrefix(p, "/")})
+			}
+			if err != nil {
+				return "", err
+			}
+		}
+	}
+	if kdir != "" {
+		if err := walk(kdir, "opt/backend.ai-src/ai/backend/kernel"); err != nil {
+			return "", err
+		}
 	}
 	// The kernelspec ipykernel installs, pointing at /usr/bin/python3.
 	files = append(files, entry{"/usr/share/jupyter/kernels/python3/kernel.json", "usr/share/jupyter/kernels/python3/kernel.json"})
@@ -168,7 +241,7 @@ func buildUpstreamImage(cli *client.Client, base, kdir string) (string, error) {
 		}
 		fmt.Fprintf(h, "%s %s %d %d\n", f.from, f.to, st.Size(), st.ModTime().UnixNano())
 	}
-	ref := "bai-test/upstream-runner:" + hex.EncodeToString(h.Sum(nil))[:12]
+	ref := repo + ":" + hex.EncodeToString(h.Sum(nil))[:12]
 	ctx := context.Background()
 	if _, err := cli.ImageInspect(ctx, ref); err == nil {
 		return ref, nil
@@ -204,9 +277,15 @@ func buildUpstreamImage(cli *client.Client, base, kdir string) (string, error) {
 	if err := tw.Close(); err != nil {
 		return "", err
 	}
-	res, err := cli.ImageBuild(ctx, &buf, client.ImageBuildOptions{Tags: []string{ref}, Remove: true, ForceRemove: true})
+	return ref, dockerBuild(ctx, cli, ref, &buf)
+}
+
+// dockerBuild builds the context in buf (a tar holding a Dockerfile) as
+// ref, failing with the build's own error record.
+func dockerBuild(ctx context.Context, cli *client.Client, ref string, buf *bytes.Buffer) error {
+	res, err := cli.ImageBuild(ctx, buf, client.ImageBuildOptions{Tags: []string{ref}, Remove: true, ForceRemove: true})
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer res.Body.Close()
 	// The build's progress stream ends with an error record on failure.
@@ -220,10 +299,10 @@ func buildUpstreamImage(cli *client.Client, base, kdir string) (string, error) {
 		if err := dec.Decode(&m); err == io.EOF {
 			break
 		} else if err != nil {
-			return "", err
+			return err
 		}
 		if m.Error != "" {
-			return "", fmt.Errorf("docker build: %s (%s)", m.Error, strings.Join(last, ""))
+			return fmt.Errorf("docker build: %s (%s)", m.Error, strings.Join(last, ""))
 		}
 		if m.Stream != "" {
 			last = append(last, m.Stream)
@@ -233,7 +312,7 @@ func buildUpstreamImage(cli *client.Client, base, kdir string) (string, error) {
 		}
 	}
 	if _, err := cli.ImageInspect(ctx, ref); err != nil {
-		return "", fmt.Errorf("docker build left no %s: %v", ref, err)
+		return fmt.Errorf("docker build left no %s: %v", ref, err)
 	}
-	return ref, nil
+	return nil
 }

@@ -270,6 +270,7 @@ func (b *Backend) Inspect(ctx context.Context, id string) (*backend.Container, e
 		}
 		c.Memory = r.HostConfig.Memory
 		c.ShmSize = r.HostConfig.ShmSize
+		c.Runtime = r.HostConfig.Runtime
 		if r.HostConfig.PidsLimit != nil {
 			c.PidsLimit = *r.HostConfig.PidsLimit
 		}

@@ -206,3 +206,15 @@ func (b *Backend) RemoveNetwork(ctx context.Context, name string) error {
 	}
 	return mapErr(err, "remove network "+name)
 }
+
+// ImportImage imports a root file system archive as image ref (docker
+// import); used for the agent's own tiny images (the sandbox probe).
+func (b *Backend) ImportImage(ctx context.Context, ref string, rootfs io.Reader) error {
+	res, err := b.cli.ImageImport(ctx, client.ImageImportSource{Source: rootfs, SourceName: "-"}, ref, client.ImageImportOptions{})
+	if err != nil {
+		return mapErr(err, "import image "+ref)
+	}
+	defer res.Close()
+	_, err = io.Copy(io.Discard, res)
+	return err
+}

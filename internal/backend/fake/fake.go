@@ -27,6 +27,9 @@ const (
 	CallPing          = "Ping"
 	CallPullImage     = "PullImage"
 	CallListImages    = "ListImages"
+	// CallEngineInfo is injectable too, but not in Calls: only a
+	// start-up with a sandbox runtime asks for it.
+	CallEngineInfo = "EngineInfo"
 )
 
 // Calls lists every injectable call.
@@ -59,6 +62,7 @@ type Backend struct {
 	subs       []chan backend.Event
 	nextID     int
 	pid        int
+	runtimes   []string // EngineInfo's Runtimes
 }
 
 // New returns an empty runtime.
@@ -173,7 +177,7 @@ func (b *Backend) Create(ctx context.Context, spec *backend.ContainerSpec) (stri
 	b.containers[id] = &container{spec: spec, Container: backend.Container{
 		ID: id, Name: spec.Name, Image: spec.Image, Labels: labels, Status: "created", Tty: spec.Tty,
 		CpusetCpus: spec.CpusetCpus, NanoCPUs: spec.NanoCPUs, Memory: spec.Memory, ShmSize: spec.ShmSize, PidsLimit: spec.PidsLimit,
-		WriteBps: spec.WriteBps, Mounts: mounts,
+		WriteBps: spec.WriteBps, Mounts: mounts, Runtime: spec.Runtime,
 	}}
 	return id, nil
 }
@@ -288,6 +292,40 @@ func (b *Backend) List(ctx context.Context, labels map[string]string) ([]backend
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// SetRuntimes sets the runtimes EngineInfo reports (default: runc).
+func (b *Backend) SetRuntimes(names ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.runtimes = append([]string(nil), names...)
+}
+
+// EngineInfo implements backend.EngineInspector.
+func (b *Backend) EngineInfo(ctx context.Context) (*backend.EngineInfo, error) {
+	if err := b.enter(ctx, CallEngineInfo); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	rts := []string{"runc"}
+	if b.runtimes != nil {
+		rts = append([]string(nil), b.runtimes...)
+	}
+	return &backend.EngineInfo{Name: "Fake Engine", ServerVersion: "0", Runtimes: rts}, nil
+}
+
+// Spec returns a copy of the spec a container was created with (nil when
+// there is no such container), e.g. to check the runtime it was given.
+func (b *Backend) Spec(id string) *backend.ContainerSpec {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.containers[id]
+	if !ok || c.spec == nil {
+		return nil
+	}
+	cp := *c.spec
+	return &cp
 }
 
 // Containers returns every container (for assertions).
@@ -485,6 +523,19 @@ func (b *Backend) RemoveImage(ctx context.Context, ref string, _, _ bool) error 
 		for _, t := range img.Tags {
 			delete(b.images, t)
 		}
+		return nil
+	}
+	// As Docker's rmi by tag: the tag goes; the image goes with its last
+	// tag.
+	var tags []string
+	for _, t := range img.Tags {
+		if t != ref {
+			tags = append(tags, t)
+		}
+	}
+	img.Tags = tags
+	if len(tags) == 0 {
+		delete(b.images, img.ID)
 	}
 	return nil
 }

@@ -22,6 +22,10 @@ type Config struct {
 	// Stats is a bai-agent extension: "random" (upstream's behaviour, the
 	// default) or "fixed" (50 % memory and utilisation, 200 W, 60 °C).
 	Stats string `toml:"stats"`
+
+	// path is the file it was read from ("" when built in memory): what
+	// Plugin.Rescan reads again.
+	path string
 }
 
 // DeviceConfig is one [[devices]] entry.
@@ -101,6 +105,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	c.path = path
 	return &c, nil
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -21,12 +23,13 @@ const Version = "bai-agent-mock/1"
 
 // Plugin is the mock accelerator.
 type Plugin struct {
-	cfg    *Config
-	pc     device.ShareConfig
-	key    resource.DeviceName
-	devs   []device.DeviceInfo // whole devices first, then MIG slices
-	policy resource.AffinityPolicy
-	now    func() time.Time
+	pc  device.ShareConfig
+	key resource.DeviceName
+	now func() time.Time
+	// cur is the configuration and its devices; Rescan swaps it whole.
+	cur atomic.Pointer[state]
+	// rescanMu serializes Rescan.
+	rescanMu sync.Mutex
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -35,7 +38,26 @@ type Plugin struct {
 // New builds the plugin from a checked file config and the etcd plugin
 // config.
 func New(cfg *Config, pc device.ShareConfig) (*Plugin, error) {
-	p := &Plugin{cfg: cfg, pc: pc, key: resource.DeviceName(cfg.SlotName), now: time.Now, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	p := &Plugin{pc: pc, key: resource.DeviceName(cfg.SlotName), now: time.Now, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	st, err := p.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.cur.Store(st)
+	return p, nil
+}
+
+// state is one reading of the configuration file.
+type state struct {
+	cfg  *Config
+	devs []device.DeviceInfo // whole devices first, then MIG slices
+}
+
+func (p *Plugin) st() *state { return p.cur.Load() }
+
+// build turns a checked configuration into the plugin's devices.
+func (p *Plugin) build(cfg *Config) (*state, error) {
+	st := &state{cfg: cfg}
 	for i, d := range cfg.Devices {
 		info := device.DeviceInfo{
 			ID: resource.DeviceID(d.MotherUUID), Slot: p.wholeSlot(), Model: d.ModelName, UUID: d.MotherUUID,
@@ -47,24 +69,26 @@ func New(cfg *Config, pc device.ShareConfig) (*Plugin, error) {
 			info.UUID = string(info.ID)
 			info.Slot = resource.SlotName("cuda.device:" + strings.ToLower(prof) + "-mig")
 		}
-		p.devs = append(p.devs, info)
+		st.devs = append(st.devs, info)
 	}
-	sort.SliceStable(p.devs, func(i, j int) bool { return !p.isMIG(p.devs[i]) && p.isMIG(p.devs[j]) })
+	sort.SliceStable(st.devs, func(i, j int) bool { return !p.isMIG(st.devs[i]) && p.isMIG(st.devs[j]) })
 	if _, ok := cfg.Formats[p.formatKey()]; !ok {
 		return nil, cfgErr("formats."+p.formatKey(), "missing (the slot's display format)")
 	}
-	if p.hasMIG() {
+	if p.hasMIGIn(st.devs) {
 		if _, ok := cfg.Formats["*-mig"]; !ok {
 			return nil, cfgErr(`formats."*-mig"`, "missing (MIG devices are configured)")
 		}
 	}
-	return p, nil
+	return st, nil
 }
 
 func (p *Plugin) isMIG(d device.DeviceInfo) bool { return d.Slot != p.wholeSlot() }
 
-func (p *Plugin) hasMIG() bool {
-	for _, d := range p.devs {
+func (p *Plugin) hasMIG() bool { return p.hasMIGIn(p.st().devs) }
+
+func (p *Plugin) hasMIGIn(devs []device.DeviceInfo) bool {
+	for _, d := range devs {
 		if p.isMIG(d) {
 			return true
 		}
@@ -101,7 +125,7 @@ func (p *Plugin) Key() resource.DeviceName { return p.key }
 func (p *Plugin) Slots() []resource.SlotInfo {
 	out := []resource.SlotInfo{{Name: p.wholeSlot(), Type: resource.SlotCount}}
 	seen := map[resource.SlotName]bool{}
-	for _, d := range p.devs {
+	for _, d := range p.st().devs {
 		if p.isMIG(d) && !seen[d.Slot] {
 			seen[d.Slot] = true
 			out = append(out, resource.SlotInfo{Name: d.Slot, Type: resource.SlotUnique})
@@ -120,14 +144,13 @@ func (p *Plugin) ExclusiveSlots() []string {
 }
 
 // Devices implements device.Accelerator.
-func (p *Plugin) Devices() []device.DeviceInfo { return append([]device.DeviceInfo{}, p.devs...) }
+func (p *Plugin) Devices() []device.DeviceInfo { return append([]device.DeviceInfo{}, p.st().devs...) }
 
 // AllocMaps implements device.Plugin.
 func (p *Plugin) AllocMaps(policy resource.AffinityPolicy) ([]*resource.AllocMap, error) {
-	p.policy = policy
 	bySlot := map[resource.SlotName][]resource.Device{}
 	var order []resource.SlotName
-	for _, d := range p.devs {
+	for _, d := range p.st().devs {
 		if p.pc.Fractional && p.isMIG(d) {
 			continue
 		}
@@ -164,7 +187,7 @@ func (p *Plugin) AllocMaps(policy resource.AffinityPolicy) ([]*resource.AllocMap
 // Available implements device.Plugin.
 func (p *Plugin) Available() resource.Slots {
 	out := resource.Slots{p.wholeSlot(): decimal.Zero}
-	for _, d := range p.devs {
+	for _, d := range p.st().devs {
 		switch {
 		case p.isMIG(d):
 			if !p.pc.Fractional {
@@ -182,7 +205,7 @@ func (p *Plugin) Available() resource.Slots {
 // units lists the allocated device ids in allocation (device) order.
 func (p *Plugin) units(alloc resource.Allocation) []resource.DeviceID {
 	var out []resource.DeviceID
-	for _, d := range p.devs {
+	for _, d := range p.st().devs {
 		if alloc[d.Slot][d.ID].IsPositive() {
 			out = append(out, d.ID)
 		}
@@ -221,7 +244,7 @@ func (p *Plugin) ResourceData(alloc resource.Allocation) map[string]string {
 	if p.pc.Fractional {
 		out["CUDA_RESOURCE_VIRTUALIZED"] = "1"
 		var mems, procs []string
-		for _, d := range p.devs {
+		for _, d := range p.st().devs {
 			share := alloc[p.wholeSlot()][d.ID]
 			if !share.IsPositive() {
 				continue
@@ -241,7 +264,7 @@ func (p *Plugin) ResourceData(alloc resource.Allocation) map[string]string {
 // int, as upstream's BinarySize).
 func (p *Plugin) AttachedDevices(alloc resource.Allocation) []device.AttachedDevice {
 	var out []device.AttachedDevice
-	for _, d := range p.devs {
+	for _, d := range p.st().devs {
 		amt := alloc[d.Slot][d.ID]
 		if !amt.IsPositive() {
 			continue
@@ -269,7 +292,7 @@ func (p *Plugin) Metadata() map[string]any {
 	if p.key == "cuda" && p.hasMIG() {
 		fk = "*-mig"
 	}
-	f := p.cfg.Formats[fk]
+	f := p.st().cfg.Formats[fk]
 	return map[string]any{
 		"slot_name": string(p.key) + "." + fk, "human_readable_name": f.HumanReadableName, "description": f.Description,
 		"display_unit": f.DisplayUnit, "display_icon": f.DisplayIcon,
@@ -290,7 +313,7 @@ func (p *Plugin) NodeHWInfo() (device.HWInfo, bool) {
 		"version": Version, "last_updated": p.now().UTC().Format(time.RFC3339),
 	}
 	var models []string
-	for _, d := range p.devs {
+	for _, d := range p.st().devs {
 		models = append(models, fmt.Sprintf("%s %s (%s)", d.ID, d.Model, d.HWLocation))
 	}
 	md["devices"] = strings.Join(models, "; ")
@@ -300,7 +323,7 @@ func (p *Plugin) NodeHWInfo() (device.HWInfo, bool) {
 // ExtraInfo implements device.Accelerator.
 func (p *Plugin) ExtraInfo() map[string]any {
 	out := map[string]any{string(p.key) + "_support": true}
-	for k, v := range p.cfg.Attributes {
+	for k, v := range p.st().cfg.Attributes {
 		out[k] = v
 	}
 	return out
@@ -309,7 +332,7 @@ func (p *Plugin) ExtraInfo() map[string]any {
 type sample struct{ mem, util, power, temp decimal.Decimal }
 
 func (p *Plugin) sample(d device.DeviceInfo) sample {
-	if p.cfg.Stats == "fixed" {
+	if p.st().cfg.Stats == "fixed" {
 		return sample{mem: decimal.NewFromInt(d.MemorySize / 2), util: decimal.NewFromInt(50), power: decimal.NewFromInt(200), temp: decimal.NewFromInt(60)}
 	}
 	p.rngMu.Lock()
@@ -343,7 +366,7 @@ func (p *Plugin) defs() (mem, util, power, temp stats.Def) {
 // out (upstream's device_mask).
 func (p *Plugin) NodeMeasures(context.Context) ([]stats.NodeMeasure, error) {
 	var live []device.DeviceInfo
-	for _, d := range p.devs {
+	for _, d := range p.st().devs {
 		if !p.pc.DeviceMask[string(d.ID)] {
 			live = append(live, d)
 		}
@@ -385,7 +408,7 @@ func (p *Plugin) ContainerMeasures(_ context.Context, ks []device.KernelDevices)
 	for _, k := range ks {
 		var used, total, u decimal.Decimal
 		n := 0
-		for _, d := range p.devs {
+		for _, d := range p.st().devs {
 			if !k.Allocation[d.Slot][d.ID].IsPositive() {
 				continue
 			}
@@ -406,3 +429,35 @@ func (p *Plugin) ContainerMeasures(_ context.Context, ks []device.KernelDevices)
 func (p *Plugin) Close() error { return nil }
 
 var _ device.Accelerator = (*Plugin)(nil)
+
+// Rescan implements device.Rescanner: it reads the configuration file
+// again (the file it was loaded from) and takes its devices and
+// attributes. A file that no longer parses, or that changes slot_name,
+// is an error and the plugin keeps its devices. A plugin built from an
+// in-memory configuration never changes.
+func (p *Plugin) Rescan(ctx context.Context) (bool, error) {
+	p.rescanMu.Lock()
+	defer p.rescanMu.Unlock()
+	old := p.st()
+	if old.cfg.path == "" {
+		return false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	cfg, err := LoadConfig(old.cfg.path)
+	if err != nil {
+		return false, err
+	}
+	if cfg.SlotName != old.cfg.SlotName {
+		return false, cfgErr("slot_name", "changed from %q to %q while the agent runs (restart the agent)", old.cfg.SlotName, cfg.SlotName)
+	}
+	st, err := p.build(cfg)
+	if err != nil {
+		return false, err
+	}
+	p.cur.Store(st)
+	return !reflect.DeepEqual(old.devs, st.devs), nil
+}
+
+var _ device.Rescanner = (*Plugin)(nil)

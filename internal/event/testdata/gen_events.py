@@ -79,6 +79,21 @@ class DoAgentResourceCheckEvent:
     NAME = "do_agent_resource_check"
 
 
+# common/data/image/types.py ScannedImage; agent/anycast.py
+# AgentInstalledImagesRemoveEvent (what the periodic image scan publishes
+# for images that went away)
+@dataclass
+class ScannedImage:
+    canonical: str
+    digest: str
+
+
+@dataclass
+class AgentInstalledImagesRemoveEvent:
+    scanned_images: dict
+    NAME = "agent_installed_images_remove"
+
+
 # common/data/agent/types.py AgentInfo and the heartbeat event
 @dataclass
 class ResourceSlotEntry:
@@ -349,6 +364,9 @@ CASES = {
     "agent_error": AgentErrorEvent(message="ValueError: bad argument", traceback='File "x", line 1'),
     "agent_error_minimal": AgentErrorEvent(message="RuntimeError: boom"),
     "do_agent_resource_check": DoAgentResourceCheckEvent(agent_id=AGENT),
+    "agent_installed_images_remove": AgentInstalledImagesRemoveEvent(scanned_images={
+        "cr.backend.ai/stable/python:3.11-ubuntu22.04": ScannedImage("cr.backend.ai/stable/python:3.11-ubuntu22.04", "sha256:" + "ab" * 32),
+    }),
     "agent_heartbeat": AgentHeartbeatEvent(AgentInfo(
         ip="10.0.0.5", region="local", scaling_group=None, addr="tcp://10.0.0.5:6011", public_key=None,
         public_host="10.0.0.5",

@@ -192,6 +192,11 @@ func (p *peer) send(msg [][]byte) error {
 // handshake greets the peer and runs the mechanism: CURVE as the server
 // when cv is set (a NULL peer is refused), else NULL.
 func handshake(c net.Conn, mine, want string, cv *Curve) (*peer, error) {
+	return handshakeID(c, mine, want, cv, nil)
+}
+
+// handshakeID is handshake announcing a routing identity (NULL only).
+func handshakeID(c net.Conn, mine, want string, cv *Curve, identity []byte) (*peer, error) {
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	p := &peer{conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
@@ -226,7 +231,11 @@ func handshake(c net.Conn, mine, want string, cv *Curve) (*peer, error) {
 		p.cv = cc
 		return p, nil
 	}
-	if err := writeFrame(p.w, flagCommand, command("READY", property("Socket-Type", mine))); err != nil {
+	props := property("Socket-Type", mine)
+	if len(identity) > 0 {
+		props = append(props, property("Identity", string(identity))...)
+	}
+	if err := writeFrame(p.w, flagCommand, command("READY", props)); err != nil {
 		return nil, err
 	}
 	if err := p.w.Flush(); err != nil {

@@ -105,4 +105,16 @@ func TestClientAgainstServer(t *testing.T) {
 	if _, err := client.Dial(fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)), 300*time.Millisecond, nil); !errors.Is(err, client.ErrNoHandshake) {
 		t.Fatalf("dial to nothing: %v", err)
 	}
+
+	// The server polls with a long timeout while idle; closing wakes it
+	// (a multi-agent process closes its agents one after another).
+	// The last request was about 400 ms ago (the dead dial above, then
+	// this pause): without the wake-up Close would wait out the rest of
+	// the poll's second.
+	time.Sleep(100 * time.Millisecond)
+	t0 := time.Now()
+	tr.Close()
+	if took := time.Since(t0); took > 250*time.Millisecond {
+		t.Fatalf("closing an idle transport took %s", took)
+	}
 }

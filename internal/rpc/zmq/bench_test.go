@@ -90,7 +90,7 @@ func BenchmarkCreateKernel(b *testing.B) {
 	if _, err := c.Call(ctx, "destroy_kernel", []any{kid, sid, "user-requested", false}, nil); err != nil {
 		b.Fatal(err)
 	}
-	rawPort := 34000
+	rawPort := 31500 // below the ephemeral range (32768+) and every test's port range
 	rawCreate := func() time.Duration {
 		hc := *tmpl.Container.HostConfig
 		hc.PortBindings = network.PortMap{}
@@ -282,7 +282,7 @@ func (bu *burst) rawCreate(i int) string {
 	hc.PortBindings = network.PortMap{}
 	n := 0
 	for p := range bu.tmpl.Container.HostConfig.PortBindings {
-		hc.PortBindings[p] = []network.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(34000 + i*10 + n)}}
+		hc.PortBindings[p] = []network.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(31700 + i*10 + n)}}
 		n++
 	}
 	cr, err := bu.cli.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{Config: bu.tmpl.Container.Config, HostConfig: &hc, Name: "bai-burst-raw-" + uuid.NewString()})

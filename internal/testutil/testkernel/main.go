@@ -6,6 +6,10 @@
 //	shmhog  map SHMHOG_MB MiB of /dev/shm and write it (dies of SIGBUS
 //	        when /dev/shm is smaller)
 //	exit    exit with EXIT_CODE
+//	rawsock try raw and packet sockets, print one line per kind, exit
+//	ptrace  for each pid in PIDS (space-separated; "child": a child it
+//	        starts), try PTRACE_ATTACH and reading /proc/PID/environ (printed
+//	        when readable) and /proc/PID/mem; one line each, exit
 //
 // It is built statically by the test helpers and imported into a
 // busybox-static image, so no registry is needed.
@@ -17,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -52,8 +57,15 @@ func main() {
 		os.Exit(envInt("EXIT_CODE", 3))
 	case "write":
 		// Write WRITE_MB MiB to /home/work and keep the process alive so
-		// its I/O counters stay readable.
-		f, err := os.Create("/home/work/written.bin")
+		// its I/O counters stay readable. O_DIRECT: under cgroup v1 a
+		// buffered write that the kernel's background writeback flushes
+		// is charged to the root cgroup, not the container's, so the
+		// container's blkio figure would depend on when writeback ran.
+		// (Go's 1-MiB allocations are page-aligned, as O_DIRECT needs.)
+		f, err := os.OpenFile("/home/work/written.bin", os.O_CREATE|os.O_TRUNC|os.O_WRONLY|syscall.O_DIRECT, 0o644)
+		if err != nil {
+			f, err = os.Create("/home/work/written.bin")
+		}
 		if err == nil {
 			buf := make([]byte, 1<<20)
 			for i := 0; i < envInt("WRITE_MB", 16); i++ {
@@ -88,6 +100,28 @@ func main() {
 	case "netsend":
 		netsend(envInt("NET_PORT", 0), envInt("NET_BYTES", 1<<20))
 		waitSignal()
+	case "rawsock":
+		rawsock()
+	case "ptrace":
+		for _, f := range strings.Fields(os.Getenv("PIDS")) {
+			if f == "child" {
+				// A child of this process: open to ptrace under any
+				// ptrace_scope (gVisor's default is Yama's 1).
+				cmd := exec.Command("/bin/sleep", "60")
+				if err := cmd.Start(); err != nil {
+					fmt.Println("child=err:", err)
+					continue
+				}
+				fmt.Printf("child=%d\n", cmd.Process.Pid)
+				ptraceProbe(cmd.Process.Pid)
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				continue
+			}
+			if pid, err := strconv.Atoi(f); err == nil {
+				ptraceProbe(pid)
+			}
+		}
 	default:
 		fmt.Println("testkernel ready")
 		waitSignal()
@@ -185,4 +219,81 @@ func dieOfSIGBUS() {
 	_, _, _ = syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(syscall.SIGBUS), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0)
 	_ = syscall.Kill(os.Getpid(), syscall.SIGBUS)
 	time.Sleep(time.Second)
+}
+
+// rawsock opens the sockets CAP_NET_RAW guards (packet sockets see and
+// forge every frame of the interface; raw IP sockets forge any IP
+// packet) and prints "<kind>=ok" or "<kind>=err:<errno text>".
+func rawsock() {
+	const ethPAll = 0x0300 // htons(ETH_P_ALL)
+	for _, s := range []struct {
+		kind              string
+		domain, typ, prot int
+	}{
+		{"packet", syscall.AF_PACKET, syscall.SOCK_RAW, ethPAll},
+		{"packet-dgram", syscall.AF_PACKET, syscall.SOCK_DGRAM, ethPAll},
+		{"inet-raw-icmp", syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP},
+		{"inet-raw", syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW},
+	} {
+		fd, err := syscall.Socket(s.domain, s.typ, s.prot)
+		if err != nil {
+			fmt.Printf("%s=err:%v\n", s.kind, err)
+			continue
+		}
+		syscall.Close(fd)
+		fmt.Printf("%s=ok\n", s.kind)
+	}
+}
+
+// ptraceProbe tries to attach to pid and to read its environment and
+// memory, printing "<pid> <what>=ok" or "<pid> <what>=err:<text>".
+func ptraceProbe(pid int) {
+	// ptrace requests must come from the attaching thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := syscall.PtraceAttach(pid); err != nil {
+		fmt.Printf("%d attach=err:%v\n", pid, err)
+	} else {
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, syscall.WALL, nil)
+		_ = syscall.PtraceDetach(pid)
+		fmt.Printf("%d attach=ok\n", pid)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err != nil {
+		fmt.Printf("%d environ=err:%v\n", pid, err)
+	} else {
+		fmt.Printf("%d environ=ok:%d bytes\n", pid, len(b))
+		fmt.Printf("%d environ-data:%s\n", pid, strings.ReplaceAll(string(b), "\x00", " "))
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		fmt.Printf("%d mem=err:%v\n", pid, err)
+		return
+	}
+	defer f.Close()
+	// The start of the heap or text: any mapped address will do; take
+	// the first readable mapping from maps (itself guarded the same way).
+	addr := int64(-1)
+	if m, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid)); err == nil {
+		for _, line := range strings.Split(string(m), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 1 && strings.HasPrefix(f[1], "r") {
+				lo, _, _ := strings.Cut(f[0], "-")
+				if v, err := strconv.ParseInt(lo, 16, 64); err == nil {
+					addr = v
+					break
+				}
+			}
+		}
+	}
+	if addr < 0 {
+		fmt.Printf("%d mem=err:no readable mapping listed\n", pid)
+		return
+	}
+	buf := make([]byte, 64)
+	if _, err := f.ReadAt(buf, addr); err != nil {
+		fmt.Printf("%d mem=err:%v\n", pid, err)
+		return
+	}
+	fmt.Printf("%d mem=ok\n", pid)
 }
