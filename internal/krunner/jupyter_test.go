@@ -126,7 +126,10 @@ func TestPythonQueryJupyter_Integration(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a.send("code", "import time\nwith open("+strconvQuote(fifo)+", 'w') as f:\n    f.write('x')\ntime.sleep(600)")
+	// Short sleeps in a loop: a SIGINT that lands just before a long
+	// sleep's syscall would only be acted on when that sleep ends
+	// (CPython checks signals at bytecode boundaries).
+	a.send("code", "import time\nwith open("+strconvQuote(fifo)+", 'w') as f:\n    f.write('x')\nwhile True:\n    time.sleep(0.05)")
 	if b, err := os.ReadFile(fifo); err != nil || string(b) != "x" {
 		t.Fatalf("fifo %q %v", b, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -271,8 +272,18 @@ func TestPythonQuery(t *testing.T) {
 	}
 	// Interrupt a sleeping run: KeyboardInterrupt, exit 1, the namespace
 	// survives.
-	a.send("code", "import time; time.sleep(100)")
-	time.Sleep(500 * time.Millisecond)
+	// The run says through a FIFO that it reached user code (a fixed
+	// wait could interrupt the helper before it runs anything on a
+	// loaded machine), then sleeps in short steps so the SIGINT is acted
+	// on at the next bytecode boundary.
+	fifo := filepath.Join(t.TempDir(), "ready")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.send("code", "import time\nwith open("+strconvQuote(fifo)+", 'w') as f:\n    f.write('x')\nwhile True:\n    time.sleep(0.05)")
+	if b, err := os.ReadFile(fifo); err != nil || string(b) != "x" {
+		t.Fatalf("fifo %q %v", b, err)
+	}
 	a.send("interrupt", "")
 	recs, fin = a.until("finished")
 	if exitOf(t, fin) != 1 || !strings.Contains(stream(recs, "stderr"), "KeyboardInterrupt") {
