@@ -418,6 +418,9 @@ func (p *process) startAgent(ctx context.Context, cfg *config.Config, cl *cleanu
 		return err
 	}
 	if err := a.Start(ctx); err != nil {
+		// Recovery may have connected runners and taken plugins before it
+		// failed: release them, not only the process' exit.
+		a.Close()
 		return err
 	}
 	cl.add(a.Close)
