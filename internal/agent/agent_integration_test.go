@@ -661,7 +661,10 @@ func TestHelperAgentProcess(t *testing.T) {
 // label but that the registry does not know (a leftover or a foreign
 // create), and cleans a kernel whose container vanished.
 func TestSyncLoopReconciles_Integration(t *testing.T) {
-	e := newEnv(t, nil)
+	// The loop's passes are asked for by the test (the loop's own wake-up
+	// channel): a timed pass could find the stray between its create and
+	// its start ("created", not alive) and remove it as a dead leftover.
+	e := newEnv(t, func(c *config.Config) { c.Agent.SyncContainerLifecycles.Interval = 3600 })
 	ctx := context.Background()
 	strayKid := uuid.NewString()
 	spec := halfSpec(e, strayKid)
@@ -672,13 +675,21 @@ func TestSyncLoopReconciles_Integration(t *testing.T) {
 	if err := e.be.Start(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 20*time.Second, "stray container removed by the sync loop", func() bool {
-		_, err := e.be.Inspect(ctx, id)
-		return err != nil
+	// The event, not the container's absence: the engine forgets the
+	// container before the agent's destroy has cleaned its scratch and
+	// published.
+	var ev map[string]any
+	testutil.Eventually(t, 20*time.Second, "stray container destroyed by the sync loop", func() bool {
+		e.agent.requestSync()
+		var ok bool
+		ev, ok = e.events.find("kernel_terminated", strayKid)
+		return ok
 	})
-	ev, ok := e.events.find("kernel_terminated", strayKid)
-	if !ok || ev["reason"] != ReasonUnknownContainer {
-		t.Fatalf("event: %v %v", ev, ok)
+	if ev["reason"] != ReasonUnknownContainer {
+		t.Fatalf("event: %v", ev)
+	}
+	if _, err := e.be.Inspect(ctx, id); err == nil {
+		t.Fatal("the stray container is still there after its kernel_terminated")
 	}
 	// A kernel whose container is removed behind the agent's back is
 	// cleaned (by the die event or the sync loop, whichever comes first)
@@ -687,7 +698,11 @@ func TestSyncLoopReconciles_Integration(t *testing.T) {
 	if err := e.be.Remove(ctx, info.ContainerID); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 20*time.Second, "kernel cleaned", func() bool { _, ok := e.agent.Kernel(info.ID); return !ok })
+	testutil.Eventually(t, 20*time.Second, "kernel cleaned", func() bool {
+		e.agent.requestSync()
+		_, ok := e.agent.Kernel(info.ID)
+		return !ok
+	})
 	if e.agent.Ports().InUse() != 0 {
 		t.Fatal("ports not released")
 	}

@@ -242,7 +242,7 @@ func TestFileRefusals_Fake(t *testing.T) {
 // serve; its logs are still there while it is registered.
 func TestFilesOfKernelNotRunning_Fake(t *testing.T) {
 	t.Parallel()
-	c := newCore(t, nil, func(o *Options) { o.Timeouts.Stop = 300 * time.Millisecond })
+	c := newCore(t, nil, func(o *Options) { o.Timeouts.Stop = 2 * time.Second })
 	info, err := c.create(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -155,7 +155,7 @@ func TestCommitExportFails_Fake(t *testing.T) {
 // kernel is listed, and a second commit is refused.
 func TestCommitInProgress_Fake(t *testing.T) {
 	t.Parallel()
-	c := newCore(t, func(cfg *config.Config) { cfg.API.CommitTimeout = config.Duration(0.3) }, nil)
+	c := newCore(t, func(cfg *config.Config) { cfg.API.CommitTimeout = config.Duration(2) }, nil)
 	info, err := c.create(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +351,9 @@ func TestImagesList_Fake(t *testing.T) {
 // pulled share its task.
 func TestCheckAndPullFailures_Fake(t *testing.T) {
 	t.Parallel()
-	c := newCore(t, nil, func(o *Options) { o.PullTimeout = 300 * time.Millisecond })
+	// Timeouts long enough for the checks made while a hung call waits
+	// (a parallel test on a loaded machine can stall for 300 ms).
+	c := newCore(t, nil, func(o *Options) { o.PullTimeout = 2 * time.Second })
 	ctx := context.Background()
 	reg := RegistryInfo{Name: "reg.example:5000"}
 	if _, err := c.agent.CheckAndPull(ctx, map[string]ImageConfig{"x": {Canonical: "reg.example:5000/bai/x:1", Project: "bai", Registry: reg, AutoPull: "sometimes"}}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "auto_pull") {

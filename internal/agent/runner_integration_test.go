@@ -44,6 +44,29 @@ func (e *env) exec(kid, runID, mode, code string, flush *time.Duration) map[stri
 	return res
 }
 
+// startSleeps starts "echo start; sleep 100 & sleep 100" as run runID and
+// returns once both sleeps sleep: the first flush may come before the
+// command printed anything on a loaded machine, and a SIGINT that reaches
+// the shell before it forked its foreground command is not acted on.
+func (e *env) startSleeps(kid, containerID, runID string, flush time.Duration) {
+	e.t.Helper()
+	res := e.exec(kid, runID, "query", "echo start; sleep 100 & sleep 100", &flush)
+	out := console(res, "stdout")
+	deadline := time.Now().Add(testutil.Slow(30 * time.Second))
+	for res["status"] == "continued" && out == "" && time.Now().Before(deadline) {
+		res = e.exec(kid, runID, "continue", "", &flush)
+		out += console(res, "stdout")
+	}
+	if res["status"] != "continued" || out != "start\n" {
+		e.t.Fatalf("continued: %v (stdout so far %q)", res, out)
+	}
+	ctx := context.Background()
+	testutil.Eventually(e.t, 20*time.Second, "both sleeps running", func() bool {
+		_, ps := testutil.Exec(ctx, e.be, containerID, "ps")
+		return strings.Count(ps, "sleep 100") == 2
+	})
+}
+
 func console(res map[string]any, stream string) string {
 	var b strings.Builder
 	for _, c := range res["console"].([]any) {
@@ -95,10 +118,7 @@ func TestRunnerShellKernel_Integration(t *testing.T) {
 		t.Fatalf("/etc/passwd work entry: %q", pw)
 	}
 	// Streaming with continue, then an interrupt that ends the group.
-	res = e.exec(info.ID, "r2", "query", "echo start; sleep 100 & sleep 100", flushIn(500*time.Millisecond))
-	if res["status"] != "continued" || console(res, "stdout") != "start\n" {
-		t.Fatalf("continued: %v", res)
-	}
+	e.startSleeps(info.ID, info.ContainerID, "r2", 500*time.Millisecond)
 	if err := e.agent.Interrupt(info.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -315,9 +335,12 @@ func TestRunnerOOMInRun_Integration(t *testing.T) {
 // the job and reports its result.
 func TestRunnerBatchAcrossAgentRestart_Integration(t *testing.T) {
 	e := newEnv(t, nil)
-	info := e.create(func(c *CreationConfig) { c.SessionType = "batch"; c.StartupCommand = "sleep 3; echo done; exit 5" })
+	// The job ends when the test says so (after the restart), not after a
+	// fixed sleep that a slow Close could outlast.
+	job := "while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done; exit 5"
+	info := e.create(func(c *CreationConfig) { c.SessionType = "batch"; c.StartupCommand = job })
 	k, _ := e.agent.Kernel(info.ID)
-	if err := e.agent.TriggerBatch(context.Background(), k.SessionID, info.ID, "sleep 3; echo done; exit 5", nil); err != nil {
+	if err := e.agent.TriggerBatch(context.Background(), k.SessionID, info.ID, job, nil); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -326,6 +349,9 @@ func TestRunnerBatchAcrossAgentRestart_Integration(t *testing.T) {
 		t.Fatal("the job finished before the restart; the test proves nothing")
 	}
 	e.agent = e.start()
+	if code, out := testutil.Exec(context.Background(), e.be, info.ContainerID, "touch", "/tmp/go"); code != 0 {
+		t.Fatalf("touch /tmp/go: %d %s", code, out)
+	}
 	testutil.Eventually(t, 30*time.Second, "session_failure from the restarted agent", func() bool {
 		return e.events.findSession("session_failure", k.SessionID) != nil
 	})

@@ -91,9 +91,10 @@ func TestPortRangeInsideEphemeralRefused_Fake(t *testing.T) {
 func TestFileRPCsOnlyOnRunningKernels_Fake(t *testing.T) {
 	c := newCore(t, nil, nil)
 	// Slow steps before and after the files are written, so that calls
-	// come in while the creation writes the kernel's fields.
-	c.be.Inject(fake.CallInspectImage, &fake.Fault{Delay: 30 * time.Millisecond})
-	c.be.Inject(fake.CallCreate, &fake.Fault{Delay: 30 * time.Millisecond})
+	// come in while the creation writes the kernel's fields (long enough
+	// that a descheduled test goroutine still sees the window).
+	c.be.Inject(fake.CallInspectImage, &fake.Fault{Delay: 300 * time.Millisecond})
+	c.be.Inject(fake.CallCreate, &fake.Fault{Delay: 300 * time.Millisecond})
 	kid := uuid.NewString()
 	done := make(chan error, 1)
 	go func() {

@@ -364,9 +364,17 @@ func TestEventsHeartbeatAndState_Integration(t *testing.T) {
 			beats = append(beats, e.At)
 		}
 	}
+	// A beat that Redis does not take within half an interval is given up
+	// (the next one carries the same news), so one gap of two intervals
+	// plus that half is allowed on a loaded machine; a second is not.
+	long := 0
 	for i := 1; i < len(beats); i++ {
-		if gap := beats[i].Sub(beats[i-1]); gap < 700*time.Millisecond || gap > testutil.Slow(2500*time.Millisecond) {
-			t.Fatalf("heartbeat gap %s, want about 1 s", gap)
+		gap := beats[i].Sub(beats[i-1])
+		if gap > testutil.Slow(2500*time.Millisecond) && gap <= testutil.Slow(4*time.Second) {
+			long++
+		}
+		if gap < 700*time.Millisecond || gap > testutil.Slow(4*time.Second) || long > 1 {
+			t.Fatalf("heartbeat gap %s (beat %d of %d, %d long gaps), want about 1 s", gap, i, len(beats), long)
 		}
 	}
 	// Plain keys the manager reads.
@@ -485,7 +493,10 @@ func TestRedisOutage_Integration(t *testing.T) {
 			}
 		}
 	}
-	if firstBeat.IsZero() || firstBeat.Sub(back) > testutil.Slow(3*time.Second) {
+	// Bound: go-redis' pool probes a failed server once a second, the
+	// next beat is up to an interval away, and a beat that cannot connect
+	// within half an interval waits for the one after.
+	if firstBeat.IsZero() || firstBeat.Sub(back) > testutil.Slow(5*time.Second) {
 		t.Fatalf("heartbeat did not resume within an interval (+ reconnect): %v", firstBeat.Sub(back))
 	}
 	t.Logf("outage %s; %d events delivered after Redis came back", outage, len(evs))
@@ -711,18 +722,41 @@ func TestInstalledImageRemovedEvent_Integration(t *testing.T) {
 	if out, err := exec.Command("docker", "rmi", tag).CombinedOutput(); err != nil {
 		t.Fatalf("docker rmi: %v\n%s", err, out)
 	}
-	evs := s.readEvents(30*time.Second, func(evs []event) bool { return countName(evs, "agent_installed_images_remove") >= 1 })
-	for _, e := range evs {
+	// Other packages' tests share the engine and remove labelled images
+	// of their own (committed images, export tags) while this runs: their
+	// removals may come in events of their own or beside this one, so the
+	// test looks for its tag, not for a lone event.
+	removed := func(e event) map[string]any {
 		if e.Name != "agent_installed_images_remove" {
-			continue
-		}
-		if e.Source != s.id {
-			t.Fatalf("from %q", e.Source)
+			return nil
 		}
 		imgs, _ := e.Payload["scanned_images"].(map[string]any)
 		got, _ := imgs[tag].(map[string]any)
-		if got["canonical"] != tag || got["digest"] != strings.TrimSpace(string(digest)) || len(imgs) != 1 {
-			t.Fatalf("scanned_images %v, want only %s with digest %s", imgs, tag, digest)
+		return got
+	}
+	evs := s.readEvents(30*time.Second, func(evs []event) bool {
+		for _, e := range evs {
+			if removed(e) != nil {
+				return true
+			}
 		}
+		return false
+	})
+	found := 0
+	for _, e := range evs {
+		got := removed(e)
+		if got == nil {
+			continue
+		}
+		found++
+		if e.Source != s.id {
+			t.Fatalf("from %q", e.Source)
+		}
+		if got["canonical"] != tag || got["digest"] != strings.TrimSpace(string(digest)) {
+			t.Fatalf("scanned_images entry %v, want %s with digest %s", got, tag, digest)
+		}
+	}
+	if found != 1 {
+		t.Fatalf("%d removal events name %s, want 1", found, tag)
 	}
 }

@@ -57,7 +57,7 @@ func TestVolumeEventsPythonPeer_Integration(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tools, "mount"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := newStackWith(t, "cohabiting-storage-proxy = false\nvolume-mount-timeout = 3", stackOpts{
+	s := newStackWith(t, "cohabiting-storage-proxy = false\nvolume-mount-timeout = 12", stackOpts{
 		portRange: [2]int{28540, 28579}, env: []string{"PATH=" + tools + ":" + os.Getenv("PATH")},
 	})
 	tmpMP, hangMP := filepath.Join(s.vfroot, "tmpvol"), filepath.Join(s.vfroot, "hangvol")
@@ -127,14 +127,15 @@ func TestVolumeEventsPythonPeer_Integration(t *testing.T) {
 	publish("do_volume_mount", "hangvol", "baihang", "nfs.example:/export", "")
 	publish("do_volume_mount", "tmpvol", "tmpfs", "baitmp", "size=1m")
 	// The tmpfs, asked second, answers first: a mount queued behind the
-	// hung one would answer only after the hung one's 3-s deadline and
+	// hung one would answer only after the hung one's 12-s deadline and
 	// its failure. (Order, not elapsed time: each publish starts a
-	// Python process, seconds on a loaded machine.)
+	// Python process, seconds on a loaded machine; the deadline leaves
+	// the second publish that long to arrive.)
 	expect(next(testutil.Slow(10*time.Second)), "volume_mounted", tmpMP, true)
 	if ok, _ := volumes.IsMounted("", tmpMP); !ok {
 		t.Fatal("tmpfs not in mountinfo")
 	}
-	a := next(testutil.Slow(10 * time.Second))
+	a := next(testutil.Slow(25 * time.Second))
 	expect(a, "volume_mounted", hangMP, false)
 	if msg, _ := a.p["err_msg"].(string); !strings.Contains(msg, "timed out") {
 		t.Fatalf("hung mount err_msg %q", msg)

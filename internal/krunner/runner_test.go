@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -188,10 +189,54 @@ func TestBatchSteps(t *testing.T) {
 	}
 }
 
+// sleepingInGroup waits until n processes of the running command's group
+// run cmdline (NUL-separated) and sleep in nanosleep.
+func sleepingInGroup(t *testing.T, r *Runner, cmdline string, n int) {
+	t.Helper()
+	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("%d × %q sleeping in the command's group", n, cmdline), func() bool {
+		r.childMu.Lock()
+		c := r.child
+		r.childMu.Unlock()
+		if c == nil || c.cmd.Process == nil {
+			return false
+		}
+		pgid := c.cmd.Process.Pid
+		procs, _ := os.ReadDir("/proc")
+		found := 0
+		for _, p := range procs {
+			pid, err := strconv.Atoi(p.Name())
+			if err != nil {
+				continue
+			}
+			if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
+				continue
+			}
+			cl, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+			w, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "wchan"))
+			if string(cl) == cmdline && string(w) == "hrtimer_nanosleep" {
+				found++
+			}
+		}
+		return found == n
+	})
+}
+
 func TestShellInterruptAndInput(t *testing.T) {
 	a := startRunner(t, "shell")
+	// The input run says it started before the test types: the runner
+	// feeds the running command, and a fixed wait could come before the
+	// shell exists on a loaded machine.
+	ready := func() {
+		t.Helper()
+		if recs, rec := a.until("stdout", "finished"); rec.kind != "stdout" || rec.data != "ready\n" {
+			t.Fatalf("want ready on stdout, got %v then %v", recs, rec)
+		}
+	}
+	// A SIGINT that reaches dash before it forks the foreground command
+	// is noted and then forgotten, so the interrupt waits until both
+	// sleeps are sleeping.
 	a.send("code", "sleep 100 & sleep 100; echo done")
-	time.Sleep(300 * time.Millisecond)
+	sleepingInGroup(t, a.r, "sleep\x00100\x00", 2)
 	t0 := time.Now()
 	a.send("interrupt", "")
 	_, fin := a.until("finished")
@@ -201,8 +246,8 @@ func TestShellInterruptAndInput(t *testing.T) {
 	if time.Since(t0) > 3*time.Second {
 		t.Fatal("interrupt took too long")
 	}
-	a.send("code", "read name; echo hello $name")
-	time.Sleep(200 * time.Millisecond)
+	a.send("code", "echo ready; read name; echo hello $name")
+	ready()
 	a.send("input", "bob")
 	recs, fin := a.until("finished")
 	if exitOf(t, fin) != 0 || stream(recs, "stdout") != "hello bob\n" {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bai-agent/bai-agent/internal/testutil"
 	"github.com/coder/websocket"
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
@@ -104,11 +105,15 @@ func TestBuiltinSSH(t *testing.T) {
 		t.Fatal("an unknown key logged in")
 	}
 	a.send("shutdown-service", `"sshd"`)
-	time.Sleep(300 * time.Millisecond)
-	if c, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: time.Second}); err == nil {
-		c.Close()
-		t.Fatal("sshd still answers after shutdown-service")
-	}
+	// The service stops beside the message loop: wait for it, bounded.
+	testutil.Eventually(t, 10*time.Second, "sshd refuses logins after shutdown-service", func() bool {
+		c, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &gossh.ClientConfig{User: "work", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: time.Second})
+		if err == nil {
+			c.Close()
+			return false
+		}
+		return true
+	})
 	// Started again on request.
 	a.send("start-service", string(body))
 	if _, rec := a.until("service-result"); !strings.Contains(rec.data, `"started"`) {

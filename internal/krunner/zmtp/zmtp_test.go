@@ -85,7 +85,13 @@ func TestAgainstLibzmq(t *testing.T) {
 	// The agent restarts: a new PULL connects, and what the runner sends
 	// meanwhile reaches it.
 	agentIn.Close()
-	time.Sleep(100 * time.Millisecond)
+	// Sent once the runner saw the old connection end: a message written
+	// to a connection whose peer is gone is lost, with libzmq as here.
+	testutil.Eventually(t, 10*time.Second, "the old peer dropped", func() bool {
+		push.mu.Lock()
+		defer push.mu.Unlock()
+		return len(push.peers) == 0
+	})
 	if err := push.Send([]byte("finished"), []byte(`{"exitCode":0}`)); err != nil {
 		t.Fatal(err)
 	}
