@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -18,11 +20,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Limits, as the reference agent's.
+// Limits: the first two as the reference agent's; the byte limits are
+// ours, because the runner is the kernel's and the agent is the host's: a
+// run that prints faster than the manager collects, or displays 250 MiB
+// of HTML, must not grow the agent without bound.
 const (
-	MaxRecord   = 10 << 20 // bytes of one stdout/stderr record
+	MaxRecord   = 10 << 20 // bytes of one record (stdout/stderr cut, others dropped)
 	RunQueue    = 4096     // records a run holds before dropping
 	StatusEvery = 10 * time.Second
+	// RunQueueBytes bounds what one run holds for its next execute call;
+	// past it records are dropped (and the next reply says how much).
+	RunQueueBytes = 64 << 20
+	// MaxReply bounds the records one execute call returns: the rest
+	// stays queued for the next "continue".
+	MaxReply = 16 << 20
+	// maxFrame is the largest frame the agent's socket takes from a
+	// runner; libzmq drops the connection of a peer that sends more
+	// (the runner's PUSH connects again).
+	maxFrame = MaxRecord + 1<<20
+	// sendQueue bounds what libzmq holds for a runner that does not read
+	// (stopped, or gone while the engine cannot say).
+	sendQueue = 256
 )
 
 // ErrClosed is returned once the client is closed.
@@ -37,8 +55,11 @@ type Record struct {
 type run struct {
 	id     string
 	q      chan Record
-	active chan struct{}
-	dec    map[string][]byte // held-back partial UTF-8 per stream
+	queued atomic.Int64 // bytes in q
+	// dropped counts the bytes of records dropped since the last reply.
+	dropped atomic.Int64
+	active  chan struct{}
+	dec     map[string][]byte // held-back partial UTF-8 per stream
 }
 
 // Client talks to one kernel's runner.
@@ -126,6 +147,16 @@ func DialCurve(host string, inPort, outPort int, cv *Curve, log *slog.Logger) (*
 		// which would add up to that to every kernel's start.
 		_ = s.SetReconnectIvl(10 * time.Millisecond)
 		_ = s.SetReconnectIvlMax(500 * time.Millisecond)
+		switch kind {
+		case zmq.PULL:
+			if err := s.SetMaxmsgsize(maxFrame); err != nil {
+				return nil, fmt.Errorf("runner socket: %w", err)
+			}
+		case zmq.PUSH:
+			if err := s.SetSndhwm(sendQueue); err != nil {
+				return nil, fmt.Errorf("runner socket: %w", err)
+			}
+		}
 		if cv != nil {
 			// Set before Connect: libzmq fixes the mechanism per connection.
 			for _, err := range []error{s.SetCurveServerkey(cv.ServerPublic), s.SetCurvePublickey(cv.ClientPublic), s.SetCurveSecretkey(cv.ClientSecret)} {
@@ -259,7 +290,7 @@ func (c *Client) loop(push, pull *zmq.Socket) {
 		if !time.Now().Before(nextPing) {
 			nextPing = time.Now().Add(StatusEvery)
 			if c.statusMu.TryLock() {
-				_, _ = push.SendMessage("status", "")
+				_, _ = push.SendMessageDontwait("status", "")
 				c.statusMu.Unlock()
 			}
 			continue
@@ -267,8 +298,12 @@ func (c *Client) loop(push, pull *zmq.Socket) {
 		for drained := false; !drained; {
 			select {
 			case m := <-c.send:
-				if _, err := push.SendMessage(m[0], m[1]); err != nil {
-					c.log.Warn("send to the runner failed", "error", err)
+				// Never blocks: this goroutine is the only reader of the
+				// runner's output and what Close waits for. A runner that
+				// left sendQueue messages unread is stopped or gone; what
+				// it would get more is dropped.
+				if _, err := push.SendMessageDontwait(m[0], m[1]); err != nil {
+					c.log.Warn("message to the runner dropped", "type", string(m[0]), "error", err)
 				}
 			default:
 				drained = true
@@ -294,6 +329,34 @@ func (c *Client) loop(push, pull *zmq.Socket) {
 		c.fdw.wait()
 	}
 }
+
+// offer queues rec for the run's next execute call, or drops it when the
+// run already holds RunQueue records (as the reference's QueueFull) or
+// RunQueueBytes. A record that ends or pauses the run is kept past both
+// bounds (the queue has room beyond RunQueue for them): dropped, it would
+// leave the manager asking "continue" for ever. Only the loop goroutine
+// offers, so the length it reads can only shrink meanwhile.
+func (r *run) offer(rec Record, terminal bool) {
+	n := int64(len(rec.Data))
+	if !terminal && (len(r.q) >= RunQueue || r.queued.Load()+n > RunQueueBytes) {
+		r.dropped.Add(n)
+		return
+	}
+	r.queued.Add(n)
+	select {
+	case r.q <- rec:
+	default:
+		r.queued.Add(-n)
+		r.dropped.Add(n)
+	}
+}
+
+// terminalRecord names the records that end an execute call's collection.
+var terminalRecord = map[string]bool{"finished": true, "clean-finished": true, "build-finished": true, "waiting-input": true, "exec-timeout": true}
+
+// runQueueCap leaves room past RunQueue for terminal records and the
+// output held back at the end of a run.
+const runQueueCap = RunQueue + 16
 
 func offer(ch chan []byte, b []byte) {
 	select {
@@ -342,22 +405,23 @@ func (c *Client) dispatch(kind string, data []byte) {
 			return
 		}
 	default:
-		text = string(data)
+		if len(data) > MaxRecord {
+			// Cut HTML or a cut image would be garbage: it goes whole or
+			// not at all.
+			r.dropped.Add(int64(len(data)))
+			return
+		}
+		// The manager decodes the reply's strings as UTF-8.
+		text = strings.ToValidUTF8(string(data), "\uFFFD")
 	}
 	if kind == "finished" || kind == "build-finished" {
 		for _, s := range []string{"stdout", "stderr"} {
 			if rest := r.decode(s, nil, true); rest != "" {
-				select {
-				case r.q <- Record{s, rest}:
-				default:
-				}
+				r.offer(Record{s, rest}, true)
 			}
 		}
 	}
-	select {
-	case r.q <- Record{kind, text}:
-	default: // full: dropped, as the reference's QueueFull
-	}
+	r.offer(Record{kind, text}, terminalRecord[kind])
 }
 
 // decode is an incremental UTF-8 decoder per stream: a rune split across

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -27,7 +28,7 @@ func (c *Client) attach(ctx context.Context, id string) (*run, error) {
 	c.mu.Lock()
 	r, ok := c.runs[id]
 	if !ok {
-		r = &run{id: id, q: make(chan Record, RunQueue), active: make(chan struct{}), dec: map[string][]byte{}}
+		r = &run{id: id, q: make(chan Record, runQueueCap), active: make(chan struct{}), dec: map[string][]byte{}}
 		c.runs[id] = r
 	}
 	switch {
@@ -99,7 +100,7 @@ func (c *Client) Preattach(runID string) {
 	}
 	r, ok := c.runs[runID]
 	if !ok {
-		r = &run{id: runID, q: make(chan Record, RunQueue), active: make(chan struct{}), dec: map[string][]byte{}}
+		r = &run{id: runID, q: make(chan Record, runQueueCap), active: make(chan struct{}), dec: map[string][]byte{}}
 		c.runs[runID] = r
 	}
 	c.current = r
@@ -164,13 +165,15 @@ func (c *Client) Execute(ctx context.Context, req Request) (map[string]any, erro
 		timeout = t.C
 	}
 	var recs []Record
+	size := 0
 	status := "continued"
 	var exit any
 	var options any
 collect:
-	for {
+	for size < MaxReply {
 		select {
 		case rec := <-r.q:
+			r.queued.Add(-int64(len(rec.Data)))
 			switch rec.Type {
 			case "finished", "clean-finished", "build-finished":
 				var m struct {
@@ -202,6 +205,7 @@ collect:
 				break collect
 			default:
 				recs = append(recs, rec)
+				size += len(rec.Data)
 			}
 		case <-timeout:
 			break collect
@@ -211,20 +215,25 @@ collect:
 			return nil, ErrClosed
 		}
 	}
+	if n := r.dropped.Swap(0); n > 0 {
+		recs = append(recs, Record{"stderr", fmt.Sprintf("\n[bai-agent: %d bytes of this run's output were dropped: more than %d MiB waited to be collected, or one record was over %d MiB]\n", n, RunQueueBytes>>20, MaxRecord>>20)})
+	}
 	return shape(req.RunID, status, exit, options, recs, req.APIVersion), nil
 }
 
 // shape builds the result map of the reference agent's execute().
 func shape(runID, status string, exit, options any, recs []Record, apiVersion int) map[string]any {
+	// Builders, not +=: a reply joins thousands of 4-KiB records, and
+	// repeated concatenation copies the whole string each time.
 	if apiVersion == 1 {
-		var out, errs string
+		var out, errs strings.Builder
 		media, html := []any{}, []any{}
 		for _, r := range recs {
 			switch r.Type {
 			case "stdout":
-				out += r.Data
+				out.WriteString(r.Data)
 			case "stderr":
-				errs += r.Data
+				errs.WriteString(r.Data)
 			case "media":
 				var m struct {
 					Type string `json:"type"`
@@ -236,15 +245,17 @@ func shape(runID, status string, exit, options any, recs []Record, apiVersion in
 				html = append(html, r.Data)
 			}
 		}
-		return map[string]any{"runId": runID, "status": status, "exitCode": exit, "options": options, "stdout": out, "stderr": errs, "media": media, "html": html, "files": []any{}}
+		return map[string]any{"runId": runID, "status": status, "exitCode": exit, "options": options, "stdout": out.String(), "stderr": errs.String(), "media": media, "html": html, "files": []any{}}
 	}
 	console := []any{}
-	var kind, buf string
+	var kind string
+	var buf strings.Builder
 	flush := func() {
 		if kind != "" {
-			console = append(console, []any{kind, buf})
+			console = append(console, []any{kind, buf.String()})
 		}
-		kind, buf = "", ""
+		kind = ""
+		buf.Reset()
 	}
 	for _, r := range recs {
 		switch r.Type {
@@ -253,7 +264,7 @@ func shape(runID, status string, exit, options any, recs []Record, apiVersion in
 				flush()
 				kind = r.Type
 			}
-			buf += r.Data
+			buf.WriteString(r.Data)
 		case "media":
 			flush()
 			var m struct {
