@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/bai-agent/bai-agent/internal/cgroup"
+	"github.com/bai-agent/bai-agent/internal/safefs"
 )
 
 // Target is one kernel to measure.
@@ -400,7 +400,11 @@ func (c *Collector) readKernel(st *kernelState, t Target) (error, bool) {
 }
 
 // scratchUsage is the bytes used under dir: statfs for a dedicated mount
-// (hostfile, memory), otherwise a bounded walk.
+// (hostfile, memory), otherwise a bounded walk. The walk is safefs's: the
+// folder is the kernel's /home/work, where its user may swap a folder for
+// a link, a FIFO or a device node between our listing and our descent,
+// and a plain walk would then follow the link out of the scratch, block
+// on the FIFO for ever or open the host device as root.
 func scratchUsage(dir string) uint64 {
 	if dir == "" {
 		return 0
@@ -409,27 +413,37 @@ func scratchUsage(dir string) uint64 {
 	if syscall.Statfs(dir, &st) == nil && syscall.Statfs(filepath.Dir(dir), &parent) == nil && st.Fsid != parent.Fsid {
 		return (st.Blocks - st.Bfree) * uint64(st.Bsize)
 	}
+	root, err := safefs.OpenRoot(dir)
+	if err != nil {
+		return 0
+	}
+	defer root.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), scratchWalkTimeout)
+	defer cancel()
 	var total uint64
 	n := 0
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
+	// A partial figure (too many entries, too deep, too slow) is still
+	// the best one there is: the walk's error is not the caller's.
+	_ = root.Walk(ctx, ".", scratchWalkDepth, scratchWalkEntries, func(_ string, info *safefs.Info) error {
+		if n++; n > scratchWalkEntries {
+			return errWalkEnough
 		}
-		n++
-		if n > 100000 {
-			return filepath.SkipAll
-		}
-		if d.Type().IsRegular() {
-			if info, err := d.Info(); err == nil {
-				if s, ok := info.Sys().(*syscall.Stat_t); ok {
-					total += uint64(s.Blocks) * 512
-				}
-			}
+		if info.Mode().IsRegular() {
+			total += uint64(info.Stat().Blocks) * 512
 		}
 		return nil
 	})
 	return total
 }
+
+// Bounds of the scratch walk per statistics cycle.
+const (
+	scratchWalkEntries = 100000
+	scratchWalkDepth   = 128
+	scratchWalkTimeout = 5 * time.Second
+)
+
+var errWalkEnough = errors.New("stats: scratch walk entry budget spent")
 
 // Snapshot serializes every kernel's metrics.
 func (c *Collector) Snapshot() []KernelSnapshot {
