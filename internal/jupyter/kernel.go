@@ -38,6 +38,9 @@ type Options struct {
 	// Output receives the kernel process' own stdout and stderr (its
 	// logs; nil: discarded).
 	Output io.Writer
+	// Transport is "tcp" to force TCP on 127.0.0.1; otherwise a kernel
+	// known to speak it (ipykernel) gets Unix sockets in RuntimeDir.
+	Transport string
 	// StartTimeout bounds launch until the kernel answers kernel_info on
 	// shell and publishes on iopub (0: 30 s).
 	StartTimeout time.Duration
@@ -76,20 +79,31 @@ func Start(ctx context.Context, o Options) (*Kernel, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.StartTimeout)
 	defer cancel()
-	info, err := NewConnInfo("127.0.0.1", o.Spec.Name)
-	if err != nil {
-		return nil, err
-	}
-	k := &Kernel{Spec: o.Spec, Info: info, sess: NewSession([]byte(info.Key), "kernel"), exited: make(chan struct{}),
+	k := &Kernel{Spec: o.Spec, exited: make(chan struct{}),
 		waiters: map[string]chan *Message{}, seen: make(chan struct{}), stdinCh: make(chan *Message, 16)}
 	dir := o.RuntimeDir
+	var err error
 	if dir == "" {
+		// 0700: the kernel's Unix sockets live here too.
 		if dir, err = os.MkdirTemp("", "bai-jupyter-"); err != nil {
 			return nil, err
 		}
 		k.rmDir = dir
 	}
-	k.file = filepath.Join(dir, "kernel-"+NewID()+".json")
+	id := NewID()
+	var info *ConnInfo
+	if o.Spec.speaksIPC() && o.Transport != "tcp" {
+		info, err = NewIPCConnInfo(filepath.Join(dir, "k-"+id[:8]), o.Spec.Name)
+	}
+	if info == nil {
+		info, err = NewConnInfo("127.0.0.1", o.Spec.Name)
+	}
+	if err != nil {
+		k.cleanup()
+		return nil, err
+	}
+	k.Info, k.sess = info, NewSession([]byte(info.Key), "kernel")
+	k.file = filepath.Join(dir, "kernel-"+id+".json")
 	b, _ := json.MarshalIndent(info, "", "  ")
 	if err := os.WriteFile(k.file, b, 0o600); err != nil {
 		k.cleanup()
@@ -533,6 +547,11 @@ func (k *Kernel) Shutdown() {
 func (k *Kernel) cleanup() {
 	if k.file != "" {
 		os.Remove(k.file)
+	}
+	if k.Info != nil && k.Info.Transport == "ipc" {
+		for _, p := range []int{k.Info.ShellPort, k.Info.IOPubPort, k.Info.StdinPort, k.Info.ControlPort, k.Info.HBPort} {
+			os.Remove(strings.TrimPrefix(k.Info.addr(p), "ipc://"))
+		}
 	}
 	if k.rmDir != "" {
 		os.RemoveAll(k.rmDir)

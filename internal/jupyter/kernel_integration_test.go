@@ -7,16 +7,19 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bai-agent/bai-agent/internal/krunner/zmtp"
 )
 
 // startIPyKernel launches Debian's ipykernel through a kernelspec in a
 // temporary data dir.
-func startIPyKernel(t *testing.T, interruptMode string) *Kernel {
+func startIPyKernel(t *testing.T, interruptMode string, mutate ...func(*Options)) *Kernel {
 	t.Helper()
 	requirePyModule(t, "ipykernel")
 	data := t.TempDir()
@@ -39,7 +42,11 @@ func startIPyKernel(t *testing.T, interruptMode string) *Kernel {
 	home := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	k, err := Start(ctx, Options{Spec: s, Env: []string{"HOME=" + home, "PATH=/usr/bin:/bin", "IPYTHONDIR=" + filepath.Join(home, ".ipython")}, Dir: home})
+	o := Options{Spec: s, Env: []string{"HOME=" + home, "PATH=/usr/bin:/bin", "IPYTHONDIR=" + filepath.Join(home, ".ipython")}, Dir: home}
+	for _, m := range mutate {
+		m(&o)
+	}
+	k, err := Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,4 +256,96 @@ func TestIPyKernelDies_Integration(t *testing.T) {
 	if k.ExitCode() != 3 {
 		t.Fatalf("exit code %d", k.ExitCode())
 	}
+}
+
+// tcpListeners returns the TCP ports pid listens on (its socket inodes
+// matched against /proc/net/tcp and tcp6).
+func tcpListeners(t *testing.T, pid int) []string {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if ino, ok := strings.CutPrefix(l, "socket:["); err == nil && ok {
+			inodes[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	var out []string
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			// local_address rem_address st ... inode (10th field)
+			if len(fs) > 9 && fs[3] == "0A" && inodes[fs[9]] {
+				out = append(out, fs[1])
+			}
+		}
+	}
+	return out
+}
+
+// ipykernel talks over Unix sockets in a 0700 folder, not TCP on
+// 127.0.0.1: in a host-network kernel that loopback is the host's, and
+// any local user could subscribe to the kernel's iopub (every output,
+// every cell's code). TCP stays available for kernels that need it.
+func TestIPyKernelUsesUnixSockets_Integration(t *testing.T) {
+	k := startIPyKernel(t, "")
+	if k.Info.Transport != "ipc" {
+		t.Fatalf("transport %q, want ipc", k.Info.Transport)
+	}
+	// ipykernel keeps one TCP listener of its own whatever the transport:
+	// the PULL end of its fork pipe (output of forked children, accepted
+	// only behind a random key; it serves nothing). No channel may be
+	// reachable over TCP: no PUB to subscribe to, no ROUTER to talk to.
+	for _, l := range tcpListeners(t, k.cmd.Process.Pid) {
+		port, err := strconv.ParseUint(l[strings.Index(l, ":")+1:], 16, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		for _, kind := range []string{"SUB", "DEALER"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, err := zmtp.Dial(ctx, kind, addr)
+			cancel()
+			if err == nil {
+				c.Close()
+				t.Fatalf("a %s reached the kernel over TCP at %s", kind, addr)
+			}
+		}
+	}
+	st, err := os.Stat(filepath.Dir(k.Info.IP))
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("socket folder %v %v, want mode 0700", st, err)
+	}
+	if r := run(t, k, "print(6 * 7)", Hooks{}); r["status"] != "ok" {
+		t.Fatalf("reply %v", r)
+	}
+	sock := strings.TrimPrefix(k.Info.addr(k.Info.IOPubPort), "ipc://")
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("iopub socket: %v", err)
+	}
+	k.Shutdown()
+	if _, err := os.Stat(filepath.Dir(sock)); err == nil {
+		t.Fatal("the socket folder outlived the kernel")
+	}
+
+	kt := startIPyKernel(t, "", func(o *Options) { o.Transport = "tcp" })
+	c := newCapture()
+	if r := run(t, kt, "print(6 * 7)", c.hooks(nil, nil)); r["status"] != "ok" || c.stream("stdout") != "42\n" {
+		t.Fatalf("over TCP: %v %+v", r, c.recs)
+	}
+	// The same probe finds the channels of a kernel on TCP: it can fail.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sub, err := zmtp.Dial(ctx, "SUB", kt.Info.addr(kt.Info.IOPubPort))
+	if err != nil {
+		t.Fatalf("the probe does not reach a TCP kernel's iopub: %v", err)
+	}
+	sub.Close()
 }

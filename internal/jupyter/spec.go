@@ -3,6 +3,8 @@ package jupyter
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Spec is a kernelspec (kernel.json) and where it was found.
@@ -83,7 +86,7 @@ func FindSpec(dataDirs []string, want string) (*Spec, error) {
 			if seen[strings.ToLower(n)] {
 				continue // an earlier directory's spec of that name wins
 			}
-			b, err := os.ReadFile(filepath.Join(kd, n, "kernel.json"))
+			b, err := readSpecFile(filepath.Join(kd, n, "kernel.json"))
 			if err != nil {
 				continue
 			}
@@ -100,6 +103,37 @@ func FindSpec(dataDirs []string, want string) (*Spec, error) {
 		}
 	}
 	return nil, ErrNoSpec
+}
+
+// maxSpecFile bounds a kernel.json (real ones are a few hundred bytes).
+const maxSpecFile = 1 << 20
+
+// readSpecFile reads a kernel.json that the kernel's user may have
+// replaced: a FIFO must not block the runner (it is read while the
+// runner's request loop may wait on it), /dev/zero must not fill its
+// memory. Opened without blocking, it must be a regular file of at most
+// maxSpecFile bytes.
+func readSpecFile(p string) ([]byte, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("jupyter: %s is not a regular file", p)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSpecFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSpecFile {
+		return nil, fmt.Errorf("jupyter: %s is over %d bytes", p, maxSpecFile)
+	}
+	return b, nil
 }
 
 // ConnInfo is a connection file's content.
@@ -159,4 +193,43 @@ func freePorts(ip string, n int) ([]int, error) {
 	return out, nil
 }
 
-func (c *ConnInfo) addr(port int) string { return net.JoinHostPort(c.IP, strconv.Itoa(port)) }
+func (c *ConnInfo) addr(port int) string {
+	if c.Transport == "ipc" {
+		return "ipc://" + c.IP + "-" + strconv.Itoa(port)
+	}
+	return net.JoinHostPort(c.IP, strconv.Itoa(port))
+}
+
+// NewIPCConnInfo is a connection over Unix sockets named prefix-1 to
+// prefix-5 (ipykernel binds "ipc://<ip>-<port>"). A kernel's TCP ports
+// on 127.0.0.1 are the host's loopback in a host-network kernel, and a
+// PUB socket serves any subscriber: its HMAC signs messages, it does not
+// hide them. A socket in a 0700 folder of the kernel's filesystem is
+// reachable by the kernel's user alone.
+func NewIPCConnInfo(prefix, kernelName string) (*ConnInfo, error) {
+	var key [32]byte
+	if _, err := cryptoRead(key[:]); err != nil {
+		return nil, err
+	}
+	if len(prefix)+2 > maxSocketPath {
+		return nil, fmt.Errorf("jupyter: socket path %q is too long for a Unix socket", prefix)
+	}
+	return &ConnInfo{IP: prefix, Transport: "ipc", ShellPort: 1, IOPubPort: 2, StdinPort: 3,
+		ControlPort: 4, HBPort: 5, Key: hexString(key[:]), SignatureScheme: "hmac-sha256", KernelName: kernelName}, nil
+}
+
+// maxSocketPath is sun_path's size less its terminating NUL.
+const maxSocketPath = 107
+
+// speaksIPC reports a kernel known to bind Unix sockets when its
+// connection file says transport "ipc": ipykernel. Other kernels (IRkernel,
+// IJulia, ...) build "tcp"-style addresses whatever the file says, so they
+// get TCP.
+func (s *Spec) speaksIPC() bool {
+	for _, a := range s.Argv {
+		if strings.Contains(a, "ipykernel") {
+			return true
+		}
+	}
+	return false
+}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -67,8 +68,10 @@ type Runner struct {
 	child   *child
 
 	helperMu sync.Mutex
-	py       *pyHelper
-	jup      jupyterState // the Jupyter kernel, under helperMu
+	// interrupting is set while an interrupt is being delivered.
+	interrupting atomic.Bool
+	py           *pyHelper
+	jup          jupyterState // the Jupyter kernel, under helperMu
 
 	inputs chan string // input frames for a waiting python run
 
@@ -235,7 +238,16 @@ func (r *Runner) Serve(ctx context.Context) error {
 		case "status":
 			r.emit("status", r.statusPayload())
 		case "interrupt":
-			r.interrupt()
+			// Delivered beside the loop: finding the target may wait for
+			// a Jupyter kernel's start (up to its 30 s), and status pings
+			// must be answered meanwhile. One at a time: more while one is
+			// on its way add nothing.
+			if r.interrupting.CompareAndSwap(false, true) {
+				go func() {
+					defer r.interrupting.Store(false)
+					r.interrupt()
+				}()
+			}
 		case "input":
 			if !r.feedInput(payload) {
 				select {

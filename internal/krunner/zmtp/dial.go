@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 )
 
@@ -22,7 +23,8 @@ type Conn struct {
 	once sync.Once
 }
 
-// Dial connects a DEALER or SUB socket to addr. A SUB subscribes to every
+// Dial connects a DEALER or SUB socket to addr ("host:port", or
+// "ipc://path" for a Unix socket). A SUB subscribes to every
 // topic at once (ZMTP 3.0 subscription message), so the caller should
 // confirm delivery with a round trip before relying on it, as libzmq's own
 // subscriptions are asynchronous too.
@@ -39,8 +41,12 @@ func DialIdentity(ctx context.Context, kind, addr string, identity []byte) (*Con
 	if want == "" {
 		return nil, fmt.Errorf("zmtp: unsupported dial socket type %q", kind)
 	}
+	network := "tcp"
+	if p, ok := strings.CutPrefix(addr, "ipc://"); ok {
+		network, addr = "unix", p
+	}
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
