@@ -299,10 +299,16 @@ func (a *Agent) containerSpec(ctx context.Context, k *Kernel, s *KernelSpec, clu
 	}
 	cpuset, memory := res.CpusetCpus, res.Memory
 	// The sandbox runtime: the node's, or a stricter one the image asks
-	// for (the image's labels as the manager sent them).
-	ociRuntime, err := a.sandbox.Resolve(cfg.Image.Labels)
-	if err == nil {
-		ociRuntime, err = sandbox.Merge(ociRuntime, res.Runtime)
+	// for (the image's labels as the manager sent them). A kernel that
+	// has one (a restart) keeps it: an operator lowering the node's
+	// sandbox-type must not move running sessions to a weaker runtime.
+	ociRuntime := s.OCIRuntime
+	var err error
+	if ociRuntime == "" {
+		ociRuntime, err = a.sandbox.Resolve(cfg.Image.Labels)
+		if err == nil {
+			ociRuntime, err = sandbox.Merge(ociRuntime, res.Runtime)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCreationFailed, err)

@@ -102,3 +102,43 @@ func TestSandboxRuntimeForStats_Fake(t *testing.T) {
 	}
 	check("after a restart")
 }
+
+// A restart keeps the runtime the kernel was created with: the operator
+// lowering the node's sandbox-type (and restarting the agent) applies to
+// new kernels, not to running sessions' restarts.
+func TestSandboxRuntimeKeptOnRestart_Fake(t *testing.T) {
+	c := newCore(t, func(cfg *config.Config) { cfg.Container.SandboxType = "gvisor" }, func(o *Options) {
+		o.Backend.(*fake.Backend).SetRuntimes("runc", "crun", "runsc")
+	})
+	info, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.be.Spec(info.ContainerID).Runtime; got != "runsc" {
+		t.Fatalf("created under %q, want runsc", got)
+	}
+	c.agent.Close()
+	cfg := *c.opts.Config
+	cfg.Container.SandboxType = "runc"
+	c.opts.Config = &cfg
+	c.agent = c.start()
+	k, ok := c.agent.Kernel(info.ID)
+	if !ok {
+		t.Fatal("kernel not adopted")
+	}
+	if _, err := c.agent.RestartKernel(context.Background(), k.SessionID, info.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, _ = c.agent.Kernel(info.ID)
+	if got := c.be.Spec(k.Spec().ContainerID).Runtime; got != "runsc" {
+		t.Fatalf("restarted under %q after the node was lowered to runc, want runsc", got)
+	}
+	// A new kernel gets the node's new runtime.
+	fresh, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.be.Spec(fresh.ContainerID).Runtime; got != "runc" {
+		t.Fatalf("a new kernel under %q, want runc", got)
+	}
+}
