@@ -61,9 +61,17 @@ func (e *env) startSleeps(kid, containerID, runID string, flush time.Duration) {
 		e.t.Fatalf("continued: %v (stdout so far %q)", res, out)
 	}
 	ctx := context.Background()
+	// Lines whose command is the sleep itself (not the shell's own
+	// "sh -c ... sleep 100 & sleep 100", which some shells keep).
 	testutil.Eventually(e.t, 20*time.Second, "both sleeps running", func() bool {
 		_, ps := testutil.Exec(ctx, e.be, containerID, "ps")
-		return strings.Count(ps, "sleep 100") == 2
+		n := 0
+		for _, line := range strings.Split(ps, "\n") {
+			if strings.HasSuffix(strings.TrimSpace(line), " sleep 100") && !strings.Contains(line, "sh -c") {
+				n++
+			}
+		}
+		return n == 2
 	})
 }
 

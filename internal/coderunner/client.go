@@ -41,6 +41,8 @@ const (
 	// sendQueue bounds what libzmq holds for a runner that does not read
 	// (stopped, or gone while the engine cannot say).
 	sendQueue = 256
+	// recvQueue bounds the runner's messages libzmq holds for the loop.
+	recvQueue = 16
 )
 
 // ErrClosed is returned once the client is closed.
@@ -78,6 +80,9 @@ type Client struct {
 	// kinds do not wait for each other, so a 35 s service start does not
 	// hold up ping_kernel.
 	statusMu, complMu, appsMu, svcMu, modelMu sync.Mutex
+	// pings counts keep-alive status pings sent since the last status
+	// reply.
+	pings atomic.Int32
 	// fdw is where the socket goroutine sleeps; wake interrupts it.
 	fdw *fdWait
 
@@ -149,7 +154,12 @@ func DialCurve(host string, inPort, outPort int, cv *Curve, log *slog.Logger) (*
 		_ = s.SetReconnectIvlMax(500 * time.Millisecond)
 		switch kind {
 		case zmq.PULL:
+			// Frames over maxFrame drop the connection; at most
+			// recvQueue whole messages wait in libzmq for the loop.
 			if err := s.SetMaxmsgsize(maxFrame); err != nil {
+				return nil, fmt.Errorf("runner socket: %w", err)
+			}
+			if err := s.SetRcvhwm(recvQueue); err != nil {
 				return nil, fmt.Errorf("runner socket: %w", err)
 			}
 		case zmq.PUSH:
@@ -289,8 +299,13 @@ func (c *Client) loop(push, pull *zmq.Socket) {
 		}
 		if !time.Now().Before(nextPing) {
 			nextPing = time.Now().Add(StatusEvery)
-			if c.statusMu.TryLock() {
-				_, _ = push.SendMessageDontwait("status", "")
+			// Not while earlier pings are unanswered: a stopped runner's
+			// queue would fill with pings, and what the manager sends
+			// next would be the message dropped.
+			if c.pings.Load() < 3 && c.statusMu.TryLock() {
+				if _, err := push.SendMessageDontwait("status", ""); err == nil {
+					c.pings.Add(1)
+				}
 				c.statusMu.Unlock()
 			}
 			continue
@@ -365,7 +380,32 @@ func offer(ch chan []byte, b []byte) {
 	}
 }
 
+// Sizes of what a runner sends that is not output: replies and the
+// records that end or pause a run are small JSON or msgpack; a runner
+// sending more is not one of ours (or is compromised) and is not kept.
+const (
+	maxStatus   = 4 << 10
+	maxReply    = 1 << 20
+	maxTerminal = 64 << 10
+)
+
+// runKinds are the records a run's reply carries (upstream's console
+// kinds); the runner's other kinds are replies, handled before.
+var runKinds = map[string]bool{"stdout": true, "stderr": true, "media": true, "html": true, "log": true}
+
 func (c *Client) dispatch(kind string, data []byte) {
+	switch kind {
+	case "status", "completion", "apps-result", "service-result", "model-service-result":
+		limit := maxReply
+		if kind == "status" {
+			c.pings.Store(0)
+			limit = maxStatus
+		}
+		if len(data) > limit {
+			c.log.Warn("runner reply dropped: too large", "type", kind, "bytes", len(data), "limit", limit)
+			return
+		}
+	}
 	switch kind {
 	case "status":
 		offer(c.status, data)
@@ -385,7 +425,10 @@ func (c *Client) dispatch(kind string, data []byte) {
 	case "model-service-status":
 		// Health changes of a model service: the agent does not act on
 		// them (nor does upstream's); they are logged.
-		c.log.Info("model service health", "status", string(data))
+		if len(data) > 1024 {
+			data = data[:1024]
+		}
+		c.log.Info("model service health", "status", strings.ToValidUTF8(string(data), "\uFFFD"))
 		return
 	}
 	c.mu.Lock()
@@ -394,10 +437,20 @@ func (c *Client) dispatch(kind string, data []byte) {
 	if r == nil {
 		return // no run attached: the reference drops it too
 	}
+	if !runKinds[kind] && !terminalRecord[kind] {
+		r.dropped.Add(int64(len(kind) + len(data)))
+		return
+	}
+	if terminalRecord[kind] && len(data) > maxTerminal {
+		// Kept (the run must end or pause), without what it claimed.
+		r.dropped.Add(int64(len(data)))
+		data = []byte("{}")
+	}
 	var text string
 	switch kind {
 	case "stdout", "stderr":
 		if len(data) > MaxRecord {
+			r.dropped.Add(int64(len(data) - MaxRecord))
 			data = data[:MaxRecord]
 		}
 		text = r.decode(kind, data, false)

@@ -216,7 +216,7 @@ collect:
 		}
 	}
 	if n := r.dropped.Swap(0); n > 0 {
-		recs = append(recs, Record{"stderr", fmt.Sprintf("\n[bai-agent: %d bytes of this run's output were dropped: more than %d MiB waited to be collected, or one record was over %d MiB]\n", n, RunQueueBytes>>20, MaxRecord>>20)})
+		recs = append(recs, Record{"stderr", fmt.Sprintf("\n[bai-agent: %d bytes of this run's output were dropped: it came faster than it was collected (a run holds at most %d MiB or %d records), or a record was over %d MiB]\n", n, RunQueueBytes>>20, RunQueue, MaxRecord>>20)})
 	}
 	return shape(req.RunID, status, exit, options, recs, req.APIVersion), nil
 }

@@ -97,7 +97,15 @@ func TestRunOutputIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := push.SendMessage("finished", `{"exitCode":0}`); err != nil {
+	// A kind no runner sends, and a "finished" far larger than one: the
+	// first is dropped, the second kept (the run must end) without its
+	// payload.
+	bogus := strings.Repeat("k", 1<<20)
+	if _, err := push.SendMessage("bogus-kind", bogus); err != nil {
+		t.Fatal(err)
+	}
+	fin := `{"exitCode":0,"pad":"` + strings.Repeat("p", 100<<10) + `"}`
+	if _, err := push.SendMessage("finished", fin); err != nil {
 		t.Fatal(err)
 	}
 	// Everything is dispatched before the test collects: the run holds
@@ -106,7 +114,7 @@ func TestRunOutputIsBounded(t *testing.T) {
 	run := c.runs["r"]
 	c.mu.Unlock()
 	// Every byte offered is either queued or dropped.
-	total := int64(MaxRecord+1) + n*int64(len(big)) + int64(len(`{"exitCode":0}`))
+	total := int64(MaxRecord+1) + n*int64(len(big)) + int64(len("bogus-kind")+len(bogus)) + int64(len(fin)) + int64(len("{}"))
 	deadline := time.Now().Add(30 * time.Second)
 	for run.queued.Load()+run.dropped.Load() != total {
 		if time.Now().After(deadline) {
@@ -114,7 +122,7 @@ func TestRunOutputIsBounded(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if q := run.queued.Load(); q > RunQueueBytes+1024 { // + the terminal record
+	if q := run.queued.Load(); q > RunQueueBytes+maxTerminal { // + the terminal record
 		t.Fatalf("the run holds %d MiB, over %d MiB", q>>20, RunQueueBytes>>20)
 	}
 	got, replies := 0, 0
@@ -132,6 +140,8 @@ func TestRunOutputIsBounded(t *testing.T) {
 			if s, ok := e[1].(string); ok {
 				size += len(s)
 				switch e[0] {
+				case "bogus-kind":
+					t.Fatal("a record of a kind no runner sends reached the reply")
 				case "html":
 					got += len(s)
 				case "stderr":
@@ -147,8 +157,8 @@ func TestRunOutputIsBounded(t *testing.T) {
 			break
 		}
 	}
-	if last["status"] != "finished" {
-		t.Fatalf("the run did not end: %v", last["status"])
+	if last["status"] != "finished" || last["exitCode"] != nil {
+		t.Fatalf("the run did not end as it should: %v, exit %v", last["status"], last["exitCode"])
 	}
 	if got > RunQueueBytes || got == 0 {
 		t.Fatalf("%d MiB of HTML delivered, want some and at most %d MiB", got>>20, RunQueueBytes>>20)

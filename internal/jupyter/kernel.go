@@ -33,7 +33,8 @@ type Options struct {
 	Env []string
 	// Dir is the kernel's working directory.
 	Dir string
-	// RuntimeDir holds the connection file ("": a new temporary dir).
+	// RuntimeDir is where the kernel's own folder (connection file, Unix
+	// sockets) is made ("": the system's temporary folder).
 	RuntimeDir string
 	// Output receives the kernel process' own stdout and stderr (its
 	// logs; nil: discarded).
@@ -81,21 +82,20 @@ func Start(ctx context.Context, o Options) (*Kernel, error) {
 	defer cancel()
 	k := &Kernel{Spec: o.Spec, exited: make(chan struct{}),
 		waiters: map[string]chan *Message{}, seen: make(chan struct{}), stdinCh: make(chan *Message, 16)}
-	dir := o.RuntimeDir
-	var err error
-	if dir == "" {
-		// 0700: the kernel's Unix sockets live here too.
-		if dir, err = os.MkdirTemp("", "bai-jupyter-"); err != nil {
-			return nil, err
-		}
-		k.rmDir = dir
+	// A folder of this kernel's own (0700, whatever RuntimeDir's mode):
+	// its Unix sockets live there.
+	dir, err := os.MkdirTemp(o.RuntimeDir, "bai-jupyter-")
+	if err != nil {
+		return nil, err
 	}
+	k.rmDir = dir
 	id := NewID()
 	var info *ConnInfo
 	if o.Spec.speaksIPC() && o.Transport != "tcp" {
+		// No quiet fall-back to TCP when the path is too long: that is
+		// the exposure the sockets avoid. The caller decides.
 		info, err = NewIPCConnInfo(filepath.Join(dir, "k-"+id[:8]), o.Spec.Name)
-	}
-	if info == nil {
+	} else {
 		info, err = NewConnInfo("127.0.0.1", o.Spec.Name)
 	}
 	if err != nil {

@@ -130,8 +130,8 @@ func TestPythonQueryJupyter_Integration(t *testing.T) {
 	// sleep's syscall would only be acted on when that sleep ends
 	// (CPython checks signals at bytecode boundaries).
 	a.send("code", "import time\nwith open("+strconvQuote(fifo)+", 'w') as f:\n    f.write('x')\nwhile True:\n    time.sleep(0.05)")
-	if b, err := os.ReadFile(fifo); err != nil || string(b) != "x" {
-		t.Fatalf("fifo %q %v", b, err)
+	if b := readFIFO(t, fifo); b != "x" {
+		t.Fatalf("fifo %q", b)
 	}
 	a.send("interrupt", "")
 	recs, fin = a.until("finished")

@@ -133,23 +133,44 @@ func (r *Runner) setChild(c *child) {
 // reference signals only the shell, leaving grandchildren holding the
 // pipes), else to the python helper.
 func (r *Runner) interrupt() {
+	if !r.interruptChild() {
+		r.interruptPython(true)
+	}
+}
+
+// interruptChild signals the running command's group, if a command runs.
+func (r *Runner) interruptChild() bool {
 	r.childMu.Lock()
 	c := r.child
 	r.childMu.Unlock()
-	if c != nil && c.cmd.Process != nil {
-		c.interrupted.Store(true)
-		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGINT)
-		return
+	if c == nil || c.cmd.Process == nil {
+		return false
 	}
-	if k := r.runningKernel(); k != nil {
+	c.interrupted.Store(true)
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGINT)
+	return true
+}
+
+// interruptPython interrupts the Jupyter kernel or the Python helper.
+// Without wait it gives up (false) while helperMu is held: a Jupyter
+// kernel is being started, for up to its start timeout.
+func (r *Runner) interruptPython(wait bool) bool {
+	if wait {
+		r.helperMu.Lock()
+	} else if !r.helperMu.TryLock() {
+		return false
+	}
+	k, h := r.jup.k, r.py
+	r.helperMu.Unlock()
+	switch {
+	case k != nil:
 		if err := k.Interrupt(); err != nil {
 			r.log.Warn("the Jupyter kernel was not interrupted", "error", err)
 		}
-		return
-	}
-	if h := r.helper(); h != nil {
+	case h != nil:
 		h.interrupt()
 	}
+	return true
 }
 
 // feedInput writes text to the running command's stdin (shell and batch

@@ -238,14 +238,15 @@ func (r *Runner) Serve(ctx context.Context) error {
 		case "status":
 			r.emit("status", r.statusPayload())
 		case "interrupt":
-			// Delivered beside the loop: finding the target may wait for
-			// a Jupyter kernel's start (up to its 30 s), and status pings
-			// must be answered meanwhile. One at a time: more while one is
-			// on its way add nothing.
-			if r.interrupting.CompareAndSwap(false, true) {
+			// At once, in order with the messages around it (an
+			// interrupt followed by the next cell's code must not reach
+			// that cell), except while a Jupyter kernel is being started:
+			// then beside the loop, which must go on answering status
+			// pings; one at a time.
+			if !r.interruptChild() && !r.interruptPython(false) && r.interrupting.CompareAndSwap(false, true) {
 				go func() {
 					defer r.interrupting.Store(false)
-					r.interrupt()
+					r.interruptPython(true)
 				}()
 			}
 		case "input":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -420,19 +421,33 @@ func scratchUsage(dir string) uint64 {
 	defer root.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), scratchWalkTimeout)
 	defer cancel()
+	// Depth first with a stack of names: a folder that cannot be listed
+	// (gone meanwhile, swapped, too large for what is left of the budget)
+	// is skipped and the rest still counted, as a folder too deep is.
+	type folder struct {
+		rel   string
+		depth int
+	}
 	var total uint64
-	n := 0
-	// A partial figure (too many entries, too deep, too slow) is still
-	// the best one there is: the walk's error is not the caller's.
-	_ = root.Walk(ctx, ".", scratchWalkDepth, scratchWalkEntries, func(_ string, info *safefs.Info) error {
-		if n++; n > scratchWalkEntries {
-			return errWalkEnough
+	budget := scratchWalkEntries
+	stack := []folder{{".", 0}}
+	for len(stack) > 0 && budget > 0 && ctx.Err() == nil {
+		f := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		ents, err := root.ReadDir(ctx, f.rel, budget)
+		if err != nil {
+			continue
 		}
-		if info.Mode().IsRegular() {
-			total += uint64(info.Stat().Blocks) * 512
+		budget -= len(ents)
+		for _, e := range ents {
+			switch {
+			case e.Mode().IsRegular():
+				total += uint64(e.Stat().Blocks) * 512
+			case e.IsDir() && f.depth < scratchWalkDepth:
+				stack = append(stack, folder{path.Join(f.rel, e.Name()), f.depth + 1})
+			}
 		}
-		return nil
-	})
+	}
 	return total
 }
 
@@ -442,8 +457,6 @@ const (
 	scratchWalkDepth   = 128
 	scratchWalkTimeout = 5 * time.Second
 )
-
-var errWalkEnough = errors.New("stats: scratch walk entry budget spent")
 
 // Snapshot serializes every kernel's metrics.
 func (c *Collector) Snapshot() []KernelSnapshot {

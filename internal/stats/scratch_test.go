@@ -94,3 +94,30 @@ func TestScratchUsageSurvivesSwaps(t *testing.T) {
 		})
 	}
 }
+
+// What cannot be walked (a chain deeper than the walk goes) is skipped,
+// and everything else is still counted: a kernel cannot hide its usage
+// behind one deep folder.
+func TestScratchUsageSkipsWhatItCannotWalk(t *testing.T) {
+	work := t.TempDir()
+	deep := work
+	for range scratchWalkDepth + 2 {
+		deep = filepath.Join(deep, "0")
+	}
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(deep, "deep.bin"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(work, "zz"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "zz", "mine.bin"), make([]byte, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	used := scratchUsage(work)
+	if used < 64<<10 || used >= 1<<20 {
+		t.Fatalf("scratch usage %d bytes, want the 64 KiB beside the deep chain and not the 1 MiB below its limit", used)
+	}
+}
