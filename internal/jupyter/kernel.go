@@ -18,6 +18,10 @@ import (
 	"github.com/bai-agent/bai-agent/internal/krunner/zmtp"
 )
 
+// replyAfterIdle bounds the wait for execute_reply once the kernel said
+// it is idle.
+var replyAfterIdle = 30 * time.Second
+
 // ErrDied is returned when the kernel process exits mid-request.
 var ErrDied = errors.New("jupyter: the kernel process exited")
 
@@ -402,6 +406,12 @@ func (k *Kernel) execute(ctx context.Context, code string, h Hooks) (json.RawMes
 		select {
 		case im := <-sub:
 			if output(im) {
+				// The reply travels on shell, beside iopub's idle: it is
+				// milliseconds behind, or the kernel is not a working one
+				// (and the runner, whose context never ends, must not
+				// wait on it for ever).
+				t := time.NewTimer(replyAfterIdle)
+				defer t.Stop()
 				select {
 				case r := <-reply:
 					return r.Content, nil
@@ -409,6 +419,8 @@ func (k *Kernel) execute(ctx context.Context, code string, h Hooks) (json.RawMes
 					return nil, ErrDied
 				case <-ctx.Done():
 					return nil, ctx.Err()
+				case <-t.C:
+					return nil, fmt.Errorf("jupyter: no execute_reply %s after the kernel went idle", replyAfterIdle)
 				}
 			}
 		case sm := <-k.stdinCh:

@@ -349,3 +349,60 @@ func TestIPyKernelUsesUnixSockets_Integration(t *testing.T) {
 	}
 	sub.Close()
 }
+
+// A kernel that goes idle but never sends execute_reply (not a working
+// one) does not hold the caller for ever: the runner calls with a
+// context that never ends.
+func TestNoReplyAfterIdle_Integration(t *testing.T) {
+	requirePyModule(t, "ipykernel")
+	old := replyAfterIdle
+	replyAfterIdle = 2 * time.Second
+	t.Cleanup(func() { replyAfterIdle = old })
+	// ipykernel with its execute_reply dropped on the way out.
+	code := `import jupyter_client.session as s
+orig = s.Session.send
+def send(self, stream, msg_or_type, *a, **k):
+    t = msg_or_type if isinstance(msg_or_type, str) else msg_or_type["header"]["msg_type"]
+    if t == "execute_reply":
+        return None
+    return orig(self, stream, msg_or_type, *a, **k)
+s.Session.send = send
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()`
+	data := t.TempDir()
+	spec := map[string]any{"argv": []string{debianPython, "-c", code, "-f", "{connection_file}"}, "display_name": "mute", "language": "python"}
+	b, _ := json.Marshal(spec)
+	if err := os.MkdirAll(filepath.Join(data, "kernels", "python3"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "kernels", "python3", "kernel.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := FindSpec([]string{data}, "python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	k, err := Start(context.Background(), Options{Spec: s, Env: []string{"HOME=" + home, "PATH=/usr/bin:/bin", "IPYTHONDIR=" + filepath.Join(home, ".ipython")}, Dir: home})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Shutdown)
+	c := newCapture()
+	done := make(chan error, 1)
+	go func() {
+		_, err := k.Execute(context.Background(), "print('ran')", c.hooks(nil, nil))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no execute_reply") {
+			t.Fatalf("execute without a reply: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("execute waited for an execute_reply that never comes")
+	}
+	if c.stream("stdout") != "ran\n" {
+		t.Fatalf("the run's output was not delivered: %+v", c.recs)
+	}
+}
