@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,6 +159,41 @@ func checkFstabPath(p string) error {
 	return nil
 }
 
+// maxFstab bounds an fstab the API reads (real ones are a few KiB).
+const maxFstab = 1 << 20
+
+// readFstab reads an fstab without following a link as its last
+// component, without blocking on a FIFO and only if it is a regular file
+// owned by root (or the watcher's own user) of at most maxFstab bytes: the watcher runs as root and
+// its API names the file, so a link named fstab in a folder a kernel (or
+// a host user) can write must not make it read /etc/shadow.
+func readFstab(p string) ([]byte, os.FileMode, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			err = fmt.Errorf("%w: %s is a symbolic link", errBadRequest, p)
+		}
+		return nil, 0, fmt.Errorf("fstab: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, 0, fmt.Errorf("fstab: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || (st.Uid != 0 && int(st.Uid) != os.Geteuid()) {
+		return nil, 0, fmt.Errorf("%w: %s is not a regular file owned by root", errBadRequest, p)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxFstab+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("fstab: %w", err)
+	}
+	if len(b) > maxFstab {
+		return nil, 0, fmt.Errorf("%w: %s is over %d bytes", errBadRequest, p, maxFstab)
+	}
+	return b, os.FileMode(st.Mode & 0o7777).Perm(), nil
+}
+
 // editFstab rewrites path through edit: the old content is copied to
 // path.bak, the new one written to a temporary file in the same folder,
 // synced, and renamed over path.
@@ -165,25 +201,24 @@ func editFstab(path string, edit func([]string) []string) error {
 	if err := checkFstabPath(path); err != nil {
 		return err
 	}
-	old, err := os.ReadFile(path)
+	old, perm, err := readFstab(path)
 	if err != nil {
-		return fmt.Errorf("fstab: %w", err)
+		return err
 	}
-	st, _ := os.Stat(path)
 	var lines []string
 	sc := bufio.NewScanner(bytes.NewReader(old))
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
 	lines = edit(lines)
-	if err := fsutil.WriteFileAtomic(path+".bak", old, st.Mode().Perm()); err != nil {
+	if err := fsutil.WriteFileAtomic(path+".bak", old, perm); err != nil {
 		return fmt.Errorf("fstab backup: %w", err)
 	}
 	body := strings.Join(lines, "\n")
 	if body != "" {
 		body += "\n"
 	}
-	if err := fsutil.WriteFileAtomic(path, []byte(body), st.Mode().Perm()); err != nil {
+	if err := fsutil.WriteFileAtomic(path, []byte(body), perm); err != nil {
 		return fmt.Errorf("fstab: %w", err)
 	}
 	return nil

@@ -90,7 +90,7 @@ func Handler(o Options) http.Handler {
 			writeErr(w, err)
 			return
 		}
-		b, err := os.ReadFile(p)
+		b, _, err := readFstab(p)
 		if err != nil {
 			writeErr(w, err)
 			return

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,6 +87,62 @@ func TestEditFstabAtomicWithBackup(t *testing.T) {
 	for _, bad := range []string{"/etc/passwd", "relative/fstab", "/etc/../etc/fstab"} {
 		if err := editFstab(bad, func(l []string) []string { return l }); !errors.Is(err, errBadRequest) {
 			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}
+
+// The API names the fstab: a link named fstab (in a folder a kernel or a
+// host user can write) must not make the root watcher read what it points
+// at, nor copy it to fstab.bak; a FIFO must not block it; a file another
+// user owns is not an fstab of the host's.
+func TestFstabRefusesLinksFIFOsAndStrangers(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "shadow")
+	if err := os.WriteFile(secret, []byte("root:secret-hash:19000::::::\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "fstab")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "fstab")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := Handler(Options{Token: "tok", Control: &fakeControl{}})
+	paths := []string{link, fifo}
+	if os.Geteuid() == 0 {
+		stranger := filepath.Join(t.TempDir(), "fstab")
+		if err := os.WriteFile(stranger, []byte("x /mnt/x tmpfs defaults 0 0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(stranger, 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, stranger)
+	}
+	for _, p := range paths {
+		req := httptest.NewRequest("GET", "/fstab?fstab_path="+url.QueryEscape(p), nil)
+		req.Header.Set("X-BackendAI-Watcher-Token", "tok")
+		rec := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() { h.ServeHTTP(rec, req); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			if f, err := os.OpenFile(p, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+				f.Close()
+			}
+			t.Fatalf("GET /fstab of %s blocked", p)
+		}
+		if rec.Code != http.StatusBadRequest || strings.Contains(rec.Body.String(), "secret-hash") {
+			t.Errorf("GET /fstab of %s: %d %q, want 400", p, rec.Code, rec.Body.String())
+		}
+		if err := editFstab(p, func(l []string) []string { return l }); !errors.Is(err, errBadRequest) {
+			t.Errorf("edit of %s: %v", p, err)
+		}
+		if _, err := os.Stat(p + ".bak"); err == nil {
+			t.Errorf("a backup of %s was written", p)
 		}
 	}
 }
