@@ -22,6 +22,9 @@ import (
 // label, else the last dot-separated field of the name (the real agent's
 // convention).
 func kernelIDOf(c *backend.Container) string {
+	if c.Labels[backend.LabelProbe] != "" {
+		return "" // a backend's image probe, never a kernel
+	}
 	if id := c.Labels[LabelKernelID]; id != "" {
 		return id
 	}
@@ -49,6 +52,9 @@ func (a *Agent) recover(ctx context.Context) error {
 	}
 	owned := map[string]bool{}
 	for _, c := range list {
+		if c.Labels[backend.LabelProbe] != "" {
+			continue // a backend's image probe: it removes itself
+		}
 		kid := kernelIDOf(&c)
 		if kid == "" {
 			a.log.Warn("owned container without a kernel id; removing", "container_id", c.ID, "name", c.Name)

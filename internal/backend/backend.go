@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// LabelProbe marks the short-lived containers a backend makes to read an
+// image's files: never a kernel, whatever other labels they carry.
+const LabelProbe = "ai.backend.bai-agent.probe"
+
 // Sentinel errors every implementation maps its failures onto.
 var (
 	ErrNotFound    = errors.New("not found")

@@ -382,7 +382,12 @@ func (b *Backend) ReadImageFile(ctx context.Context, ref, path string, limit int
 	res, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image: ref, Entrypoint: []string{"/nonexistent"}, NetworkDisabled: true,
-			Labels: map[string]string{"ai.backend.bai-agent.probe": "image-file"},
+			// Docker lays these over the image's own labels: an image
+			// labelled as one of this agent's kernels (a committed one
+			// is) must not make the probe look like that kernel to the
+			// agent's sync loop.
+			Labels: map[string]string{backend.LabelProbe: "image-file",
+				"ai.backend.owner": "", "ai.backend.kernel-id": "", "ai.backend.session-id": ""},
 		},
 		HostConfig: &container.HostConfig{NetworkMode: "none"},
 	})
@@ -390,7 +395,9 @@ func (b *Backend) ReadImageFile(ctx context.Context, ref, path string, limit int
 		return nil, mapErr(err, "create a container to read "+path+" of "+ref)
 	}
 	defer func() {
-		_, _ = b.cli.ContainerRemove(context.WithoutCancel(ctx), res.ID, client.ContainerRemoveOptions{Force: true})
+		// With its anonymous volumes: an image's VOLUME would otherwise
+		// leave one behind per probe.
+		_, _ = b.cli.ContainerRemove(context.WithoutCancel(ctx), res.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	}()
 	cp, err := b.cli.CopyFromContainer(ctx, res.ID, client.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {

@@ -3,6 +3,7 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,65 @@ func TestReadImageFile_Integration(t *testing.T) {
 	left, err := be.List(ctx, map[string]string{"ai.backend.bai-agent.probe": "image-file"})
 	if err != nil || len(left) != 0 {
 		t.Fatalf("probe containers left: %d %v", len(left), err)
+	}
+}
+
+// An image labelled as one of an agent's kernels (a committed kernel is)
+// and declaring a VOLUME: its probes never look like that kernel to the
+// agent (which would destroy it as a stray and report the forged kernel
+// terminated), and leave no volume behind.
+func TestReadImageFileOfForgedImage_Integration(t *testing.T) {
+	be := testutil.RequireDocker(t)
+	img := testutil.TestImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	owner := "i-forged-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:8]
+	tag := "bai-test/forged:" + owner[len(owner)-8:]
+	out, err := exec.Command("docker", "create", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid := strings.TrimSpace(string(out))
+	defer exec.Command("docker", "rm", "-f", cid).Run()
+	if out, err := exec.Command("docker", "commit", "--change", "LABEL ai.backend.owner="+owner, "--change", "LABEL ai.backend.kernel-id="+uuid.NewString(),
+		"--change", "VOLUME /data", cid, tag).CombinedOutput(); err != nil {
+		t.Fatalf("docker commit: %v %s", err, out)
+	}
+	defer exec.Command("docker", "rmi", "-f", tag).Run()
+	volumes := func() int {
+		out, err := exec.Command("docker", "volume", "ls", "-q").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(strings.Fields(string(out)))
+	}
+	before := volumes()
+	stop := make(chan struct{})
+	seen := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				seen <- n
+				return
+			default:
+			}
+			if l, err := be.List(ctx, map[string]string{"ai.backend.owner": owner}); err == nil {
+				n += len(l)
+			}
+		}
+	}()
+	for range 5 {
+		if b, err := be.ReadImageFile(ctx, tag, "/etc/passwd", 1<<20); err != nil || !strings.HasPrefix(string(b), "root:") {
+			t.Fatalf("/etc/passwd of the forged image: %q %v", b, err)
+		}
+	}
+	close(stop)
+	if n := <-seen; n != 0 {
+		t.Fatalf("a probe was listed %d times as a container of agent %s", n, owner)
+	}
+	if after := volumes(); after != before {
+		t.Fatalf("volumes %d -> %d: the probes left their anonymous volumes", before, after)
 	}
 }
