@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 
 	"log/slog"
@@ -500,7 +501,10 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 	if cfg.Agent.MountPath != "" {
 		roots = append(roots, cfg.Agent.MountPath)
 	}
-	a.mounts = vfolder.Policy{Mode: cfg.Container.VFolderMountPolicy, HostRoots: roots, KernelRoots: cfg.Container.AllowedKernelMountRoots, Deny: cfg.Container.VFolderDenyPaths}
+	// The scratch root holds every kernel's secrets (runner keys): never
+	// a vfolder, nor inside one, whatever the configured list says.
+	deny := append(slices.Clone(cfg.Container.VFolderDenyPaths), cfg.Container.ScratchRoot)
+	a.mounts = vfolder.Policy{Mode: cfg.Container.VFolderMountPolicy, HostRoots: roots, KernelRoots: cfg.Container.AllowedKernelMountRoots, Deny: deny}
 	return a, nil
 }
 

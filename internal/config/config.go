@@ -502,7 +502,7 @@ func Defaults() *Config {
 		PidsLimit:               8192,
 		AllowedKernelMountRoots: []string{"/home/work", "/data", "/mnt"},
 		VFolderMountPolicy:      "compat",
-		VFolderDenyPaths:        []string{"/", "/etc", "/proc", "/sys", "/dev", "/var/run/docker.sock", "/run/docker.sock"},
+		VFolderDenyPaths:        []string{"/", "/etc", "/proc", "/sys", "/dev", "/var/run/docker.sock", "/run/docker.sock", "/run/containerd", "/var/lib/docker", "/var/lib/containerd"},
 	}
 	c.Resource = ResourceConfig{
 		ReservedCPU:     1,

@@ -197,6 +197,11 @@ func (p Policy) validateOne(r Request) (resource.Mount, error) {
 		if real == dr || (dr != "/" && within(real, dr)) {
 			return resource.Mount{}, fail(r, "host path %q (resolved %q) is denied by container.vfolder-deny-paths (%s)", r.HostPath, real, d)
 		}
+		// A folder holding a denied path exposes it too: /run holds
+		// /run/docker.sock.
+		if dr != "/" && within(dr, real) {
+			return resource.Mount{}, fail(r, "host path %q (resolved %q) holds %s, denied by container.vfolder-deny-paths", r.HostPath, real, d)
+		}
 	}
 	if p.Mode == Strict {
 		if len(p.HostRoots) == 0 {

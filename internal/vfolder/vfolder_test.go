@@ -58,6 +58,7 @@ func TestValidate(t *testing.T) {
 		{"over runner binary", compat, Request{Name: "a", HostPath: data1, KernelPath: "/opt/kernel/bai-krunner", Perm: "ro"}, "is refused"},
 		{"NUL in host path", compat, Request{Name: "a", HostPath: data1 + "\x00x", KernelPath: "/home/work/a", Perm: "ro"}, "NUL"},
 		{"kernel root", compat, Request{Name: "a", HostPath: data1, KernelPath: "/", Perm: "ro"}, "is refused"},
+		{"holds a denied path", Policy{Mode: Compat, Deny: []string{filepath.Join(data1, "sub", "docker.sock")}}, Request{Name: "a", HostPath: root, KernelPath: "/home/work/a", Perm: "ro"}, "holds"},
 		{"bad perm", compat, Request{Name: "a", HostPath: data1, KernelPath: "/home/work/a", Perm: "xx"}, "permission"},
 		{"colon", compat, Request{Name: "a", HostPath: data1, KernelPath: "/home/work/a:b", Perm: "ro"}, "contains ':'"},
 		{"deny root", compat, Request{Name: "a", HostPath: "/", KernelPath: "/mnt/host", Perm: "ro"}, "vfolder-deny-paths"},
