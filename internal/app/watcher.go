@@ -93,7 +93,8 @@ func RunWatcher(ctx context.Context, cfg *config.Config, lg *Logging, mode strin
 		}
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
-	srv := &http.Server{Handler: watcher.Handler(o), ReadHeaderTimeout: 10 * time.Second,
+	// No write bound: a mount may take its time; idle connections go.
+	srv := &http.Server{Handler: watcher.Handler(o), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)} // handshake noise is not an error
 	supDone := make(chan struct{})
 	if sup != nil {

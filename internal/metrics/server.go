@@ -82,7 +82,13 @@ func Start(reg *Registry, o Options) (*Server, error) {
 		root.Handle("/", handler)
 		handler = root
 	}
-	s.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug)}
+	// Idle and write bounds: a client that keeps a connection open doing
+	// nothing, or never reads a /metrics body, must not hold a goroutine
+	// and its buffer for ever (the address is usually reachable from
+	// kernels through their bridge's gateway). Two minutes leave room for
+	// pprof's CPU profiles.
+	s.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 2 * time.Minute, IdleTimeout: time.Minute, ErrorLog: slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug)}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("internal-addr %s: %w", o.Addr, err)

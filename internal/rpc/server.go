@@ -75,6 +75,9 @@ func (s *Server) SetErrorHook(f func(method, exception string, err error)) { s.o
 // SetMaxBodySize sets the inbound body limit (default callosum.MaxBodySize).
 func (s *Server) SetMaxBodySize(n int) { s.maxBodySize = n }
 
+// MaxBody is the inbound body limit in force.
+func (s *Server) MaxBody() int { return s.maxBody() }
+
 func (s *Server) maxBody() int {
 	if s.maxBodySize > 0 {
 		return s.maxBodySize

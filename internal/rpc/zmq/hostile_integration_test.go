@@ -115,4 +115,33 @@ func TestHostileBurstMemory_Integration(t *testing.T) {
 	if now > 2*idle {
 		t.Fatalf("RSS %.1f MiB a minute after the burst, idle was %.1f MiB", now, idle)
 	}
+
+	// A frame far over the limit (here 64 MiB, the limit being 10 MiB) is
+	// cut by libzmq before it is read whole: no reply, the connection
+	// goes, and the agent still serves everyone else.
+	huge, err := zmq4.NewSocket(zmq4.DEALER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer huge.Close()
+	_ = huge.SetLinger(0)
+	_ = huge.SetRcvtimeo(3 * time.Second)
+	if err := huge.Connect(addr); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := callosum.EncodeHeader(callosum.Header{Type: callosum.TypeFunction, Meth: "upload_file", Okey: []byte{}, Seq: 1})
+	if _, err := huge.SendMessage("UPPER", h, make([]byte, 64<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if frames, err := huge.RecvMessageBytes(0); err == nil {
+		t.Fatalf("a 64 MiB frame was read and answered (%d frames): libzmq did not cut it", len(frames))
+	}
+	c, err = client.Dial(addr, 5*time.Second, nil)
+	if err != nil {
+		t.Fatalf("agent stopped answering after a huge frame: %v", err)
+	}
+	defer c.Close()
+	if v, err := c.Call(context.Background(), "ping", []any{"ok"}, nil); err != nil || v != "ok" {
+		t.Fatalf("ping after a huge frame: %v %v", v, err)
+	}
 }

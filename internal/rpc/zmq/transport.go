@@ -48,6 +48,15 @@ func Listen(ctx context.Context, log *slog.Logger, addr string, srv *rpc.Server,
 		t.router.Close()
 		return nil, err
 	}
+	// A frame far over the body limit is cut by libzmq before it is
+	// buffered whole (a multi-GB frame from anyone who reaches the port,
+	// kernels included through their bridge's gateway, would otherwise be
+	// read into memory first); one a little over the limit still gets the
+	// server's precise error.
+	if err := t.router.SetMaxmsgsize(int64(4*srv.MaxBody() + 1<<20)); err != nil {
+		t.router.Close()
+		return nil, fmt.Errorf("zmq router: %w", err)
+	}
 	if curve != nil {
 		if !zmq4.HasCurve() {
 			t.router.Close()
