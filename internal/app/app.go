@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -153,6 +154,10 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 			return &ConfigError{Err: fmt.Errorf("agent.rpc-auth-*: %w", err)}
 		}
 		curve = c
+	} else if ip := net.ParseIP(cfg.Agent.RPCListenAddr.Host); cfg.Agent.RPCListenAddr.Host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		// As upstream's default, but said: kernels reach every address of
+		// the host through their bridge's gateway.
+		log.Warn("the RPC port takes calls from anyone who reaches it, kernels on this node included; set rpc-auth-agent-keypair and rpc-auth-manager-public-key or firewall it (see `bai-agent doctor` and docs/SECURITY.md)", "rpc_listen_addr", cfg.Agent.RPCListenAddr.String())
 	}
 	if err := writePIDFile(cfg.Agent.PIDFile); err != nil {
 		return err

@@ -76,6 +76,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) []Finding {
 	checkRunner(cfg, add)
 	checkSandbox(ctx, cfg, o, add)
 	checkKernelUser(cfg, add)
+	checkExposure(cfg, add)
 	checkAccelerators(ctx, cfg, o, add)
 	return out
 }
@@ -436,5 +437,33 @@ func checkAccelerators(ctx context.Context, cfg *config.Config, o Options, add a
 		}
 		add("accelerator "+string(p.Key()), level, "%s", msg)
 		_ = p.Close()
+	}
+}
+
+// loopbackOnly reports an address only this host's loopback reaches.
+func loopbackOnly(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkExposure warns about the agent's own ports that answer anyone who
+// reaches them. Kernels reach every address of the host through their
+// bridge's gateway, so "reachable" includes every session on this node.
+func checkExposure(cfg *config.Config, add adder) {
+	fw := "or firewall it from the kernels' bridges (iptables -I INPUT -i docker0 -p tcp --dport %d -j REJECT, and the same for -i br-+)"
+	rpc := cfg.Agent.RPCListenAddr
+	switch {
+	case cfg.Agent.RPCAuthAgentKeypair != "":
+		add("rpc-auth", OK, "RPC callers must hold the manager's CURVE key")
+	case loopbackOnly(rpc.Host):
+		add("rpc-auth", OK, "RPC listens on loopback only (%s)", rpc)
+	default:
+		add("rpc-auth", Warn, "the RPC port %s takes calls from anyone who reaches it, kernels on this node included (create_kernels can mount host folders): set rpc-auth-agent-keypair and rpc-auth-manager-public-key (CURVE, as the manager) "+fw, rpc, rpc.Port)
+	}
+	if ia := cfg.Agent.InternalAddr; !loopbackOnly(ia.Host) {
+		add("internal-addr", Warn, "%s (/metrics, /health) answers anyone who reaches it, kernels on this node included, with every kernel's session, user and project ids: bind it to the address your Prometheus uses "+fw, ia, ia.Port)
 	}
 }

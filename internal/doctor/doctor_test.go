@@ -189,3 +189,40 @@ func TestDoctorSandbox_Integration(t *testing.T) {
 		}
 	}
 }
+
+// The agent's own ports that answer anyone (kernels reach the host through
+// their bridge's gateway) are named, with what closes them.
+func TestCheckExposure(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		rpcHost  string
+		keys     bool
+		internal string
+		want     map[string]Level
+	}{
+		{"defaults", "0.0.0.0", false, "0.0.0.0", map[string]Level{"rpc-auth": Warn, "internal-addr": Warn}},
+		{"curve", "0.0.0.0", true, "127.0.0.1", map[string]Level{"rpc-auth": OK}},
+		{"loopback", "127.0.0.1", false, "localhost", map[string]Level{"rpc-auth": OK}},
+	} {
+		cfg := config.Defaults()
+		cfg.Agent.RPCListenAddr.Host = tc.rpcHost
+		cfg.Agent.InternalAddr.Host = tc.internal
+		if tc.keys {
+			cfg.Agent.RPCAuthAgentKeypair, cfg.Agent.RPCAuthManagerPublicKey = "/k/agent.key_secret", "/k/manager.key"
+		}
+		got := map[string]Level{}
+		var msgs []string
+		checkExposure(cfg, func(check string, l Level, format string, args ...any) {
+			got[check] = l
+			msgs = append(msgs, fmt.Sprintf(format, args...))
+		})
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: %v, want %v (%q)", tc.name, got, tc.want, msgs)
+		}
+		for _, m := range msgs {
+			if strings.Contains(m, "%!") {
+				t.Errorf("%s: bad format: %s", tc.name, m)
+			}
+		}
+	}
+}
