@@ -21,13 +21,20 @@ import (
 // temporary data dir.
 func startIPyKernel(t *testing.T, interruptMode string, mutate ...func(*Options)) *Kernel {
 	t.Helper()
-	requirePyModule(t, "ipykernel")
-	data := t.TempDir()
 	spec := map[string]any{"argv": []string{debianPython, "-m", "ipykernel_launcher", "-f", "{connection_file}"},
 		"display_name": "Python 3", "language": "python"}
 	if interruptMode != "" {
 		spec["interrupt_mode"] = interruptMode
 	}
+	return startSpec(t, spec, mutate...)
+}
+
+// startSpec launches the kernel of a kernelspec written to a temporary
+// data dir.
+func startSpec(t *testing.T, spec map[string]any, mutate ...func(*Options)) *Kernel {
+	t.Helper()
+	requirePyModule(t, "ipykernel")
+	data := t.TempDir()
 	b, _ := json.Marshal(spec)
 	if err := os.MkdirAll(filepath.Join(data, "kernels", "python3"), 0o755); err != nil {
 		t.Fatal(err)
@@ -354,7 +361,6 @@ func TestIPyKernelUsesUnixSockets_Integration(t *testing.T) {
 // one) does not hold the caller for ever: the runner calls with a
 // context that never ends.
 func TestNoReplyAfterIdle_Integration(t *testing.T) {
-	requirePyModule(t, "ipykernel")
 	old := replyAfterIdle
 	replyAfterIdle = 2 * time.Second
 	t.Cleanup(func() { replyAfterIdle = old })
@@ -369,25 +375,7 @@ def send(self, stream, msg_or_type, *a, **k):
 s.Session.send = send
 from ipykernel import kernelapp
 kernelapp.launch_new_instance()`
-	data := t.TempDir()
-	spec := map[string]any{"argv": []string{debianPython, "-c", code, "-f", "{connection_file}"}, "display_name": "mute", "language": "python"}
-	b, _ := json.Marshal(spec)
-	if err := os.MkdirAll(filepath.Join(data, "kernels", "python3"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, "kernels", "python3", "kernel.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s, err := FindSpec([]string{data}, "python")
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := t.TempDir()
-	k, err := Start(context.Background(), Options{Spec: s, Env: []string{"HOME=" + home, "PATH=/usr/bin:/bin", "IPYTHONDIR=" + filepath.Join(home, ".ipython")}, Dir: home})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Shutdown)
+	k := startSpec(t, map[string]any{"argv": []string{debianPython, "-c", code, "-f", "{connection_file}"}, "display_name": "mute", "language": "python"})
 	c := newCapture()
 	done := make(chan error, 1)
 	go func() {

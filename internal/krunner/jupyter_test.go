@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -120,19 +119,9 @@ func TestPythonQueryJupyter_Integration(t *testing.T) {
 	if exitOf(t, fin) != 0 || stream(recs, "stdout") != "hi bob\n" {
 		t.Fatalf("after input: %v", recs)
 	}
-	// Interrupt: the run reports where it is through a FIFO, then
-	// KeyboardInterrupt ends it with exit 1 and the namespace survives.
-	fifo := filepath.Join(t.TempDir(), "ready")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Short sleeps in a loop: a SIGINT that lands just before a long
-	// sleep's syscall would only be acted on when that sleep ends
-	// (CPython checks signals at bytecode boundaries).
-	a.send("code", "import time\nwith open("+strconvQuote(fifo)+", 'w') as f:\n    f.write('x')\nwhile True:\n    time.sleep(0.05)")
-	if b := readFIFO(t, fifo); b != "x" {
-		t.Fatalf("fifo %q", b)
-	}
+	// Interrupt: KeyboardInterrupt ends the run with exit 1 and the
+	// namespace survives.
+	startInterruptible(t, a)
 	a.send("interrupt", "")
 	recs, fin = a.until("finished")
 	if exitOf(t, fin) != 1 || !strings.Contains(stream(recs, "stderr"), "KeyboardInterrupt") {

@@ -189,6 +189,23 @@ func TestBatchSteps(t *testing.T) {
 	}
 }
 
+// startInterruptible starts a Python run that says through a FIFO that it
+// reached user code (a fixed wait could interrupt before anything runs on
+// a loaded machine), then sleeps in short steps: CPython acts on a SIGINT
+// at a bytecode boundary, so one that lands just before a long sleep's
+// syscall would wait for that sleep to end.
+func startInterruptible(t *testing.T, a *agent) {
+	t.Helper()
+	fifo := filepath.Join(t.TempDir(), "ready")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.send("code", "import time\nwith open("+strconvQuote(fifo)+", 'w') as f:\n    f.write('x')\nwhile True:\n    time.sleep(0.05)")
+	if b := readFIFO(t, fifo); b != "x" {
+		t.Fatalf("fifo %q", b)
+	}
+}
+
 // readFIFO reads the FIFO a run writes when it reached user code; a run
 // that ends without opening it fails the test instead of blocking it.
 func readFIFO(t *testing.T, fifo string) string {
@@ -340,18 +357,7 @@ func TestPythonQuery(t *testing.T) {
 	}
 	// Interrupt a sleeping run: KeyboardInterrupt, exit 1, the namespace
 	// survives.
-	// The run says through a FIFO that it reached user code (a fixed
-	// wait could interrupt the helper before it runs anything on a
-	// loaded machine), then sleeps in short steps so the SIGINT is acted
-	// on at the next bytecode boundary.
-	fifo := filepath.Join(t.TempDir(), "ready")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a.send("code", "import time\nwith open("+strconvQuote(fifo)+", 'w') as f:\n    f.write('x')\nwhile True:\n    time.sleep(0.05)")
-	if b := readFIFO(t, fifo); b != "x" {
-		t.Fatalf("fifo %q", b)
-	}
+	startInterruptible(t, a)
 	a.send("interrupt", "")
 	recs, fin = a.until("finished")
 	if exitOf(t, fin) != 1 || !strings.Contains(stream(recs, "stderr"), "KeyboardInterrupt") {
