@@ -241,7 +241,11 @@ type Agent struct {
 	// work that outlives an RPC.
 	ctx    context.Context
 	syncCh chan struct{}
-	closed chan struct{}
+	// assigned holds the ports AssignPort handed out that no kernel has
+	// claimed yet.
+	assignedMu sync.Mutex
+	assigned   map[int]bool
+	closed     chan struct{}
 	// syncs counts finished sync passes (tests wait on it).
 	syncs atomic.Uint64
 }
@@ -400,6 +404,7 @@ func New(ctx context.Context, o Options) (*Agent, error) {
 		stopTime:   o.StopTimeout,
 		pullTime:   o.PullTimeout,
 		syncCh:     make(chan struct{}, 1),
+		assigned:   map[int]bool{},
 		closed:     make(chan struct{}),
 	}
 	if a.sandbox, err = sandbox.NewPolicy(cfg.Container.SandboxType); err != nil {

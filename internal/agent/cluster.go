@@ -101,13 +101,13 @@ func (j *createJob) hostNetworkPorts() ([]int, error) {
 	// The assigned sshd port and the allocated host ports came from this
 	// agent's pool (assign_port): they are the kernel's now, and go back
 	// with its other ports.
-	if mapped != 0 && j.a.ports.IsUsed(mapped) {
+	if mapped != 0 && j.a.claimAssigned(mapped) {
 		taken = append(taken, mapped)
 	}
 	for _, sp := range j.services {
 		if fixedHostPorts(sp) {
 			for _, p := range sp.HostPorts {
-				if j.a.ports.IsUsed(p) {
+				if j.a.claimAssigned(p) {
 					taken = append(taken, p)
 				}
 			}

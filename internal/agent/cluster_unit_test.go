@@ -438,3 +438,49 @@ func TestSSHKeypairWithSSHVFolder_Fake(t *testing.T) {
 		t.Fatalf("written into the user's .ssh vfolder: %v", ents)
 	}
 }
+
+// A creation adopts only ports assign_port handed out and no kernel holds:
+// naming another kernel's port (in allocated_host_ports or the cluster's
+// sshd mapping) must not make it this kernel's, to be released when this
+// creation fails; release_port of a kernel's port is ignored likewise.
+func TestHostPortsOfOthersNotAdopted_Fake(t *testing.T) {
+	c, _ := newNetCore(t)
+	x, err := c.create(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := x.ReplInPort
+	kid := uuid.NewString()
+	req := fakeRequest(kid, func(r *CreationConfig) { r.AllocatedHostPorts = []int{victim} })
+	req.Cluster = ClusterInfo{NetworkMode: "host", Mode: "single-node", Size: 1,
+		SSHPortMapping: map[string]HostPort{"node-" + kid: {Host: "10.0.0.1", Port: x.ReplOutPort}}}
+	c.be.Inject(fake.CallCreate, &fake.Fault{Err: errors.New("engine says no"), Times: 1})
+	if _, err := c.agent.CreateKernels(context.Background(), req); err == nil {
+		t.Fatal("the creation did not fail")
+	}
+	for _, p := range []int{victim, x.ReplOutPort} {
+		if !c.agent.Ports().IsUsed(p) {
+			t.Fatalf("kernel %s's port %d went back to the pool with another kernel's failed creation", x.ID, p)
+		}
+	}
+	c.agent.ReleasePort(victim)
+	if !c.agent.Ports().IsUsed(victim) {
+		t.Fatal("release_port freed a kernel's port")
+	}
+	// An assigned port is adopted once, and released with its kernel.
+	p, err := c.agent.AssignPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := c.create(func(r *CreationConfig) { r.AllocatedHostPorts = []int{p} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := c.agent.Kernel(y.ID)
+	if err := c.agent.DestroyKernel(context.Background(), y.ID, k.SessionID, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if c.agent.Ports().IsUsed(p) {
+		t.Fatalf("the assigned port %d stayed taken after its kernel went", p)
+	}
+}

@@ -285,7 +285,7 @@ func (j *createJob) takePorts(context.Context) error {
 			// Allocated through assign_port on this agent: the kernel's
 			// now, released with it (the manager never releases them).
 			for _, p := range j.services[i].HostPorts {
-				if j.a.ports.IsUsed(p) {
+				if j.a.claimAssigned(p) {
 					hostPorts = append(hostPorts, p)
 				}
 			}
