@@ -777,3 +777,26 @@ func TestEngineRestartReason_Fake(t *testing.T) {
 	}
 	c.assertNothingTaken("after the outage")
 }
+
+// A create whose caller already gave up leaves nothing registered: the
+// owner gets the creation (and refuses it) whatever the caller's context
+// says. Posting it under that context dropped it about half the time,
+// leaving the kernel in Preparing for ever.
+func TestCancelledCreateLeavesNothing_Fake(t *testing.T) {
+	c := newCore(t, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 40 {
+		kid := uuid.NewString()
+		if _, err := c.agent.CreateKernels(ctx, fakeRequest(kid, nil)); err == nil {
+			t.Fatal("a create with a cancelled context succeeded")
+		}
+		waitFor(t, 5*time.Second, "the refused kernel unregistered", func() bool {
+			_, ok := c.agent.Kernel(kid)
+			return !ok
+		})
+	}
+	if n := c.agent.Ports().InUse(); n != 0 {
+		t.Fatalf("%d host ports still taken", n)
+	}
+}

@@ -107,7 +107,15 @@ func (a *Agent) createKernel(ctx context.Context, sessionID, kernelID string, cf
 	// The kernel's owner runs the creation: a destroy or an exit that
 	// arrives meanwhile waits in its inbox until the creation is done.
 	reply := make(chan error, 1)
-	err, cerr := call(ctx, k, &createMsg{ctx: ctx, job: j, reply: reply}, reply)
+	// Posted whatever ctx says (the inbox is new and empty): a creation
+	// never posted would leave the kernel registered in Preparing, with
+	// nothing ever to remove it. The owner sees the cancelled context and
+	// refuses, undoing the registration.
+	var err error
+	cerr := k.post(context.WithoutCancel(ctx), &createMsg{ctx: ctx, job: j, reply: reply})
+	if cerr == nil {
+		err, cerr = await(ctx, k, reply)
+	}
 	switch {
 	case errors.Is(cerr, errKernelGone):
 		return nil, kernelErr(kernelID, ErrAgentShuttingDown)

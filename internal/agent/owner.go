@@ -131,10 +131,16 @@ func (k *Kernel) post(ctx context.Context, m kernelMsg) error {
 
 // call posts m and waits for its reply on reply.
 func call[R any](ctx context.Context, k *Kernel, m kernelMsg, reply chan R) (R, error) {
-	var zero R
 	if err := k.post(ctx, m); err != nil {
+		var zero R
 		return zero, err
 	}
+	return await(ctx, k, reply)
+}
+
+// await waits for the reply to a posted message.
+func await[R any](ctx context.Context, k *Kernel, reply chan R) (R, error) {
+	var zero R
 	select {
 	case r := <-reply:
 		return r, nil
@@ -166,6 +172,17 @@ func (a *Agent) tell(k *Kernel, m kernelMsg) {
 		defer a.owners.Done()
 		_ = k.post(a.life, m)
 	}()
+}
+
+// hint posts m if the inbox has room and drops it otherwise: for what a
+// periodic loop finds again on its next pass (the sync loop's retries,
+// vanished containers, missed exits). A busy owner must not collect one
+// waiting goroutine per pass.
+func (a *Agent) hint(k *Kernel, m kernelMsg) {
+	select {
+	case k.own.inbox <- m:
+	default:
+	}
 }
 
 // startOwner starts k's goroutine; register calls it.

@@ -80,7 +80,7 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 		case k.State() == kernel.Running && c.ID == k.ContainerID() && !(&c).Alive():
 			// The die event may be handling it already: the owner judges
 			// each container's exit once.
-			a.tell(k, &exitMsg{containerID: c.ID, exitCode: -1})
+			a.hint(k, &exitMsg{containerID: c.ID, exitCode: -1})
 		}
 	}
 	for _, k := range a.Kernels() {
@@ -88,10 +88,10 @@ func (a *Agent) SyncOnce(ctx context.Context) error {
 		case kernel.Terminating:
 			// A CLEAN that failed (the engine refused to remove the
 			// container) left the kernel TERMINATING; retry it.
-			a.tell(k, &retryMsg{})
+			a.hint(k, &retryMsg{})
 		case kernel.Running:
 			if _, ok := seen[k.ID]; !ok {
-				a.tell(k, &goneMsg{containerID: k.ContainerID()})
+				a.hint(k, &goneMsg{containerID: k.ContainerID()})
 			}
 		}
 	}
