@@ -343,7 +343,7 @@ func TestHandleVolume_Fake(t *testing.T) {
 				cfg.Agent.CohabitingStorageProxy = tc.cohabiting
 				cfg.Agent.MountPath = tc.mountPath
 			}, nil)
-			target, msg := c.agent.HandleVolume(context.Background(), tc.mount, tc.dir, tc.loc, tc.fsType, tc.options)
+			target, msg := c.agent.HandleVolumeRequest(context.Background(), VolumeRequest{Mount: tc.mount, DirName: tc.dir, FSLocation: tc.loc, FSType: tc.fsType, CmdOptions: tc.options})
 			if target != tc.wantTarget || (tc.wantErr == "") != (msg == "") || !strings.Contains(msg, tc.wantErr) {
 				t.Fatalf("HandleVolume = %q, %q; want %q, %q", target, msg, tc.wantTarget, tc.wantErr)
 			}
@@ -354,7 +354,7 @@ func TestHandleVolume_Fake(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newCore(t, func(cfg *config.Config) { cfg.Agent.CohabitingStorageProxy, cfg.Agent.MountPath = false, mountPath }, nil)
-	if _, msg := c.agent.HandleVolume(context.Background(), false, "v4", "", "", ""); msg != "" {
+	if _, msg := c.agent.HandleVolumeRequest(context.Background(), VolumeRequest{DirName: "v4"}); msg != "" {
 		t.Fatal(msg)
 	}
 	if _, err := os.Stat(filepath.Join(mountPath, "v4")); !errors.Is(err, os.ErrNotExist) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/bai-agent/bai-agent/internal/backend"
 	"github.com/bai-agent/bai-agent/internal/config"
 	"github.com/bai-agent/bai-agent/internal/kernel"
 	"github.com/bai-agent/bai-agent/internal/sandbox"
@@ -210,7 +211,7 @@ func TestSandboxStartupRefusal_Integration(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %v", tc.sandboxType, err)
-		list, _ := be.List(context.Background(), map[string]string{"ai.backend.sandbox-probe": "1"})
+		list, _ := be.List(context.Background(), map[string]string{backend.LabelProbe: "sandbox"})
 		if len(list) != 0 {
 			t.Fatalf("%s: probe containers left: %d", tc.sandboxType, len(list))
 		}

@@ -20,12 +20,6 @@ type VolumeRequest struct {
 	FstabPath                      string
 }
 
-// HandleVolume answers do_volume_mount / do_volume_unmount without fstab
-// editing; see HandleVolumeRequest.
-func (a *Agent) HandleVolume(ctx context.Context, mount bool, dirName, fsLocation, fsType, options string) (string, string) {
-	return a.HandleVolumeRequest(ctx, VolumeRequest{Mount: mount, DirName: dirName, FSLocation: fsLocation, FSType: fsType, CmdOptions: options})
-}
-
 // HandleVolumeRequest answers do_volume_mount / do_volume_unmount and
 // returns the mount path and an error message ("" on success). With a
 // cohabiting storage proxy the proxy owns the mount and the agent only

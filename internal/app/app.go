@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/bai-agent/bai-agent/internal/agent"
 	"github.com/bai-agent/bai-agent/internal/backend/docker"
@@ -266,8 +265,8 @@ func Run(ctx context.Context, cfg *config.Config, lg *Logging) error {
 			id, role string
 			db       int
 		}{{"stat", redisconn.RoleStatistics, events.DBStat}, {"stream", redisconn.RoleStream, events.DBStream}, {"bgtask", redisconn.RoleBgtask, events.DBBgtask}, {"container_log", redisconn.RoleContainerLog, events.DBContainerLog}} {
-			rc := redisOpt.Client(c.role, c.db, func(o *redis.Options) { o.PoolSize = 1 })
-			defer rc.Close()
+			rc, release := redisOpt.Shared(c.role, c.db)
+			defer release()
 			p.hchecks = append(p.hchecks, rpc.HealthCheck{Group: "redis", Component: c.id, Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
 		}
 	}

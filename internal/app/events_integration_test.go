@@ -351,11 +351,13 @@ func TestEventsHeartbeatAndState_Integration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no broadcast: %v", err)
 	}
-	if m, ok := msg.(*redis.Message); ok {
-		var b map[string]any
-		if json.Unmarshal([]byte(m.Payload), &b) != nil || b["source"] != s.id || b["payload"] == nil {
-			t.Fatalf("broadcast message: %s", m.Payload)
-		}
+	m, ok := msg.(*redis.Message)
+	if !ok {
+		t.Fatalf("broadcast: got %T, want a message", msg)
+	}
+	var b map[string]any
+	if json.Unmarshal([]byte(m.Payload), &b) != nil || b["source"] != s.id || b["payload"] == nil {
+		t.Fatalf("broadcast message: %s", m.Payload)
 	}
 	// Heartbeats every heartbeat-interval (1 s here).
 	var beats []time.Time

@@ -129,6 +129,13 @@ func mediaExt(mime string) string {
 // as Jupyter sends them; SVG and HTML as text) into dir and returns its
 // path.
 func saveMedia(dir, mime, data string) (string, error) {
+	// Both runners send binary media as a data URL ("data:image/png;
+	// base64,...").
+	if rest, ok := strings.CutPrefix(data, "data:"); ok {
+		if _, b64, ok := strings.Cut(rest, ";base64,"); ok {
+			data = b64
+		}
+	}
 	body := []byte(data)
 	if strings.HasPrefix(mime, "image/") && mime != "image/svg+xml" || mime == "application/pdf" {
 		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(data))

@@ -73,6 +73,8 @@ func TestSaveMedia(t *testing.T) {
 		bad             bool
 	}{
 		{"image/png", base64.StdEncoding.EncodeToString(png), ".png", png, false},
+		// As both runners send it.
+		{"image/png", "data:image/png;base64," + base64.StdEncoding.EncodeToString(png), ".png", png, false},
 		{"image/svg+xml", "<svg/>", ".svg", []byte("<svg/>"), false},
 		{"text/html", "<b>x</b>", ".html", []byte("<b>x</b>"), false},
 		{"image/png", "not base64!", "", nil, true},

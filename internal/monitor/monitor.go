@@ -173,7 +173,7 @@ func (m *Monitor) node(ctx context.Context) error {
 	m.mu.Lock()
 	for k := range m.devSeries {
 		if !now[k] {
-			m.o.Metrics.Device.DeleteWhere(map[string]string{"device_metric_name": k[0], "device_id": k[1]})
+			m.o.Metrics.Device.DeleteWhere(map[string]string{"device_metric_name": k[0], "agent_id": m.o.AgentID, "device_id": k[1]})
 		}
 	}
 	m.devSeries = now

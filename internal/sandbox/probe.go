@@ -70,9 +70,12 @@ func (p Probe) Check(ctx context.Context, runtime string) error {
 		return fmt.Errorf("sandbox runtime %q: probe image: %w", Name(runtime), err)
 	}
 	spec := &backend.ContainerSpec{
-		Name:       fmt.Sprintf("bai-sandbox-probe-%d", time.Now().UnixNano()),
-		Image:      ProbeImage,
-		Labels:     map[string]string{"ai.backend.sandbox-probe": "1"},
+		Name:  fmt.Sprintf("bai-sandbox-probe-%d", time.Now().UnixNano()),
+		Image: ProbeImage,
+		// The backends' probe label (recovery skips such containers), and
+		// an image's kernel labels overridden, as for ReadImageFile.
+		Labels: map[string]string{backend.LabelProbe: "sandbox",
+			"ai.backend.owner": "", "ai.backend.kernel-id": "", "ai.backend.session-id": ""},
 		Entrypoint: append([]string{probeTarget}, p.Args...),
 		Init:       true,
 		Runtime:    runtime,
