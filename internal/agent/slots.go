@@ -98,7 +98,10 @@ func (s *slotScanner) rescanPlugin(ctx context.Context, p device.Plugin, r devic
 	if err != nil {
 		return err
 	}
-	if !changed {
+	// Plugins shared by the process' agents report a change to the first
+	// agent that rescans; the others compare their own allocator anyway
+	// (UpdateDevices diffs), or they would keep offering a lost device.
+	if !changed && !s.a.sharedAccels {
 		return nil
 	}
 	maps, err := p.AllocMaps(resource.AffinityPolicy(s.a.cfg.Resource.AffinityPolicy))
@@ -111,6 +114,9 @@ func (s *slotScanner) rescanPlugin(ctx context.Context, p device.Plugin, r devic
 	}
 	for _, sl := range ignored {
 		s.log.Warn("a rescan found a slot unknown at start; restart the agent to offer it", "plugin", p.Key(), "slot", sl)
+	}
+	if !changed && len(changes) == 0 {
+		return nil
 	}
 	s.log.Info("compute devices changed", "plugin", p.Key(), "available", s.a.alloc.Available())
 	for _, c := range changes {
