@@ -347,13 +347,21 @@ func TestEventsHeartbeatAndState_Integration(t *testing.T) {
 		t.Fatalf("agent_started seen %d times", countName(evs, "agent_started"))
 	}
 	// Broadcast copy of the lifecycle events.
-	msg, err := sub.ReceiveTimeout(context.Background(), 5*time.Second)
-	if err != nil {
-		t.Fatalf("no broadcast: %v", err)
-	}
-	m, ok := msg.(*redis.Message)
-	if !ok {
-		t.Fatalf("broadcast: got %T, want a message", msg)
+	// The subscription's confirmation may come first: skip it, not the
+	// check (it used to end the check silently).
+	var m *redis.Message
+	for deadline := time.Now().Add(5 * time.Second); m == nil; {
+		msg, err := sub.ReceiveTimeout(context.Background(), time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no broadcast: %v", err)
+		}
+		switch v := msg.(type) {
+		case *redis.Message:
+			m = v
+		case *redis.Subscription:
+		default:
+			t.Fatalf("broadcast: got %T", msg)
+		}
 	}
 	var b map[string]any
 	if json.Unmarshal([]byte(m.Payload), &b) != nil || b["source"] != s.id || b["payload"] == nil {
